@@ -1,0 +1,189 @@
+//! Opening a server connection: transport, StartupMessage, authentication
+//! (trust, cleartext, md5, SCRAM-SHA-256) and the greeting up to the first
+//! ReadyForQuery.
+
+use std::collections::{BTreeMap, HashSet};
+use std::time::Instant;
+
+use bytes::{BufMut, BytesMut};
+use postgres_protocol::authentication::md5_hash;
+use postgres_protocol::authentication::sasl::{ChannelBinding, ScramSha256};
+use tokio::net::{TcpStream, UnixStream};
+
+use super::error::BackendError;
+use super::params::SessionParams;
+use super::server::{ServerConn, UPSTREAM_FRAME_LIMIT};
+use crate::config::{Upstream, UpstreamHost};
+use crate::net::frame::Body;
+use crate::net::message::{self, ftag, tag};
+use crate::net::{FrameReader, Stream};
+
+/// Who to log in as, and where.
+#[derive(Debug, Clone)]
+pub struct ConnectTarget {
+    pub upstream: Upstream,
+    pub database: String,
+    pub user: String,
+    pub password: Option<String>,
+}
+
+/// Opens the transport to the upstream server.
+pub async fn open_stream(upstream: &Upstream) -> Result<Stream, BackendError> {
+    match &upstream.host {
+        UpstreamHost::Tcp(host) => {
+            let stream = TcpStream::connect((host.as_str(), upstream.port)).await?;
+            stream.set_nodelay(true)?;
+            Ok(Stream::Tcp(stream))
+        }
+        UpstreamHost::Unix(dir) => {
+            let path = dir.join(format!(".s.PGSQL.{}", upstream.port));
+            Ok(Stream::Unix(UnixStream::connect(path).await?))
+        }
+    }
+}
+
+/// Connects and logs in. The connection is at its first ReadyForQuery.
+pub async fn connect(target: &ConnectTarget) -> Result<ServerConn, BackendError> {
+    let stream = open_stream(&target.upstream).await?;
+    let mut conn = ServerConn {
+        stream,
+        reader: FrameReader::new(UPSTREAM_FRAME_LIMIT),
+        reported: BTreeMap::new(),
+        pid: 0,
+        secret: 0,
+        user: target.user.clone(),
+        prepared: HashSet::new(),
+        applied: SessionParams::default(),
+        status: b'I',
+        broken: false,
+        created: Instant::now(),
+        last_used: Instant::now(),
+    };
+    conn.send(&startup_message(&target.user, &target.database)).await?;
+    authenticate(&mut conn, target).await?;
+    loop {
+        let frame = conn.read_frame().await?;
+        match frame.tag() {
+            tag::PARAMETER_STATUS => {
+                conn.note_parameter_status(frame.body());
+            }
+            tag::BACKEND_KEY_DATA => {
+                let mut body = Body::new(frame.body(), "BackendKeyData");
+                conn.pid = body.i32()?;
+                conn.secret = body.i32()?;
+            }
+            tag::READY_FOR_QUERY => {
+                conn.status = frame.body().first().copied().unwrap_or(b'I');
+                return Ok(conn);
+            }
+            tag::ERROR_RESPONSE => return Err(BackendError::from_error_frame(frame.into_bytes())),
+            tag::NOTICE_RESPONSE | b'v' => {}
+            other => {
+                return Err(BackendError::Unexpected {
+                    tag: other as char,
+                    during: "startup",
+                })
+            }
+        }
+    }
+}
+
+fn startup_message(user: &str, database: &str) -> BytesMut {
+    let mut body = BytesMut::new();
+    body.put_i32(196608);
+    for (k, v) in [("user", user), ("database", database)] {
+        body.put_slice(k.as_bytes());
+        body.put_u8(0);
+        body.put_slice(v.as_bytes());
+        body.put_u8(0);
+    }
+    body.put_u8(0);
+    let mut out = BytesMut::with_capacity(body.len() + 4);
+    out.put_i32(body.len() as i32 + 4);
+    out.put_slice(&body);
+    out
+}
+
+async fn authenticate(conn: &mut ServerConn, target: &ConnectTarget) -> Result<(), BackendError> {
+    let password = || {
+        target
+            .password
+            .as_deref()
+            .ok_or_else(|| BackendError::NoPassword(target.user.clone()))
+    };
+    let mut scram: Option<ScramSha256> = None;
+    loop {
+        let frame = conn.read_frame().await?;
+        match frame.tag() {
+            tag::AUTHENTICATION => {}
+            tag::ERROR_RESPONSE => return Err(BackendError::from_error_frame(frame.into_bytes())),
+            other => {
+                return Err(BackendError::Unexpected {
+                    tag: other as char,
+                    during: "authentication",
+                })
+            }
+        }
+        let mut body = Body::new(frame.body(), "Authentication");
+        let mut out = BytesMut::new();
+        match body.i32()? {
+            0 => return Ok(()),
+            3 => {
+                let mut pw = password()?.as_bytes().to_vec();
+                pw.push(0);
+                message::frontend(&mut out, ftag::PASSWORD, &pw);
+            }
+            5 => {
+                let salt = body.take(4)?;
+                let hash = md5_hash(
+                    target.user.as_bytes(),
+                    password()?.as_bytes(),
+                    [salt[0], salt[1], salt[2], salt[3]],
+                );
+                let mut pw = hash.into_bytes();
+                pw.push(0);
+                message::frontend(&mut out, ftag::PASSWORD, &pw);
+            }
+            10 => {
+                let mut offered = Vec::new();
+                while let Ok(m) = body.string() {
+                    if m.is_empty() {
+                        break;
+                    }
+                    offered.push(m.to_owned());
+                }
+                if !offered.iter().any(|m| m == "SCRAM-SHA-256") {
+                    return Err(BackendError::Scram(format!("server offers only {offered:?}")));
+                }
+                let client = ScramSha256::new(password()?.as_bytes(), ChannelBinding::unsupported());
+                let first = client.message().to_vec();
+                let mut payload = BytesMut::new();
+                payload.put_slice(b"SCRAM-SHA-256\0");
+                payload.put_i32(first.len() as i32);
+                payload.put_slice(&first);
+                message::frontend(&mut out, ftag::PASSWORD, &payload);
+                scram = Some(client);
+            }
+            11 => {
+                let client = scram
+                    .as_mut()
+                    .ok_or_else(|| BackendError::Scram("SASLContinue before SASL".into()))?;
+                client
+                    .update(body.rest())
+                    .map_err(|e| BackendError::Scram(e.to_string()))?;
+                message::frontend(&mut out, ftag::PASSWORD, client.message());
+            }
+            12 => {
+                let client = scram
+                    .as_mut()
+                    .ok_or_else(|| BackendError::Scram("SASLFinal before SASL".into()))?;
+                client
+                    .finish(body.rest())
+                    .map_err(|e| BackendError::Scram(e.to_string()))?;
+                continue;
+            }
+            other => return Err(BackendError::UnsupportedAuth(other)),
+        }
+        conn.send(&out).await?;
+    }
+}

@@ -1,0 +1,91 @@
+//! Errors of the upstream side, and what a client is told about each.
+
+use std::sync::Arc;
+
+use bytes::Bytes;
+
+use crate::net::message::{self, Severity};
+use crate::net::NetError;
+
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum BackendError {
+    /// Postgres answered with an ErrorResponse; `frame` holds it verbatim so
+    /// that the client sees exactly what Postgres said.
+    #[error("upstream error {code}: {message}")]
+    Server {
+        frame: Bytes,
+        code: String,
+        message: String,
+        fatal: bool,
+    },
+    #[error("upstream connection failed: {0}")]
+    Io(Arc<std::io::Error>),
+    #[error("upstream protocol error: {0}")]
+    Net(Arc<NetError>),
+    #[error("upstream sent an unexpected message {tag:?} during {during}")]
+    Unexpected { tag: char, during: &'static str },
+    #[error("upstream asks for an unsupported authentication method ({0})")]
+    UnsupportedAuth(i32),
+    #[error("upstream asks for a password but none is configured for user {0:?}")]
+    NoPassword(String),
+    #[error("upstream SCRAM exchange failed: {0}")]
+    Scram(String),
+    #[error("timed out connecting to upstream after {0:?}")]
+    ConnectTimeout(std::time::Duration),
+    #[error("upstream unavailable, next connection attempt in {retry_in_ms} ms (last error: {last})")]
+    BackingOff { retry_in_ms: u64, last: String },
+    #[error("timed out after {0:?} waiting for a server connection")]
+    AcquireTimeout(std::time::Duration),
+}
+
+impl From<std::io::Error> for BackendError {
+    fn from(e: std::io::Error) -> Self {
+        BackendError::Io(Arc::new(e))
+    }
+}
+
+impl From<NetError> for BackendError {
+    fn from(e: NetError) -> Self {
+        match e {
+            NetError::Io(io) => BackendError::Io(Arc::new(io)),
+            other => BackendError::Net(Arc::new(other)),
+        }
+    }
+}
+
+impl BackendError {
+    /// Builds the error from an ErrorResponse frame's bytes.
+    pub fn from_error_frame(frame: Bytes) -> BackendError {
+        let (severity, code, message) = message::error_fields(frame.get(5..).unwrap_or(&[]));
+        BackendError::Server {
+            fatal: severity == "FATAL" || severity == "PANIC",
+            frame,
+            code,
+            message,
+        }
+    }
+
+    /// A network-level failure, worth backing off for (as opposed to an
+    /// answer from Postgres such as "database does not exist").
+    pub fn is_network(&self) -> bool {
+        matches!(
+            self,
+            BackendError::Io(_) | BackendError::Net(_) | BackendError::ConnectTimeout(_)
+        )
+    }
+
+    /// The ErrorResponse a client gets for this error.
+    pub fn to_client(&self, severity: Severity) -> Bytes {
+        match self {
+            BackendError::Server { frame, .. } => frame.clone(),
+            BackendError::AcquireTimeout(_) => {
+                message::error_bytes(severity, "53300", &format!("pgstash: {self}"))
+            }
+            BackendError::UnsupportedAuth(_) | BackendError::NoPassword(_) | BackendError::Scram(_) => {
+                message::error_bytes(severity, "28000", &format!("pgstash: {self}"))
+            }
+            BackendError::Unexpected { .. } => message::error_bytes(severity, "08P01", &format!("pgstash: {self}")),
+            _ => message::error_bytes(severity, "08006", &format!("pgstash: {self}")),
+        }
+    }
+}

@@ -1,0 +1,15 @@
+//! The upstream side: connections to Postgres, their pool, and cancel
+//! requests. A server connection is a raw frame stream; only the messages
+//! needed to track its state are decoded.
+
+pub mod cancel;
+pub mod connect;
+pub mod error;
+pub mod params;
+pub mod pool;
+pub mod server;
+
+pub use error::BackendError;
+pub use params::SessionParams;
+pub use pool::{PoolKey, Pools, UpstreamPool};
+pub use server::ServerConn;

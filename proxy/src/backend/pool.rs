@@ -1,0 +1,227 @@
+//! Pools of server connections, one `bb8` pool per (database, user).
+//!
+//! bb8 hides connection errors from waiters (it retries or reports them to an
+//! error sink). A client waiting for a connection to a database that does
+//! not exist must get Postgres' error at once, not a timeout, so each pool's
+//! error sink publishes the last connect error on a `watch` channel and
+//! [`acquire`] returns whichever comes first: a connection or a new error.
+//! Network failures put the pool in a backoff (doubling up to
+//! `reconnect_backoff_max`) so a down upstream is not hammered.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use bb8::{ErrorSink, ManageConnection, PooledConnection};
+use tokio::sync::watch;
+
+use super::connect::{connect, ConnectTarget};
+use super::error::BackendError;
+use super::server::ServerConn;
+use crate::config::PoolConfig;
+
+pub type UpstreamPool = bb8::Pool<ServerManager>;
+pub type Pooled = PooledConnection<'static, ServerManager>;
+
+/// Which pool a client uses.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct PoolKey {
+    pub database: String,
+    pub user: String,
+}
+
+#[derive(Debug, Default)]
+struct Backoff {
+    failures: u32,
+    retry_at: Option<Instant>,
+    last_error: String,
+}
+
+/// bb8's view of how to make and check server connections.
+#[derive(Debug)]
+pub struct ServerManager {
+    target: ConnectTarget,
+    config: PoolConfig,
+    backoff: Mutex<Backoff>,
+}
+
+impl ServerManager {
+    fn record(&self, result: &Result<ServerConn, BackendError>) {
+        let Ok(mut backoff) = self.backoff.lock() else { return };
+        match result {
+            Ok(_) => *backoff = Backoff::default(),
+            Err(e) if e.is_network() => {
+                let factor = 1u32 << backoff.failures.min(16);
+                let delay = (self.config.reconnect_backoff * factor).min(self.config.reconnect_backoff_max);
+                backoff.failures += 1;
+                backoff.retry_at = Some(Instant::now() + delay);
+                backoff.last_error = e.to_string();
+            }
+            Err(_) => {}
+        }
+    }
+
+    fn backing_off(&self) -> Option<BackendError> {
+        let backoff = self.backoff.lock().ok()?;
+        let retry_at = backoff.retry_at?;
+        let now = Instant::now();
+        (retry_at > now).then(|| BackendError::BackingOff {
+            retry_in_ms: (retry_at - now).as_millis() as u64,
+            last: backoff.last_error.clone(),
+        })
+    }
+}
+
+impl ManageConnection for ServerManager {
+    type Connection = ServerConn;
+    type Error = BackendError;
+
+    async fn connect(&self) -> Result<ServerConn, BackendError> {
+        if let Some(e) = self.backing_off() {
+            return Err(e);
+        }
+        let timeout = self.config.connect_timeout;
+        let result = match tokio::time::timeout(timeout, connect(&self.target)).await {
+            Ok(result) => result,
+            Err(_) => Err(BackendError::ConnectTimeout(timeout)),
+        };
+        self.record(&result);
+        if let Err(e) = &result {
+            tracing::warn!(database = %self.target.database, user = %self.target.user, error = %e, "upstream connect failed");
+        }
+        result
+    }
+
+    /// Run at checkout. A quiet socket is enough for a recently used
+    /// connection; one idle past `health_check_after` answers an empty query.
+    async fn is_valid(&self, conn: &mut ServerConn) -> Result<(), BackendError> {
+        if !conn.idle_and_quiet() {
+            conn.broken = true;
+            return Err(BackendError::Unexpected {
+                tag: '?',
+                during: "idle (connection closed or desynchronized)",
+            });
+        }
+        if conn.last_used.elapsed() >= self.config.health_check_after {
+            conn.run_internal("").await?;
+        }
+        Ok(())
+    }
+
+    fn has_broken(&self, conn: &mut ServerConn) -> bool {
+        conn.broken || conn.status != b'I' || conn.reader.has_buffered()
+    }
+}
+
+/// Keeps the last connect error where waiting clients can see it.
+#[derive(Debug, Clone)]
+struct PublishErrors(Arc<watch::Sender<Option<BackendError>>>);
+
+impl ErrorSink<BackendError> for PublishErrors {
+    fn sink(&self, error: BackendError) {
+        self.0.send_replace(Some(error));
+    }
+
+    fn boxed_clone(&self) -> Box<dyn ErrorSink<BackendError>> {
+        Box::new(self.clone())
+    }
+}
+
+/// A pool and the channel its connect errors arrive on.
+#[derive(Debug)]
+pub struct PoolEntry {
+    pub pool: UpstreamPool,
+    errors: Arc<watch::Sender<Option<BackendError>>>,
+    acquire_timeout: Duration,
+}
+
+impl PoolEntry {
+    /// Waits for a server connection, or fails with the first connect error
+    /// that happens while waiting, or with a timeout.
+    ///
+    /// # Cancellation safety
+    /// Safe: a connection bb8 hands over after cancellation goes back to the pool.
+    pub async fn acquire(&self) -> Result<Pooled, BackendError> {
+        let mut errors = self.errors.subscribe();
+        errors.borrow_and_update();
+        tokio::select! {
+            got = self.pool.get_owned() => got.map_err(|e| match e {
+                bb8::RunError::User(e) => e,
+                bb8::RunError::TimedOut => BackendError::AcquireTimeout(self.acquire_timeout),
+            }),
+            error = async {
+                loop {
+                    if errors.changed().await.is_err() {
+                        std::future::pending::<()>().await;
+                    }
+                    if let Some(e) = errors.borrow_and_update().clone() {
+                        return e;
+                    }
+                }
+            } => Err(error),
+        }
+    }
+}
+
+/// All pools of a pgstash process, created on first use.
+#[derive(Debug)]
+pub struct Pools {
+    entries: Mutex<HashMap<PoolKey, Arc<PoolEntry>>>,
+}
+
+impl Default for Pools {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Pools {
+    pub fn new() -> Pools {
+        Pools {
+            entries: Mutex::new(HashMap::new()),
+        }
+    }
+
+    /// The pool for `key`, created with `target` and `config` if missing.
+    pub fn get(&self, key: &PoolKey, target: impl FnOnce() -> ConnectTarget, config: &PoolConfig) -> Arc<PoolEntry> {
+        let mut entries = self.entries.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(entry) = entries.get(key) {
+            return entry.clone();
+        }
+        let errors = Arc::new(watch::channel(None).0);
+        let manager = ServerManager {
+            target: target(),
+            config: config.clone(),
+            backoff: Mutex::new(Backoff::default()),
+        };
+        let pool = bb8::Pool::builder()
+            .max_size(config.size)
+            .min_idle(None)
+            .connection_timeout(config.acquire_timeout)
+            .idle_timeout(Some(config.idle_timeout))
+            .max_lifetime(Some(config.max_lifetime))
+            .retry_connection(false)
+            .test_on_check_out(true)
+            .error_sink(Box::new(PublishErrors(errors.clone())))
+            .build_unchecked(manager);
+        let entry = Arc::new(PoolEntry {
+            pool,
+            errors,
+            acquire_timeout: config.acquire_timeout,
+        });
+        entries.insert(key.clone(), entry.clone());
+        entry
+    }
+
+    /// Forgets every pool (after a reload changed pool settings); their
+    /// connections close as clients give them back.
+    pub fn clear(&self) {
+        self.entries.lock().unwrap_or_else(|e| e.into_inner()).clear();
+    }
+
+    /// (database, user, state) counts for metrics and logs.
+    pub fn states(&self) -> Vec<(PoolKey, bb8::State)> {
+        let entries = self.entries.lock().unwrap_or_else(|e| e.into_inner());
+        entries.iter().map(|(k, e)| (k.clone(), e.pool.state())).collect()
+    }
+}

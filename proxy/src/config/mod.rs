@@ -1,0 +1,127 @@
+//! The resolved configuration of a pgstash process.
+//!
+//! A [`Config`] is built in three layers, later ones winning: the TOML file
+//! (`--config`), then `PGSTASH_*` environment variables, then command-line
+//! flags (the last two are merged by clap, see `cli.rs`). Every key has a
+//! default, so `pgstash serve --upstream postgres://…` works with no file.
+//! `deploy/pgstash.toml` documents each key.
+
+mod auth;
+mod pool;
+mod upstream;
+
+pub use auth::{AuthConfig, AuthMethod, UserConfig};
+pub use pool::{PoolConfig, PoolMode};
+pub use upstream::{Upstream, UpstreamHost};
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::Deserialize;
+
+/// Everything that can go wrong while loading or validating configuration.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read config file {path}: {source}")]
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    /// The TOML did not parse or did not match the schema; `toml` renders the
+    /// line, the column and a caret under the offending text.
+    #[error("{path}: {message}")]
+    Parse { path: PathBuf, message: String },
+    #[error("invalid upstream URL {url:?}: {reason}")]
+    Upstream { url: String, reason: String },
+    #[error("invalid value for {key}: {reason}")]
+    Invalid { key: &'static str, reason: String },
+    #[error("user {user:?}: cannot read password: {reason}")]
+    Password { user: String, reason: String },
+}
+
+/// The whole configuration, as read from `pgstash.toml`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Config {
+    /// TCP address clients connect to.
+    pub listen: SocketAddr,
+    /// Directory for a Unix-domain socket named `.s.PGSQL.<port>` (as
+    /// Postgres names it, so `psql -h DIR -p PORT` works). Off when unset.
+    pub unix_socket_dir: Option<PathBuf>,
+    /// The Postgres server to forward to. Client user and database names are
+    /// passed through; user and password in the URL are used for the control
+    /// connection and as the upstream password of users that have none.
+    pub upstream: Upstream,
+    /// Path to `rules.toml` (caching is off when unset).
+    pub rules: Option<PathBuf>,
+    /// Redis URL for the shared cache; the in-process store is used when unset.
+    pub redis: Option<String>,
+    /// Address of the metrics and health HTTP port.
+    pub metrics_listen: SocketAddr,
+    /// Queries at or over this many milliseconds are logged (0 logs all).
+    pub slow_query_ms: u64,
+    /// File the slow-query log is appended to; stderr when unset.
+    pub slow_query_log: Option<PathBuf>,
+    /// Largest protocol message accepted from a client, in bytes. Larger
+    /// messages get `08P01` and the connection is closed.
+    pub max_message_bytes: usize,
+    /// How long a graceful shutdown waits for running transactions.
+    #[serde(with = "humantime_serde")]
+    pub shutdown_timeout: Duration,
+    pub pool: PoolConfig,
+    pub auth: AuthConfig,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            listen: SocketAddr::from(([127, 0, 0, 1], 6432)),
+            unix_socket_dir: None,
+            upstream: Upstream::default(),
+            rules: None,
+            redis: None,
+            metrics_listen: SocketAddr::from(([127, 0, 0, 1], 9930)),
+            slow_query_ms: 100,
+            slow_query_log: None,
+            max_message_bytes: 64 * 1024 * 1024,
+            shutdown_timeout: Duration::from_secs(30),
+            pool: PoolConfig::default(),
+            auth: AuthConfig::default(),
+        }
+    }
+}
+
+impl Config {
+    /// Reads and validates a TOML file. Errors carry the file name, line and column.
+    pub fn from_file(path: &Path) -> Result<Config, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.to_owned(),
+            source,
+        })?;
+        Self::from_toml(&text, path)
+    }
+
+    /// Parses TOML text; `origin` names it in error messages.
+    pub fn from_toml(text: &str, origin: &Path) -> Result<Config, ConfigError> {
+        let config: Config = toml::from_str(text).map_err(|e| ConfigError::Parse {
+            path: origin.to_owned(),
+            message: e.to_string(),
+        })?;
+        config.validate()?;
+        Ok(config)
+    }
+
+    /// Checks the relations between keys that serde cannot express.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        self.pool.validate()?;
+        self.auth.validate()?;
+        if self.max_message_bytes < 1024 {
+            return Err(ConfigError::Invalid {
+                key: "max_message_bytes",
+                reason: "must be at least 1024".into(),
+            });
+        }
+        Ok(())
+    }
+}

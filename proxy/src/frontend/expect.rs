@@ -1,0 +1,231 @@
+//! What pgstash expects back from the server, in order, for the messages it
+//! forwarded, so that it can drop answers to messages it injected and insert
+//! answers to messages it answered itself, each at the right place.
+//!
+//! Postgres answers frontend messages strictly in order; after an error in
+//! the extended protocol it skips everything up to the next Sync. The queue
+//! mirrors that: an ErrorResponse removes the entries up to the next Sync.
+
+use std::collections::VecDeque;
+use std::sync::Arc;
+
+use bytes::Bytes;
+
+use crate::net::message::tag;
+
+/// The answer to one frontend message.
+#[derive(Debug)]
+pub enum Expect {
+    /// ParseComplete. `forward` is false for a Parse pgstash injected.
+    /// `prepared` names the server-side statement it creates.
+    Parse { forward: bool, prepared: Option<Arc<str>> },
+    Bind,
+    /// ParameterDescription, then RowDescription or NoData.
+    DescribeStatement,
+    /// RowDescription or NoData.
+    DescribePortal,
+    /// DataRows (or a COPY exchange), then CommandComplete,
+    /// EmptyQueryResponse or PortalSuspended.
+    Execute,
+    Close,
+    /// ReadyForQuery.
+    Sync,
+    /// A simple Query or FunctionCall: everything up to ReadyForQuery.
+    Query,
+    /// A message pgstash answers itself, sent when its turn comes.
+    Synthetic(Bytes),
+}
+
+/// What to do with one server message.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Verdict {
+    Forward,
+    Drop,
+}
+
+/// The ordered expectations of one server connection.
+#[derive(Debug, Default)]
+pub struct ExpectQueue {
+    queue: VecDeque<Expect>,
+    /// The server is skipping messages until the next Sync after an error.
+    skipping: bool,
+}
+
+impl ExpectQueue {
+    pub fn is_empty(&self) -> bool {
+        self.queue.is_empty()
+    }
+
+    pub fn clear(&mut self) {
+        self.queue.clear();
+        self.skipping = false;
+    }
+
+    /// True while the server ignores messages after an error.
+    pub fn skipping(&self) -> bool {
+        self.skipping
+    }
+
+    /// Adds the expectation for a message just sent (or answered locally).
+    /// While the server skips after an error, nothing but Sync is answered.
+    pub fn push(&mut self, expect: Expect) {
+        if self.skipping {
+            if !matches!(expect, Expect::Sync) {
+                return;
+            }
+            self.skipping = false;
+        }
+        self.queue.push_back(expect);
+    }
+
+    /// Moves answers pgstash made itself that are now due into `out`.
+    pub fn drain_synthetic(&mut self, out: &mut Vec<Bytes>) {
+        while let Some(Expect::Synthetic(_)) = self.queue.front() {
+            if let Some(Expect::Synthetic(bytes)) = self.queue.pop_front() {
+                out.push(bytes);
+            }
+        }
+    }
+
+    /// Accounts for one server message. `due` receives synthetic answers
+    /// that precede it; `unprepared` receives server statement names that
+    /// turned out not to exist (their Parse failed).
+    pub fn on_server_message(
+        &mut self,
+        tag: u8,
+        due: &mut Vec<Bytes>,
+        unprepared: &mut Vec<Arc<str>>,
+    ) -> Verdict {
+        match tag {
+            tag::NOTICE_RESPONSE | tag::NOTIFICATION_RESPONSE | tag::PARAMETER_STATUS => {
+                return Verdict::Forward
+            }
+            _ => {}
+        }
+        self.drain_synthetic(due);
+        if tag == tag::ERROR_RESPONSE {
+            return self.on_error(unprepared);
+        }
+        let Some(front) = self.queue.front() else {
+            return Verdict::Forward;
+        };
+        let (done, verdict) = match (front, tag) {
+            (Expect::Parse { forward, .. }, tag::PARSE_COMPLETE) => (true, verdict(*forward)),
+            (Expect::Bind, tag::BIND_COMPLETE) => (true, Verdict::Forward),
+            (Expect::DescribeStatement, tag::PARAMETER_DESCRIPTION) => (false, Verdict::Forward),
+            (Expect::DescribeStatement | Expect::DescribePortal, tag::ROW_DESCRIPTION | tag::NO_DATA) => {
+                (true, Verdict::Forward)
+            }
+            (
+                Expect::Execute,
+                tag::COMMAND_COMPLETE | tag::EMPTY_QUERY_RESPONSE | tag::PORTAL_SUSPENDED,
+            ) => (true, Verdict::Forward),
+            (Expect::Execute, _) => (false, Verdict::Forward),
+            (Expect::Close, tag::CLOSE_COMPLETE) => (true, Verdict::Forward),
+            (Expect::Sync | Expect::Query, tag::READY_FOR_QUERY) => (true, Verdict::Forward),
+            (Expect::Query, _) => (false, Verdict::Forward),
+            _ => {
+                tracing::warn!(tag = %(tag as char), expected = ?front, "unexpected server message");
+                (false, Verdict::Forward)
+            }
+        };
+        if done {
+            self.queue.pop_front();
+        }
+        self.drain_synthetic(due);
+        verdict
+    }
+
+    fn on_error(&mut self, unprepared: &mut Vec<Arc<str>>) -> Verdict {
+        match self.queue.front() {
+            None => Verdict::Forward,
+            Some(Expect::Query) => Verdict::Forward,
+            Some(_) => {
+                while let Some(front) = self.queue.front() {
+                    if matches!(front, Expect::Sync) {
+                        return Verdict::Forward;
+                    }
+                    if let Some(Expect::Parse {
+                        prepared: Some(name), ..
+                    }) = self.queue.pop_front()
+                    {
+                        unprepared.push(name);
+                    }
+                }
+                self.skipping = true;
+                Verdict::Forward
+            }
+        }
+    }
+
+    /// True when every answer has arrived and no Sync is outstanding.
+    pub fn settled(&self) -> bool {
+        self.queue.is_empty() && !self.skipping
+    }
+}
+
+fn verdict(forward: bool) -> Verdict {
+    if forward {
+        Verdict::Forward
+    } else {
+        Verdict::Drop
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn run(q: &mut ExpectQueue, tags: &[u8]) -> (Vec<Verdict>, usize) {
+        let mut due = Vec::new();
+        let mut unprepared = Vec::new();
+        let verdicts = tags
+            .iter()
+            .map(|t| q.on_server_message(*t, &mut due, &mut unprepared))
+            .collect();
+        (verdicts, due.len())
+    }
+
+    #[test]
+    fn injected_parse_answer_is_dropped_and_synthetic_answer_inserted() {
+        let mut q = ExpectQueue::default();
+        q.push(Expect::Parse { forward: false, prepared: None });
+        q.push(Expect::Synthetic(Bytes::from_static(b"1\0\0\0\x04")));
+        q.push(Expect::Bind);
+        q.push(Expect::Execute);
+        q.push(Expect::Sync);
+        let (v, due) = run(&mut q, b"12DCZ");
+        assert_eq!(v[0], Verdict::Drop);
+        assert!(v[1..].iter().all(|v| *v == Verdict::Forward));
+        assert_eq!(due, 1);
+        assert!(q.settled());
+    }
+
+    #[test]
+    fn error_skips_to_sync_and_discards_synthetic_answers_after_it() {
+        let mut q = ExpectQueue::default();
+        q.push(Expect::Parse { forward: true, prepared: Some("pgstash_a".into()) });
+        q.push(Expect::Synthetic(Bytes::from_static(b"3\0\0\0\x04")));
+        q.push(Expect::Sync);
+        let mut due = Vec::new();
+        let mut unprepared = Vec::new();
+        q.on_server_message(b'E', &mut due, &mut unprepared);
+        assert_eq!(unprepared.len(), 1);
+        assert!(due.is_empty());
+        q.on_server_message(b'Z', &mut due, &mut unprepared);
+        assert!(q.settled());
+    }
+
+    #[test]
+    fn messages_after_an_error_before_sync_expect_nothing() {
+        let mut q = ExpectQueue::default();
+        q.push(Expect::Parse { forward: true, prepared: None });
+        let (_, _) = run(&mut q, b"E");
+        assert!(q.skipping());
+        q.push(Expect::Bind);
+        q.push(Expect::Execute);
+        q.push(Expect::Sync);
+        run(&mut q, b"Z");
+        assert!(q.settled());
+    }
+}

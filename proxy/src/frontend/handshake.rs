@@ -1,0 +1,144 @@
+//! A new client connection up to its first ReadyForQuery: SSL/GSS
+//! negotiation (refused: pgstash has no TLS yet), CancelRequest routing,
+//! the StartupMessage, authentication, and the greeting with the
+//! parameters Postgres reported for this client's settings.
+
+use std::sync::Arc;
+
+use bytes::BytesMut;
+use tokio::io::AsyncWriteExt;
+
+use super::auth;
+use super::error::FrontendError;
+use super::session::Session;
+use crate::backend::cancel::send_cancel;
+use crate::backend::SessionParams;
+use crate::config::PoolMode;
+use crate::context::Context;
+use crate::net::message::{self, Severity};
+use crate::net::startup::{read_startup_packet, StartupPacket};
+use crate::net::{FrameReader, NetError, Stream};
+
+/// Serves one client connection from accept to close.
+pub async fn serve_client(context: Arc<Context>, stream: Stream) {
+    let peer = stream.peer();
+    let limit = context.config.load().max_message_bytes;
+    let reader = FrameReader::new(limit);
+    let result = handshake(&context, stream, reader).await;
+    let session = match result {
+        Ok(Some(session)) => session,
+        Ok(None) => return,
+        Err(e) => {
+            tracing::debug!(%peer, error = %e, "client handshake ended");
+            return;
+        }
+    };
+    let user = session.user().to_owned();
+    if let Err(e) = session.run().await {
+        tracing::debug!(%peer, %user, error = %e, "session ended with an error");
+    }
+}
+
+async fn handshake(
+    context: &Arc<Context>,
+    mut client: Stream,
+    mut client_reader: FrameReader,
+) -> Result<Option<Session>, FrontendError> {
+    let stream = &mut client;
+    let reader = &mut client_reader;
+    let (minor, params) = loop {
+        let packet = match read_startup_packet(reader, stream).await {
+            Ok(packet) => packet,
+            Err(NetError::Closed) => return Ok(None),
+            Err(e) => {
+                let _ = stream
+                    .write_all(&message::error_bytes(Severity::Fatal, "08P01", &format!("invalid startup packet: {e}")))
+                    .await;
+                return Err(e.into());
+            }
+        };
+        match packet {
+            StartupPacket::SslRequest | StartupPacket::GssEncRequest => {
+                stream.write_all(b"N").await.map_err(NetError::from)?;
+            }
+            StartupPacket::Cancel { pid, secret } => {
+                if let Some(target) = context.cancels.target((pid, secret)) {
+                    let upstream = context.config.load().upstream.clone();
+                    if let Err(e) = send_cancel(&upstream, target).await {
+                        tracing::warn!(error = %e, "could not forward a cancel request");
+                    }
+                }
+                return Ok(None);
+            }
+            StartupPacket::Startup { minor, params, .. } => break (minor, params),
+        }
+    };
+
+    let unsupported: Vec<String> = params.keys().filter(|k| k.starts_with("_pq_.")).cloned().collect();
+    if minor > 0 || !unsupported.is_empty() {
+        let mut out = BytesMut::new();
+        message::negotiate_protocol_version(&mut out, &unsupported);
+        stream.write_all(&out).await.map_err(NetError::from)?;
+    }
+    let Some(user) = params.get("user").cloned() else {
+        return refuse(stream, "28000", "no PostgreSQL user name specified in startup packet").await;
+    };
+    if params.contains_key("replication") && params.get("replication").map(String::as_str) != Some("false") {
+        return refuse(stream, "0A000", "pgstash does not proxy replication connections").await;
+    }
+    let database = params.get("database").cloned().unwrap_or_else(|| user.clone());
+
+    let directory = context.users.load_full();
+    auth::authenticate(&directory, &user, stream, reader).await?;
+
+    let pool = context.pool(&database, &user);
+    let settings = SessionParams::from_startup(&params);
+    let mut server = match pool.acquire().await {
+        Ok(server) => server,
+        Err(e) => {
+            let _ = stream.write_all(&e.to_client(Severity::Fatal)).await;
+            return Err(e.into());
+        }
+    };
+    if let Some(sql) = settings.transition_sql(&server.applied) {
+        if let Err(e) = server.run_internal(&sql).await {
+            server.broken = true;
+            let _ = stream.write_all(&e.to_client(Severity::Fatal)).await;
+            return Err(e.into());
+        }
+        server.applied = settings.clone();
+    }
+
+    let mut out = BytesMut::with_capacity(512);
+    message::auth_ok(&mut out);
+    for (name, value) in &server.reported {
+        message::parameter_status(&mut out, name, value);
+    }
+    let (key, slot) = context.cancels.register();
+    message::backend_key_data(&mut out, key.0, key.1);
+    message::ready_for_query(&mut out, b'I');
+    if let Err(e) = stream.write_all(&out).await {
+        context.cancels.unregister(key);
+        return Err(NetError::from(e).into());
+    }
+    let mode = context.config.load().pool.mode;
+    let held = (mode == PoolMode::Session).then_some(server);
+    Ok(Some(Session::new(
+        context.clone(),
+        client,
+        client_reader,
+        pool,
+        user,
+        database,
+        settings,
+        key,
+        slot,
+        held,
+        mode,
+    )))
+}
+
+async fn refuse<T>(stream: &mut Stream, code: &str, text: &str) -> Result<T, FrontendError> {
+    let _ = stream.write_all(&message::error_bytes(Severity::Fatal, code, text)).await;
+    Err(FrontendError::Protocol(text.to_owned()))
+}

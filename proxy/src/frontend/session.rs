@@ -1,0 +1,643 @@
+//! A logged-in client: relays its requests to a pooled server connection and
+//! the answers back, holding the connection only as long as the pool mode
+//! requires.
+//!
+//! State machine of a session in transaction mode:
+//! `idle` (no server) → `active` (server held; requests and answers in
+//! flight) → `idle` once every answer has arrived, no Sync is outstanding,
+//! no COPY runs and the server reported transaction status `I`. Session
+//! mode stays `active` until the client leaves. Any state → `closed` when
+//! either side goes away or the client breaks the protocol.
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use bytes::{Bytes, BytesMut};
+use tokio::io::AsyncWriteExt;
+
+use super::error::FrontendError;
+use super::expect::{Expect, ExpectQueue, Verdict};
+use super::statements::{self, ParseMessage, Statements};
+use crate::backend::cancel::{CancelSlot, CancelTarget};
+use crate::backend::params::capture_sql;
+use crate::backend::pool::{PoolEntry, Pooled};
+use crate::backend::{BackendError, ServerConn, SessionParams};
+use crate::config::PoolMode;
+use crate::context::Context;
+use crate::net::message::{self, ftag, tag, Severity};
+use crate::net::{Frame, FrameReader, NetError, Stream};
+
+/// Answers to frontend messages kept beyond this size are written out and
+/// the buffer is given back, so an idle client does not pin a large buffer.
+const SHRINK_ABOVE: usize = 64 * 1024;
+
+enum Event {
+    Client(Result<(), NetError>),
+    Server(Result<(), NetError>),
+    Shutdown,
+}
+
+pub struct Session {
+    context: Arc<Context>,
+    client: Stream,
+    reader: FrameReader,
+    to_client: BytesMut,
+    pool: Arc<PoolEntry>,
+    user: String,
+    database: String,
+    /// Settings the client expects its server connection to have.
+    settings: SessionParams,
+    key: (i32, i32),
+    cancel_slot: CancelSlot,
+    mode: PoolMode,
+    server: Option<Pooled>,
+    to_server: BytesMut,
+    expect: ExpectQueue,
+    /// Extended-protocol messages were sent since the last Sync.
+    unsynced: bool,
+    /// The client ran something that may have changed its settings; they
+    /// are read back before the server connection is released.
+    capture: bool,
+    /// The client ran DISCARD or DEALLOCATE: server-side statements are gone.
+    forget_statements: bool,
+    statements: Statements,
+    /// The client's last unnamed Parse, re-sent when a later batch binds it
+    /// on another server connection.
+    unnamed: Option<Bytes>,
+    unnamed_on_server: bool,
+    /// pgstash failed a request itself: skip client messages until Sync.
+    local_skip: bool,
+    in_copy: bool,
+    status: u8,
+    told_fatal: bool,
+}
+
+impl Session {
+    #[allow(clippy::too_many_arguments)]
+    pub fn new(
+        context: Arc<Context>,
+        client: Stream,
+        reader: FrameReader,
+        pool: Arc<PoolEntry>,
+        user: String,
+        database: String,
+        settings: SessionParams,
+        key: (i32, i32),
+        cancel_slot: CancelSlot,
+        server: Option<Pooled>,
+        mode: PoolMode,
+    ) -> Session {
+        let mut session = Session {
+            context,
+            client,
+            reader,
+            to_client: BytesMut::new(),
+            pool,
+            user,
+            database,
+            settings,
+            key,
+            cancel_slot,
+            mode,
+            server: None,
+            to_server: BytesMut::new(),
+            expect: ExpectQueue::default(),
+            unsynced: false,
+            capture: false,
+            forget_statements: false,
+            statements: Statements::default(),
+            unnamed: None,
+            unnamed_on_server: false,
+            local_skip: false,
+            in_copy: false,
+            status: b'I',
+            told_fatal: false,
+        };
+        if let Some(server) = server {
+            session.attach(server);
+        }
+        session
+    }
+
+    pub fn user(&self) -> &str {
+        &self.user
+    }
+
+    pub fn database(&self) -> &str {
+        &self.database
+    }
+
+    /// Serves the client until it leaves, then cleans up.
+    pub async fn run(mut self) -> Result<(), FrontendError> {
+        let result = self.serve().await;
+        self.finish().await;
+        match result {
+            Err(FrontendError::ClientGone) => Ok(()),
+            other => other,
+        }
+    }
+
+    async fn serve(&mut self) -> Result<(), FrontendError> {
+        loop {
+            loop {
+                let frame = match self.reader.next_frame() {
+                    Ok(Some(frame)) => frame,
+                    Ok(None) => break,
+                    Err(e) => return self.fatal(e.sqlstate(), &format!("invalid message: {e}"), e.into()).await,
+                };
+                if !self.on_client_message(frame).await? {
+                    return Ok(());
+                }
+            }
+            self.drain_due();
+            self.flush().await?;
+            self.maybe_release().await?;
+            match self.wait().await {
+                Event::Client(Ok(())) => {}
+                Event::Client(Err(NetError::Closed)) => return Err(FrontendError::ClientGone),
+                Event::Client(Err(e)) => return Err(e.into()),
+                Event::Server(Ok(())) => self.on_server_data()?,
+                Event::Server(Err(e)) => return self.on_server_lost(e).await,
+                Event::Shutdown => {
+                    let e = FrontendError::Protocol("shutdown".into());
+                    return self
+                        .fatal("57P01", "terminating connection because pgstash is shutting down", e)
+                        .await;
+                }
+            }
+        }
+    }
+
+    /// Waits for the next input from either side.
+    ///
+    /// # Cancellation safety
+    /// Both reads append to their buffers only on completion, so the branch
+    /// that loses the race loses nothing.
+    async fn wait(&mut self) -> Event {
+        let idle = self.is_idle();
+        let shutdown = self.context.shutdown.clone();
+        match self.server.as_mut() {
+            Some(server) => {
+                let conn: &mut ServerConn = server;
+                tokio::select! {
+                    r = self.reader.fill(&mut self.client) => Event::Client(r),
+                    r = conn.reader.fill(&mut conn.stream) => Event::Server(r),
+                    _ = shutdown.cancelled(), if idle => Event::Shutdown,
+                }
+            }
+            None => tokio::select! {
+                r = self.reader.fill(&mut self.client) => Event::Client(r),
+                _ = shutdown.cancelled() => Event::Shutdown,
+            },
+        }
+    }
+
+    /// Nothing in flight and no transaction open.
+    fn is_idle(&self) -> bool {
+        self.expect.settled() && !self.unsynced && !self.in_copy && self.status == b'I'
+    }
+
+    // ----- client → server -------------------------------------------------
+
+    /// Handles one client message. Returns false when the client said goodbye.
+    async fn on_client_message(&mut self, frame: Frame) -> Result<bool, FrontendError> {
+        let rewrite = self.mode == PoolMode::Transaction;
+        match frame.tag() {
+            ftag::TERMINATE => return Ok(false),
+            ftag::SYNC => {
+                self.local_skip = false;
+                if self.server.is_some() {
+                    self.forward(&frame, Expect::Sync);
+                    self.unsynced = false;
+                } else {
+                    message::ready_for_query(&mut self.to_client, b'I');
+                }
+            }
+            _ if self.local_skip => {}
+            ftag::FLUSH => {
+                if self.server.is_some() {
+                    self.to_server.extend_from_slice(frame.as_bytes());
+                }
+            }
+            ftag::COPY_DATA | ftag::COPY_DONE | ftag::COPY_FAIL => {
+                // Outside COPY Postgres ignores these; so does pgstash.
+                if self.server.is_some() {
+                    self.to_server.extend_from_slice(frame.as_bytes());
+                }
+            }
+            ftag::CLOSE if rewrite => {
+                let (kind, name) = match statements::decode_target(frame.body(), "Close") {
+                    Ok((kind, name)) => (kind, name.to_vec()),
+                    Err(e) => {
+                        let text = format!("invalid message: {e}");
+                        return self.fatal("08P01", &text, e.into()).await.map(|_| false);
+                    }
+                };
+                if kind == b'S' && !name.is_empty() {
+                    self.statements.remove(&name);
+                    self.answer_locally(message::close_complete());
+                } else {
+                    if !self.ensure_server().await? {
+                        return Ok(true);
+                    }
+                    self.forward(&frame, Expect::Close);
+                    self.unsynced = true;
+                }
+            }
+            ftag::QUERY | ftag::FUNCTION_CALL => {
+                if !self.ensure_server().await? {
+                    message::ready_for_query(&mut self.to_client, b'I');
+                    self.local_skip = false;
+                    return Ok(true);
+                }
+                if frame.tag() == ftag::QUERY {
+                    let sql = String::from_utf8_lossy(frame.body());
+                    self.note_session_effects(&sql);
+                    self.unnamed_on_server = false;
+                }
+                self.forward(&frame, Expect::Query);
+            }
+            ftag::PARSE | ftag::BIND | ftag::DESCRIBE | ftag::EXECUTE | ftag::CLOSE => {
+                if !self.ensure_server().await? {
+                    return Ok(true);
+                }
+                let result = self.on_extended(frame, rewrite);
+                if let Err(e) = result {
+                    return self.fatal("08P01", &format!("invalid message: {e}"), e.into()).await.map(|_| false);
+                }
+                self.unsynced = true;
+            }
+            other => {
+                let text = format!("invalid frontend message type {}", other);
+                let e = FrontendError::Protocol(text.clone());
+                return self.fatal("08P01", &text, e).await.map(|_| false);
+            }
+        }
+        Ok(true)
+    }
+
+    /// Parse, Bind, Describe, Execute and (session-mode) Close, with a
+    /// server connection held.
+    fn on_extended(&mut self, frame: Frame, rewrite: bool) -> Result<(), NetError> {
+        match frame.tag() {
+            ftag::PARSE => {
+                let parse = ParseMessage::decode(frame.body())?;
+                self.note_session_effects(&parse.query_text());
+                if !rewrite {
+                    self.forward(&frame, Expect::Parse { forward: true, prepared: None });
+                } else if parse.name.is_empty() {
+                    self.unnamed = Some(frame.as_bytes().to_vec().into());
+                    self.unnamed_on_server = true;
+                    self.forward(&frame, Expect::Parse { forward: true, prepared: None });
+                } else if self.statements.contains(parse.name) {
+                    let text = format!(
+                        "prepared statement \"{}\" already exists",
+                        String::from_utf8_lossy(parse.name)
+                    );
+                    self.answer_locally(message::error_bytes(Severity::Error, "42P05", &text));
+                    self.local_skip = true;
+                } else {
+                    let statement = self.statements.insert(&parse);
+                    let conn = self.conn();
+                    if conn.prepared.contains(&statement.server_name) {
+                        self.answer_locally(message::parse_complete());
+                    } else {
+                        conn.prepared.insert(statement.server_name.clone());
+                        let expect = Expect::Parse {
+                            forward: true,
+                            prepared: Some(statement.server_name),
+                        };
+                        self.send_with(&statement.parse, expect);
+                    }
+                }
+            }
+            ftag::BIND => {
+                let name = statements::bind_statement(frame.body())?;
+                if !rewrite {
+                    self.forward(&frame, Expect::Bind);
+                } else if name.is_empty() {
+                    self.ensure_unnamed();
+                    self.forward(&frame, Expect::Bind);
+                } else if let Some(server_name) = self.ensure_prepared(name) {
+                    let bind = statements::rewrite_bind(frame.body(), &server_name)?;
+                    self.send_with(&bind, Expect::Bind);
+                } else {
+                    // Unknown name: Postgres reports 26000 with the client's name.
+                    self.forward(&frame, Expect::Bind);
+                }
+            }
+            ftag::DESCRIBE => {
+                let (kind, name) = statements::decode_target(frame.body(), "Describe")?;
+                if kind == b'P' {
+                    self.forward(&frame, Expect::DescribePortal);
+                } else if !rewrite {
+                    self.forward(&frame, Expect::DescribeStatement);
+                } else if name.is_empty() {
+                    self.ensure_unnamed();
+                    self.forward(&frame, Expect::DescribeStatement);
+                } else if let Some(server_name) = self.ensure_prepared(name) {
+                    let describe = statements::target_frame(ftag::DESCRIBE, b'S', &server_name);
+                    self.send_with(&describe, Expect::DescribeStatement);
+                } else {
+                    self.forward(&frame, Expect::DescribeStatement);
+                }
+            }
+            ftag::EXECUTE => self.forward(&frame, Expect::Execute),
+            _ => self.forward(&frame, Expect::Close),
+        }
+        Ok(())
+    }
+
+    /// Makes sure the held server connection has the client's statement
+    /// `name`; returns its server-side name (None for an unknown name).
+    fn ensure_prepared(&mut self, name: &[u8]) -> Option<Arc<str>> {
+        let statement = self.statements.get(name)?.clone();
+        if self.expect.skipping() {
+            return Some(statement.server_name);
+        }
+        let conn = self.conn();
+        if !conn.prepared.contains(&statement.server_name) {
+            conn.prepared.insert(statement.server_name.clone());
+            let expect = Expect::Parse {
+                forward: false,
+                prepared: Some(statement.server_name.clone()),
+            };
+            self.send_with(&statement.parse, expect);
+        }
+        Some(statement.server_name)
+    }
+
+    /// Re-sends the client's unnamed statement if this server has not seen it.
+    fn ensure_unnamed(&mut self) {
+        if self.unnamed_on_server || self.expect.skipping() {
+            return;
+        }
+        if let Some(parse) = self.unnamed.clone() {
+            self.send_with(&parse, Expect::Parse { forward: false, prepared: None });
+            self.unnamed_on_server = true;
+        }
+    }
+
+    fn note_session_effects(&mut self, sql: &str) {
+        let effects = pgstash_rules::session_effects(sql);
+        if effects.changes_settings || effects.changes_role {
+            self.capture = true;
+        }
+        if self.mode == PoolMode::Transaction && mentions_statement_reset(sql) {
+            self.forget_statements = true;
+        }
+    }
+
+    fn forward(&mut self, frame: &Frame, expect: Expect) {
+        self.send_with(frame.as_bytes(), expect);
+    }
+
+    fn send_with(&mut self, bytes: &[u8], expect: Expect) {
+        if !self.expect.skipping() || matches!(expect, Expect::Sync) {
+            self.to_server.extend_from_slice(bytes);
+        }
+        self.expect.push(expect);
+    }
+
+    /// An answer pgstash gives itself, in its place among the server's.
+    fn answer_locally(&mut self, bytes: Bytes) {
+        if self.server.is_some() {
+            self.expect.push(Expect::Synthetic(bytes));
+        } else {
+            self.to_client.extend_from_slice(&bytes);
+        }
+    }
+
+    fn conn(&mut self) -> &mut ServerConn {
+        self.server.as_mut().expect("a server connection is held here")
+    }
+
+    /// Gets a server connection if none is held. Returns false (after
+    /// telling the client) when none could be had; the client's messages up
+    /// to its next Sync are then skipped.
+    async fn ensure_server(&mut self) -> Result<bool, FrontendError> {
+        if self.server.is_some() {
+            return Ok(true);
+        }
+        self.flush_client().await?;
+        let mut server = match self.pool.acquire().await {
+            Ok(server) => server,
+            Err(e) => {
+                tracing::warn!(user = %self.user, database = %self.database, error = %e, "no server connection for client");
+                self.to_client.extend_from_slice(&e.to_client(Severity::Error));
+                self.local_skip = true;
+                return Ok(false);
+            }
+        };
+        if let Some(sql) = self.settings.transition_sql(&server.applied) {
+            if let Err(e) = server.run_internal(&sql).await {
+                server.broken = true;
+                self.to_client.extend_from_slice(&e.to_client(Severity::Error));
+                self.local_skip = true;
+                return Ok(false);
+            }
+            server.applied = self.settings.clone();
+        }
+        self.attach(server);
+        Ok(true)
+    }
+
+    fn attach(&mut self, server: Pooled) {
+        *self.cancel_slot.lock().unwrap_or_else(|e| e.into_inner()) = Some(CancelTarget {
+            pid: server.pid,
+            secret: server.secret,
+        });
+        self.unnamed_on_server = false;
+        self.status = server.status;
+        self.server = Some(server);
+    }
+
+    // ----- server → client -------------------------------------------------
+
+    fn on_server_data(&mut self) -> Result<(), FrontendError> {
+        let Some(server) = self.server.as_mut() else {
+            return Ok(());
+        };
+        let conn: &mut ServerConn = server;
+        let mut due = Vec::new();
+        let mut unprepared = Vec::new();
+        loop {
+            let frame = match conn.reader.next_frame() {
+                Ok(Some(frame)) => frame,
+                Ok(None) => break,
+                Err(e) => {
+                    conn.broken = true;
+                    return Err(BackendError::from(e).into());
+                }
+            };
+            let tag = frame.tag();
+            let verdict = self.expect.on_server_message(tag, &mut due, &mut unprepared);
+            for bytes in due.drain(..) {
+                self.to_client.extend_from_slice(&bytes);
+            }
+            match tag {
+                tag::READY_FOR_QUERY => {
+                    let status = frame.body().first().copied().unwrap_or(b'I');
+                    conn.status = status;
+                    self.status = status;
+                    self.in_copy = false;
+                }
+                tag::PARAMETER_STATUS => {
+                    conn.note_parameter_status(frame.body());
+                }
+                tag::COPY_IN_RESPONSE | tag::COPY_OUT_RESPONSE | tag::COPY_BOTH_RESPONSE => self.in_copy = true,
+                tag::COMMAND_COMPLETE => self.in_copy = false,
+                tag::ERROR_RESPONSE => {
+                    self.in_copy = false;
+                    let (severity, _, _) = message::error_fields(frame.body());
+                    if severity == "FATAL" || severity == "PANIC" {
+                        conn.broken = true;
+                        self.told_fatal = true;
+                    }
+                }
+                _ => {}
+            }
+            if verdict == Verdict::Forward {
+                self.to_client.extend_from_slice(frame.as_bytes());
+            }
+        }
+        for name in unprepared {
+            conn.prepared.remove(&name);
+        }
+        Ok(())
+    }
+
+    /// The server connection failed while held: tell the client and end.
+    async fn on_server_lost(&mut self, e: NetError) -> Result<(), FrontendError> {
+        if let Some(server) = self.server.as_mut() {
+            server.broken = true;
+        }
+        let error = FrontendError::Backend(BackendError::from(e));
+        if self.told_fatal {
+            let _ = self.flush_client().await;
+            return Err(error);
+        }
+        self.fatal("08006", "server closed the connection unexpectedly", error).await
+    }
+
+    fn drain_due(&mut self) {
+        let mut due = Vec::new();
+        self.expect.drain_synthetic(&mut due);
+        for bytes in due {
+            self.to_client.extend_from_slice(&bytes);
+        }
+    }
+
+    async fn flush(&mut self) -> Result<(), FrontendError> {
+        if !self.to_server.is_empty() {
+            if let Some(server) = self.server.as_mut() {
+                if let Err(e) = server.send(&self.to_server).await {
+                    self.to_server.clear();
+                    tracing::debug!(error = %e, "write to server failed");
+                    return self.on_server_lost(NetError::Closed).await;
+                }
+            }
+            self.to_server.clear();
+            if self.to_server.capacity() > SHRINK_ABOVE {
+                self.to_server = BytesMut::new();
+            }
+        }
+        self.flush_client().await
+    }
+
+    async fn flush_client(&mut self) -> Result<(), FrontendError> {
+        if self.to_client.is_empty() {
+            return Ok(());
+        }
+        let result = self.client.write_all(&self.to_client).await;
+        self.to_client.clear();
+        if self.to_client.capacity() > SHRINK_ABOVE {
+            self.to_client = BytesMut::new();
+        }
+        result.map_err(|_| FrontendError::ClientGone)
+    }
+
+    /// Gives the server connection back when the pool mode allows it.
+    async fn maybe_release(&mut self) -> Result<(), FrontendError> {
+        if self.mode != PoolMode::Transaction || self.server.is_none() || !self.is_idle() {
+            return Ok(());
+        }
+        if self.reader.has_buffered() {
+            // The client is in the middle of sending more; keep the server.
+            return Ok(());
+        }
+        let user = self.user.clone();
+        let capture = std::mem::take(&mut self.capture);
+        let forget = std::mem::take(&mut self.forget_statements);
+        let Some(mut server) = self.server.take() else {
+            return Ok(());
+        };
+        *self.cancel_slot.lock().unwrap_or_else(|e| e.into_inner()) = None;
+        if forget {
+            server.prepared.clear();
+        }
+        if capture {
+            match server.run_internal(&capture_sql(&user)).await {
+                Ok(result) => {
+                    let mut settings = SessionParams::default();
+                    for row in result.rows {
+                        if let [Some(name), Some(value)] = row.as_slice() {
+                            settings.settings.insert(name.to_lowercase(), value.clone());
+                        }
+                    }
+                    server.applied = settings.clone();
+                    self.settings = settings;
+                }
+                Err(e) => {
+                    tracing::warn!(error = %e, "could not read session settings back; discarding the server connection");
+                    server.broken = true;
+                }
+            }
+        }
+        server.last_used = Instant::now();
+        drop(server);
+        Ok(())
+    }
+
+    /// Sends a FATAL error, flushes, and ends the session with `error`.
+    async fn fatal(&mut self, code: &str, text: &str, error: FrontendError) -> Result<(), FrontendError> {
+        message::error_response(&mut self.to_client, Severity::Fatal, code, text);
+        let _ = self.flush_client().await;
+        Err(error)
+    }
+
+    /// After the session: the server connection goes back to the pool only
+    /// if it is clean; a client that left mid-transaction or mid-COPY gets
+    /// its connection discarded (Postgres rolls the transaction back).
+    async fn finish(&mut self) {
+        self.context.cancels.unregister(self.key);
+        let clean = self.is_idle();
+        if let Some(mut server) = self.server.take() {
+            if !clean {
+                server.broken = true;
+            } else if self.mode == PoolMode::Session && !server.broken {
+                match server.run_internal("DISCARD ALL").await {
+                    Ok(_) => {
+                        server.applied = SessionParams::default();
+                        server.prepared.clear();
+                    }
+                    Err(_) => server.broken = true,
+                }
+            }
+            server.last_used = Instant::now();
+        }
+        let _ = self.client.shutdown().await;
+    }
+}
+
+/// DISCARD ALL / DISCARD PLANS / DEALLOCATE drop server-side statements.
+fn mentions_statement_reset(sql: &str) -> bool {
+    let lower = sql.as_bytes();
+    contains_ignore_case(lower, b"deallocate") || contains_ignore_case(lower, b"discard")
+}
+
+fn contains_ignore_case(haystack: &[u8], needle: &[u8]) -> bool {
+    haystack
+        .windows(needle.len())
+        .any(|w| w.eq_ignore_ascii_case(needle))
+}

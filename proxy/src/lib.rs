@@ -1,0 +1,17 @@
+//! pgstash: a transparent caching proxy that speaks the PostgreSQL wire protocol.
+//!
+//! The crate is split the way the protocol is: `net` frames bytes, `frontend`
+//! owns client connections, `backend` owns upstream connections and their
+//! pool, `config` resolves settings. [`server::Server`] ties them together and
+//! is what the binary and the integration tests start.
+
+pub mod backend;
+pub mod cli;
+pub mod config;
+pub mod context;
+pub mod frontend;
+pub mod net;
+pub mod server;
+
+pub use config::Config;
+pub use server::{ServeError, Server, ServerHandle};

@@ -1,0 +1,88 @@
+//! The `pgstash` binary: parses the command line, then serves or checks rules.
+
+use std::process::ExitCode;
+
+use clap::Parser;
+use pgstash::cli::{Cli, Command, RulesCommand, ServeArgs};
+use pgstash::Server;
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match cli.command {
+        Some(Command::Rules {
+            command: RulesCommand::Check { file },
+        }) => check_rules(&file),
+        Some(Command::Serve(args)) => serve(args),
+        None => serve(cli.serve),
+    }
+}
+
+fn check_rules(file: &std::path::Path) -> ExitCode {
+    let _ = file;
+    ExitCode::FAILURE
+}
+
+fn serve(args: ServeArgs) -> ExitCode {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    let config = match args.load() {
+        Ok(config) => config,
+        Err(e) => {
+            eprintln!("pgstash: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    let runtime = match tokio::runtime::Runtime::new() {
+        Ok(runtime) => runtime,
+        Err(e) => {
+            eprintln!("pgstash: cannot start the runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    runtime.block_on(async move {
+        let server = match Server::bind(config).await {
+            Ok(server) => server,
+            Err(e) => {
+                eprintln!("pgstash: {e}");
+                return ExitCode::FAILURE;
+            }
+        };
+        let handle = server.handle();
+        tokio::spawn(handle_signals(handle, args));
+        match server.run().await {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!("pgstash: {e}");
+                ExitCode::FAILURE
+            }
+        }
+    })
+}
+
+/// SIGTERM and SIGINT shut down gracefully; SIGHUP reloads the configuration.
+async fn handle_signals(handle: pgstash::ServerHandle, args: ServeArgs) {
+    use tokio::signal::unix::{signal, SignalKind};
+    let (Ok(mut term), Ok(mut int), Ok(mut hup)) = (
+        signal(SignalKind::terminate()),
+        signal(SignalKind::interrupt()),
+        signal(SignalKind::hangup()),
+    ) else {
+        tracing::error!("cannot install signal handlers");
+        return;
+    };
+    loop {
+        tokio::select! {
+            _ = term.recv() => { tracing::info!("SIGTERM: shutting down"); handle.shutdown(); }
+            _ = int.recv() => { tracing::info!("SIGINT: shutting down"); handle.shutdown(); }
+            _ = hup.recv() => match args.load().and_then(|config| handle.reload(config)) {
+                Ok(()) => tracing::info!("SIGHUP: configuration reloaded"),
+                Err(e) => tracing::error!(error = %e, "SIGHUP: reload failed; keeping the running configuration"),
+            },
+        }
+    }
+}

@@ -1,0 +1,279 @@
+//! Framing of the regular (post-startup) protocol: a type byte, an `i32`
+//! length that counts itself, then the body.
+//!
+//! A [`Frame`] keeps the message's original bytes so that forwarding it is a
+//! copy of a slice, never a re-encoding. [`FrameReader`] enforces the size
+//! limit before buffering a body, so a client cannot make pgstash allocate
+//! more than `max_message_bytes` for one message.
+
+use bytes::{Buf, Bytes, BytesMut};
+use tokio::io::{AsyncRead, AsyncReadExt};
+
+/// How much room is made in the read buffer before each read. Large enough
+/// that a typical batch of small messages arrives in one system call.
+const READ_CHUNK: usize = 16 * 1024;
+
+#[derive(Debug, thiserror::Error)]
+pub enum NetError {
+    #[error("connection closed")]
+    Closed,
+    #[error("i/o error: {0}")]
+    Io(#[from] std::io::Error),
+    #[error("invalid message length {length} for message type {tag:?}")]
+    BadLength { tag: char, length: i64 },
+    #[error("message of {length} bytes exceeds the limit of {limit} bytes")]
+    TooLarge { length: usize, limit: usize },
+    #[error("malformed {what} message")]
+    Malformed { what: &'static str },
+}
+
+impl NetError {
+    /// SQLSTATE to report to a client whose input caused this error.
+    pub fn sqlstate(&self) -> &'static str {
+        match self {
+            NetError::TooLarge { .. } => "08P01",
+            NetError::BadLength { .. } | NetError::Malformed { .. } => "08P01",
+            NetError::Closed | NetError::Io(_) => "08006",
+        }
+    }
+}
+
+/// One complete protocol message: `tag`, length and body, as received.
+#[derive(Debug, Clone)]
+pub struct Frame {
+    bytes: Bytes,
+}
+
+impl Frame {
+    /// Wraps bytes that hold exactly one whole message (as built by `message.rs`).
+    pub fn from_bytes(bytes: Bytes) -> Frame {
+        Frame { bytes }
+    }
+
+    pub fn tag(&self) -> u8 {
+        self.bytes[0]
+    }
+
+    /// The message body, after the type byte and the length.
+    pub fn body(&self) -> &[u8] {
+        &self.bytes[5..]
+    }
+
+    /// The whole message as it goes on the wire.
+    pub fn as_bytes(&self) -> &[u8] {
+        &self.bytes
+    }
+
+    pub fn into_bytes(self) -> Bytes {
+        self.bytes
+    }
+
+    pub fn len(&self) -> usize {
+        self.bytes.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.bytes.is_empty()
+    }
+}
+
+/// Buffers bytes from a stream and cuts them into frames.
+#[derive(Debug)]
+pub struct FrameReader {
+    buf: BytesMut,
+    limit: usize,
+}
+
+impl FrameReader {
+    pub fn new(limit: usize) -> FrameReader {
+        FrameReader {
+            buf: BytesMut::with_capacity(READ_CHUNK),
+            limit,
+        }
+    }
+
+    /// Reads more bytes from `stream`. Returns [`NetError::Closed`] on EOF.
+    ///
+    /// # Cancellation safety
+    /// Safe to use in `select!`: bytes are only ever appended to the buffer
+    /// by the completed read, so a cancelled call loses nothing.
+    pub async fn fill<S: AsyncRead + Unpin>(&mut self, stream: &mut S) -> Result<(), NetError> {
+        if self.buf.capacity() - self.buf.len() < READ_CHUNK / 2 {
+            self.buf.reserve(READ_CHUNK);
+        }
+        match stream.read_buf(&mut self.buf).await? {
+            0 => Err(NetError::Closed),
+            _ => Ok(()),
+        }
+    }
+
+    /// Takes the next complete frame out of the buffer, if there is one.
+    pub fn next_frame(&mut self) -> Result<Option<Frame>, NetError> {
+        if self.buf.len() < 5 {
+            return Ok(None);
+        }
+        let tag = self.buf[0];
+        let length = i32::from_be_bytes([self.buf[1], self.buf[2], self.buf[3], self.buf[4]]);
+        if length < 4 {
+            return Err(NetError::BadLength {
+                tag: tag as char,
+                length: length.into(),
+            });
+        }
+        let total = length as usize + 1;
+        if total > self.limit {
+            return Err(NetError::TooLarge {
+                length: total,
+                limit: self.limit,
+            });
+        }
+        if self.buf.len() < total {
+            self.buf.reserve(total - self.buf.len());
+            return Ok(None);
+        }
+        Ok(Some(Frame {
+            bytes: self.buf.split_to(total).freeze(),
+        }))
+    }
+
+    /// True when bytes are buffered that no frame has consumed yet.
+    pub fn has_buffered(&self) -> bool {
+        !self.buf.is_empty()
+    }
+
+    /// Hands the buffered bytes to someone else (e.g. after startup, when the
+    /// connection moves on with bytes the client already pipelined).
+    pub fn take_buffered(&mut self) -> BytesMut {
+        self.buf.split()
+    }
+
+    /// Puts bytes back at the front, as if they had been read now.
+    pub fn prepend(&mut self, mut bytes: BytesMut) {
+        bytes.unsplit(self.buf.split());
+        self.buf = bytes;
+    }
+
+    /// Reads exactly one frame, waiting for more bytes as needed.
+    pub async fn read_frame<S: AsyncRead + Unpin>(&mut self, stream: &mut S) -> Result<Frame, NetError> {
+        loop {
+            if let Some(frame) = self.next_frame()? {
+                return Ok(frame);
+            }
+            self.fill(stream).await?;
+        }
+    }
+
+    /// Discards `n` bytes (used after peeking at a startup packet).
+    pub fn advance(&mut self, n: usize) {
+        self.buf.advance(n);
+    }
+
+    pub fn buffered(&self) -> &[u8] {
+        &self.buf
+    }
+}
+
+/// A cursor over a message body, for the few fields pgstash decodes.
+/// Every accessor fails instead of panicking on short or malformed input.
+pub struct Body<'a> {
+    data: &'a [u8],
+    what: &'static str,
+}
+
+impl<'a> Body<'a> {
+    pub fn new(data: &'a [u8], what: &'static str) -> Body<'a> {
+        Body { data, what }
+    }
+
+    fn malformed(&self) -> NetError {
+        NetError::Malformed { what: self.what }
+    }
+
+    pub fn cstr(&mut self) -> Result<&'a [u8], NetError> {
+        let end = self
+            .data
+            .iter()
+            .position(|b| *b == 0)
+            .ok_or_else(|| self.malformed())?;
+        let (s, rest) = self.data.split_at(end);
+        self.data = &rest[1..];
+        Ok(s)
+    }
+
+    pub fn string(&mut self) -> Result<&'a str, NetError> {
+        let bytes = self.cstr()?;
+        std::str::from_utf8(bytes).map_err(|_| self.malformed())
+    }
+
+    pub fn u8(&mut self) -> Result<u8, NetError> {
+        let (b, rest) = self.data.split_first().ok_or_else(|| self.malformed())?;
+        self.data = rest;
+        Ok(*b)
+    }
+
+    pub fn i16(&mut self) -> Result<i16, NetError> {
+        let bytes = self.take(2)?;
+        Ok(i16::from_be_bytes([bytes[0], bytes[1]]))
+    }
+
+    pub fn i32(&mut self) -> Result<i32, NetError> {
+        let bytes = self.take(4)?;
+        Ok(i32::from_be_bytes([bytes[0], bytes[1], bytes[2], bytes[3]]))
+    }
+
+    pub fn take(&mut self, n: usize) -> Result<&'a [u8], NetError> {
+        if self.data.len() < n {
+            return Err(self.malformed());
+        }
+        let (head, rest) = self.data.split_at(n);
+        self.data = rest;
+        Ok(head)
+    }
+
+    pub fn rest(&self) -> &'a [u8] {
+        self.data
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn reader_with(bytes: &[u8], limit: usize) -> FrameReader {
+        let mut r = FrameReader::new(limit);
+        r.buf.extend_from_slice(bytes);
+        r
+    }
+
+    #[test]
+    fn cuts_complete_frames_and_waits_for_partial_ones() {
+        let mut r = reader_with(b"Q\0\0\0\x0dselect 1\0S\0\0", 1024);
+        let f = r.next_frame().unwrap().unwrap();
+        assert_eq!(f.tag(), b'Q');
+        assert_eq!(f.body(), b"select 1\0");
+        assert!(r.next_frame().unwrap().is_none());
+        assert!(r.has_buffered());
+    }
+
+    #[test]
+    fn rejects_lengths_below_four() {
+        let mut r = reader_with(b"Q\0\0\0\x02", 1024);
+        assert!(matches!(r.next_frame(), Err(NetError::BadLength { .. })));
+        let mut r = reader_with(b"Q\xff\xff\xff\xff", 1024);
+        assert!(matches!(r.next_frame(), Err(NetError::BadLength { .. })));
+    }
+
+    #[test]
+    fn rejects_messages_over_the_limit_before_buffering_them() {
+        let mut r = reader_with(b"Q\x00\x10\x00\x00", 1024);
+        assert!(matches!(r.next_frame(), Err(NetError::TooLarge { .. })));
+    }
+
+    #[test]
+    fn body_accessors_fail_instead_of_panicking() {
+        let mut b = Body::new(b"abc", "Parse");
+        assert!(b.cstr().is_err());
+        let mut b = Body::new(b"\x00", "Bind");
+        assert!(b.i16().is_err());
+    }
+}

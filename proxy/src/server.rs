@@ -1,0 +1,165 @@
+//! The listening server: accepts clients on TCP and (optionally) a Unix
+//! socket, hands each to a session task, and shuts down gracefully.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use tokio::net::{TcpListener, UnixListener};
+use tokio_util::task::TaskTracker;
+
+use crate::config::{Config, ConfigError};
+use crate::context::Context;
+use crate::frontend::handshake::serve_client;
+use crate::net::Stream;
+
+#[derive(Debug, thiserror::Error)]
+pub enum ServeError {
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+    #[error("cannot listen on {what}: {source}")]
+    Listen {
+        what: String,
+        source: std::io::Error,
+    },
+}
+
+/// A bound, not yet running, pgstash server.
+pub struct Server {
+    context: Arc<Context>,
+    listener: TcpListener,
+    unix: Option<(UnixListener, PathBuf)>,
+    local_addr: SocketAddr,
+}
+
+/// Controls a running server from elsewhere (signal handlers, tests).
+#[derive(Clone)]
+pub struct ServerHandle {
+    context: Arc<Context>,
+}
+
+impl ServerHandle {
+    /// Stops accepting clients; idle sessions close at once, busy ones after
+    /// their transaction, and the rest when `shutdown_timeout` runs out.
+    pub fn shutdown(&self) {
+        self.context.shutdown.cancel();
+    }
+
+    /// Applies a new configuration (listen addresses excepted).
+    pub fn reload(&self, config: Config) -> Result<(), ConfigError> {
+        config.validate()?;
+        self.context.reload(config)
+    }
+
+    /// The shared state, for tests and the metrics port.
+    pub fn context(&self) -> &Arc<Context> {
+        &self.context
+    }
+}
+
+impl Server {
+    pub async fn bind(config: Config) -> Result<Server, ServeError> {
+        config.validate()?;
+        let listener = TcpListener::bind(config.listen)
+            .await
+            .map_err(|source| ServeError::Listen {
+                what: config.listen.to_string(),
+                source,
+            })?;
+        let local_addr = listener.local_addr().map_err(|source| ServeError::Listen {
+            what: config.listen.to_string(),
+            source,
+        })?;
+        let unix = match &config.unix_socket_dir {
+            Some(dir) => {
+                let path = dir.join(format!(".s.PGSQL.{}", local_addr.port()));
+                // A socket file left by a process that died is in the way.
+                if path.exists() && std::os::unix::net::UnixStream::connect(&path).is_err() {
+                    let _ = std::fs::remove_file(&path);
+                }
+                let listener = UnixListener::bind(&path).map_err(|source| ServeError::Listen {
+                    what: path.display().to_string(),
+                    source,
+                })?;
+                Some((listener, path))
+            }
+            None => None,
+        };
+        if config.auth.method == crate::config::AuthMethod::Trust && !config.listen.ip().is_loopback() {
+            tracing::warn!(listen = %config.listen, "auth type is trust on a non-loopback address: anyone who can reach it logs in");
+        }
+        let context = Arc::new(Context::new(config)?);
+        Ok(Server {
+            context,
+            listener,
+            unix,
+            local_addr,
+        })
+    }
+
+    pub fn local_addr(&self) -> SocketAddr {
+        self.local_addr
+    }
+
+    pub fn handle(&self) -> ServerHandle {
+        ServerHandle {
+            context: self.context.clone(),
+        }
+    }
+
+    /// Accepts clients until shutdown, then waits for sessions to end.
+    pub async fn run(self) -> Result<(), ServeError> {
+        let Server {
+            context,
+            listener,
+            unix,
+            local_addr,
+        } = self;
+        tracing::info!(listen = %local_addr, upstream = %context.config.load().upstream.display, "pgstash listening");
+        let tracker = TaskTracker::new();
+        let shutdown = context.shutdown.clone();
+        loop {
+            let unix_accept = async {
+                match &unix {
+                    Some((listener, _)) => listener.accept().await.map(|(s, _)| s),
+                    None => std::future::pending().await,
+                }
+            };
+            tokio::select! {
+                accepted = listener.accept() => match accepted {
+                    Ok((stream, _)) => {
+                        let _ = stream.set_nodelay(true);
+                        tracker.spawn(serve_client(context.clone(), Stream::Tcp(stream)));
+                    }
+                    Err(e) => accept_failed(e).await,
+                },
+                accepted = unix_accept => match accepted {
+                    Ok(stream) => {
+                        tracker.spawn(serve_client(context.clone(), Stream::Unix(stream)));
+                    }
+                    Err(e) => accept_failed(e).await,
+                },
+                _ = shutdown.cancelled() => break,
+            }
+        }
+        drop(listener);
+        if let Some((listener, path)) = unix {
+            drop(listener);
+            let _ = std::fs::remove_file(path);
+        }
+        tracker.close();
+        let timeout = context.config.load().shutdown_timeout;
+        tracing::info!(sessions = tracker.len(), ?timeout, "shutting down: waiting for sessions");
+        if tokio::time::timeout(timeout, tracker.wait()).await.is_err() {
+            tracing::warn!(sessions = tracker.len(), "shutdown timeout reached; closing remaining sessions");
+        }
+        Ok(())
+    }
+}
+
+/// Accept errors (e.g. out of file descriptors) must not stop the server;
+/// a short pause keeps the loop from spinning while they last.
+async fn accept_failed(e: std::io::Error) {
+    tracing::error!(error = %e, "accept failed");
+    tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+}
