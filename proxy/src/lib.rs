@@ -6,11 +6,13 @@
 //! is what the binary and the integration tests start.
 
 pub mod backend;
+pub mod cache;
 pub mod cli;
 pub mod config;
 pub mod context;
 pub mod frontend;
 pub mod net;
+pub mod observe;
 pub mod server;
 
 pub use config::Config;

@@ -18,8 +18,16 @@ fn main() -> ExitCode {
 }
 
 fn check_rules(file: &std::path::Path) -> ExitCode {
-    let _ = file;
-    ExitCode::FAILURE
+    match pgstash_rules::load_rules(file) {
+        Ok(rules) => {
+            println!("{}: ok ({} rules)", file.display(), rules.rules().len());
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("{e}");
+            ExitCode::FAILURE
+        }
+    }
 }
 
 fn serve(args: ServeArgs) -> ExitCode {

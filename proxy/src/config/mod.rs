@@ -7,10 +7,12 @@
 //! `deploy/pgstash.toml` documents each key.
 
 mod auth;
+mod cache;
 mod pool;
 mod upstream;
 
 pub use auth::{AuthConfig, AuthMethod, UserConfig};
+pub use cache::CacheConfig;
 pub use pool::{PoolConfig, PoolMode};
 pub use upstream::{Upstream, UpstreamHost};
 
@@ -71,6 +73,7 @@ pub struct Config {
     pub shutdown_timeout: Duration,
     pub pool: PoolConfig,
     pub auth: AuthConfig,
+    pub cache: CacheConfig,
 }
 
 impl Default for Config {
@@ -88,6 +91,7 @@ impl Default for Config {
             shutdown_timeout: Duration::from_secs(30),
             pool: PoolConfig::default(),
             auth: AuthConfig::default(),
+            cache: CacheConfig::default(),
         }
     }
 }
@@ -115,6 +119,7 @@ impl Config {
     /// Checks the relations between keys that serde cannot express.
     pub fn validate(&self) -> Result<(), ConfigError> {
         self.pool.validate()?;
+        self.cache.validate()?;
         self.auth.validate()?;
         if self.max_message_bytes < 1024 {
             return Err(ConfigError::Invalid {
@@ -123,5 +128,39 @@ impl Config {
             });
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn example_config_in_deploy_parses_to_the_defaults() {
+        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../deploy/pgstash.toml");
+        let config = Config::from_file(&path).unwrap();
+        let defaults = Config::default();
+        assert_eq!(format!("{config:?}"), format!("{defaults:?}"));
+    }
+
+    #[test]
+    fn errors_name_the_file_line_and_column() {
+        let err = Config::from_toml("listen = \"127.0.0.1:6432\"\n[pool]\nsize = \"many\"\n", Path::new("pgstash.toml"))
+            .unwrap_err()
+            .to_string();
+        assert!(err.starts_with("pgstash.toml: "), "{err}");
+        assert!(err.contains("line 3, column 8"), "{err}");
+    }
+
+    #[test]
+    fn unknown_keys_are_rejected() {
+        let err = Config::from_toml("[pool]\nsise = 3\n", Path::new("x.toml")).unwrap_err().to_string();
+        assert!(err.contains("unknown field `sise`"), "{err}");
+    }
+
+    #[test]
+    fn password_auth_without_users_is_rejected() {
+        let err = Config::from_toml("[auth]\ntype = \"scram-sha-256\"\n", Path::new("x.toml")).unwrap_err();
+        assert!(matches!(err, ConfigError::Invalid { key: "auth.type", .. }));
     }
 }

@@ -36,6 +36,17 @@ pub enum Expect {
     Synthetic(Bytes),
 }
 
+/// Side effects of server messages the session must apply.
+#[derive(Debug, Default)]
+pub struct Effects {
+    /// Answers pgstash made itself that are now due, in order.
+    pub due: Vec<Bytes>,
+    /// Server-side statements whose Parse failed: not prepared after all.
+    pub unprepared: Vec<Arc<str>>,
+    /// Server-side statements whose Parse succeeded.
+    pub prepared: Vec<Arc<str>>,
+}
+
 /// What to do with one server message.
 #[derive(Debug, PartialEq, Eq)]
 pub enum Verdict {
@@ -87,30 +98,28 @@ impl ExpectQueue {
         }
     }
 
-    /// Accounts for one server message. `due` receives synthetic answers
-    /// that precede it; `unprepared` receives server statement names that
-    /// turned out not to exist (their Parse failed).
-    pub fn on_server_message(
-        &mut self,
-        tag: u8,
-        due: &mut Vec<Bytes>,
-        unprepared: &mut Vec<Arc<str>>,
-    ) -> Verdict {
+    /// Accounts for one server message; see [`Effects`].
+    pub fn on_server_message(&mut self, tag: u8, effects: &mut Effects) -> Verdict {
         match tag {
             tag::NOTICE_RESPONSE | tag::NOTIFICATION_RESPONSE | tag::PARAMETER_STATUS => {
                 return Verdict::Forward
             }
             _ => {}
         }
-        self.drain_synthetic(due);
+        self.drain_synthetic(&mut effects.due);
         if tag == tag::ERROR_RESPONSE {
-            return self.on_error(unprepared);
+            return self.on_error(&mut effects.unprepared);
         }
         let Some(front) = self.queue.front() else {
             return Verdict::Forward;
         };
         let (done, verdict) = match (front, tag) {
-            (Expect::Parse { forward, .. }, tag::PARSE_COMPLETE) => (true, verdict(*forward)),
+            (Expect::Parse { forward, prepared }, tag::PARSE_COMPLETE) => {
+                if let Some(name) = prepared {
+                    effects.prepared.push(name.clone());
+                }
+                (true, verdict(*forward))
+            }
             (Expect::Bind, tag::BIND_COMPLETE) => (true, Verdict::Forward),
             (Expect::DescribeStatement, tag::PARAMETER_DESCRIPTION) => (false, Verdict::Forward),
             (Expect::DescribeStatement | Expect::DescribePortal, tag::ROW_DESCRIPTION | tag::NO_DATA) => {
@@ -132,7 +141,7 @@ impl ExpectQueue {
         if done {
             self.queue.pop_front();
         }
-        self.drain_synthetic(due);
+        self.drain_synthetic(&mut effects.due);
         verdict
     }
 
@@ -177,13 +186,9 @@ mod tests {
     use super::*;
 
     fn run(q: &mut ExpectQueue, tags: &[u8]) -> (Vec<Verdict>, usize) {
-        let mut due = Vec::new();
-        let mut unprepared = Vec::new();
-        let verdicts = tags
-            .iter()
-            .map(|t| q.on_server_message(*t, &mut due, &mut unprepared))
-            .collect();
-        (verdicts, due.len())
+        let mut effects = Effects::default();
+        let verdicts = tags.iter().map(|t| q.on_server_message(*t, &mut effects)).collect();
+        (verdicts, effects.due.len())
     }
 
     #[test]
@@ -207,12 +212,11 @@ mod tests {
         q.push(Expect::Parse { forward: true, prepared: Some("pgstash_a".into()) });
         q.push(Expect::Synthetic(Bytes::from_static(b"3\0\0\0\x04")));
         q.push(Expect::Sync);
-        let mut due = Vec::new();
-        let mut unprepared = Vec::new();
-        q.on_server_message(b'E', &mut due, &mut unprepared);
-        assert_eq!(unprepared.len(), 1);
-        assert!(due.is_empty());
-        q.on_server_message(b'Z', &mut due, &mut unprepared);
+        let mut effects = Effects::default();
+        q.on_server_message(b'E', &mut effects);
+        assert_eq!(effects.unprepared.len(), 1);
+        assert!(effects.due.is_empty());
+        q.on_server_message(b'Z', &mut effects);
         assert!(q.settled());
     }
 

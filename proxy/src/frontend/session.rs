@@ -16,7 +16,7 @@ use bytes::{Bytes, BytesMut};
 use tokio::io::AsyncWriteExt;
 
 use super::error::FrontendError;
-use super::expect::{Expect, ExpectQueue, Verdict};
+use super::expect::{Effects, Expect, ExpectQueue, Verdict};
 use super::statements::{self, ParseMessage, Statements};
 use crate::backend::cancel::{CancelSlot, CancelTarget};
 use crate::backend::params::capture_sql;
@@ -152,6 +152,7 @@ impl Session {
             self.drain_due();
             self.flush().await?;
             self.maybe_release().await?;
+            tracing::trace!(held = self.server.is_some(), settled = self.expect.settled(), unsynced = self.unsynced, status = %(self.status as char), in_copy = self.in_copy, "session waits");
             match self.wait().await {
                 Event::Client(Ok(())) => {}
                 Event::Client(Err(NetError::Closed)) => return Err(FrontendError::ClientGone),
@@ -257,6 +258,7 @@ impl Session {
                 }
                 self.forward(&frame, Expect::Query);
             }
+            ftag::PARSE if rewrite && self.server.is_none() && self.parse_without_server(&frame)? => {}
             ftag::PARSE | ftag::BIND | ftag::DESCRIBE | ftag::EXECUTE | ftag::CLOSE => {
                 if !self.ensure_server().await? {
                     return Ok(true);
@@ -273,6 +275,25 @@ impl Session {
                 return self.fatal("08P01", &text, e).await.map(|_| false);
             }
         }
+        Ok(true)
+    }
+
+    /// Answers a named Parse whose statement is known to parse in this pool
+    /// without taking a server connection. Clients such as pgbench prepare
+    /// synchronously while other connections of theirs hold transactions
+    /// open; needing a server here could deadlock them on a small pool.
+    fn parse_without_server(&mut self, frame: &Frame) -> Result<bool, FrontendError> {
+        let parse = ParseMessage::decode(frame.body()).map_err(|e| FrontendError::Protocol(e.to_string()))?;
+        if parse.name.is_empty() || self.statements.contains(parse.name) {
+            return Ok(false);
+        }
+        let server_name = statements::server_name(parse.query, parse.types);
+        if !self.pool.statement_known(&server_name) {
+            return Ok(false);
+        }
+        self.note_session_effects(&parse.query_text());
+        self.statements.insert(&parse);
+        self.to_client.extend_from_slice(&message::parse_complete());
         Ok(true)
     }
 
@@ -459,8 +480,7 @@ impl Session {
             return Ok(());
         };
         let conn: &mut ServerConn = server;
-        let mut due = Vec::new();
-        let mut unprepared = Vec::new();
+        let mut effects = Effects::default();
         loop {
             let frame = match conn.reader.next_frame() {
                 Ok(Some(frame)) => frame,
@@ -471,8 +491,8 @@ impl Session {
                 }
             };
             let tag = frame.tag();
-            let verdict = self.expect.on_server_message(tag, &mut due, &mut unprepared);
-            for bytes in due.drain(..) {
+            let verdict = self.expect.on_server_message(tag, &mut effects);
+            for bytes in effects.due.drain(..) {
                 self.to_client.extend_from_slice(&bytes);
             }
             match tag {
@@ -501,8 +521,11 @@ impl Session {
                 self.to_client.extend_from_slice(frame.as_bytes());
             }
         }
-        for name in unprepared {
+        for name in effects.unprepared {
             conn.prepared.remove(&name);
+        }
+        for name in effects.prepared {
+            self.pool.statement_parsed(name);
         }
         Ok(())
     }

@@ -93,7 +93,7 @@ impl Statements {
 }
 
 /// `pgstash_` and 24 hex digits of SHA-256 over the query and its types.
-fn server_name(query: &[u8], types: &[u8]) -> Arc<str> {
+pub fn server_name(query: &[u8], types: &[u8]) -> Arc<str> {
     let mut hasher = Sha256::new();
     hasher.update(query);
     hasher.update([0]);

@@ -1,0 +1,110 @@
+//! Where cache entries and table versions live: Redis (shared by pgstash
+//! instances) or an in-process store. Every call is bounded by
+//! `store_timeout`; a failed or slow call is an error the caller answers by
+//! going upstream.
+
+mod memory;
+mod redis;
+
+pub use memory::MemoryStore;
+pub use redis::RedisStore;
+
+use std::time::Duration;
+
+use bytes::Bytes;
+
+use super::key::{KeyBase, TableKey};
+
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum StoreError {
+    #[error("cache store timed out after {0:?}")]
+    Timeout(Duration),
+    #[error("cache store error: {0}")]
+    Backend(String),
+    /// An invalidation may have been lost; nothing is served until the
+    /// global epoch has been moved on (guarantee G4).
+    #[error("cache store recovering from an outage (epoch not yet renewed)")]
+    Recovering,
+    #[error("cannot connect to the cache store: {0}")]
+    Connect(String),
+}
+
+/// The answer to a lookup: the full key (for a later fill) and the entry.
+#[derive(Debug)]
+pub struct Lookup {
+    pub key: String,
+    pub value: Option<Bytes>,
+}
+
+/// The configured store.
+pub enum Store {
+    Memory(MemoryStore),
+    Redis(RedisStore),
+}
+
+impl Store {
+    /// Reads the current versions of `tables`, builds the full key and
+    /// fetches the entry under it, as one step (one round trip for Redis).
+    pub async fn lookup(&self, base: &KeyBase, tables: &[TableKey]) -> Result<Lookup, StoreError> {
+        match self {
+            Store::Memory(s) => Ok(s.lookup(base, tables)),
+            Store::Redis(s) => s.lookup(base, tables).await,
+        }
+    }
+
+    pub async fn put(&self, key: &str, value: Bytes, ttl: Duration) -> Result<(), StoreError> {
+        match self {
+            Store::Memory(s) => {
+                s.put(key, value, ttl);
+                Ok(())
+            }
+            Store::Redis(s) => s.put(key, value, ttl).await,
+        }
+    }
+
+    /// Moves the versions of `tables` on: every entry that read them
+    /// becomes unreachable.
+    pub async fn invalidate(&self, tables: &[TableKey]) -> Result<(), StoreError> {
+        match self {
+            Store::Memory(s) => {
+                s.invalidate(tables);
+                Ok(())
+            }
+            Store::Redis(s) => s.invalidate(tables).await,
+        }
+    }
+
+    /// Makes every entry unreachable (admin flush).
+    pub async fn invalidate_all(&self) -> Result<(), StoreError> {
+        match self {
+            Store::Memory(s) => {
+                s.invalidate_all();
+                Ok(())
+            }
+            Store::Redis(s) => s.renew_epoch().await,
+        }
+    }
+
+    /// Whether the store can serve now (reachable and not recovering).
+    pub async fn ready(&self) -> bool {
+        match self {
+            Store::Memory(_) => true,
+            Store::Redis(s) => s.ready().await,
+        }
+    }
+
+    /// (entries, bytes) held in process, for metrics.
+    pub fn memory_usage(&self) -> Option<(u64, u64)> {
+        match self {
+            Store::Memory(s) => Some(s.usage()),
+            Store::Redis(_) => None,
+        }
+    }
+
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Store::Memory(_) => "memory",
+            Store::Redis(_) => "redis",
+        }
+    }
+}

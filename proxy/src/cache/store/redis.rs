@@ -1,0 +1,208 @@
+//! The Redis store (via `fred`): entries as plain keys with a TTL, table
+//! versions as counters, and a global epoch that is part of every key.
+//!
+//! A lookup is one Lua call that reads the epoch and the table versions,
+//! builds the entry key and GETs it, so a hit costs one round trip. All keys
+//! carry the prefix as a `{hash tag}`, which keeps the script's keys in one
+//! slot under Redis Cluster.
+//!
+//! Fail closed (G4): if an invalidation cannot be written, or the
+//! connection to Redis dropped (Redis may have restarted with old data),
+//! the store is *dirty*: nothing is served from it until the epoch has been
+//! replaced with a fresh random value, which makes every existing entry
+//! unreachable. A background task keeps trying to do that.
+
+use std::fmt::Write;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use fred::prelude::*;
+use fred::types::scripts::Script;
+use fred::types::Expiration;
+
+use super::{Lookup, StoreError};
+use crate::cache::key::{KeyBase, TableKey};
+use crate::config::CacheConfig;
+
+const LOOKUP_LUA: &str = r#"
+local parts = {}
+for i = 1, #KEYS do
+  parts[i] = redis.call('GET', KEYS[i]) or '0'
+end
+local key = ARGV[1] .. table.concat(parts, '.')
+return {key, redis.call('GET', key)}
+"#;
+
+const INVALIDATE_LUA: &str = r#"
+for i = 1, #KEYS do
+  redis.call('INCR', KEYS[i])
+end
+return #KEYS
+"#;
+
+/// How often the background task retries renewing the epoch while dirty.
+const REPAIR_INTERVAL: Duration = Duration::from_millis(200);
+
+pub struct RedisStore {
+    pool: Pool,
+    /// `{prefix}`, the hash tag every key starts with.
+    tag: String,
+    timeout: Duration,
+    lookup: Script,
+    invalidate: Script,
+    dirty: Arc<AtomicBool>,
+}
+
+impl RedisStore {
+    /// Builds the client and starts connecting in the background. An
+    /// unreachable Redis is not an error here: queries go upstream until it
+    /// answers.
+    pub async fn connect(url: &str, config: &CacheConfig) -> Result<Arc<RedisStore>, StoreError> {
+        let redis_config = Config::from_url(url).map_err(|e| StoreError::Connect(e.to_string()))?;
+        let timeout = config.store_timeout;
+        let pool = Builder::from_config(redis_config)
+            .with_connection_config(|c| {
+                c.connection_timeout = Duration::from_secs(2);
+                c.internal_command_timeout = Duration::from_secs(2);
+                c.max_command_attempts = 1;
+            })
+            .with_performance_config(|p| {
+                p.default_command_timeout = timeout;
+            })
+            // Reconnect forever, backing off from 100 ms to 2 s.
+            .set_policy(ReconnectPolicy::new_exponential(0, 100, 2000, 2))
+            .build_pool(config.redis_pool_size)
+            .map_err(|e| StoreError::Connect(e.to_string()))?;
+        let _connection_tasks = pool.init().await;
+        let store = Arc::new(RedisStore {
+            pool,
+            tag: format!("{{{}}}", config.key_prefix),
+            timeout,
+            lookup: Script::from_lua(LOOKUP_LUA),
+            invalidate: Script::from_lua(INVALIDATE_LUA),
+            dirty: Arc::new(AtomicBool::new(false)),
+        });
+        for client in store.pool.clients() {
+            let dirty = store.dirty.clone();
+            let mut reconnects = client.reconnect_rx();
+            tokio::spawn(async move {
+                while reconnects.recv().await.is_ok() {
+                    tracing::warn!("redis connection re-established; renewing the cache epoch before serving");
+                    dirty.store(true, Ordering::SeqCst);
+                }
+            });
+        }
+        let weak = Arc::downgrade(&store);
+        tokio::spawn(async move {
+            loop {
+                tokio::time::sleep(REPAIR_INTERVAL).await;
+                let Some(store) = weak.upgrade() else { return };
+                if store.dirty.load(Ordering::SeqCst) {
+                    let _ = store.renew_epoch().await;
+                }
+            }
+        });
+        Ok(store)
+    }
+
+    fn epoch_key(&self) -> String {
+        format!("{}epoch", self.tag)
+    }
+
+    fn version_key(&self, table: &TableKey) -> String {
+        format!("{}v:{}", self.tag, table.as_str())
+    }
+
+    async fn bounded<T>(&self, call: impl std::future::Future<Output = Result<T, Error>>) -> Result<T, StoreError> {
+        match tokio::time::timeout(self.timeout, call).await {
+            Ok(Ok(v)) => Ok(v),
+            Ok(Err(e)) if *e.kind() == ErrorKind::Timeout => Err(StoreError::Timeout(self.timeout)),
+            Ok(Err(e)) => Err(StoreError::Backend(e.to_string())),
+            Err(_) => Err(StoreError::Timeout(self.timeout)),
+        }
+    }
+
+    pub async fn lookup(&self, base: &KeyBase, tables: &[TableKey]) -> Result<Lookup, StoreError> {
+        if self.dirty.load(Ordering::SeqCst) {
+            self.renew_epoch().await?;
+        }
+        let mut keys = Vec::with_capacity(tables.len() + 1);
+        keys.push(self.epoch_key());
+        keys.extend(tables.iter().map(|t| self.version_key(t)));
+        let mut prefix = String::with_capacity(self.tag.len() + 70);
+        let _ = write!(prefix, "{}e:{}:", self.tag, base.hex());
+        let client = self.pool.next();
+        let reply: Value = self
+            .bounded(self.lookup.evalsha_with_reload(client, keys, vec![prefix]))
+            .await?;
+        let Value::Array(mut parts) = reply else {
+            return Err(StoreError::Backend("unexpected reply to the lookup script".into()));
+        };
+        let value = match parts.pop() {
+            Some(Value::Bytes(b)) => Some(b),
+            Some(Value::String(s)) => Some(Bytes::copy_from_slice(s.as_bytes())),
+            _ => None,
+        };
+        let key = match parts.pop() {
+            Some(Value::String(s)) => s.to_string(),
+            Some(Value::Bytes(b)) => String::from_utf8_lossy(&b).into_owned(),
+            _ => return Err(StoreError::Backend("lookup script returned no key".into())),
+        };
+        Ok(Lookup { key, value })
+    }
+
+    pub async fn put(&self, key: &str, value: Bytes, ttl: Duration) -> Result<(), StoreError> {
+        if self.dirty.load(Ordering::SeqCst) {
+            return Err(StoreError::Recovering);
+        }
+        let ms = ttl.as_millis().clamp(1, i64::MAX as u128) as i64;
+        let client = self.pool.next();
+        self.bounded(client.set::<(), _, _>(key, value, Some(Expiration::PX(ms)), None, false))
+            .await
+    }
+
+    pub async fn invalidate(&self, tables: &[TableKey]) -> Result<(), StoreError> {
+        if tables.is_empty() {
+            return Ok(());
+        }
+        let keys: Vec<String> = tables.iter().map(|t| self.version_key(t)).collect();
+        let client = self.pool.next();
+        let result = self
+            .bounded(self.invalidate.evalsha_with_reload::<i64, _, _>(client, keys, Vec::<String>::new()))
+            .await;
+        if let Err(e) = &result {
+            tracing::error!(error = %e, "invalidation could not be recorded; cache disabled until the epoch is renewed");
+            self.dirty.store(true, Ordering::SeqCst);
+        }
+        result.map(|_| ())
+    }
+
+    /// Replaces the epoch with a fresh random value: every entry written
+    /// before becomes unreachable. Clears the dirty flag on success.
+    pub async fn renew_epoch(&self) -> Result<(), StoreError> {
+        let epoch = format!("{:016x}", rand::random::<u64>());
+        let client = self.pool.next();
+        let result = self
+            .bounded(client.set::<(), _, _>(self.epoch_key(), epoch, None, None, false))
+            .await;
+        match &result {
+            Ok(()) => {
+                if self.dirty.swap(false, Ordering::SeqCst) {
+                    tracing::info!("cache epoch renewed; serving from redis again");
+                }
+            }
+            Err(_) => self.dirty.store(true, Ordering::SeqCst),
+        }
+        result.map_err(|_| StoreError::Recovering)
+    }
+
+    pub async fn ready(&self) -> bool {
+        if self.dirty.load(Ordering::SeqCst) {
+            return false;
+        }
+        let client = self.pool.next();
+        self.bounded(client.ping::<String>(None)).await.is_ok()
+    }
+}

@@ -1,0 +1,140 @@
+//! The Prometheus metrics of one pgstash server, and their names.
+//!
+//! Each server has its own registry (two servers in one process, as in the
+//! tests, do not mix counts). Label values are bounded: rule names, table
+//! names, fixed words; never SQL text or parameters.
+
+use prometheus::{
+    Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry,
+};
+
+pub mod name {
+    pub const CACHE_HITS: &str = "pgstash_cache_hits_total";
+    pub const CACHE_MISSES: &str = "pgstash_cache_misses_total";
+    pub const CACHE_FILLS: &str = "pgstash_cache_fills_total";
+    pub const CACHE_COALESCED: &str = "pgstash_cache_coalesced_total";
+    pub const CACHE_BYPASS: &str = "pgstash_cache_bypass_total";
+    pub const CACHE_ERRORS: &str = "pgstash_cache_errors_total";
+    pub const CACHE_BYTES_SERVED: &str = "pgstash_cache_bytes_served_total";
+    pub const CACHE_ENTRIES: &str = "pgstash_cache_entries";
+    pub const CACHE_BYTES: &str = "pgstash_cache_bytes";
+    pub const INVALIDATIONS: &str = "pgstash_invalidations_total";
+    pub const QUERY_DURATION: &str = "pgstash_query_duration_seconds";
+    pub const SLOW_QUERIES: &str = "pgstash_slow_queries_total";
+    pub const CLIENT_CONNECTIONS: &str = "pgstash_client_connections";
+    pub const UPSTREAM_CONNECTIONS: &str = "pgstash_upstream_connections";
+    pub const POOL_ACQUIRE_WAIT: &str = "pgstash_pool_acquire_wait_seconds";
+    pub const RULE_RELOADS: &str = "pgstash_rule_reloads_total";
+}
+
+pub struct Metrics {
+    pub registry: Registry,
+    /// Label `rule`.
+    pub cache_hits: IntCounterVec,
+    pub cache_misses: IntCounterVec,
+    pub cache_fills: IntCounterVec,
+    pub cache_coalesced: IntCounterVec,
+    /// Label `reason` (a fixed word per bypass reason).
+    pub cache_bypass: IntCounterVec,
+    /// Label `op`: lookup, put, invalidate.
+    pub cache_errors: IntCounterVec,
+    pub cache_bytes_served: IntCounter,
+    pub cache_entries: IntGauge,
+    pub cache_bytes: IntGauge,
+    /// Label `table` (`database.table`, or `*` for invalidate-all).
+    pub invalidations: IntCounterVec,
+    /// Label `path`: hit, miss, bypass, write.
+    pub query_duration: HistogramVec,
+    pub slow_queries: IntCounter,
+    pub client_connections: IntGauge,
+    /// Label `state`: idle, active.
+    pub upstream_connections: IntGaugeVec,
+    pub pool_acquire_wait: Histogram,
+    /// Label `result`: ok, failed.
+    pub rule_reloads: IntCounterVec,
+}
+
+fn counter_vec(registry: &Registry, name: &str, help: &str, labels: &[&str]) -> IntCounterVec {
+    let metric = IntCounterVec::new(Opts::new(name, help), labels).expect("metric definitions are valid");
+    registry.register(Box::new(metric.clone())).expect("metric names are unique");
+    metric
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Metrics {
+    pub fn new() -> Metrics {
+        let registry = Registry::new();
+        let r = &registry;
+        let cache_bytes_served = IntCounter::new(name::CACHE_BYTES_SERVED, "Bytes sent to clients from the cache")
+            .expect("valid");
+        let cache_entries = IntGauge::new(name::CACHE_ENTRIES, "Entries in the in-process store").expect("valid");
+        let cache_bytes = IntGauge::new(name::CACHE_BYTES, "Bytes in the in-process store").expect("valid");
+        let query_duration = HistogramVec::new(
+            HistogramOpts::new(name::QUERY_DURATION, "Time from a request to its last answer byte")
+                .buckets(vec![0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0]),
+            &["path"],
+        )
+        .expect("valid");
+        let slow_queries = IntCounter::new(name::SLOW_QUERIES, "Queries at or over the slow threshold").expect("valid");
+        let client_connections = IntGauge::new(name::CLIENT_CONNECTIONS, "Connected clients").expect("valid");
+        let upstream_connections = IntGaugeVec::new(
+            Opts::new(name::UPSTREAM_CONNECTIONS, "Server connections by state"),
+            &["state"],
+        )
+        .expect("valid");
+        let pool_acquire_wait = Histogram::with_opts(
+            HistogramOpts::new(name::POOL_ACQUIRE_WAIT, "Wait for a server connection")
+                .buckets(vec![0.00005, 0.0001, 0.0005, 0.001, 0.005, 0.01, 0.05, 0.1, 0.5, 1.0, 5.0]),
+        )
+        .expect("valid");
+        for metric in [
+            Box::new(cache_bytes_served.clone()) as Box<dyn prometheus::core::Collector>,
+            Box::new(cache_entries.clone()),
+            Box::new(cache_bytes.clone()),
+            Box::new(query_duration.clone()),
+            Box::new(slow_queries.clone()),
+            Box::new(client_connections.clone()),
+            Box::new(upstream_connections.clone()),
+            Box::new(pool_acquire_wait.clone()),
+        ] {
+            r.register(metric).expect("metric names are unique");
+        }
+        Metrics {
+            cache_hits: counter_vec(r, name::CACHE_HITS, "Requests answered from the cache", &["rule"]),
+            cache_misses: counter_vec(r, name::CACHE_MISSES, "Cacheable requests not in the cache", &["rule"]),
+            cache_fills: counter_vec(r, name::CACHE_FILLS, "Entries stored", &["rule"]),
+            cache_coalesced: counter_vec(
+                r,
+                name::CACHE_COALESCED,
+                "Misses answered by another client's identical upstream query",
+                &["rule"],
+            ),
+            cache_bypass: counter_vec(r, name::CACHE_BYPASS, "Reads not eligible for the cache", &["reason"]),
+            cache_errors: counter_vec(r, name::CACHE_ERRORS, "Failed or timed-out store calls", &["op"]),
+            invalidations: counter_vec(r, name::INVALIDATIONS, "Table invalidations recorded", &["table"]),
+            rule_reloads: counter_vec(r, name::RULE_RELOADS, "rules.toml reloads", &["result"]),
+            cache_bytes_served,
+            cache_entries,
+            cache_bytes,
+            query_duration,
+            slow_queries,
+            client_connections,
+            upstream_connections,
+            pool_acquire_wait,
+            registry,
+        }
+    }
+
+    /// The registry rendered as Prometheus text.
+    pub fn render(&self) -> String {
+        let encoder = prometheus::TextEncoder::new();
+        encoder
+            .encode_to_string(&self.registry.gather())
+            .unwrap_or_else(|e| format!("# encoding failed: {e}\n"))
+    }
+}

@@ -1,0 +1,5 @@
+//! What operators watch: metrics (and, later, the slow-query log and digest).
+
+pub mod metrics;
+
+pub use metrics::Metrics;

@@ -1,0 +1,460 @@
+//! Query fingerprints: the stable identity of a query *shape*.
+//!
+//! A fingerprint is the SHA-256 of a canonical form of the statement, built
+//! from Postgres' own scanner (`pg_query::scan_tokens`):
+//! - literals (`'abc'`, `42`, `1.5`, `B'01'`, `X'ff'`, `$$…$$`) become
+//!   placeholders `$n`, numbered after the highest `$n` already in the text;
+//! - comments vanish (so sqlcommenter's `/* traceparent=… */` and `-- …`
+//!   do not split one query into many);
+//! - whitespace is canonical (one space between every two tokens);
+//! - keywords and identifiers are lower case as Postgres folds them, and
+//!   needless quotes are dropped, so `Users`, `users` and `"users"` agree;
+//! - trailing (and leading) semicolons are dropped.
+//!
+//! rules.toml and dashboards refer to fingerprints, so they must never
+//! change silently: the canonical form is versioned ([`CANONICAL_VERSION`])
+//! and golden tests pin a few hashes. `pg_query::fingerprint` is deliberately
+//! not used: it is not SHA-256 and may change between `pg_query` releases.
+//!
+//! The same pass yields the literal values in order ([`Literal`]), which the
+//! cache key needs (`WHERE id = 1` and `WHERE id = 2` share a fingerprint but
+//! not a result), and a readable normalized text for logs.
+//!
+//! # Performance
+//! Only the scanner runs, never the parser: fingerprinting is much cheaper
+//! than analysis, and analyses are cached by fingerprint.
+
+use std::fmt;
+use std::str::FromStr;
+
+use pg_query::protobuf::{KeywordKind, ScanToken, Token};
+use serde::{Deserialize, Deserializer, Serialize, Serializer};
+use sha2::{Digest, Sha256};
+use thiserror::Error;
+
+/// Prefix hashed before the canonical text; bump it (and the golden tests)
+/// only on purpose, knowing every fingerprint in every rules.toml changes.
+pub const CANONICAL_VERSION: &str = "pgstash-fingerprint-v1";
+
+/// Errors of this module.
+#[derive(Debug, Error)]
+pub enum FingerprintError {
+    /// Postgres' scanner rejected the text (e.g. an unterminated string).
+    #[error("cannot scan SQL: {0}")]
+    Scan(#[source] pg_query::Error),
+    /// The scanner reported a token outside the text (never expected).
+    #[error("scanner returned an invalid token span {start}..{end}")]
+    BadSpan { start: i32, end: i32 },
+    /// A fingerprint string is not 64 hexadecimal digits.
+    #[error("{0:?} is not a fingerprint (64 hexadecimal digits)")]
+    InvalidHex(String),
+}
+
+/// SHA-256 of a statement's canonical form. Displays as 64 lowercase hex digits.
+#[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct Fingerprint(pub [u8; 32]);
+
+impl fmt::Display for Fingerprint {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        for b in &self.0 {
+            write!(f, "{b:02x}")?;
+        }
+        Ok(())
+    }
+}
+
+impl fmt::Debug for Fingerprint {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "Fingerprint({self})")
+    }
+}
+
+impl FromStr for Fingerprint {
+    type Err = FingerprintError;
+
+    /// Accepts 64 hex digits in either case.
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        let bad = || FingerprintError::InvalidHex(s.to_owned());
+        let bytes = s.as_bytes();
+        if bytes.len() != 64 {
+            return Err(bad());
+        }
+        let mut out = [0u8; 32];
+        for (i, pair) in bytes.chunks_exact(2).enumerate() {
+            let hi = hex_digit(pair[0]).ok_or_else(bad)?;
+            let lo = hex_digit(pair[1]).ok_or_else(bad)?;
+            out[i] = hi << 4 | lo;
+        }
+        Ok(Fingerprint(out))
+    }
+}
+
+fn hex_digit(b: u8) -> Option<u8> {
+    match b {
+        b'0'..=b'9' => Some(b - b'0'),
+        b'a'..=b'f' => Some(b - b'a' + 10),
+        b'A'..=b'F' => Some(b - b'A' + 10),
+        _ => None,
+    }
+}
+
+impl Serialize for Fingerprint {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.collect_str(self)
+    }
+}
+
+impl<'de> Deserialize<'de> for Fingerprint {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        let s = String::deserialize(deserializer)?;
+        s.parse().map_err(serde::de::Error::custom)
+    }
+}
+
+/// The lexical kind of a literal.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum LiteralKind {
+    /// `42`
+    Integer,
+    /// `1.5`, `1e10`, or an integer too large for `int4`.
+    Numeric,
+    /// `'abc'`, `E'a\n'`, `$$abc$$`.
+    String,
+    /// `U&'d\0061t'`
+    UnicodeString,
+    /// `B'0101'`
+    BitString,
+    /// `X'1f'`
+    HexString,
+}
+
+/// A literal of the query text, in its source spelling (quotes and prefixes
+/// included, so `'1'` and `1` differ).
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct Literal {
+    pub kind: LiteralKind,
+    pub text: String,
+}
+
+/// Everything one scan of a statement yields.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Normalized {
+    pub fingerprint: Fingerprint,
+    /// The query with literals replaced by `$n`, comments removed and
+    /// whitespace collapsed; original case is kept. Safe to log.
+    pub text: String,
+    /// The literals the placeholders stand for, in order.
+    pub literals: Vec<Literal>,
+    /// The highest `$n` parameter written in the original text (0 if none).
+    pub param_count: usize,
+}
+
+/// Fingerprints `sql`, extracting literals and normalized text on the way.
+pub fn normalize(sql: &str) -> Result<Normalized, FingerprintError> {
+    let tokens = pg_query::scan_tokens(sql).map_err(FingerprintError::Scan)?;
+    let mut toks = Vec::with_capacity(tokens.len());
+    for t in &tokens {
+        if matches!(
+            Token::try_from(t.token),
+            Ok(Token::SqlComment | Token::CComment)
+        ) {
+            continue;
+        }
+        toks.push((t, span(sql, t)?));
+    }
+    // Leading and trailing `;` do not change what runs.
+    let is_semi = |t: &&(&ScanToken, &str)| t.1 == ";";
+    let lead = toks.iter().take_while(is_semi).count();
+    let trail = toks[lead..].iter().rev().take_while(is_semi).count();
+    let toks = &toks[lead..toks.len() - trail];
+
+    let param_count = toks
+        .iter()
+        .filter(|(t, _)| t.token == Token::Param as i32)
+        .filter_map(|(_, text)| text.get(1..).and_then(|n| n.parse::<usize>().ok()))
+        .max()
+        .unwrap_or(0);
+
+    let mut canonical = String::with_capacity(sql.len() + CANONICAL_VERSION.len() + 1);
+    canonical.push_str(CANONICAL_VERSION);
+    canonical.push('\n');
+    let mut text = String::with_capacity(sql.len());
+    let mut literals = Vec::new();
+    let mut prev_end: Option<i32> = None;
+    for (t, src) in toks {
+        if let Some(end) = prev_end {
+            canonical.push(' ');
+            if t.start > end {
+                text.push(' ');
+            }
+        }
+        prev_end = Some(t.end);
+        if let Some(kind) = literal_kind(t) {
+            let placeholder = format!("${}", param_count + literals.len() + 1);
+            canonical.push_str(&placeholder);
+            text.push_str(&placeholder);
+            literals.push(Literal {
+                kind,
+                text: (*src).to_owned(),
+            });
+            continue;
+        }
+        text.push_str(src);
+        push_canonical(&mut canonical, t, src);
+    }
+    let fingerprint = Fingerprint(Sha256::digest(canonical.as_bytes()).into());
+    Ok(Normalized {
+        fingerprint,
+        text,
+        literals,
+        param_count,
+    })
+}
+
+/// The fingerprint of `sql`.
+pub fn fingerprint(sql: &str) -> Result<Fingerprint, FingerprintError> {
+    normalize(sql).map(|n| n.fingerprint)
+}
+
+/// The literal values of `sql`, in order. Two texts with the same
+/// fingerprint compute the same result only if their literal lists are
+/// equal (and, for the extended protocol, their bound parameters too: keep
+/// literals and parameters as separate, length-delimited parts of a key).
+pub fn literal_values(sql: &str) -> Result<Vec<Literal>, FingerprintError> {
+    normalize(sql).map(|n| n.literals)
+}
+
+/// True for the special date/time inputs (`'now'`, `'today'`, `'tomorrow'`,
+/// `'yesterday'`) whose value depends on when they are evaluated. A literal
+/// or bound parameter with such a value makes a read time-dependent even
+/// when no function is called (`WHERE created_at > 'now'`).
+pub fn is_time_sensitive_input(value: &str) -> bool {
+    let v = value.trim().trim_matches('\'').trim();
+    ["now", "today", "tomorrow", "yesterday"]
+        .iter()
+        .any(|w| v.eq_ignore_ascii_case(w))
+}
+
+/// Appends the canonical spelling of a non-literal token.
+///
+/// Keywords and unquoted identifiers are written bare in lower case (as
+/// Postgres folds them), so a word that becomes a keyword in a later Postgres
+/// release keeps its fingerprint. A quoted identifier is written bare when
+/// that means the same identifier (`"users"` = `users`), i.e. when it is a
+/// lower-case plain name that is not a keyword; otherwise it keeps its quotes
+/// (`"Users"`, `"select"`).
+fn push_canonical(out: &mut String, t: &ScanToken, src: &str) {
+    let unquoted_ident = t.token == Token::Ident as i32 && !src.starts_with('"');
+    if unquoted_ident || t.keyword_kind != KeywordKind::NoKeyword as i32 {
+        out.push_str(&src.to_ascii_lowercase());
+        return;
+    }
+    if t.token == Token::Ident as i32 {
+        if let Some(inner) = src.strip_prefix('"').and_then(|s| s.strip_suffix('"')) {
+            if is_plain_lowercase_name(inner) && !is_keyword(inner) {
+                out.push_str(inner);
+                return;
+            }
+        }
+    }
+    out.push_str(src);
+}
+
+/// `[a-z_][a-z0-9_$]*`: a name that needs no quotes unless it is a keyword.
+fn is_plain_lowercase_name(s: &str) -> bool {
+    let mut bytes = s.bytes();
+    matches!(bytes.next(), Some(b'a'..=b'z' | b'_'))
+        && bytes.all(|b| matches!(b, b'a'..=b'z' | b'0'..=b'9' | b'_' | b'$'))
+}
+
+/// True when `word` is an SQL keyword of any category, per the scanner's
+/// token list (`SELECT`, or `BEGIN_P` for keywords clashing with C names).
+fn is_keyword(word: &str) -> bool {
+    let upper = word.to_ascii_uppercase();
+    let keyword =
+        |name: &str| Token::from_str_name(name).is_some_and(|t| t as i32 >= Token::AbortP as i32);
+    keyword(&upper) || keyword(&format!("{upper}_P"))
+}
+
+fn literal_kind(t: &ScanToken) -> Option<LiteralKind> {
+    match Token::try_from(t.token).ok()? {
+        Token::Iconst => Some(LiteralKind::Integer),
+        Token::Fconst => Some(LiteralKind::Numeric),
+        Token::Sconst => Some(LiteralKind::String),
+        Token::Usconst => Some(LiteralKind::UnicodeString),
+        Token::Bconst => Some(LiteralKind::BitString),
+        Token::Xconst => Some(LiteralKind::HexString),
+        _ => None,
+    }
+}
+
+fn span<'a>(sql: &'a str, t: &ScanToken) -> Result<&'a str, FingerprintError> {
+    let bad = || FingerprintError::BadSpan {
+        start: t.start,
+        end: t.end,
+    };
+    let start = usize::try_from(t.start).map_err(|_| bad())?;
+    let end = usize::try_from(t.end).map_err(|_| bad())?;
+    sql.get(start..end).ok_or_else(bad)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn fp(sql: &str) -> Fingerprint {
+        fingerprint(sql).unwrap()
+    }
+
+    /// These values are referenced from users' rules.toml files: if this test
+    /// fails, fingerprints changed and every deployment's rules break.
+    #[test]
+    fn golden_fingerprints_never_change() {
+        let golden = [
+            (
+                "SELECT * FROM users WHERE id = 1",
+                "446fb42fb33287d08030e2179ea69b8c005741b5f6c224b6304cc8cdd80ed214",
+            ),
+            (
+                "select name, email from public.users where id = $1",
+                "b8d7d68ab0fe1e2abcb432c05c617d259cb39d8e41d187297a21f075178801e8",
+            ),
+            (
+                "SELECT count(*) FROM orders WHERE status = 'paid' AND created_at > now() - interval '1 day'",
+                "d4821a14cecd4a6d6cbf760cf3a071be0da4c383e8a50dfa7fb15ba1317802bf",
+            ),
+        ];
+        for (sql, hex) in golden {
+            assert_eq!(fp(sql).to_string(), hex, "{sql}");
+        }
+    }
+
+    #[test]
+    fn literal_values_do_not_change_the_fingerprint() {
+        assert_eq!(
+            fp("select * from t where id = 1 and name = 'a'"),
+            fp("select * from t where id = 20000 and name = 'bcd'")
+        );
+        assert_eq!(fp("select 1.5"), fp("select 'x'"));
+        assert_eq!(fp("select $$a$$"), fp("select E'b\\n'"));
+    }
+
+    #[test]
+    fn comments_whitespace_and_case_do_not_change_the_fingerprint() {
+        let base = fp("select a, b from t where id = 1");
+        for sql in [
+            "SELECT a,b FROM t WHERE id=1",
+            "  select\n\ta ,  b\nfrom   T where ID = 7;",
+            "/* traceparent='00-abc-01' */ select a, b from t where id = 1",
+            "select a, b from t where id = 1 /*controller='users',action='show'*/",
+            "select a, b -- trailing\nfrom t where id = 1",
+            "select \"a\", b from \"t\" where id = 1",
+            "SELECT A, B FROM T WHERE \"id\" = 1",
+        ] {
+            assert_eq!(fp(sql), base, "{sql}");
+        }
+    }
+
+    #[test]
+    fn different_tables_columns_and_operators_change_the_fingerprint() {
+        let base = fp("select a from t where id = 1");
+        for sql in [
+            "select a from u where id = 1",
+            "select b from t where id = 1",
+            "select a from t where id > 1",
+            "select a from t where id = -1",
+            "select a from \"T\" where id = 1",
+            "select \"a b\" from t where id = 1",
+            "select a from s.t where id = 1",
+            "select \"a b\" from t where id = 1",
+            "select a from t where id = 1; select 1",
+        ] {
+            assert_ne!(fp(sql), base, "{sql}");
+        }
+    }
+
+    #[test]
+    fn literals_become_numbered_placeholders_after_existing_parameters() {
+        let n = normalize("SELECT * FROM t WHERE a = $2 AND b = 'x' /* c */ AND c IN (1, 2.5)")
+            .unwrap();
+        assert_eq!(
+            n.text,
+            "SELECT * FROM t WHERE a = $2 AND b = $3 AND c IN ($4, $5)"
+        );
+        assert_eq!(n.param_count, 2);
+        let lits: Vec<(LiteralKind, &str)> = n
+            .literals
+            .iter()
+            .map(|l| (l.kind, l.text.as_str()))
+            .collect();
+        assert_eq!(
+            lits,
+            vec![
+                (LiteralKind::String, "'x'"),
+                (LiteralKind::Integer, "1"),
+                (LiteralKind::Numeric, "2.5"),
+            ]
+        );
+    }
+
+    #[test]
+    fn literal_values_keep_their_source_spelling() {
+        let lits =
+            literal_values("select '1', 1, E'\\x', B'01', X'1f', U&'d\\0061t', $q$z$q$").unwrap();
+        let kinds: Vec<LiteralKind> = lits.iter().map(|l| l.kind).collect();
+        assert_eq!(
+            kinds,
+            vec![
+                LiteralKind::String,
+                LiteralKind::Integer,
+                LiteralKind::String,
+                LiteralKind::BitString,
+                LiteralKind::HexString,
+                LiteralKind::UnicodeString,
+                LiteralKind::String,
+            ]
+        );
+        assert_eq!(lits[0].text, "'1'");
+        assert_eq!(lits[1].text, "1");
+        assert_eq!(lits[6].text, "$q$z$q$");
+    }
+
+    #[test]
+    fn quoted_keywords_keep_their_quotes() {
+        // `"distinct"` is a column, `distinct` a clause: they must not collide.
+        assert_ne!(
+            fp("select \"distinct\" x from t"),
+            fp("select distinct x from t")
+        );
+        assert_eq!(fp("select \"email\" from t"), fp("select email from t"));
+        assert!(is_keyword("select") && is_keyword("begin") && is_keyword("name"));
+        assert!(!is_keyword("users") && !is_keyword("ident"));
+    }
+
+    #[test]
+    fn display_and_from_str_round_trip() {
+        let f = fp("select 1");
+        let hex = f.to_string();
+        assert_eq!(hex.len(), 64);
+        assert!(hex
+            .bytes()
+            .all(|b| b.is_ascii_hexdigit() && !b.is_ascii_uppercase()));
+        assert_eq!(hex.parse::<Fingerprint>().unwrap(), f);
+        assert_eq!(hex.to_uppercase().parse::<Fingerprint>().unwrap(), f);
+        assert!("abc".parse::<Fingerprint>().is_err());
+        assert!("g".repeat(64).parse::<Fingerprint>().is_err());
+    }
+
+    #[test]
+    fn unscannable_text_is_an_error() {
+        assert!(fingerprint("select 'unterminated").is_err());
+        assert!(fingerprint("select 1\0").is_err());
+    }
+
+    #[test]
+    fn time_sensitive_inputs_are_recognised() {
+        assert!(is_time_sensitive_input("'now'"));
+        assert!(is_time_sensitive_input(" Today "));
+        assert!(!is_time_sensitive_input("'2024-01-01'"));
+    }
+}

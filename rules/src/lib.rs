@@ -1,0 +1,45 @@
+//! # pgstash-rules
+//!
+//! Everything pgstash decides about SQL text, with no I/O except reading the
+//! rules file:
+//! - [`session_effects`]: what a string does to session state (for the
+//!   transaction pooler) — cheap on the common path;
+//! - [`analyze`] / [`AnalysisCache`]: statement kinds, relations read and
+//!   written, functions, locking, temp/system relations, parameters;
+//! - [`normalize`] / [`Fingerprint`]: the stable SHA-256 identity of a query
+//!   shape, its literal values and a loggable normalized text;
+//! - [`load_rules`] / [`parse_rules`]: the validated rules.toml model
+//!   ([`RuleSet`]), with `file:line:column` errors;
+//! - [`decide`]: cache read, write (what to invalidate), or bypass and why,
+//!   given the session's state and a [`Catalog`] the proxy implements.
+//!
+//! SQL is understood by Postgres' own parser and scanner (`pg_query`).
+
+mod analysis;
+mod cache;
+mod catalog;
+mod classify;
+mod decision;
+mod fingerprint;
+mod load;
+mod model;
+mod names;
+mod session;
+mod tree;
+mod walk;
+
+pub use analysis::{
+    analyze, Analysis, AnalyzeError, ImplicitCall, Statement, StatementKind, TransactionKind,
+};
+pub use cache::{AnalysisCache, MAX_CACHED_TEXT};
+pub use catalog::{Catalog, Volatility};
+pub use decision::{decide, decide_unparsable, BypassReason, Decision, SessionFacts};
+pub use fingerprint::{
+    fingerprint, is_time_sensitive_input, literal_values, normalize, Fingerprint, FingerprintError,
+    Literal, LiteralKind, Normalized, CANONICAL_VERSION,
+};
+pub use load::{load_rules, parse_rules, Problem, RulesError};
+pub use model::{Defaults, Matcher, Rule, RuleSet};
+pub use names::{FunctionRef, NameError, TableRef};
+pub use session::{session_effects, SessionEffects};
+pub use tree::{ParseError, TreeError};

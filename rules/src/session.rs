@@ -1,0 +1,449 @@
+//! What a SQL string does to *session* state.
+//!
+//! A transaction-pooling proxy hands a client a different server connection
+//! for each transaction, so it must notice statements whose effect outlives
+//! the transaction (`SET`, `LISTEN`, `PREPARE`, temp tables, session advisory
+//! locks…) to replay them, pin the client to its connection, or turn caching
+//! off (`SET ROLE`, see DESIGN.md G5).
+//!
+//! # Performance
+//! [`session_effects`] runs on every query, so it first does a byte-level,
+//! case-insensitive search for whole words that any such statement must
+//! contain (`set`, `reset`, `discard`, `listen`, `prepare`, `declare`,
+//! `temp`, `set_config`, the advisory lock functions…). Only when one is
+//! present is the text parsed to decide precisely (so `UPDATE t SET x = 1`
+//! costs a parse, `SELECT * FROM t WHERE id = 1` does not).
+
+use crate::tree::{self, Node, Value};
+
+/// What a SQL string does to session state that a transaction-pooling proxy
+/// must track.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct SessionEffects {
+    /// `SET` (not `SET LOCAL`), `RESET`, `RESET ALL`, `DISCARD ALL`,
+    /// `SET SESSION CHARACTERISTICS`, or a call to `set_config(…)` that is not
+    /// provably transaction-local. Also true whenever `changes_role` is.
+    pub changes_settings: bool,
+    /// `SET ROLE`, `SET SESSION AUTHORIZATION`, `RESET ROLE`,
+    /// `RESET SESSION AUTHORIZATION`, `DISCARD ALL`, or `set_config('role', …)`.
+    pub changes_role: bool,
+    /// `LISTEN channel`.
+    pub listen: bool,
+    /// Creates or uses an object that lives as long as the server session:
+    /// `PREPARE name AS …`, `DECLARE … WITH HOLD`, `CREATE TEMP …`,
+    /// `SELECT … INTO TEMP`, a `pg_temp.` reference, or a session-level
+    /// advisory lock function (`pg_advisory_lock`, `pg_try_advisory_lock`…).
+    pub uses_session_objects: bool,
+}
+
+impl SessionEffects {
+    /// True when the string has any session effect at all.
+    pub fn any(&self) -> bool {
+        self.changes_settings || self.changes_role || self.listen || self.uses_session_objects
+    }
+
+    fn merge(&mut self, other: SessionEffects) {
+        self.changes_settings |= other.changes_settings;
+        self.changes_role |= other.changes_role;
+        self.listen |= other.listen;
+        self.uses_session_objects |= other.uses_session_objects;
+    }
+}
+
+/// Words (matched whole, ASCII case-insensitively) without which a string
+/// cannot have a session effect.
+const SETTINGS_WORDS: &[&str] = &["set", "reset", "discard", "set_config"];
+const LISTEN_WORDS: &[&str] = &["listen"];
+const OBJECT_WORDS: &[&str] = &[
+    "prepare",
+    "declare",
+    "temp",
+    "temporary",
+    "pg_temp",
+    "pg_advisory_lock",
+    "pg_advisory_lock_shared",
+    "pg_try_advisory_lock",
+    "pg_try_advisory_lock_shared",
+];
+/// Only consulted for strings that do not parse.
+const ROLE_WORDS: &[&str] = &["role", "authorization"];
+
+/// Session-level advisory lock functions (the `_xact_` variants are released
+/// at transaction end and are harmless to a transaction pooler).
+const ADVISORY_LOCKS: &[&str] = &[
+    "pg_advisory_lock",
+    "pg_advisory_lock_shared",
+    "pg_try_advisory_lock",
+    "pg_try_advisory_lock_shared",
+];
+
+/// `CURSOR_OPT_HOLD` from Postgres' `parsenodes.h`.
+const CURSOR_OPT_HOLD: i64 = 0x0020;
+
+/// Reports what `sql` (one or more statements) does to session state.
+///
+/// Strings that do not parse are judged by the prefilter alone, erring
+/// towards reporting an effect.
+pub fn session_effects(sql: &str) -> SessionEffects {
+    let bytes = sql.as_bytes();
+    let [settings, listen, objects] =
+        words_present(bytes, [SETTINGS_WORDS, LISTEN_WORDS, OBJECT_WORDS]);
+    if !(settings || listen || objects) {
+        return SessionEffects::default();
+    }
+    match tree::parse_statements(sql) {
+        Ok(stmts) => {
+            let mut effects = SessionEffects::default();
+            for stmt in stmts.iter().filter_map(Value::as_node) {
+                effects.merge(statement_effects(stmt));
+            }
+            effects
+        }
+        Err(_) => SessionEffects {
+            changes_settings: settings,
+            changes_role: settings && contains_any_word(bytes, ROLE_WORDS),
+            listen,
+            uses_session_objects: objects,
+        },
+    }
+}
+
+/// Effects of one parsed top-level statement.
+fn statement_effects(stmt: &Node) -> SessionEffects {
+    let mut fx = SessionEffects::default();
+    match stmt.ty {
+        "VariableSetStmt" => variable_set(stmt, &mut fx),
+        "DiscardStmt" => {
+            let all = stmt.int("target") == pg_query::protobuf::DiscardMode::DiscardAll as i64;
+            fx.changes_settings = all;
+            fx.changes_role = all;
+        }
+        "ListenStmt" => fx.listen = true,
+        "PrepareStmt" => fx.uses_session_objects = true,
+        "DeclareCursorStmt" => {
+            fx.uses_session_objects = stmt.int("options") & CURSOR_OPT_HOLD != 0;
+        }
+        // The body is PL/pgSQL, opaque to the SQL parser: judge it by its words.
+        "DoStmt" => {
+            let body = do_body(stmt);
+            let settings = contains_any_word(body.as_bytes(), SETTINGS_WORDS);
+            fx.changes_settings = settings;
+            fx.changes_role = settings && contains_any_word(body.as_bytes(), ROLE_WORDS);
+            fx.listen = contains_any_word(body.as_bytes(), LISTEN_WORDS);
+            fx.uses_session_objects = contains_any_word(body.as_bytes(), OBJECT_WORDS);
+            return fx;
+        }
+        _ => {}
+    }
+    // Function calls and temp relations can appear anywhere in a statement.
+    stmt.for_each_node(&mut |n| match n.ty {
+        "FuncCall" => function_call(n, &mut fx),
+        "RangeVar" => {
+            fx.uses_session_objects |=
+                n.str("relpersistence") == "t" || n.str("schemaname") == "pg_temp";
+        }
+        _ => {}
+    });
+    fx
+}
+
+fn variable_set(stmt: &Node, fx: &mut SessionEffects) {
+    use pg_query::protobuf::VariableSetKind as K;
+    if stmt.bool("is_local") {
+        return;
+    }
+    let kind = stmt.int("kind");
+    let name = stmt.str("name");
+    // `SET TRANSACTION …` and `SET TRANSACTION SNAPSHOT` last one transaction.
+    if kind == K::VarSetMulti as i64 && name.eq_ignore_ascii_case("transaction") {
+        return;
+    }
+    fx.changes_settings = true;
+    if kind == K::VarResetAll as i64 {
+        return;
+    }
+    if name.eq_ignore_ascii_case("role") || name.eq_ignore_ascii_case("session_authorization") {
+        fx.changes_role = true;
+    }
+}
+
+fn function_call(call: &Node, fx: &mut SessionEffects) {
+    let names = call.names("funcname");
+    let Some(name) = names.last() else {
+        return;
+    };
+    let schema_ok = names.len() == 1 || names.first() == Some(&"pg_catalog");
+    if !schema_ok {
+        return;
+    }
+    if ADVISORY_LOCKS.contains(name) {
+        fx.uses_session_objects = true;
+    } else if *name == "set_config" {
+        let args: Vec<&Node> = call.nodes("args").collect();
+        let is_local = args.get(2).and_then(|a| const_bool(a)).unwrap_or(false);
+        if is_local {
+            return;
+        }
+        fx.changes_settings = true;
+        match args.first().and_then(|a| const_str(a)) {
+            Some(setting) => {
+                if setting.eq_ignore_ascii_case("role")
+                    || setting.eq_ignore_ascii_case("session_authorization")
+                {
+                    fx.changes_role = true;
+                }
+            }
+            // Not a literal: it may name the role.
+            None => fx.changes_role = true,
+        }
+    }
+}
+
+/// The value of a boolean constant (`true`, `'on'`, `'t'`…), if `n` is one.
+fn const_bool(n: &Node) -> Option<bool> {
+    let val = const_value(n)?;
+    match val.ty {
+        "Boolean" => Some(val.bool("boolval")),
+        "String" => match val.str("sval").to_ascii_lowercase().as_str() {
+            "t" | "true" | "on" | "yes" | "y" | "1" => Some(true),
+            "f" | "false" | "off" | "no" | "n" | "0" => Some(false),
+            _ => None,
+        },
+        _ => None,
+    }
+}
+
+/// The value of a string constant, if `n` is one.
+fn const_str(n: &Node) -> Option<&str> {
+    let val = const_value(n)?;
+    (val.ty == "String").then(|| val.str("sval"))
+}
+
+/// The value node of an `AConst`, looking through a cast (`'x'::text`).
+fn const_value(n: &Node) -> Option<&Node> {
+    match n.ty {
+        "AConst" => n.node("val"),
+        "TypeCast" => n.node("arg").and_then(const_value),
+        _ => None,
+    }
+}
+
+/// The source text of a `DO` block (its `as` argument).
+fn do_body(stmt: &Node) -> String {
+    let mut body = String::new();
+    stmt.for_each_node(&mut |n| {
+        if n.ty == "String" {
+            body.push_str(n.str("sval"));
+            body.push(' ');
+        }
+    });
+    body
+}
+
+/// True when `haystack` contains one of `words` as a whole word, ASCII
+/// case-insensitively.
+fn contains_any_word(haystack: &[u8], words: &[&str]) -> bool {
+    let [found] = words_present(haystack, [words]);
+    found
+}
+
+/// For each list of words, whether `haystack` contains one of them as a
+/// whole word, ASCII case-insensitively, in a single pass. A word boundary
+/// is any byte that cannot continue an SQL identifier.
+fn words_present<const N: usize>(haystack: &[u8], lists: [&[&str]; N]) -> [bool; N] {
+    const LONGEST: usize = 32;
+    let is_ident = |b: u8| b.is_ascii_alphanumeric() || b == b'_' || b == b'$' || b >= 0x80;
+    let mut found = [false; N];
+    let mut start = 0;
+    while start < haystack.len() {
+        // Skip to the start of the next word.
+        if !is_ident(haystack[start]) {
+            start += 1;
+            continue;
+        }
+        let mut end = start;
+        while end < haystack.len() && is_ident(haystack[end]) {
+            end += 1;
+        }
+        let word = &haystack[start..end];
+        if word.len() <= LONGEST {
+            for (hit, list) in found.iter_mut().zip(lists) {
+                *hit |= list.iter().any(|w| w.as_bytes().eq_ignore_ascii_case(word));
+            }
+        }
+        start = end;
+    }
+    found
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn settings_only() -> SessionEffects {
+        SessionEffects {
+            changes_settings: true,
+            ..SessionEffects::default()
+        }
+    }
+
+    fn role() -> SessionEffects {
+        SessionEffects {
+            changes_settings: true,
+            changes_role: true,
+            ..SessionEffects::default()
+        }
+    }
+
+    fn objects() -> SessionEffects {
+        SessionEffects {
+            uses_session_objects: true,
+            ..SessionEffects::default()
+        }
+    }
+
+    #[test]
+    fn plain_queries_have_no_effect() {
+        for sql in [
+            "select * from users where id = 1",
+            "SELECT a FROM t ORDER BY a LIMIT 10 OFFSET 20",
+            "select * from assets, settings, datasets",
+            "insert into t values (1)",
+            "select template, temperature from t",
+        ] {
+            assert_eq!(session_effects(sql), SessionEffects::default(), "{sql}");
+        }
+    }
+
+    #[test]
+    fn set_and_reset_change_settings() {
+        for sql in [
+            "SET search_path = app, public",
+            "set TimeZone to 'UTC'",
+            "SET SESSION statement_timeout = 1000",
+            "reset search_path",
+            "RESET ALL",
+            "DISCARD ALL",
+            "SET SESSION CHARACTERISTICS AS TRANSACTION ISOLATION LEVEL SERIALIZABLE",
+            "select set_config('search_path', 'x', false)",
+            "select 1; SET datestyle = ISO",
+        ] {
+            assert!(session_effects(sql).changes_settings, "{sql}");
+        }
+        assert_eq!(session_effects("set search_path = x"), settings_only());
+    }
+
+    #[test]
+    fn transaction_scoped_settings_do_not_count() {
+        for sql in [
+            "SET LOCAL search_path = x",
+            "SET TRANSACTION ISOLATION LEVEL REPEATABLE READ",
+            "select set_config('search_path', 'x', true)",
+            "select pg_catalog.set_config('a.b', 'x', 'on')",
+            "DISCARD PLANS",
+        ] {
+            assert_eq!(session_effects(sql), SessionEffects::default(), "{sql}");
+        }
+    }
+
+    #[test]
+    fn set_clauses_of_other_statements_do_not_count() {
+        for sql in [
+            "UPDATE t SET x = 1 WHERE id = 2",
+            "ALTER TABLE t ALTER COLUMN c SET DEFAULT 0",
+            "ALTER TABLE t SET (fillfactor = 70)",
+            "ALTER ROLE bob SET search_path = x",
+            "CREATE FUNCTION f() RETURNS int LANGUAGE sql SET search_path = x AS 'select 1'",
+            "insert into t values (1) on conflict (id) do update set x = 2",
+        ] {
+            assert_eq!(session_effects(sql), SessionEffects::default(), "{sql}");
+        }
+    }
+
+    #[test]
+    fn role_changes_are_also_setting_changes() {
+        for sql in [
+            "SET ROLE admin",
+            "set role none",
+            "SET SESSION AUTHORIZATION bob",
+            "RESET ROLE",
+            "RESET SESSION AUTHORIZATION",
+            "DISCARD ALL",
+            "select set_config('role', 'admin', false)",
+            "select set_config($1, $2, false)",
+        ] {
+            assert_eq!(session_effects(sql), role(), "{sql}");
+        }
+        assert!(!session_effects("RESET ALL").changes_role);
+    }
+
+    #[test]
+    fn listen_is_reported() {
+        let fx = session_effects("LISTEN orders");
+        assert!(fx.listen && !fx.changes_settings);
+        assert!(!session_effects("NOTIFY orders").listen);
+    }
+
+    #[test]
+    fn session_objects_are_reported() {
+        for sql in [
+            "PREPARE q(int) AS SELECT $1",
+            "DECLARE c CURSOR WITH HOLD FOR SELECT 1",
+            "CREATE TEMP TABLE tmp (id int)",
+            "create temporary table tmp as select 1",
+            "SELECT 1 INTO TEMP tmp",
+            "select * from pg_temp.tmp",
+            "select pg_advisory_lock(42)",
+            "SELECT pg_try_advisory_lock(1, 2)",
+        ] {
+            assert_eq!(session_effects(sql), objects(), "{sql}");
+        }
+        for sql in [
+            "DECLARE c CURSOR FOR SELECT 1",
+            "select pg_advisory_xact_lock(42)",
+            "PREPARE TRANSACTION 'x'",
+        ] {
+            assert_eq!(session_effects(sql), SessionEffects::default(), "{sql}");
+        }
+    }
+
+    #[test]
+    fn effects_of_every_statement_in_a_string_are_merged() {
+        let fx = session_effects("SET ROLE a; LISTEN c; PREPARE p AS SELECT 1; SELECT 2");
+        assert!(fx.changes_settings && fx.changes_role && fx.listen && fx.uses_session_objects);
+    }
+
+    #[test]
+    fn set_config_hidden_in_an_expression_is_found() {
+        let sql = "select case when $1 then (select set_config('x.y', 'z', false)) end";
+        assert!(session_effects(sql).changes_settings);
+    }
+
+    #[test]
+    fn do_blocks_are_judged_by_their_words() {
+        let fx = session_effects("DO $$ BEGIN PERFORM set_config('role', 'x', false); END $$");
+        assert_eq!(fx, role());
+        assert!(!session_effects("DO $$ BEGIN PERFORM 1; END $$").any());
+    }
+
+    #[test]
+    fn unparsable_text_is_judged_conservatively() {
+        assert!(session_effects("SET search_path = ").changes_settings);
+        assert_eq!(session_effects("set role = ;"), role());
+        assert_eq!(session_effects("selec 1"), SessionEffects::default());
+    }
+
+    #[test]
+    fn prefilter_matches_whole_words_case_insensitively() {
+        assert!(contains_any_word(b"x;SeT a=1", &["set"]));
+        assert!(contains_any_word(
+            b"pg_catalog.set_config(",
+            &["set_config"]
+        ));
+        assert!(!contains_any_word(
+            b"offset reset_x settings",
+            &["set", "reset"]
+        ));
+        assert!(!contains_any_word(b"", &["set"]));
+    }
+}
