@@ -10,7 +10,11 @@ use clap::{Args, Parser, Subcommand};
 use crate::config::{Config, ConfigError, PoolMode, Upstream};
 
 #[derive(Debug, Parser)]
-#[command(name = "pgstash", version, about = "A transparent caching proxy for PostgreSQL")]
+#[command(
+    name = "pgstash",
+    version,
+    about = "A transparent caching proxy for PostgreSQL"
+)]
 #[command(args_conflicts_with_subcommands = true)]
 pub struct Cli {
     #[command(subcommand)]
@@ -22,7 +26,7 @@ pub struct Cli {
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Run the proxy (the default).
-    Serve(ServeArgs),
+    Serve(Box<ServeArgs>),
     /// Work with rules files.
     Rules {
         #[command(subcommand)]

@@ -9,10 +9,11 @@ use tokio_util::sync::CancellationToken;
 use crate::backend::connect::ConnectTarget;
 use crate::backend::pool::{PoolEntry, PoolKey};
 use crate::backend::{cancel::CancelRegistry, Pools};
+use crate::cache::Cache;
 use crate::config::{Config, ConfigError};
 use crate::frontend::auth::UserDirectory;
+use crate::observe::Metrics;
 
-#[derive(Debug)]
 pub struct Context {
     pub config: ArcSwap<Config>,
     pub users: ArcSwap<UserDirectory>,
@@ -20,12 +21,21 @@ pub struct Context {
     pub cancels: CancelRegistry,
     /// Cancelled when the server stops accepting; idle sessions then close.
     pub shutdown: CancellationToken,
+    pub metrics: Arc<Metrics>,
+    /// Present when rules are configured.
+    pub cache: Option<Arc<Cache>>,
 }
 
 impl Context {
-    pub fn new(config: Config) -> Result<Context, ConfigError> {
+    pub fn new(
+        config: Config,
+        metrics: Arc<Metrics>,
+        cache: Option<Arc<Cache>>,
+    ) -> Result<Context, ConfigError> {
         let users = UserDirectory::from_config(&config.auth)?;
         Ok(Context {
+            metrics,
+            cache,
             config: ArcSwap::from_pointee(config),
             users: ArcSwap::from_pointee(users),
             pools: Pools::new(),
@@ -41,20 +51,23 @@ impl Context {
             user: user.to_owned(),
         };
         let config = self.config.load();
-        self.pools.get(
-            &key,
-            || ConnectTarget {
-                upstream: config.upstream.clone(),
-                database: database.to_owned(),
-                user: user.to_owned(),
-                password: self
-                    .users
-                    .load()
-                    .upstream_password(user)
-                    .or_else(|| config.upstream.password.clone()),
-            },
-            &config.pool,
-        )
+        self.pools
+            .get(&key, || self.connect_target(database, user), &config.pool)
+    }
+
+    /// How pgstash logs in upstream as `user` to `database`.
+    pub fn connect_target(&self, database: &str, user: &str) -> ConnectTarget {
+        let config = self.config.load();
+        ConnectTarget {
+            upstream: config.upstream.clone(),
+            database: database.to_owned(),
+            user: user.to_owned(),
+            password: self
+                .users
+                .load()
+                .upstream_password(user)
+                .or_else(|| config.upstream.password.clone()),
+        }
     }
 
     /// Swaps in a new configuration. Pools are rebuilt when their settings
@@ -70,7 +83,9 @@ impl Context {
         if pools_changed {
             self.pools.clear();
         }
+        if let Some(cache) = &self.cache {
+            let _ = cache.reload_rules();
+        }
         Ok(())
     }
 }
-

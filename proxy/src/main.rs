@@ -12,7 +12,7 @@ fn main() -> ExitCode {
         Some(Command::Rules {
             command: RulesCommand::Check { file },
         }) => check_rules(&file),
-        Some(Command::Serve(args)) => serve(args),
+        Some(Command::Serve(args)) => serve(*args),
         None => serve(cli.serve),
     }
 }

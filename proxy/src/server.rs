@@ -17,6 +17,8 @@ use crate::net::Stream;
 pub enum ServeError {
     #[error(transparent)]
     Config(#[from] ConfigError),
+    #[error(transparent)]
+    Cache(#[from] crate::cache::engine::CacheError),
     #[error("cannot listen on {what}: {source}")]
     Listen {
         what: String,
@@ -60,12 +62,13 @@ impl ServerHandle {
 impl Server {
     pub async fn bind(config: Config) -> Result<Server, ServeError> {
         config.validate()?;
-        let listener = TcpListener::bind(config.listen)
-            .await
-            .map_err(|source| ServeError::Listen {
-                what: config.listen.to_string(),
-                source,
-            })?;
+        let listener =
+            TcpListener::bind(config.listen)
+                .await
+                .map_err(|source| ServeError::Listen {
+                    what: config.listen.to_string(),
+                    source,
+                })?;
         let local_addr = listener.local_addr().map_err(|source| ServeError::Listen {
             what: config.listen.to_string(),
             source,
@@ -85,10 +88,14 @@ impl Server {
             }
             None => None,
         };
-        if config.auth.method == crate::config::AuthMethod::Trust && !config.listen.ip().is_loopback() {
+        if config.auth.method == crate::config::AuthMethod::Trust
+            && !config.listen.ip().is_loopback()
+        {
             tracing::warn!(listen = %config.listen, "auth type is trust on a non-loopback address: anyone who can reach it logs in");
         }
-        let context = Arc::new(Context::new(config)?);
+        let metrics = Arc::new(crate::observe::Metrics::new());
+        let cache = crate::cache::Cache::start(&config, metrics.clone()).await?;
+        let context = Arc::new(Context::new(config, metrics, cache)?);
         Ok(Server {
             context,
             listener,
@@ -149,9 +156,16 @@ impl Server {
         }
         tracker.close();
         let timeout = context.config.load().shutdown_timeout;
-        tracing::info!(sessions = tracker.len(), ?timeout, "shutting down: waiting for sessions");
+        tracing::info!(
+            sessions = tracker.len(),
+            ?timeout,
+            "shutting down: waiting for sessions"
+        );
         if tokio::time::timeout(timeout, tracker.wait()).await.is_err() {
-            tracing::warn!(sessions = tracker.len(), "shutdown timeout reached; closing remaining sessions");
+            tracing::warn!(
+                sessions = tracker.len(),
+                "shutdown timeout reached; closing remaining sessions"
+            );
         }
         Ok(())
     }

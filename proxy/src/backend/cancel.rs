@@ -41,7 +41,10 @@ impl CancelRegistry {
     }
 
     pub fn unregister(&self, key: (i32, i32)) {
-        self.slots.lock().unwrap_or_else(|e| e.into_inner()).remove(&key);
+        self.slots
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(&key);
     }
 
     /// The backend to cancel for a client key, if that client is running something.
@@ -66,6 +69,10 @@ pub async fn send_cancel(upstream: &Upstream, target: CancelTarget) -> std::io::
     stream.write_all(&packet).await?;
     // Postgres closes the connection once it has read the request.
     let mut sink = [0u8; 1];
-    let _ = tokio::time::timeout(std::time::Duration::from_secs(5), tokio::io::AsyncReadExt::read(&mut stream, &mut sink)).await;
+    let _ = tokio::time::timeout(
+        std::time::Duration::from_secs(5),
+        tokio::io::AsyncReadExt::read(&mut stream, &mut sink),
+    )
+    .await;
     Ok(())
 }

@@ -59,7 +59,8 @@ pub async fn connect(target: &ConnectTarget) -> Result<ServerConn, BackendError>
         created: Instant::now(),
         last_used: Instant::now(),
     };
-    conn.send(&startup_message(&target.user, &target.database)).await?;
+    conn.send(&startup_message(&target.user, &target.database))
+        .await?;
     authenticate(&mut conn, target).await?;
     loop {
         let frame = conn.read_frame().await?;
@@ -153,9 +154,12 @@ async fn authenticate(conn: &mut ServerConn, target: &ConnectTarget) -> Result<(
                     offered.push(m.to_owned());
                 }
                 if !offered.iter().any(|m| m == "SCRAM-SHA-256") {
-                    return Err(BackendError::Scram(format!("server offers only {offered:?}")));
+                    return Err(BackendError::Scram(format!(
+                        "server offers only {offered:?}"
+                    )));
                 }
-                let client = ScramSha256::new(password()?.as_bytes(), ChannelBinding::unsupported());
+                let client =
+                    ScramSha256::new(password()?.as_bytes(), ChannelBinding::unsupported());
                 let first = client.message().to_vec();
                 let mut payload = BytesMut::new();
                 payload.put_slice(b"SCRAM-SHA-256\0");

@@ -32,10 +32,15 @@ pub enum BackendError {
     Scram(String),
     #[error("timed out connecting to upstream after {0:?}")]
     ConnectTimeout(std::time::Duration),
-    #[error("upstream unavailable, next connection attempt in {retry_in_ms} ms (last error: {last})")]
+    #[error(
+        "upstream unavailable, next connection attempt in {retry_in_ms} ms (last error: {last})"
+    )]
     BackingOff { retry_in_ms: u64, last: String },
     #[error("timed out after {0:?} waiting for a server connection")]
     AcquireTimeout(std::time::Duration),
+    /// A pooled connection failed its checkout check; bb8 replaces it.
+    #[error("pooled server connection is no longer usable")]
+    Stale,
 }
 
 impl From<std::io::Error> for BackendError {
@@ -81,10 +86,14 @@ impl BackendError {
             BackendError::AcquireTimeout(_) => {
                 message::error_bytes(severity, "53300", &format!("pgstash: {self}"))
             }
-            BackendError::UnsupportedAuth(_) | BackendError::NoPassword(_) | BackendError::Scram(_) => {
+            BackendError::UnsupportedAuth(_)
+            | BackendError::NoPassword(_)
+            | BackendError::Scram(_) => {
                 message::error_bytes(severity, "28000", &format!("pgstash: {self}"))
             }
-            BackendError::Unexpected { .. } => message::error_bytes(severity, "08P01", &format!("pgstash: {self}")),
+            BackendError::Unexpected { .. } => {
+                message::error_bytes(severity, "08P01", &format!("pgstash: {self}"))
+            }
             _ => message::error_bytes(severity, "08006", &format!("pgstash: {self}")),
         }
     }

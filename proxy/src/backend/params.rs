@@ -168,7 +168,10 @@ mod tests {
         let mut p = BTreeMap::new();
         p.insert("user".into(), "app".into());
         p.insert("application_name".into(), "psql".into());
-        p.insert("options".into(), "-c search_path=a,b --statement-timeout=5s -cwork_mem=8MB".into());
+        p.insert(
+            "options".into(),
+            "-c search_path=a,b --statement-timeout=5s -cwork_mem=8MB".into(),
+        );
         let s = SessionParams::from_startup(&p);
         assert_eq!(s.settings.get("application_name").unwrap(), "psql");
         assert_eq!(s.settings.get("search_path").unwrap(), "a,b");
@@ -186,7 +189,9 @@ mod tests {
     #[test]
     fn transition_resets_before_applying_and_quotes_values() {
         let mut target = SessionParams::default();
-        target.settings.insert("search_path".into(), "\"$user\", it's".into());
+        target
+            .settings
+            .insert("search_path".into(), "\"$user\", it's".into());
         let mut from = SessionParams::default();
         from.settings.insert("timezone".into(), "UTC".into());
         let sql = target.transition_sql(&from).unwrap();

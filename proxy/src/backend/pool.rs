@@ -47,12 +47,15 @@ pub struct ServerManager {
 
 impl ServerManager {
     fn record(&self, result: &Result<ServerConn, BackendError>) {
-        let Ok(mut backoff) = self.backoff.lock() else { return };
+        let Ok(mut backoff) = self.backoff.lock() else {
+            return;
+        };
         match result {
             Ok(_) => *backoff = Backoff::default(),
             Err(e) if e.is_network() => {
                 let factor = 1u32 << backoff.failures.min(16);
-                let delay = (self.config.reconnect_backoff * factor).min(self.config.reconnect_backoff_max);
+                let delay =
+                    (self.config.reconnect_backoff * factor).min(self.config.reconnect_backoff_max);
                 backoff.failures += 1;
                 backoff.retry_at = Some(Instant::now() + delay);
                 backoff.last_error = e.to_string();
@@ -97,13 +100,13 @@ impl ManageConnection for ServerManager {
     async fn is_valid(&self, conn: &mut ServerConn) -> Result<(), BackendError> {
         if !conn.idle_and_quiet() {
             conn.broken = true;
-            return Err(BackendError::Unexpected {
-                tag: '?',
-                during: "idle (connection closed or desynchronized)",
-            });
+            return Err(BackendError::Stale);
         }
-        if conn.last_used.elapsed() >= self.config.health_check_after {
-            conn.run_internal("").await?;
+        if conn.last_used.elapsed() >= self.config.health_check_after
+            && conn.run_internal("").await.is_err()
+        {
+            conn.broken = true;
+            return Err(BackendError::Stale);
         }
         Ok(())
     }
@@ -119,6 +122,10 @@ struct PublishErrors(Arc<watch::Sender<Option<BackendError>>>);
 
 impl ErrorSink<BackendError> for PublishErrors {
     fn sink(&self, error: BackendError) {
+        // A stale pooled connection is replaced, not an error for clients.
+        if matches!(error, BackendError::Stale) {
+            return;
+        }
         self.0.send_replace(Some(error));
     }
 
@@ -207,7 +214,12 @@ impl Pools {
     }
 
     /// The pool for `key`, created with `target` and `config` if missing.
-    pub fn get(&self, key: &PoolKey, target: impl FnOnce() -> ConnectTarget, config: &PoolConfig) -> Arc<PoolEntry> {
+    pub fn get(
+        &self,
+        key: &PoolKey,
+        target: impl FnOnce() -> ConnectTarget,
+        config: &PoolConfig,
+    ) -> Arc<PoolEntry> {
         let mut entries = self.entries.lock().unwrap_or_else(|e| e.into_inner());
         if let Some(entry) = entries.get(key) {
             return entry.clone();
@@ -241,12 +253,18 @@ impl Pools {
     /// Forgets every pool (after a reload changed pool settings); their
     /// connections close as clients give them back.
     pub fn clear(&self) {
-        self.entries.lock().unwrap_or_else(|e| e.into_inner()).clear();
+        self.entries
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clear();
     }
 
     /// (database, user, state) counts for metrics and logs.
     pub fn states(&self) -> Vec<(PoolKey, bb8::State)> {
         let entries = self.entries.lock().unwrap_or_else(|e| e.into_inner());
-        entries.iter().map(|(k, e)| (k.clone(), e.pool.state())).collect()
+        entries
+            .iter()
+            .map(|(k, e)| (k.clone(), e.pool.state()))
+            .collect()
     }
 }

@@ -98,7 +98,9 @@ impl ServerConn {
                         result.parameter_changes.push(change);
                     }
                 }
-                tag::ERROR_RESPONSE => error = Some(BackendError::from_error_frame(frame.into_bytes())),
+                tag::ERROR_RESPONSE => {
+                    error = Some(BackendError::from_error_frame(frame.into_bytes()))
+                }
                 tag::READY_FOR_QUERY => {
                     self.status = frame.body().first().copied().unwrap_or(b'I');
                     break;
@@ -127,10 +129,7 @@ impl ServerConn {
             return false;
         }
         let mut probe = [0u8; 1];
-        match self.stream.try_read(&mut probe) {
-            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => true,
-            _ => false,
-        }
+        matches!(self.stream.try_read(&mut probe), Err(e) if e.kind() == std::io::ErrorKind::WouldBlock)
     }
 }
 
@@ -150,7 +149,9 @@ fn decode_text_row(body: &[u8]) -> Vec<Option<String>> {
             values.push(None);
             continue;
         }
-        let Some(value) = rest.get(..len as usize) else { break };
+        let Some(value) = rest.get(..len as usize) else {
+            break;
+        };
         values.push(Some(String::from_utf8_lossy(value).into_owned()));
         rest = &rest[len as usize..];
     }

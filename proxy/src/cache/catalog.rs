@@ -165,7 +165,10 @@ async fn connect(target: &ConnectTarget) -> Result<tokio_postgres::Client, Catal
 impl Catalog for CatalogSnapshot {
     fn function_volatility(&self, schema: Option<&str>, name: &str) -> Option<Volatility> {
         match schema {
-            Some(s) => self.functions.get(&(s.to_owned(), name.to_owned())).copied(),
+            Some(s) => self
+                .functions
+                .get(&(s.to_owned(), name.to_owned()))
+                .copied(),
             None => self.functions_any_schema.get(name).copied(),
         }
     }
@@ -233,7 +236,9 @@ impl Catalogs {
     fn current(&self, database: &str) -> Option<Arc<CatalogSnapshot>> {
         let snapshots = self.snapshots.lock().unwrap_or_else(|e| e.into_inner());
         let snapshot = snapshots.get(database)?;
-        let fresh = snapshot.loaded.is_some_and(|at| at.elapsed() < self.refresh);
+        let fresh = snapshot
+            .loaded
+            .is_some_and(|at| at.elapsed() < self.refresh);
         fresh.then(|| snapshot.clone())
     }
 

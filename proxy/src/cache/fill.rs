@@ -107,8 +107,12 @@ mod tests {
     #[tokio::test]
     async fn followers_get_the_leaders_result() {
         let fills = Arc::new(Fills::default());
-        let FillRole::Leader(guard) = fills.begin("k") else { panic!("first is leader") };
-        let FillRole::Follower(slot) = fills.begin("k") else { panic!("second follows") };
+        let FillRole::Leader(guard) = fills.begin("k") else {
+            panic!("first is leader")
+        };
+        let FillRole::Follower(slot) = fills.begin("k") else {
+            panic!("second follows")
+        };
         let waiter = tokio::spawn(Fills::wait(slot, Duration::from_secs(5)));
         guard.complete(Bytes::from_static(b"v"));
         assert_eq!(waiter.await.unwrap().as_deref(), Some(&b"v"[..]));
@@ -118,8 +122,12 @@ mod tests {
     #[tokio::test]
     async fn dropping_the_guard_releases_followers() {
         let fills = Arc::new(Fills::default());
-        let FillRole::Leader(guard) = fills.begin("k") else { panic!() };
-        let FillRole::Follower(slot) = fills.begin("k") else { panic!() };
+        let FillRole::Leader(guard) = fills.begin("k") else {
+            panic!()
+        };
+        let FillRole::Follower(slot) = fills.begin("k") else {
+            panic!()
+        };
         drop(guard);
         assert_eq!(Fills::wait(slot, Duration::from_secs(5)).await, None);
         assert_eq!(fills.in_flight(), 0);

@@ -35,7 +35,9 @@ pub struct KeyBuilder {
 
 impl KeyBuilder {
     pub fn new(domain: &str) -> KeyBuilder {
-        let mut builder = KeyBuilder { hasher: Sha256::new() };
+        let mut builder = KeyBuilder {
+            hasher: Sha256::new(),
+        };
         builder.field(domain.as_bytes());
         builder
     }

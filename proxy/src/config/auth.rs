@@ -92,7 +92,10 @@ impl AuthConfig {
             if self.method == AuthMethod::Md5 && user.scram_verifier.is_some() {
                 return Err(ConfigError::Invalid {
                     key: "auth.users.scram_verifier",
-                    reason: format!("user {:?}: md5 needs the password, not a SCRAM verifier", user.name),
+                    reason: format!(
+                        "user {:?}: md5 needs the password, not a SCRAM verifier",
+                        user.name
+                    ),
                 });
             }
         }

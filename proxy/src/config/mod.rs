@@ -145,22 +145,34 @@ mod tests {
 
     #[test]
     fn errors_name_the_file_line_and_column() {
-        let err = Config::from_toml("listen = \"127.0.0.1:6432\"\n[pool]\nsize = \"many\"\n", Path::new("pgstash.toml"))
-            .unwrap_err()
-            .to_string();
+        let err = Config::from_toml(
+            "listen = \"127.0.0.1:6432\"\n[pool]\nsize = \"many\"\n",
+            Path::new("pgstash.toml"),
+        )
+        .unwrap_err()
+        .to_string();
         assert!(err.starts_with("pgstash.toml: "), "{err}");
         assert!(err.contains("line 3, column 8"), "{err}");
     }
 
     #[test]
     fn unknown_keys_are_rejected() {
-        let err = Config::from_toml("[pool]\nsise = 3\n", Path::new("x.toml")).unwrap_err().to_string();
+        let err = Config::from_toml("[pool]\nsise = 3\n", Path::new("x.toml"))
+            .unwrap_err()
+            .to_string();
         assert!(err.contains("unknown field `sise`"), "{err}");
     }
 
     #[test]
     fn password_auth_without_users_is_rejected() {
-        let err = Config::from_toml("[auth]\ntype = \"scram-sha-256\"\n", Path::new("x.toml")).unwrap_err();
-        assert!(matches!(err, ConfigError::Invalid { key: "auth.type", .. }));
+        let err = Config::from_toml("[auth]\ntype = \"scram-sha-256\"\n", Path::new("x.toml"))
+            .unwrap_err();
+        assert!(matches!(
+            err,
+            ConfigError::Invalid {
+                key: "auth.type",
+                ..
+            }
+        ));
     }
 }

@@ -66,7 +66,11 @@ impl Upstream {
         } else if host.is_empty() {
             UpstreamHost::Tcp("127.0.0.1".into())
         } else {
-            UpstreamHost::Tcp(host.trim_start_matches('[').trim_end_matches(']').to_owned())
+            UpstreamHost::Tcp(
+                host.trim_start_matches('[')
+                    .trim_end_matches(']')
+                    .to_owned(),
+            )
         };
         let user = (!url.username().is_empty()).then(|| decode(url.username()));
         let password = url.password().map(decode);

@@ -7,7 +7,9 @@ use std::collections::HashMap;
 use base64::Engine;
 use bytes::BytesMut;
 use pgwire::api::auth::md5pass::hash_md5_password;
-use pgwire::api::auth::sasl::scram::{gen_salted_password, ScramSecret, ScramServerAuth, SCRAM_ITERATIONS};
+use pgwire::api::auth::sasl::scram::{
+    gen_salted_password, ScramSecret, ScramServerAuth, SCRAM_ITERATIONS,
+};
 
 use super::error::FrontendError;
 use crate::config::{AuthConfig, AuthMethod, ConfigError};
@@ -27,7 +29,9 @@ struct ScramKeys {
 
 impl std::fmt::Debug for ScramKeys {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("ScramKeys").field("iterations", &self.iterations).finish_non_exhaustive()
+        f.debug_struct("ScramKeys")
+            .field("iterations", &self.iterations)
+            .finish_non_exhaustive()
     }
 }
 
@@ -50,14 +54,22 @@ impl UserDirectory {
         for user in &auth.users {
             let password = user.resolve_password()?;
             let scram = match (&user.scram_verifier, &password) {
-                (Some(verifier), _) => Some(parse_verifier(verifier).ok_or_else(|| ConfigError::Invalid {
-                    key: "auth.users.scram_verifier",
-                    reason: format!("user {:?}: not a SCRAM-SHA-256 verifier", user.name),
-                })?),
+                (Some(verifier), _) => {
+                    Some(
+                        parse_verifier(verifier).ok_or_else(|| ConfigError::Invalid {
+                            key: "auth.users.scram_verifier",
+                            reason: format!("user {:?}: not a SCRAM-SHA-256 verifier", user.name),
+                        })?,
+                    )
+                }
                 (None, Some(password)) if auth.method == AuthMethod::ScramSha256 => {
                     let salt: [u8; 16] = rand::random();
                     let salted = gen_salted_password(password, &salt, SCRAM_ITERATIONS);
-                    match ScramSecret::verifier_from_salted_password(salt.to_vec(), salted, SCRAM_ITERATIONS) {
+                    match ScramSecret::verifier_from_salted_password(
+                        salt.to_vec(),
+                        salted,
+                        SCRAM_ITERATIONS,
+                    ) {
                         ScramSecret::Verifier {
                             salt,
                             iterations,
@@ -119,36 +131,52 @@ pub async fn authenticate(
             let salt: [u8; 4] = rand::random();
             let mut out = BytesMut::new();
             message::auth_md5(&mut out, salt);
-            stream.write_all(&out).await.map_err(crate::net::NetError::from)?;
+            stream
+                .write_all(&out)
+                .await
+                .map_err(crate::net::NetError::from)?;
             let answer = read_password(stream, reader).await?;
             let expected = entry
                 .and_then(|e| e.password.as_deref())
                 .map(|p| hash_md5_password(user, p, &salt));
             match expected {
-                Some(expected) if expected.as_bytes() == answer.strip_suffix(&[0]).unwrap_or(&answer) => Ok(()),
+                Some(expected)
+                    if expected.as_bytes() == answer.strip_suffix(&[0]).unwrap_or(&answer) =>
+                {
+                    Ok(())
+                }
                 _ => fail(stream, user).await,
             }
         }
         AuthMethod::ScramSha256 => {
             let mut out = BytesMut::new();
             message::auth_sasl(&mut out, &["SCRAM-SHA-256"]);
-            stream.write_all(&out).await.map_err(crate::net::NetError::from)?;
+            stream
+                .write_all(&out)
+                .await
+                .map_err(crate::net::NetError::from)?;
             let initial = read_password(stream, reader).await?;
             let mut body = Body::new(&initial, "SASLInitialResponse");
             let mechanism = body.string()?;
             let len = body.i32()?;
-            let data = if len < 0 { &[][..] } else { body.take(len as usize)? };
+            let data = if len < 0 {
+                &[][..]
+            } else {
+                body.take(len as usize)?
+            };
             if mechanism != "SCRAM-SHA-256" {
                 return protocol_fail(stream, "28000", "unsupported SASL mechanism").await;
             }
             // An unknown user runs the exchange against made-up keys, so
             // that the answer does not tell which users exist.
-            let keys = entry.and_then(|e| e.scram.clone()).unwrap_or_else(|| ScramKeys {
-                salt: rand::random::<[u8; 16]>().to_vec(),
-                iterations: SCRAM_ITERATIONS,
-                stored_key: rand::random::<[u8; 32]>().to_vec(),
-                server_key: rand::random::<[u8; 32]>().to_vec(),
-            });
+            let keys = entry
+                .and_then(|e| e.scram.clone())
+                .unwrap_or_else(|| ScramKeys {
+                    salt: rand::random::<[u8; 16]>().to_vec(),
+                    iterations: SCRAM_ITERATIONS,
+                    stored_key: rand::random::<[u8; 32]>().to_vec(),
+                    server_key: rand::random::<[u8; 32]>().to_vec(),
+                });
             let secret = ScramSecret::Verifier {
                 salt: keys.salt,
                 iterations: keys.iterations,
@@ -156,18 +184,26 @@ pub async fn authenticate(
                 server_key: keys.server_key,
             };
             let server = ScramServerAuth::new();
-            let Ok((server_first, waiting)) = server.on_client_first_message_with_secret(data, secret) else {
+            let Ok((server_first, waiting)) =
+                server.on_client_first_message_with_secret(data, secret)
+            else {
                 return fail(stream, user).await;
             };
             let mut out = BytesMut::new();
             message::auth_sasl_continue(&mut out, server_first.as_bytes());
-            stream.write_all(&out).await.map_err(crate::net::NetError::from)?;
+            stream
+                .write_all(&out)
+                .await
+                .map_err(crate::net::NetError::from)?;
             let final_message = read_password(stream, reader).await?;
             match waiting.on_client_final_message(&final_message) {
                 Ok(server_final) => {
                     let mut out = BytesMut::new();
                     message::auth_sasl_final(&mut out, server_final.as_bytes());
-                    stream.write_all(&out).await.map_err(crate::net::NetError::from)?;
+                    stream
+                        .write_all(&out)
+                        .await
+                        .map_err(crate::net::NetError::from)?;
                     Ok(())
                 }
                 Err(_) => fail(stream, user).await,
@@ -176,7 +212,10 @@ pub async fn authenticate(
     }
 }
 
-async fn read_password(stream: &mut Stream, reader: &mut FrameReader) -> Result<Vec<u8>, FrontendError> {
+async fn read_password(
+    stream: &mut Stream,
+    reader: &mut FrameReader,
+) -> Result<Vec<u8>, FrontendError> {
     let frame = match reader.read_frame(stream).await {
         Ok(frame) => frame,
         Err(crate::net::NetError::Closed) => return Err(FrontendError::ClientGone),
@@ -186,7 +225,10 @@ async fn read_password(stream: &mut Stream, reader: &mut FrameReader) -> Result<
         return protocol_fail(
             stream,
             "08P01",
-            &format!("expected a password response, got message type {:?}", frame.tag() as char),
+            &format!(
+                "expected a password response, got message type {:?}",
+                frame.tag() as char
+            ),
         )
         .await;
     }
@@ -202,6 +244,8 @@ async fn fail<T>(stream: &mut Stream, user: &str) -> Result<T, FrontendError> {
 }
 
 async fn protocol_fail<T>(stream: &mut Stream, code: &str, text: &str) -> Result<T, FrontendError> {
-    let _ = stream.write_all(&message::error_bytes(Severity::Fatal, code, text)).await;
+    let _ = stream
+        .write_all(&message::error_bytes(Severity::Fatal, code, text))
+        .await;
     Err(FrontendError::Protocol(text.to_owned()))
 }

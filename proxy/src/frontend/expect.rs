@@ -17,8 +17,13 @@ use crate::net::message::tag;
 #[derive(Debug)]
 pub enum Expect {
     /// ParseComplete. `forward` is false for a Parse pgstash injected.
-    /// `prepared` names the server-side statement it creates.
-    Parse { forward: bool, prepared: Option<Arc<str>> },
+    /// `prepared` names the server-side statement it creates. `rename`
+    /// maps a server-side name back to the client's in an error message.
+    Parse {
+        forward: bool,
+        prepared: Option<Arc<str>>,
+        rename: Option<(Arc<str>, Arc<str>)>,
+    },
     Bind,
     /// ParameterDescription, then RowDescription or NoData.
     DescribeStatement,
@@ -45,6 +50,9 @@ pub struct Effects {
     pub unprepared: Vec<Arc<str>>,
     /// Server-side statements whose Parse succeeded.
     pub prepared: Vec<Arc<str>>,
+    /// An error to be shown with the client's statement name (server-side
+    /// name, client name).
+    pub rename: Option<(Arc<str>, Arc<str>)>,
 }
 
 /// What to do with one server message.
@@ -108,13 +116,18 @@ impl ExpectQueue {
         }
         self.drain_synthetic(&mut effects.due);
         if tag == tag::ERROR_RESPONSE {
-            return self.on_error(&mut effects.unprepared);
+            return self.on_error(effects);
         }
         let Some(front) = self.queue.front() else {
             return Verdict::Forward;
         };
         let (done, verdict) = match (front, tag) {
-            (Expect::Parse { forward, prepared }, tag::PARSE_COMPLETE) => {
+            (
+                Expect::Parse {
+                    forward, prepared, ..
+                },
+                tag::PARSE_COMPLETE,
+            ) => {
                 if let Some(name) = prepared {
                     effects.prepared.push(name.clone());
                 }
@@ -122,9 +135,10 @@ impl ExpectQueue {
             }
             (Expect::Bind, tag::BIND_COMPLETE) => (true, Verdict::Forward),
             (Expect::DescribeStatement, tag::PARAMETER_DESCRIPTION) => (false, Verdict::Forward),
-            (Expect::DescribeStatement | Expect::DescribePortal, tag::ROW_DESCRIPTION | tag::NO_DATA) => {
-                (true, Verdict::Forward)
-            }
+            (
+                Expect::DescribeStatement | Expect::DescribePortal,
+                tag::ROW_DESCRIPTION | tag::NO_DATA,
+            ) => (true, Verdict::Forward),
             (
                 Expect::Execute,
                 tag::COMMAND_COMPLETE | tag::EMPTY_QUERY_RESPONSE | tag::PORTAL_SUSPENDED,
@@ -141,30 +155,53 @@ impl ExpectQueue {
         if done {
             self.queue.pop_front();
         }
-        self.drain_synthetic(&mut effects.due);
+        // Synthetic answers now at the front follow this message: the
+        // caller drains them after forwarding it.
         verdict
     }
 
-    fn on_error(&mut self, unprepared: &mut Vec<Arc<str>>) -> Verdict {
+    fn on_error(&mut self, effects: &mut Effects) -> Verdict {
         match self.queue.front() {
             None => Verdict::Forward,
             Some(Expect::Query) => Verdict::Forward,
             Some(_) => {
+                if let Some(Expect::Parse {
+                    rename: Some(rename),
+                    ..
+                }) = self.queue.front()
+                {
+                    effects.rename = Some(rename.clone());
+                }
                 while let Some(front) = self.queue.front() {
                     if matches!(front, Expect::Sync) {
                         return Verdict::Forward;
                     }
                     if let Some(Expect::Parse {
-                        prepared: Some(name), ..
+                        prepared: Some(name),
+                        ..
                     }) = self.queue.pop_front()
                     {
-                        unprepared.push(name);
+                        effects.unprepared.push(name);
                     }
                 }
                 self.skipping = true;
                 Verdict::Forward
             }
         }
+    }
+
+    /// Called when an Execute starts COPY FROM STDIN. Postgres ignores Sync
+    /// messages during copy-in, so the Syncs queued right behind the
+    /// Execute will get no ReadyForQuery. Returns whether the copy belongs
+    /// to an Execute (extended protocol).
+    pub fn copy_in_started(&mut self) -> bool {
+        if !matches!(self.queue.front(), Some(Expect::Execute)) {
+            return false;
+        }
+        while matches!(self.queue.get(1), Some(Expect::Sync)) {
+            self.queue.remove(1);
+        }
+        true
     }
 
     /// True when every answer has arrived and no Sync is outstanding.
@@ -187,14 +224,55 @@ mod tests {
 
     fn run(q: &mut ExpectQueue, tags: &[u8]) -> (Vec<Verdict>, usize) {
         let mut effects = Effects::default();
-        let verdicts = tags.iter().map(|t| q.on_server_message(*t, &mut effects)).collect();
+        let verdicts = tags
+            .iter()
+            .map(|t| {
+                let v = q.on_server_message(*t, &mut effects);
+                q.drain_synthetic(&mut effects.due);
+                v
+            })
+            .collect();
         (verdicts, effects.due.len())
+    }
+
+    #[test]
+    fn syncs_sent_before_copy_in_expect_no_answer() {
+        let mut q = ExpectQueue::default();
+        q.push(Expect::Bind);
+        q.push(Expect::Execute);
+        q.push(Expect::Sync);
+        run(&mut q, b"2");
+        assert!(q.copy_in_started());
+        q.push(Expect::Sync);
+        run(&mut q, b"CZ");
+        assert!(q.settled());
+    }
+
+    #[test]
+    fn synthetic_answer_comes_after_the_message_before_it() {
+        let mut q = ExpectQueue::default();
+        q.push(Expect::DescribeStatement);
+        q.push(Expect::Synthetic(Bytes::from_static(b"3\0\0\0\x04")));
+        q.push(Expect::Sync);
+        let mut effects = Effects::default();
+        q.on_server_message(b't', &mut effects);
+        q.on_server_message(b'n', &mut effects);
+        assert!(
+            effects.due.is_empty(),
+            "CloseComplete must not overtake NoData"
+        );
+        q.drain_synthetic(&mut effects.due);
+        assert_eq!(effects.due.len(), 1);
     }
 
     #[test]
     fn injected_parse_answer_is_dropped_and_synthetic_answer_inserted() {
         let mut q = ExpectQueue::default();
-        q.push(Expect::Parse { forward: false, prepared: None });
+        q.push(Expect::Parse {
+            forward: false,
+            prepared: None,
+            rename: None,
+        });
         q.push(Expect::Synthetic(Bytes::from_static(b"1\0\0\0\x04")));
         q.push(Expect::Bind);
         q.push(Expect::Execute);
@@ -209,7 +287,11 @@ mod tests {
     #[test]
     fn error_skips_to_sync_and_discards_synthetic_answers_after_it() {
         let mut q = ExpectQueue::default();
-        q.push(Expect::Parse { forward: true, prepared: Some("pgstash_a".into()) });
+        q.push(Expect::Parse {
+            forward: true,
+            prepared: Some("pgstash_a".into()),
+            rename: None,
+        });
         q.push(Expect::Synthetic(Bytes::from_static(b"3\0\0\0\x04")));
         q.push(Expect::Sync);
         let mut effects = Effects::default();
@@ -223,7 +305,11 @@ mod tests {
     #[test]
     fn messages_after_an_error_before_sync_expect_nothing() {
         let mut q = ExpectQueue::default();
-        q.push(Expect::Parse { forward: true, prepared: None });
+        q.push(Expect::Parse {
+            forward: true,
+            prepared: None,
+            rename: None,
+        });
         let (_, _) = run(&mut q, b"E");
         assert!(q.skipping());
         q.push(Expect::Bind);

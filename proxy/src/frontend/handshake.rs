@@ -23,7 +23,7 @@ use crate::net::{FrameReader, NetError, Stream};
 pub async fn serve_client(context: Arc<Context>, stream: Stream) {
     let peer = stream.peer();
     let limit = context.config.load().max_message_bytes;
-    let reader = FrameReader::new(limit);
+    let reader = FrameReader::frontend(limit);
     let result = handshake(&context, stream, reader).await;
     let session = match result {
         Ok(Some(session)) => session,
@@ -52,7 +52,11 @@ async fn handshake(
             Err(NetError::Closed) => return Ok(None),
             Err(e) => {
                 let _ = stream
-                    .write_all(&message::error_bytes(Severity::Fatal, "08P01", &format!("invalid startup packet: {e}")))
+                    .write_all(&message::error_bytes(
+                        Severity::Fatal,
+                        "08P01",
+                        &format!("invalid startup packet: {e}"),
+                    ))
                     .await;
                 return Err(e.into());
             }
@@ -74,19 +78,38 @@ async fn handshake(
         }
     };
 
-    let unsupported: Vec<String> = params.keys().filter(|k| k.starts_with("_pq_.")).cloned().collect();
+    let unsupported: Vec<String> = params
+        .keys()
+        .filter(|k| k.starts_with("_pq_."))
+        .cloned()
+        .collect();
     if minor > 0 || !unsupported.is_empty() {
         let mut out = BytesMut::new();
         message::negotiate_protocol_version(&mut out, &unsupported);
         stream.write_all(&out).await.map_err(NetError::from)?;
     }
     let Some(user) = params.get("user").cloned() else {
-        return refuse(stream, "28000", "no PostgreSQL user name specified in startup packet").await;
+        return refuse(
+            stream,
+            "28000",
+            "no PostgreSQL user name specified in startup packet",
+        )
+        .await;
     };
-    if params.contains_key("replication") && params.get("replication").map(String::as_str) != Some("false") {
-        return refuse(stream, "0A000", "pgstash does not proxy replication connections").await;
+    if params.contains_key("replication")
+        && params.get("replication").map(String::as_str) != Some("false")
+    {
+        return refuse(
+            stream,
+            "0A000",
+            "pgstash does not proxy replication connections",
+        )
+        .await;
     }
-    let database = params.get("database").cloned().unwrap_or_else(|| user.clone());
+    let database = params
+        .get("database")
+        .cloned()
+        .unwrap_or_else(|| user.clone());
 
     let directory = context.users.load_full();
     auth::authenticate(&directory, &user, stream, reader).await?;
@@ -139,6 +162,8 @@ async fn handshake(
 }
 
 async fn refuse<T>(stream: &mut Stream, code: &str, text: &str) -> Result<T, FrontendError> {
-    let _ = stream.write_all(&message::error_bytes(Severity::Fatal, code, text)).await;
+    let _ = stream
+        .write_all(&message::error_bytes(Severity::Fatal, code, text))
+        .await;
     Err(FrontendError::Protocol(text.to_owned()))
 }

@@ -9,6 +9,8 @@
 //! mode stays `active` until the client leaves. Any state → `closed` when
 //! either side goes away or the client breaks the protocol.
 
+mod caching;
+
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -22,6 +24,7 @@ use crate::backend::cancel::{CancelSlot, CancelTarget};
 use crate::backend::params::capture_sql;
 use crate::backend::pool::{PoolEntry, Pooled};
 use crate::backend::{BackendError, ServerConn, SessionParams};
+use crate::cache::Cache;
 use crate::config::PoolMode;
 use crate::context::Context;
 use crate::net::message::{self, ftag, tag, Severity};
@@ -68,8 +71,32 @@ pub struct Session {
     /// pgstash failed a request itself: skip client messages until Sync.
     local_skip: bool,
     in_copy: bool,
+    /// An Execute's COPY FROM STDIN runs: Postgres ignores Syncs until the
+    /// client's CopyDone or CopyFail, so they expect no answer.
+    copy_in_extended: bool,
     status: u8,
     told_fatal: bool,
+    /// Present when caching is configured.
+    cache: Option<Arc<Cache>>,
+    /// Extended-protocol messages held until Sync, so that the whole
+    /// request can be answered from the cache (caching only).
+    batch: Vec<Frame>,
+    /// The answer being captured to fill a cache entry.
+    fill: Option<caching::ActiveFill>,
+    /// Tables written since the last commit, to invalidate before the ack.
+    pending: Option<caching::PendingWrites>,
+    /// Client output is held back until an invalidation is recorded.
+    holding: bool,
+    /// The ReadyForQuery that ends a write, sent once invalidation is done.
+    deferred: Option<Frame>,
+    /// The session ran SET ROLE / SESSION AUTHORIZATION (no caching, G5).
+    role_changed: bool,
+    /// The session made temporary or other session-local objects (no caching).
+    session_objects: bool,
+    /// The client's last unnamed statement (text, parameter types).
+    unnamed_query: Option<(Arc<str>, Bytes)>,
+    /// When the request in flight started, and which path it took.
+    started: Option<(Instant, &'static str)>,
 }
 
 impl Session {
@@ -110,9 +137,21 @@ impl Session {
             unnamed_on_server: false,
             local_skip: false,
             in_copy: false,
+            copy_in_extended: false,
             status: b'I',
             told_fatal: false,
+            cache: None,
+            batch: Vec::new(),
+            fill: None,
+            pending: None,
+            holding: false,
+            deferred: None,
+            role_changed: false,
+            session_objects: false,
+            unnamed_query: None,
+            started: None,
         };
+        session.cache = session.context.cache.clone();
         if let Some(server) = server {
             session.attach(server);
         }
@@ -143,7 +182,7 @@ impl Session {
                 let frame = match self.reader.next_frame() {
                     Ok(Some(frame)) => frame,
                     Ok(None) => break,
-                    Err(e) => return self.fatal(e.sqlstate(), &format!("invalid message: {e}"), e.into()).await,
+                    Err(e) => return self.fatal(e.sqlstate(), &e.to_string(), e.into()).await,
                 };
                 if !self.on_client_message(frame).await? {
                     return Ok(());
@@ -157,12 +196,16 @@ impl Session {
                 Event::Client(Ok(())) => {}
                 Event::Client(Err(NetError::Closed)) => return Err(FrontendError::ClientGone),
                 Event::Client(Err(e)) => return Err(e.into()),
-                Event::Server(Ok(())) => self.on_server_data()?,
+                Event::Server(Ok(())) => self.relay_server().await?,
                 Event::Server(Err(e)) => return self.on_server_lost(e).await,
                 Event::Shutdown => {
                     let e = FrontendError::Protocol("shutdown".into());
                     return self
-                        .fatal("57P01", "terminating connection because pgstash is shutting down", e)
+                        .fatal(
+                            "57P01",
+                            "terminating connection because pgstash is shutting down",
+                            e,
+                        )
                         .await;
                 }
             }
@@ -202,9 +245,39 @@ impl Session {
 
     /// Handles one client message. Returns false when the client said goodbye.
     async fn on_client_message(&mut self, frame: Frame) -> Result<bool, FrontendError> {
+        if self.cache.is_some() {
+            match frame.tag() {
+                ftag::PARSE | ftag::BIND | ftag::DESCRIBE | ftag::EXECUTE | ftag::CLOSE
+                    if !self.local_skip =>
+                {
+                    self.batch.push(frame);
+                    if self.batch.len() > caching::MAX_BATCH {
+                        self.replay_batch().await?;
+                    }
+                    return Ok(true);
+                }
+                ftag::SYNC if !self.batch.is_empty() => {
+                    if self.process_batch().await? {
+                        // Answered from the cache: the Sync is answered here too.
+                        message::ready_for_query(&mut self.to_client, b'I');
+                        return Ok(true);
+                    }
+                }
+                ftag::SYNC => {}
+                _ => self.replay_batch().await?,
+            }
+        }
+        self.dispatch(frame).await
+    }
+
+    /// Handles one client message, batching aside.
+    async fn dispatch(&mut self, frame: Frame) -> Result<bool, FrontendError> {
         let rewrite = self.mode == PoolMode::Transaction;
         match frame.tag() {
             ftag::TERMINATE => return Ok(false),
+            ftag::SYNC if self.copy_in_extended && self.server.is_some() => {
+                self.to_server.extend_from_slice(frame.as_bytes());
+            }
             ftag::SYNC => {
                 self.local_skip = false;
                 if self.server.is_some() {
@@ -221,6 +294,9 @@ impl Session {
                 }
             }
             ftag::COPY_DATA | ftag::COPY_DONE | ftag::COPY_FAIL => {
+                if frame.tag() != ftag::COPY_DATA {
+                    self.copy_in_extended = false;
+                }
                 // Outside COPY Postgres ignores these; so does pgstash.
                 if self.server.is_some() {
                     self.to_server.extend_from_slice(frame.as_bytes());
@@ -245,8 +321,12 @@ impl Session {
                     self.unsynced = true;
                 }
             }
+            ftag::QUERY if self.cache.is_some() && self.cached_query(&frame).await? => {
+                message::ready_for_query(&mut self.to_client, b'I');
+            }
             ftag::QUERY | ftag::FUNCTION_CALL => {
                 if !self.ensure_server().await? {
+                    self.fill = None;
                     message::ready_for_query(&mut self.to_client, b'I');
                     self.local_skip = false;
                     return Ok(true);
@@ -258,14 +338,19 @@ impl Session {
                 }
                 self.forward(&frame, Expect::Query);
             }
-            ftag::PARSE if rewrite && self.server.is_none() && self.parse_without_server(&frame)? => {}
+            ftag::PARSE
+                if rewrite && self.server.is_none() && self.parse_without_server(&frame)? => {}
             ftag::PARSE | ftag::BIND | ftag::DESCRIBE | ftag::EXECUTE | ftag::CLOSE => {
                 if !self.ensure_server().await? {
+                    self.fill = None;
                     return Ok(true);
                 }
                 let result = self.on_extended(frame, rewrite);
                 if let Err(e) = result {
-                    return self.fatal("08P01", &format!("invalid message: {e}"), e.into()).await.map(|_| false);
+                    return self
+                        .fatal("08P01", &format!("invalid message: {e}"), e.into())
+                        .await
+                        .map(|_| false);
                 }
                 self.unsynced = true;
             }
@@ -283,7 +368,8 @@ impl Session {
     /// synchronously while other connections of theirs hold transactions
     /// open; needing a server here could deadlock them on a small pool.
     fn parse_without_server(&mut self, frame: &Frame) -> Result<bool, FrontendError> {
-        let parse = ParseMessage::decode(frame.body()).map_err(|e| FrontendError::Protocol(e.to_string()))?;
+        let parse = ParseMessage::decode(frame.body())
+            .map_err(|e| FrontendError::Protocol(e.to_string()))?;
         if parse.name.is_empty() || self.statements.contains(parse.name) {
             return Ok(false);
         }
@@ -304,19 +390,53 @@ impl Session {
             ftag::PARSE => {
                 let parse = ParseMessage::decode(frame.body())?;
                 self.note_session_effects(&parse.query_text());
+                if parse.name.is_empty() {
+                    self.unnamed_query = Some((
+                        parse.query_text().into(),
+                        Bytes::copy_from_slice(parse.types),
+                    ));
+                }
                 if !rewrite {
-                    self.forward(&frame, Expect::Parse { forward: true, prepared: None });
+                    if self.cache.is_some() {
+                        if parse.name.is_empty() {
+                            self.unnamed = Some(frame.as_bytes().to_vec().into());
+                            self.unnamed_on_server = true;
+                        } else {
+                            self.statements.insert(&parse);
+                        }
+                    }
+                    self.forward(
+                        &frame,
+                        Expect::Parse {
+                            forward: true,
+                            prepared: None,
+                            rename: None,
+                        },
+                    );
                 } else if parse.name.is_empty() {
                     self.unnamed = Some(frame.as_bytes().to_vec().into());
                     self.unnamed_on_server = true;
-                    self.forward(&frame, Expect::Parse { forward: true, prepared: None });
-                } else if self.statements.contains(parse.name) {
-                    let text = format!(
-                        "prepared statement \"{}\" already exists",
-                        String::from_utf8_lossy(parse.name)
+                    self.forward(
+                        &frame,
+                        Expect::Parse {
+                            forward: true,
+                            prepared: None,
+                            rename: None,
+                        },
                     );
-                    self.answer_locally(message::error_bytes(Severity::Error, "42P05", &text));
-                    self.local_skip = true;
+                } else if self.statements.contains(parse.name) {
+                    // Let Postgres raise its own 42P05: re-parse under the
+                    // existing server-side name, then show the client's name.
+                    let client_name: Arc<str> = String::from_utf8_lossy(parse.name).into();
+                    if let Some(server_name) = self.ensure_prepared(parse.name) {
+                        let frame = statements::parse_frame(&server_name, parse.query, parse.types);
+                        let expect = Expect::Parse {
+                            forward: true,
+                            prepared: None,
+                            rename: Some((server_name, client_name)),
+                        };
+                        self.send_with(&frame, expect);
+                    }
                 } else {
                     let statement = self.statements.insert(&parse);
                     let conn = self.conn();
@@ -327,6 +447,7 @@ impl Session {
                         let expect = Expect::Parse {
                             forward: true,
                             prepared: Some(statement.server_name),
+                            rename: None,
                         };
                         self.send_with(&statement.parse, expect);
                     }
@@ -334,7 +455,11 @@ impl Session {
             }
             ftag::BIND => {
                 let name = statements::bind_statement(frame.body())?;
+                self.note_bound_statement(name);
                 if !rewrite {
+                    if name.is_empty() {
+                        self.ensure_unnamed();
+                    }
                     self.forward(&frame, Expect::Bind);
                 } else if name.is_empty() {
                     self.ensure_unnamed();
@@ -382,6 +507,7 @@ impl Session {
             let expect = Expect::Parse {
                 forward: false,
                 prepared: Some(statement.server_name.clone()),
+                rename: None,
             };
             self.send_with(&statement.parse, expect);
         }
@@ -394,7 +520,14 @@ impl Session {
             return;
         }
         if let Some(parse) = self.unnamed.clone() {
-            self.send_with(&parse, Expect::Parse { forward: false, prepared: None });
+            self.send_with(
+                &parse,
+                Expect::Parse {
+                    forward: false,
+                    prepared: None,
+                    rename: None,
+                },
+            );
             self.unnamed_on_server = true;
         }
     }
@@ -403,6 +536,12 @@ impl Session {
         let effects = pgstash_rules::session_effects(sql);
         if effects.changes_settings || effects.changes_role {
             self.capture = true;
+        }
+        if effects.changes_role {
+            self.role_changed = true;
+        }
+        if effects.uses_session_objects || effects.listen {
+            self.session_objects = true;
         }
         if self.mode == PoolMode::Transaction && mentions_statement_reset(sql) {
             self.forget_statements = true;
@@ -430,7 +569,9 @@ impl Session {
     }
 
     fn conn(&mut self) -> &mut ServerConn {
-        self.server.as_mut().expect("a server connection is held here")
+        self.server
+            .as_mut()
+            .expect("a server connection is held here")
     }
 
     /// Gets a server connection if none is held. Returns false (after
@@ -445,7 +586,8 @@ impl Session {
             Ok(server) => server,
             Err(e) => {
                 tracing::warn!(user = %self.user, database = %self.database, error = %e, "no server connection for client");
-                self.to_client.extend_from_slice(&e.to_client(Severity::Error));
+                self.to_client
+                    .extend_from_slice(&e.to_client(Severity::Error));
                 self.local_skip = true;
                 return Ok(false);
             }
@@ -453,7 +595,8 @@ impl Session {
         if let Some(sql) = self.settings.transition_sql(&server.applied) {
             if let Err(e) = server.run_internal(&sql).await {
                 server.broken = true;
-                self.to_client.extend_from_slice(&e.to_client(Severity::Error));
+                self.to_client
+                    .extend_from_slice(&e.to_client(Severity::Error));
                 self.local_skip = true;
                 return Ok(false);
             }
@@ -475,12 +618,30 @@ impl Session {
 
     // ----- server → client -------------------------------------------------
 
-    fn on_server_data(&mut self) -> Result<(), FrontendError> {
+    /// Relays what the server sent, pausing at each ReadyForQuery that
+    /// ends a write until its invalidation is recorded (G2).
+    async fn relay_server(&mut self) -> Result<(), FrontendError> {
+        while let Some(writes) = self.on_server_data()? {
+            if let Some(cache) = self.cache.clone() {
+                cache.invalidate(&self.database, &writes).await;
+            }
+            self.holding = false;
+            if let Some(frame) = self.deferred.take() {
+                self.to_client.extend_from_slice(frame.as_bytes());
+            }
+        }
+        Ok(())
+    }
+
+    /// Processes buffered server messages. Stops early, returning the
+    /// writes to invalidate, at a ReadyForQuery that commits them.
+    fn on_server_data(&mut self) -> Result<Option<caching::Writes>, FrontendError> {
         let Some(server) = self.server.as_mut() else {
-            return Ok(());
+            return Ok(None);
         };
         let conn: &mut ServerConn = server;
         let mut effects = Effects::default();
+        let mut commit = None;
         loop {
             let frame = match conn.reader.next_frame() {
                 Ok(Some(frame)) => frame,
@@ -495,18 +656,44 @@ impl Session {
             for bytes in effects.due.drain(..) {
                 self.to_client.extend_from_slice(&bytes);
             }
+            if self.fill.is_some() {
+                caching::capture(&mut self.fill, &frame, self.cache.as_deref());
+            }
             match tag {
                 tag::READY_FOR_QUERY => {
                     let status = frame.body().first().copied().unwrap_or(b'I');
                     conn.status = status;
                     self.status = status;
                     self.in_copy = false;
+                    if let Some((started, path)) = self.started.take() {
+                        self.context
+                            .metrics
+                            .query_duration
+                            .with_label_values(&[path])
+                            .observe(started.elapsed().as_secs_f64());
+                    }
+                    commit = caching::on_ready(&mut self.pending, &mut self.holding, status);
+                    if commit.is_some() {
+                        self.deferred = Some(frame);
+                        break;
+                    }
+                }
+                tag::COMMAND_COMPLETE => {
+                    self.in_copy = false;
+                    caching::on_command_complete(
+                        &mut self.pending,
+                        &mut self.holding,
+                        frame.body(),
+                    );
                 }
                 tag::PARAMETER_STATUS => {
                     conn.note_parameter_status(frame.body());
                 }
-                tag::COPY_IN_RESPONSE | tag::COPY_OUT_RESPONSE | tag::COPY_BOTH_RESPONSE => self.in_copy = true,
-                tag::COMMAND_COMPLETE => self.in_copy = false,
+                tag::COPY_IN_RESPONSE => {
+                    self.in_copy = true;
+                    self.copy_in_extended = self.expect.copy_in_started();
+                }
+                tag::COPY_OUT_RESPONSE | tag::COPY_BOTH_RESPONSE => self.in_copy = true,
                 tag::ERROR_RESPONSE => {
                     self.in_copy = false;
                     let (severity, _, _) = message::error_fields(frame.body());
@@ -518,7 +705,18 @@ impl Session {
                 _ => {}
             }
             if verdict == Verdict::Forward {
-                self.to_client.extend_from_slice(frame.as_bytes());
+                match effects.rename.take() {
+                    Some((server_name, client_name)) if tag == tag::ERROR_RESPONSE => {
+                        let renamed =
+                            message::rename_in_error(frame.as_bytes(), &server_name, &client_name);
+                        self.to_client.extend_from_slice(&renamed);
+                    }
+                    _ => self.to_client.extend_from_slice(frame.as_bytes()),
+                }
+            }
+            self.expect.drain_synthetic(&mut effects.due);
+            for bytes in effects.due.drain(..) {
+                self.to_client.extend_from_slice(&bytes);
             }
         }
         for name in effects.unprepared {
@@ -527,7 +725,7 @@ impl Session {
         for name in effects.prepared {
             self.pool.statement_parsed(name);
         }
-        Ok(())
+        Ok(commit)
     }
 
     /// The server connection failed while held: tell the client and end.
@@ -540,7 +738,8 @@ impl Session {
             let _ = self.flush_client().await;
             return Err(error);
         }
-        self.fatal("08006", "server closed the connection unexpectedly", error).await
+        self.fatal("08006", "server closed the connection unexpectedly", error)
+            .await
     }
 
     fn drain_due(&mut self) {
@@ -569,7 +768,7 @@ impl Session {
     }
 
     async fn flush_client(&mut self) -> Result<(), FrontendError> {
-        if self.to_client.is_empty() {
+        if self.to_client.is_empty() || self.holding {
             return Ok(());
         }
         let result = self.client.write_all(&self.to_client).await;
@@ -580,17 +779,21 @@ impl Session {
         result.map_err(|_| FrontendError::ClientGone)
     }
 
-    /// Gives the server connection back when the pool mode allows it.
+    /// Reads settings back after the client changed them, and gives the
+    /// server connection back when the pool mode allows it.
     async fn maybe_release(&mut self) -> Result<(), FrontendError> {
-        if self.mode != PoolMode::Transaction || self.server.is_none() || !self.is_idle() {
+        if self.server.is_none() || !self.is_idle() || !self.batch.is_empty() {
             return Ok(());
         }
-        if self.reader.has_buffered() {
-            // The client is in the middle of sending more; keep the server.
+        if self.capture {
+            self.capture = false;
+            self.capture_settings().await;
+        }
+        if self.mode != PoolMode::Transaction || self.reader.has_buffered() {
+            // Session mode keeps the server; a client in the middle of
+            // sending more keeps it too.
             return Ok(());
         }
-        let user = self.user.clone();
-        let capture = std::mem::take(&mut self.capture);
         let forget = std::mem::take(&mut self.forget_statements);
         let Some(mut server) = self.server.take() else {
             return Ok(());
@@ -599,31 +802,47 @@ impl Session {
         if forget {
             server.prepared.clear();
         }
-        if capture {
-            match server.run_internal(&capture_sql(&user)).await {
-                Ok(result) => {
-                    let mut settings = SessionParams::default();
-                    for row in result.rows {
-                        if let [Some(name), Some(value)] = row.as_slice() {
-                            settings.settings.insert(name.to_lowercase(), value.clone());
-                        }
-                    }
-                    server.applied = settings.clone();
-                    self.settings = settings;
-                }
-                Err(e) => {
-                    tracing::warn!(error = %e, "could not read session settings back; discarding the server connection");
-                    server.broken = true;
-                }
-            }
-        }
         server.last_used = Instant::now();
         drop(server);
         Ok(())
     }
 
+    /// Reads the server's session settings into the client's (they travel
+    /// with the client to other server connections and into cache keys).
+    async fn capture_settings(&mut self) {
+        let user = self.user.clone();
+        let Some(server) = self.server.as_mut() else {
+            return;
+        };
+        match server.run_internal(&capture_sql(&user)).await {
+            Ok(result) => {
+                let mut settings = SessionParams::default();
+                for row in result.rows {
+                    if let [Some(name), Some(value)] = row.as_slice() {
+                        settings.settings.insert(name.to_lowercase(), value.clone());
+                    }
+                }
+                server.applied = settings.clone();
+                self.settings = settings;
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "could not read session settings back; discarding the server connection");
+                server.broken = true;
+                if self.mode == PoolMode::Session {
+                    // The settings are unknown now: stop caching for this session.
+                    self.role_changed = true;
+                }
+            }
+        }
+    }
+
     /// Sends a FATAL error, flushes, and ends the session with `error`.
-    async fn fatal(&mut self, code: &str, text: &str, error: FrontendError) -> Result<(), FrontendError> {
+    async fn fatal(
+        &mut self,
+        code: &str,
+        text: &str,
+        error: FrontendError,
+    ) -> Result<(), FrontendError> {
         message::error_response(&mut self.to_client, Severity::Fatal, code, text);
         let _ = self.flush_client().await;
         Err(error)
@@ -634,6 +853,13 @@ impl Session {
     /// its connection discarded (Postgres rolls the transaction back).
     async fn finish(&mut self) {
         self.context.cancels.unregister(self.key);
+        if let (Some(cache), Some(pending)) = (self.cache.clone(), self.pending.take()) {
+            // The connection ended between a write and its acknowledgement:
+            // it may have committed, so invalidate anyway.
+            if pending.may_have_committed() {
+                cache.invalidate(&self.database, &pending.writes).await;
+            }
+        }
         let clean = self.is_idle();
         if let Some(mut server) = self.server.take() {
             if !clean {

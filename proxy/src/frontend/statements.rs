@@ -24,6 +24,9 @@ pub struct Statement {
     pub server_name: Arc<str>,
     /// A Parse message that creates it under `server_name`.
     pub parse: Bytes,
+    /// Its SQL text and parameter types, for cache decisions and keys.
+    pub query: Arc<str>,
+    pub types: Bytes,
 }
 
 /// The fields of a Parse message pgstash needs.
@@ -78,6 +81,8 @@ impl Statements {
         let statement = Statement {
             parse: parse_frame(&server_name, parse.query, parse.types),
             server_name,
+            query: parse.query_text().into(),
+            types: Bytes::copy_from_slice(parse.types),
         };
         self.by_name.insert(parse.name.to_vec(), statement.clone());
         statement
@@ -162,6 +167,64 @@ pub fn decode_target<'a>(body: &'a [u8], what: &'static str) -> Result<(u8, &'a 
     Ok((kind, name))
 }
 
+/// A Bind body split into portal name, statement name, and the rest
+/// (parameter formats, values and result formats, as sent).
+pub struct BindParts<'a> {
+    pub portal: &'a [u8],
+    pub statement: &'a [u8],
+    pub rest: &'a [u8],
+}
+
+pub fn bind_parts(body: &[u8]) -> Result<BindParts<'_>, NetError> {
+    let mut b = Body::new(body, "Bind");
+    let portal = b.cstr()?;
+    let statement = b.cstr()?;
+    Ok(BindParts {
+        portal,
+        statement,
+        rest: b.rest(),
+    })
+}
+
+/// A bound parameter: format code and value (`None` for NULL).
+pub type BoundValue<'a> = (i16, Option<&'a [u8]>);
+
+/// The parameter values of a Bind's tail with their format codes
+/// (`None` for NULL).
+pub fn bind_values(rest: &[u8]) -> Result<Vec<BoundValue<'_>>, NetError> {
+    let mut b = Body::new(rest, "Bind");
+    let format_count = b.i16()?;
+    let mut formats = Vec::with_capacity(format_count.max(0) as usize);
+    for _ in 0..format_count {
+        formats.push(b.i16()?);
+    }
+    let count = b.i16()?;
+    let mut values = Vec::with_capacity(count.max(0) as usize);
+    for i in 0..count.max(0) as usize {
+        let format = match formats.len() {
+            0 => 0,
+            1 => formats[0],
+            _ => *formats.get(i).ok_or(NetError::Malformed { what: "Bind" })?,
+        };
+        let len = b.i32()?;
+        let value = if len < 0 {
+            None
+        } else {
+            Some(b.take(len as usize)?)
+        };
+        values.push((format, value));
+    }
+    Ok(values)
+}
+
+/// Reads (portal, max_rows) of an Execute body.
+pub fn execute_parts(body: &[u8]) -> Result<(&[u8], i32), NetError> {
+    let mut b = Body::new(body, "Execute");
+    let portal = b.cstr()?;
+    let max_rows = b.i32()?;
+    Ok((portal, max_rows))
+}
+
 /// Reads the statement name of a Bind body.
 pub fn bind_statement(body: &[u8]) -> Result<&[u8], NetError> {
     let mut b = Body::new(body, "Bind");
@@ -178,10 +241,22 @@ mod tests {
         let mut a = Statements::default();
         let mut b = Statements::default();
         let types = [0u8, 0];
-        let pa = ParseMessage { name: b"s1", query: b"select 1", types: &types };
-        let pb = ParseMessage { name: b"other", query: b"select 1", types: &types };
+        let pa = ParseMessage {
+            name: b"s1",
+            query: b"select 1",
+            types: &types,
+        };
+        let pb = ParseMessage {
+            name: b"other",
+            query: b"select 1",
+            types: &types,
+        };
         assert_eq!(a.insert(&pa).server_name, b.insert(&pb).server_name);
-        let pc = ParseMessage { name: b"s1", query: b"select 2", types: &types };
+        let pc = ParseMessage {
+            name: b"s1",
+            query: b"select 2",
+            types: &types,
+        };
         assert_ne!(a.get(b"s1").unwrap().server_name, b.insert(&pc).server_name);
     }
 
@@ -190,7 +265,10 @@ mod tests {
         let body = b"portal\0s1\0\0\0\0\0\0\0";
         let out = rewrite_bind(body, "pgstash_x").unwrap();
         assert_eq!(&out[5..], b"portal\0pgstash_x\0\0\0\0\0\0\0");
-        assert_eq!(i32::from_be_bytes([out[1], out[2], out[3], out[4]]) as usize, out.len() - 1);
+        assert_eq!(
+            i32::from_be_bytes([out[1], out[2], out[3], out[4]]) as usize,
+            out.len() - 1
+        );
     }
 
     #[test]

@@ -25,6 +25,8 @@ pub enum NetError {
     TooLarge { length: usize, limit: usize },
     #[error("malformed {what} message")]
     Malformed { what: &'static str },
+    #[error("invalid frontend message type {0}")]
+    UnknownType(u8),
 }
 
 impl NetError {
@@ -32,7 +34,9 @@ impl NetError {
     pub fn sqlstate(&self) -> &'static str {
         match self {
             NetError::TooLarge { .. } => "08P01",
-            NetError::BadLength { .. } | NetError::Malformed { .. } => "08P01",
+            NetError::BadLength { .. } | NetError::Malformed { .. } | NetError::UnknownType(_) => {
+                "08P01"
+            }
             NetError::Closed | NetError::Io(_) => "08006",
         }
     }
@@ -77,11 +81,17 @@ impl Frame {
     }
 }
 
+/// Type bytes a client may send after startup.
+pub const FRONTEND_TYPES: &[u8] = b"BCcdDEfFHPpQSX";
+
 /// Buffers bytes from a stream and cuts them into frames.
 #[derive(Debug)]
 pub struct FrameReader {
     buf: BytesMut,
     limit: usize,
+    /// When set, frames of other types are rejected before their body is
+    /// awaited (as Postgres does, so garbage fails fast).
+    accept: Option<&'static [u8]>,
 }
 
 impl FrameReader {
@@ -89,6 +99,15 @@ impl FrameReader {
         FrameReader {
             buf: BytesMut::with_capacity(READ_CHUNK),
             limit,
+            accept: None,
+        }
+    }
+
+    /// A reader for client connections: only frontend message types.
+    pub fn frontend(limit: usize) -> FrameReader {
+        FrameReader {
+            accept: Some(FRONTEND_TYPES),
+            ..FrameReader::new(limit)
         }
     }
 
@@ -109,10 +128,15 @@ impl FrameReader {
 
     /// Takes the next complete frame out of the buffer, if there is one.
     pub fn next_frame(&mut self) -> Result<Option<Frame>, NetError> {
+        let Some(&tag) = self.buf.first() else {
+            return Ok(None);
+        };
+        if self.accept.is_some_and(|accept| !accept.contains(&tag)) {
+            return Err(NetError::UnknownType(tag));
+        }
         if self.buf.len() < 5 {
             return Ok(None);
         }
-        let tag = self.buf[0];
         let length = i32::from_be_bytes([self.buf[1], self.buf[2], self.buf[3], self.buf[4]]);
         if length < 4 {
             return Err(NetError::BadLength {
@@ -154,7 +178,10 @@ impl FrameReader {
     }
 
     /// Reads exactly one frame, waiting for more bytes as needed.
-    pub async fn read_frame<S: AsyncRead + Unpin>(&mut self, stream: &mut S) -> Result<Frame, NetError> {
+    pub async fn read_frame<S: AsyncRead + Unpin>(
+        &mut self,
+        stream: &mut S,
+    ) -> Result<Frame, NetError> {
         loop {
             if let Some(frame) = self.next_frame()? {
                 return Ok(frame);

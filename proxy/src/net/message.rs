@@ -69,7 +69,12 @@ fn encode<M: Message>(message: &M, out: &mut BytesMut) {
     // messages are short; a failure would mean a bug, so fall back to a
     // minimal error rather than send nothing.
     if message.encode(out).is_err() {
-        error_response(out, Severity::Error, "XX000", "pgstash: could not encode a message");
+        error_response(
+            out,
+            Severity::Error,
+            "XX000",
+            "pgstash: could not encode a message",
+        );
     }
 }
 
@@ -102,7 +107,10 @@ pub fn ready_for_query(out: &mut BytesMut, status: u8) {
 }
 
 pub fn parameter_status(out: &mut BytesMut, name: &str, value: &str) {
-    encode(&ParameterStatus::new(name.to_owned(), value.to_owned()), out);
+    encode(
+        &ParameterStatus::new(name.to_owned(), value.to_owned()),
+        out,
+    );
 }
 
 pub fn backend_key_data(out: &mut BytesMut, pid: i32, secret: i32) {
@@ -137,11 +145,17 @@ pub fn auth_sasl(out: &mut BytesMut, mechanisms: &[&str]) {
 }
 
 pub fn auth_sasl_continue(out: &mut BytesMut, data: &[u8]) {
-    encode(&Authentication::SASLContinue(Bytes::copy_from_slice(data)), out);
+    encode(
+        &Authentication::SASLContinue(Bytes::copy_from_slice(data)),
+        out,
+    );
 }
 
 pub fn auth_sasl_final(out: &mut BytesMut, data: &[u8]) {
-    encode(&Authentication::SASLFinal(Bytes::copy_from_slice(data)), out);
+    encode(
+        &Authentication::SASLFinal(Bytes::copy_from_slice(data)),
+        out,
+    );
 }
 
 /// NegotiateProtocolVersion: pgstash speaks 3.0 and no `_pq_.` options.
@@ -195,4 +209,36 @@ pub fn error_fields(body: &[u8]) -> (String, String, String) {
         rest = tail.get(end + 1..).unwrap_or(&[]);
     }
     (severity, code, message)
+}
+
+/// An ErrorResponse with `from` replaced by `to` in its message field (used
+/// to show a client's statement name instead of pgstash's server-side one).
+pub fn rename_in_error(frame: &[u8], from: &str, to: &str) -> Bytes {
+    let Some(body) = frame.get(5..) else {
+        return Bytes::copy_from_slice(frame);
+    };
+    let mut out_body = BytesMut::with_capacity(body.len() + to.len());
+    let mut rest = body;
+    while let Some((&field, tail)) = rest.split_first() {
+        if field == 0 {
+            break;
+        }
+        let end = tail.iter().position(|b| *b == 0).unwrap_or(tail.len());
+        let value = &tail[..end];
+        out_body.put_u8(field);
+        if field == b'M' {
+            let text = String::from_utf8_lossy(value).replace(from, to);
+            out_body.put_slice(text.as_bytes());
+        } else {
+            out_body.put_slice(value);
+        }
+        out_body.put_u8(0);
+        rest = tail.get(end + 1..).unwrap_or(&[]);
+    }
+    out_body.put_u8(0);
+    let mut out = BytesMut::with_capacity(out_body.len() + 5);
+    out.put_u8(frame[0]);
+    out.put_i32(out_body.len() as i32 + 4);
+    out.put_slice(&out_body);
+    out.freeze()
 }

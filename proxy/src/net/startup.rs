@@ -18,7 +18,10 @@ const CANCEL_REQUEST: i32 = 80877102;
 pub enum StartupPacket {
     SslRequest,
     GssEncRequest,
-    Cancel { pid: i32, secret: i32 },
+    Cancel {
+        pid: i32,
+        secret: i32,
+    },
     Startup {
         major: u16,
         minor: u16,
@@ -97,7 +100,11 @@ mod tests {
     fn parses_a_startup_message() {
         let mut data = 196608i32.to_be_bytes().to_vec();
         data.extend_from_slice(b"user\0app\0database\0shop\0\0");
-        let StartupPacket::Startup { major, minor, params } = parse_startup_packet(&data).unwrap()
+        let StartupPacket::Startup {
+            major,
+            minor,
+            params,
+        } = parse_startup_packet(&data).unwrap()
         else {
             panic!("not a startup message");
         };

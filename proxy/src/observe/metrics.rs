@@ -5,7 +5,8 @@
 //! names, fixed words; never SQL text or parameters.
 
 use prometheus::{
-    Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry,
+    Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts,
+    Registry,
 };
 
 pub mod name {
@@ -55,8 +56,11 @@ pub struct Metrics {
 }
 
 fn counter_vec(registry: &Registry, name: &str, help: &str, labels: &[&str]) -> IntCounterVec {
-    let metric = IntCounterVec::new(Opts::new(name, help), labels).expect("metric definitions are valid");
-    registry.register(Box::new(metric.clone())).expect("metric names are unique");
+    let metric =
+        IntCounterVec::new(Opts::new(name, help), labels).expect("metric definitions are valid");
+    registry
+        .register(Box::new(metric.clone()))
+        .expect("metric names are unique");
     metric
 }
 
@@ -70,26 +74,43 @@ impl Metrics {
     pub fn new() -> Metrics {
         let registry = Registry::new();
         let r = &registry;
-        let cache_bytes_served = IntCounter::new(name::CACHE_BYTES_SERVED, "Bytes sent to clients from the cache")
-            .expect("valid");
-        let cache_entries = IntGauge::new(name::CACHE_ENTRIES, "Entries in the in-process store").expect("valid");
-        let cache_bytes = IntGauge::new(name::CACHE_BYTES, "Bytes in the in-process store").expect("valid");
+        let cache_bytes_served = IntCounter::new(
+            name::CACHE_BYTES_SERVED,
+            "Bytes sent to clients from the cache",
+        )
+        .expect("valid");
+        let cache_entries =
+            IntGauge::new(name::CACHE_ENTRIES, "Entries in the in-process store").expect("valid");
+        let cache_bytes =
+            IntGauge::new(name::CACHE_BYTES, "Bytes in the in-process store").expect("valid");
         let query_duration = HistogramVec::new(
-            HistogramOpts::new(name::QUERY_DURATION, "Time from a request to its last answer byte")
-                .buckets(vec![0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0]),
+            HistogramOpts::new(
+                name::QUERY_DURATION,
+                "Time from a request to its last answer byte",
+            )
+            .buckets(vec![
+                0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5,
+                1.0, 2.5, 5.0, 10.0,
+            ]),
             &["path"],
         )
         .expect("valid");
-        let slow_queries = IntCounter::new(name::SLOW_QUERIES, "Queries at or over the slow threshold").expect("valid");
-        let client_connections = IntGauge::new(name::CLIENT_CONNECTIONS, "Connected clients").expect("valid");
+        let slow_queries =
+            IntCounter::new(name::SLOW_QUERIES, "Queries at or over the slow threshold")
+                .expect("valid");
+        let client_connections =
+            IntGauge::new(name::CLIENT_CONNECTIONS, "Connected clients").expect("valid");
         let upstream_connections = IntGaugeVec::new(
             Opts::new(name::UPSTREAM_CONNECTIONS, "Server connections by state"),
             &["state"],
         )
         .expect("valid");
         let pool_acquire_wait = Histogram::with_opts(
-            HistogramOpts::new(name::POOL_ACQUIRE_WAIT, "Wait for a server connection")
-                .buckets(vec![0.00005, 0.0001, 0.0005, 0.001, 0.005, 0.01, 0.05, 0.1, 0.5, 1.0, 5.0]),
+            HistogramOpts::new(name::POOL_ACQUIRE_WAIT, "Wait for a server connection").buckets(
+                vec![
+                    0.00005, 0.0001, 0.0005, 0.001, 0.005, 0.01, 0.05, 0.1, 0.5, 1.0, 5.0,
+                ],
+            ),
         )
         .expect("valid");
         for metric in [
@@ -105,8 +126,18 @@ impl Metrics {
             r.register(metric).expect("metric names are unique");
         }
         Metrics {
-            cache_hits: counter_vec(r, name::CACHE_HITS, "Requests answered from the cache", &["rule"]),
-            cache_misses: counter_vec(r, name::CACHE_MISSES, "Cacheable requests not in the cache", &["rule"]),
+            cache_hits: counter_vec(
+                r,
+                name::CACHE_HITS,
+                "Requests answered from the cache",
+                &["rule"],
+            ),
+            cache_misses: counter_vec(
+                r,
+                name::CACHE_MISSES,
+                "Cacheable requests not in the cache",
+                &["rule"],
+            ),
             cache_fills: counter_vec(r, name::CACHE_FILLS, "Entries stored", &["rule"]),
             cache_coalesced: counter_vec(
                 r,
@@ -114,9 +145,24 @@ impl Metrics {
                 "Misses answered by another client's identical upstream query",
                 &["rule"],
             ),
-            cache_bypass: counter_vec(r, name::CACHE_BYPASS, "Reads not eligible for the cache", &["reason"]),
-            cache_errors: counter_vec(r, name::CACHE_ERRORS, "Failed or timed-out store calls", &["op"]),
-            invalidations: counter_vec(r, name::INVALIDATIONS, "Table invalidations recorded", &["table"]),
+            cache_bypass: counter_vec(
+                r,
+                name::CACHE_BYPASS,
+                "Reads not eligible for the cache",
+                &["reason"],
+            ),
+            cache_errors: counter_vec(
+                r,
+                name::CACHE_ERRORS,
+                "Failed or timed-out store calls",
+                &["op"],
+            ),
+            invalidations: counter_vec(
+                r,
+                name::INVALIDATIONS,
+                "Table invalidations recorded",
+                &["table"],
+            ),
             rule_reloads: counter_vec(r, name::RULE_RELOADS, "rules.toml reloads", &["result"]),
             cache_bytes_served,
             cache_entries,

@@ -110,18 +110,31 @@ mod tests {
         let other = TableKey::new("db", "orders");
         let l = store.lookup(&base(1), std::slice::from_ref(&users));
         store.put(&l.key, Bytes::from_static(b"rows"), Duration::from_secs(60));
-        assert!(store.lookup(&base(1), std::slice::from_ref(&users)).value.is_some());
+        assert!(store
+            .lookup(&base(1), std::slice::from_ref(&users))
+            .value
+            .is_some());
         store.invalidate(std::slice::from_ref(&other));
-        assert!(store.lookup(&base(1), std::slice::from_ref(&users)).value.is_some());
+        assert!(store
+            .lookup(&base(1), std::slice::from_ref(&users))
+            .value
+            .is_some());
         store.invalidate(std::slice::from_ref(&users));
-        assert!(store.lookup(&base(1), std::slice::from_ref(&users)).value.is_none());
+        assert!(store
+            .lookup(&base(1), std::slice::from_ref(&users))
+            .value
+            .is_none());
     }
 
     #[test]
     fn expired_entries_are_not_served() {
         let store = MemoryStore::new(1 << 20);
         let l = store.lookup(&base(2), &[]);
-        store.put(&l.key, Bytes::from_static(b"rows"), Duration::from_millis(0));
+        store.put(
+            &l.key,
+            Bytes::from_static(b"rows"),
+            Duration::from_millis(0),
+        );
         assert!(store.lookup(&base(2), &[]).value.is_none());
     }
 
@@ -132,7 +145,11 @@ mod tests {
             let mut b = [0u8; 32];
             b[..4].copy_from_slice(&i.to_be_bytes());
             let l = store.lookup(&KeyBase(b), &[]);
-            store.put(&l.key, Bytes::from(vec![0u8; 1024]), Duration::from_secs(60));
+            store.put(
+                &l.key,
+                Bytes::from(vec![0u8; 1024]),
+                Duration::from_secs(60),
+            );
         }
         assert!(store.usage().1 <= 64 * 1024, "{:?}", store.usage());
     }

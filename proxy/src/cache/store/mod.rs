@@ -39,7 +39,7 @@ pub struct Lookup {
 /// The configured store.
 pub enum Store {
     Memory(MemoryStore),
-    Redis(RedisStore),
+    Redis(std::sync::Arc<RedisStore>),
 }
 
 impl Store {

@@ -89,7 +89,9 @@ impl RedisStore {
             let mut reconnects = client.reconnect_rx();
             tokio::spawn(async move {
                 while reconnects.recv().await.is_ok() {
-                    tracing::warn!("redis connection re-established; renewing the cache epoch before serving");
+                    tracing::warn!(
+                        "redis connection re-established; renewing the cache epoch before serving"
+                    );
                     dirty.store(true, Ordering::SeqCst);
                 }
             });
@@ -115,7 +117,10 @@ impl RedisStore {
         format!("{}v:{}", self.tag, table.as_str())
     }
 
-    async fn bounded<T>(&self, call: impl std::future::Future<Output = Result<T, Error>>) -> Result<T, StoreError> {
+    async fn bounded<T>(
+        &self,
+        call: impl std::future::Future<Output = Result<T, Error>>,
+    ) -> Result<T, StoreError> {
         match tokio::time::timeout(self.timeout, call).await {
             Ok(Ok(v)) => Ok(v),
             Ok(Err(e)) if *e.kind() == ErrorKind::Timeout => Err(StoreError::Timeout(self.timeout)),
@@ -138,7 +143,9 @@ impl RedisStore {
             .bounded(self.lookup.evalsha_with_reload(client, keys, vec![prefix]))
             .await?;
         let Value::Array(mut parts) = reply else {
-            return Err(StoreError::Backend("unexpected reply to the lookup script".into()));
+            return Err(StoreError::Backend(
+                "unexpected reply to the lookup script".into(),
+            ));
         };
         let value = match parts.pop() {
             Some(Value::Bytes(b)) => Some(b),
@@ -170,7 +177,11 @@ impl RedisStore {
         let keys: Vec<String> = tables.iter().map(|t| self.version_key(t)).collect();
         let client = self.pool.next();
         let result = self
-            .bounded(self.invalidate.evalsha_with_reload::<i64, _, _>(client, keys, Vec::<String>::new()))
+            .bounded(self.invalidate.evalsha_with_reload::<i64, _, _>(
+                client,
+                keys,
+                Vec::<String>::new(),
+            ))
             .await;
         if let Err(e) = &result {
             tracing::error!(error = %e, "invalidation could not be recorded; cache disabled until the epoch is renewed");

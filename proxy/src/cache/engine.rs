@@ -1,0 +1,339 @@
+//! The cache as a session sees it: decide what a statement is, look it up
+//! (coalescing identical misses), fill it, and invalidate after writes.
+//! Owns the rules (hot-reloaded from rules.toml), the analysis cache, the
+//! catalog snapshots and the store.
+
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, SystemTime};
+
+use arc_swap::ArcSwap;
+use bytes::Bytes;
+use pgstash_rules::{
+    AnalysisCache, Decision, Rule, RuleSet, RulesError, SessionFacts, StatementKind, TableRef,
+};
+
+use super::catalog::{self, Catalogs};
+use super::fill::{FillGuard, FillRole, Fills};
+use super::key::{KeyBase, TableKey};
+use super::store::{MemoryStore, RedisStore, Store, StoreError};
+use crate::backend::connect::ConnectTarget;
+use crate::config::Config;
+use crate::observe::Metrics;
+
+/// Distinct SQL texts (and shapes) whose analysis is kept.
+const ANALYSIS_CACHE_ENTRIES: usize = 10_000;
+
+/// How often rules.toml is checked for changes.
+const RULES_POLL: Duration = Duration::from_secs(1);
+
+#[derive(Debug, thiserror::Error)]
+pub enum CacheError {
+    #[error(transparent)]
+    Rules(#[from] RulesError),
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+/// What a lookup tells the session to do.
+pub enum Plan {
+    /// Answer with these bytes.
+    Hit(Bytes),
+    /// Run the request upstream and store its answer.
+    Fill(Fill),
+    /// Run the request upstream; nothing to store.
+    Upstream,
+}
+
+/// A fill in progress: the leader's guard and where the answer goes.
+pub struct Fill {
+    pub guard: FillGuard,
+    pub ttl: Duration,
+    pub max_bytes: u64,
+    pub rule: Arc<Rule>,
+}
+
+/// A statement's writes: the tables to invalidate after it commits.
+#[derive(Debug, Clone, Default)]
+pub struct Writes {
+    pub tables: Vec<TableRef>,
+    pub all: bool,
+    /// DDL: the catalog snapshot must be re-read.
+    pub ddl: bool,
+}
+
+pub struct Cache {
+    pub store: Arc<Store>,
+    fills: Arc<Fills>,
+    rules: ArcSwap<RuleSet>,
+    rules_path: PathBuf,
+    rules_modified: Mutex<Option<SystemTime>>,
+    analyses: AnalysisCache,
+    catalogs: Catalogs,
+    coalesce_wait: Duration,
+    metrics: Arc<Metrics>,
+}
+
+impl Cache {
+    /// Builds the cache when rules are configured (`None` otherwise).
+    pub async fn start(
+        config: &Config,
+        metrics: Arc<Metrics>,
+    ) -> Result<Option<Arc<Cache>>, CacheError> {
+        let Some(rules_path) = config.rules.clone() else {
+            return Ok(None);
+        };
+        let rules = pgstash_rules::load_rules(&rules_path)?;
+        let store = match &config.redis {
+            Some(url) => Store::Redis(RedisStore::connect(url, &config.cache).await?),
+            None => Store::Memory(MemoryStore::new(config.cache.max_memory_bytes)),
+        };
+        let modified = std::fs::metadata(&rules_path)
+            .and_then(|m| m.modified())
+            .ok();
+        let cache = Arc::new(Cache {
+            store: Arc::new(store),
+            fills: Arc::new(Fills::default()),
+            rules: ArcSwap::from_pointee(rules),
+            rules_path,
+            rules_modified: Mutex::new(modified),
+            analyses: AnalysisCache::new(ANALYSIS_CACHE_ENTRIES),
+            catalogs: Catalogs::new(config.cache.catalog_refresh),
+            coalesce_wait: config.cache.coalesce_wait,
+            metrics,
+        });
+        tracing::info!(rules = %cache.rules_path.display(), count = cache.rules.load().rules().len(), store = cache.store.kind(), "cache enabled");
+        let weak = Arc::downgrade(&cache);
+        tokio::spawn(async move {
+            loop {
+                tokio::time::sleep(RULES_POLL).await;
+                let Some(cache) = weak.upgrade() else { return };
+                cache.reload_if_changed();
+            }
+        });
+        Ok(Some(cache))
+    }
+
+    /// Re-reads rules.toml when its modification time changed. A broken file
+    /// is reported (file:line:column) and the running rules stay.
+    pub fn reload_if_changed(&self) {
+        let modified = std::fs::metadata(&self.rules_path)
+            .and_then(|m| m.modified())
+            .ok();
+        {
+            let mut last = self
+                .rules_modified
+                .lock()
+                .unwrap_or_else(|e| e.into_inner());
+            if *last == modified {
+                return;
+            }
+            *last = modified;
+        }
+        let _ = self.reload_rules();
+    }
+
+    pub fn reload_rules(&self) -> Result<(), RulesError> {
+        match pgstash_rules::load_rules(&self.rules_path) {
+            Ok(rules) => {
+                tracing::info!(count = rules.rules().len(), "rules reloaded");
+                self.rules.store(Arc::new(rules));
+                self.metrics.rule_reloads.with_label_values(&["ok"]).inc();
+                Ok(())
+            }
+            Err(e) => {
+                tracing::error!(error = %e, "rules reload failed; keeping the previous rules");
+                self.metrics
+                    .rule_reloads
+                    .with_label_values(&["failed"])
+                    .inc();
+                Err(e)
+            }
+        }
+    }
+
+    /// What `sql` writes, if anything (no catalog needed).
+    pub fn writes(&self, sql: &str) -> Option<Writes> {
+        let decision = match self.analyses.analyze(sql) {
+            Ok(analysis) => {
+                if !analysis.writes() && !analysis.statements.iter().any(|s| s.writes_unknown) {
+                    return None;
+                }
+                let ddl = analysis
+                    .statements
+                    .iter()
+                    .any(|s| s.kind == StatementKind::Ddl);
+                match pgstash_rules::decide(
+                    &analysis,
+                    &RuleSet::default(),
+                    &SessionFacts::default(),
+                    &*catalog::unknown(),
+                ) {
+                    Decision::Write {
+                        tables,
+                        invalidate_all,
+                    } => {
+                        return Some(Writes {
+                            tables,
+                            all: invalidate_all,
+                            ddl,
+                        })
+                    }
+                    other => other,
+                }
+            }
+            Err(_) => pgstash_rules::decide_unparsable(sql),
+        };
+        match decision {
+            Decision::Write {
+                tables,
+                invalidate_all,
+            } => Some(Writes {
+                tables,
+                all: invalidate_all,
+                ddl: true,
+            }),
+            _ => None,
+        }
+    }
+
+    /// The caching decision for a read. Loads the catalog only when a rule
+    /// matches and the answer depends on it.
+    pub async fn decide(
+        &self,
+        sql: &str,
+        facts: SessionFacts,
+        database: &str,
+        target: impl FnOnce() -> ConnectTarget,
+    ) -> Decision {
+        let analysis = match self.analyses.analyze(sql) {
+            Ok(analysis) => analysis,
+            Err(_) => return pgstash_rules::decide_unparsable(sql),
+        };
+        let rules = self.rules.load();
+        let first = pgstash_rules::decide(&analysis, &rules, &facts, &*catalog::unknown());
+        match &first {
+            Decision::Bypass {
+                reason:
+                    pgstash_rules::BypassReason::UnknownFunction(_)
+                    | pgstash_rules::BypassReason::UnknownRelation(_),
+            } => {
+                let snapshot = self.catalogs.get(database, &target()).await;
+                pgstash_rules::decide(&analysis, &rules, &facts, &*snapshot)
+            }
+            _ => first,
+        }
+    }
+
+    /// Looks `base` up under the current versions of `tables`. On a miss the
+    /// first caller becomes the filler; concurrent callers wait for it.
+    pub async fn lookup(&self, base: &KeyBase, tables: &[TableKey], rule: &Arc<Rule>) -> Plan {
+        let labels = [rule.name.as_str()];
+        let lookup = match self.store.lookup(base, tables).await {
+            Ok(lookup) => lookup,
+            Err(e) => {
+                tracing::debug!(error = %e, "cache lookup failed; going upstream");
+                self.metrics
+                    .cache_errors
+                    .with_label_values(&["lookup"])
+                    .inc();
+                return Plan::Upstream;
+            }
+        };
+        if let Some(value) = lookup.value {
+            self.metrics.cache_hits.with_label_values(&labels).inc();
+            return Plan::Hit(value);
+        }
+        match self.fills.begin(&lookup.key) {
+            FillRole::Leader(guard) => {
+                self.metrics.cache_misses.with_label_values(&labels).inc();
+                Plan::Fill(Fill {
+                    guard,
+                    ttl: rule.ttl,
+                    max_bytes: rule.max_entry_bytes,
+                    rule: rule.clone(),
+                })
+            }
+            FillRole::Follower(slot) => match Fills::wait(slot, self.coalesce_wait).await {
+                Some(value) => {
+                    self.metrics
+                        .cache_coalesced
+                        .with_label_values(&labels)
+                        .inc();
+                    self.metrics.cache_hits.with_label_values(&labels).inc();
+                    Plan::Hit(value)
+                }
+                None => {
+                    self.metrics.cache_misses.with_label_values(&labels).inc();
+                    Plan::Upstream
+                }
+            },
+        }
+    }
+
+    /// Stores a filled entry and hands it to coalesced waiters. The store
+    /// write runs in the background: the client does not wait for it.
+    pub fn complete_fill(&self, fill: Fill, value: Bytes) {
+        let key = fill.guard.key().to_owned();
+        let store = self.store.clone();
+        let metrics_fills = self
+            .metrics
+            .cache_fills
+            .with_label_values(&[fill.rule.name.as_str()]);
+        let errors = self.metrics.cache_errors.with_label_values(&["put"]);
+        let ttl = fill.ttl;
+        fill.guard.complete(value.clone());
+        tokio::spawn(async move {
+            match store.put(&key, value, ttl).await {
+                Ok(()) => metrics_fills.inc(),
+                Err(e) => {
+                    tracing::debug!(error = %e, "cache fill not stored");
+                    errors.inc();
+                }
+            }
+        });
+    }
+
+    /// Records that `writes` committed in `database`. Called after the
+    /// commit and before the client sees its acknowledgement.
+    pub async fn invalidate(&self, database: &str, writes: &Writes) {
+        if writes.ddl || writes.all {
+            self.catalogs.invalidate(database);
+        }
+        let result = if writes.all {
+            self.metrics.invalidations.with_label_values(&["*"]).inc();
+            self.store.invalidate_all().await
+        } else {
+            let keys = table_keys(database, &writes.tables);
+            for key in &keys {
+                self.metrics
+                    .invalidations
+                    .with_label_values(&[key.as_str()])
+                    .inc();
+            }
+            self.store.invalidate(&keys).await
+        };
+        if let Err(e) = result {
+            tracing::warn!(error = %e, "invalidation not recorded");
+            self.metrics
+                .cache_errors
+                .with_label_values(&["invalidate"])
+                .inc();
+        }
+    }
+
+    pub fn metrics(&self) -> &Metrics {
+        &self.metrics
+    }
+}
+
+/// Invalidation keys for tables of `database` (see `TableRef::invalidation_key`).
+pub fn table_keys(database: &str, tables: &[TableRef]) -> Vec<TableKey> {
+    let mut keys: Vec<TableKey> = tables
+        .iter()
+        .map(|t| TableKey::new(database, t.invalidation_key()))
+        .collect();
+    keys.sort();
+    keys.dedup();
+    keys
+}
