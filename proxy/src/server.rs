@@ -32,6 +32,8 @@ pub struct Server {
     listener: TcpListener,
     unix: Option<(UnixListener, PathBuf)>,
     local_addr: SocketAddr,
+    metrics_listener: TcpListener,
+    metrics_addr: SocketAddr,
 }
 
 /// Controls a running server from elsewhere (signal handlers, tests).
@@ -93,6 +95,18 @@ impl Server {
         {
             tracing::warn!(listen = %config.listen, "auth type is trust on a non-loopback address: anyone who can reach it logs in");
         }
+        let metrics_listener = crate::observe::http::bind(config.metrics_listen)
+            .await
+            .map_err(|source| ServeError::Listen {
+                what: format!("metrics {}", config.metrics_listen),
+                source,
+            })?;
+        let metrics_addr = metrics_listener
+            .local_addr()
+            .map_err(|source| ServeError::Listen {
+                what: config.metrics_listen.to_string(),
+                source,
+            })?;
         let metrics = Arc::new(crate::observe::Metrics::new());
         let cache = crate::cache::Cache::start(&config, metrics.clone()).await?;
         let context = Arc::new(Context::new(config, metrics, cache)?);
@@ -101,11 +115,18 @@ impl Server {
             listener,
             unix,
             local_addr,
+            metrics_listener,
+            metrics_addr,
         })
     }
 
     pub fn local_addr(&self) -> SocketAddr {
         self.local_addr
+    }
+
+    /// Address of the metrics and health port.
+    pub fn metrics_addr(&self) -> SocketAddr {
+        self.metrics_addr
     }
 
     pub fn handle(&self) -> ServerHandle {
@@ -121,7 +142,14 @@ impl Server {
             listener,
             unix,
             local_addr,
+            metrics_listener,
+            metrics_addr,
         } = self;
+        tracing::info!(metrics = %metrics_addr, "metrics port listening");
+        tokio::spawn(crate::observe::http::serve(
+            metrics_listener,
+            context.clone(),
+        ));
         tracing::info!(listen = %local_addr, upstream = %context.config.load().upstream.display, "pgstash listening");
         let tracker = TaskTracker::new();
         let shutdown = context.shutdown.clone();

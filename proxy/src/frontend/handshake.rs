@@ -21,6 +21,7 @@ use crate::net::{FrameReader, NetError, Stream};
 
 /// Serves one client connection from accept to close.
 pub async fn serve_client(context: Arc<Context>, stream: Stream) {
+    let _connected = ConnectedClient::new(&context);
     let peer = stream.peer();
     let limit = context.config.load().max_message_bytes;
     let reader = FrameReader::frontend(limit);
@@ -166,4 +167,20 @@ async fn refuse<T>(stream: &mut Stream, code: &str, text: &str) -> Result<T, Fro
         .write_all(&message::error_bytes(Severity::Fatal, code, text))
         .await;
     Err(FrontendError::Protocol(text.to_owned()))
+}
+
+/// Counts a client in `pgstash_client_connections` while it is connected.
+struct ConnectedClient(Arc<Context>);
+
+impl ConnectedClient {
+    fn new(context: &Arc<Context>) -> ConnectedClient {
+        context.metrics.client_connections.inc();
+        ConnectedClient(context.clone())
+    }
+}
+
+impl Drop for ConnectedClient {
+    fn drop(&mut self) {
+        self.0.metrics.client_connections.dec();
+    }
 }

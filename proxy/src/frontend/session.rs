@@ -281,6 +281,9 @@ impl Session {
             ftag::SYNC => {
                 self.local_skip = false;
                 if self.server.is_some() {
+                    if self.started.is_none() {
+                        self.started = Some((Instant::now(), "bypass"));
+                    }
                     self.forward(&frame, Expect::Sync);
                     self.unsynced = false;
                 } else {
@@ -325,6 +328,9 @@ impl Session {
                 message::ready_for_query(&mut self.to_client, b'I');
             }
             ftag::QUERY | ftag::FUNCTION_CALL => {
+                if self.started.is_none() {
+                    self.started = Some((Instant::now(), "bypass"));
+                }
                 if !self.ensure_server().await? {
                     self.fill = None;
                     message::ready_for_query(&mut self.to_client, b'I');
@@ -582,7 +588,13 @@ impl Session {
             return Ok(true);
         }
         self.flush_client().await?;
-        let mut server = match self.pool.acquire().await {
+        let waited = Instant::now();
+        let acquired = self.pool.acquire().await;
+        self.context
+            .metrics
+            .pool_acquire_wait
+            .observe(waited.elapsed().as_secs_f64());
+        let mut server = match acquired {
             Ok(server) => server,
             Err(e) => {
                 tracing::warn!(user = %self.user, database = %self.database, error = %e, "no server connection for client");
