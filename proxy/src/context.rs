@@ -1,7 +1,8 @@
 //! The state every session shares: configuration, user credentials, pools,
 //! cancel keys and the shutdown signal.
 
-use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, OnceLock};
 
 use arc_swap::ArcSwap;
 use tokio_util::sync::CancellationToken;
@@ -12,6 +13,8 @@ use crate::backend::{cancel::CancelRegistry, Pools};
 use crate::cache::Cache;
 use crate::config::{Config, ConfigError};
 use crate::frontend::auth::UserDirectory;
+use crate::observe::digest::Digest;
+use crate::observe::record::Recorder;
 use crate::observe::Metrics;
 
 pub struct Context {
@@ -24,6 +27,12 @@ pub struct Context {
     pub metrics: Arc<Metrics>,
     /// Present when rules are configured.
     pub cache: Option<Arc<Cache>>,
+    /// Per query shape statistics (`/queries`).
+    pub digest: Digest,
+    /// Where sessions send finished requests (set once the server starts).
+    pub recorder: OnceLock<Recorder>,
+    /// Set on reload: the slow-query log reopens its file.
+    pub reopen_slow_log: Arc<AtomicBool>,
 }
 
 impl Context {
@@ -36,6 +45,9 @@ impl Context {
         Ok(Context {
             metrics,
             cache,
+            digest: Digest::new(config.digest_size),
+            recorder: OnceLock::new(),
+            reopen_slow_log: Arc::new(AtomicBool::new(false)),
             config: ArcSwap::from_pointee(config),
             users: ArcSwap::from_pointee(users),
             pools: Pools::new(),
@@ -86,6 +98,7 @@ impl Context {
         if let Some(cache) = &self.cache {
             let _ = cache.reload_rules();
         }
+        self.reopen_slow_log.store(true, Ordering::SeqCst);
         Ok(())
     }
 }

@@ -109,7 +109,13 @@ impl Server {
             })?;
         let metrics = Arc::new(crate::observe::Metrics::new());
         let cache = crate::cache::Cache::start(&config, metrics.clone()).await?;
+        let slow_log_path = config.slow_query_log.clone();
         let context = Arc::new(Context::new(config, metrics, cache)?);
+        let slow_log =
+            crate::observe::slowlog::SlowLog::new(slow_log_path, context.reopen_slow_log.clone());
+        let _ = context
+            .recorder
+            .set(crate::observe::record::Recorder::start(&context, slow_log));
         Ok(Server {
             context,
             listener,

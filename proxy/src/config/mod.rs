@@ -65,6 +65,12 @@ pub struct Config {
     pub slow_query_ms: u64,
     /// File the slow-query log is appended to; stderr when unset.
     pub slow_query_log: Option<PathBuf>,
+    /// Log literal and parameter values in the slow-query log (off: only
+    /// normalized text, literals replaced by `$n`).
+    pub log_parameters: bool,
+    /// Distinct query shapes kept in the query digest (`/queries`); the
+    /// ones with the least total time are evicted beyond it.
+    pub digest_size: usize,
     /// Largest protocol message accepted from a client, in bytes. Larger
     /// messages get `08P01` and the connection is closed.
     pub max_message_bytes: usize,
@@ -87,6 +93,8 @@ impl Default for Config {
             metrics_listen: SocketAddr::from(([127, 0, 0, 1], 9930)),
             slow_query_ms: 100,
             slow_query_log: None,
+            log_parameters: false,
+            digest_size: 1000,
             max_message_bytes: 64 * 1024 * 1024,
             shutdown_timeout: Duration::from_secs(30),
             pool: PoolConfig::default(),

@@ -25,7 +25,7 @@ pub async fn serve_client(context: Arc<Context>, stream: Stream) {
     let peer = stream.peer();
     let limit = context.config.load().max_message_bytes;
     let reader = FrameReader::frontend(limit);
-    let result = handshake(&context, stream, reader).await;
+    let result = handshake(&context, stream, reader, peer.clone()).await;
     let session = match result {
         Ok(Some(session)) => session,
         Ok(None) => return,
@@ -44,6 +44,7 @@ async fn handshake(
     context: &Arc<Context>,
     mut client: Stream,
     mut client_reader: FrameReader,
+    client_address: String,
 ) -> Result<Option<Session>, FrontendError> {
     let stream = &mut client;
     let reader = &mut client_reader;
@@ -159,6 +160,7 @@ async fn handshake(
         slot,
         held,
         mode,
+        client_address,
     )))
 }
 

@@ -10,6 +10,7 @@
 //! either side goes away or the client breaks the protocol.
 
 mod caching;
+mod request;
 
 use std::sync::Arc;
 use std::time::Instant;
@@ -29,6 +30,7 @@ use crate::config::PoolMode;
 use crate::context::Context;
 use crate::net::message::{self, ftag, tag, Severity};
 use crate::net::{Frame, FrameReader, NetError, Stream};
+use crate::observe::record::SessionInfo;
 
 /// Answers to frontend messages kept beyond this size are written out and
 /// the buffer is given back, so an idle client does not pin a large buffer.
@@ -95,8 +97,10 @@ pub struct Session {
     session_objects: bool,
     /// The client's last unnamed statement (text, parameter types).
     unnamed_query: Option<(Arc<str>, Bytes)>,
-    /// When the request in flight started, and which path it took.
-    started: Option<(Instant, &'static str)>,
+    /// The request in flight, for metrics and the query log.
+    request: Option<request::Request>,
+    /// Who this session is, for query events.
+    info: Arc<SessionInfo>,
 }
 
 impl Session {
@@ -113,6 +117,7 @@ impl Session {
         cancel_slot: CancelSlot,
         server: Option<Pooled>,
         mode: PoolMode,
+        client_address: String,
     ) -> Session {
         let mut session = Session {
             context,
@@ -149,9 +154,26 @@ impl Session {
             role_changed: false,
             session_objects: false,
             unnamed_query: None,
-            started: None,
+            request: None,
+            info: Arc::new(SessionInfo {
+                user: String::new(),
+                database: String::new(),
+                application_name: String::new(),
+                client: String::new(),
+            }),
         };
         session.cache = session.context.cache.clone();
+        session.info = Arc::new(SessionInfo {
+            user: session.user.clone(),
+            database: session.database.clone(),
+            application_name: session
+                .settings
+                .settings
+                .get("application_name")
+                .cloned()
+                .unwrap_or_default(),
+            client: client_address,
+        });
         if let Some(server) = server {
             session.attach(server);
         }
@@ -281,9 +303,7 @@ impl Session {
             ftag::SYNC => {
                 self.local_skip = false;
                 if self.server.is_some() {
-                    if self.started.is_none() {
-                        self.started = Some((Instant::now(), "bypass"));
-                    }
+                    self.request();
                     self.forward(&frame, Expect::Sync);
                     self.unsynced = false;
                 } else {
@@ -328,8 +348,10 @@ impl Session {
                 message::ready_for_query(&mut self.to_client, b'I');
             }
             ftag::QUERY | ftag::FUNCTION_CALL => {
-                if self.started.is_none() {
-                    self.started = Some((Instant::now(), "bypass"));
+                if frame.tag() == ftag::QUERY {
+                    let body = frame.body();
+                    let text = String::from_utf8_lossy(body.strip_suffix(&[0]).unwrap_or(body));
+                    self.request_text(text.into());
                 }
                 if !self.ensure_server().await? {
                     self.fill = None;
@@ -403,13 +425,11 @@ impl Session {
                     ));
                 }
                 if !rewrite {
-                    if self.cache.is_some() {
-                        if parse.name.is_empty() {
-                            self.unnamed = Some(frame.as_bytes().to_vec().into());
-                            self.unnamed_on_server = true;
-                        } else {
-                            self.statements.insert(&parse);
-                        }
+                    if parse.name.is_empty() {
+                        self.unnamed = Some(frame.as_bytes().to_vec().into());
+                        self.unnamed_on_server = true;
+                    } else {
+                        self.statements.insert(&parse);
                     }
                     self.forward(
                         &frame,
@@ -590,10 +610,12 @@ impl Session {
         self.flush_client().await?;
         let waited = Instant::now();
         let acquired = self.pool.acquire().await;
+        let waited = waited.elapsed();
         self.context
             .metrics
             .pool_acquire_wait
-            .observe(waited.elapsed().as_secs_f64());
+            .observe(waited.as_secs_f64());
+        self.request().pool_wait += waited;
         let mut server = match acquired {
             Ok(server) => server,
             Err(e) => {
@@ -654,6 +676,7 @@ impl Session {
         let conn: &mut ServerConn = server;
         let mut effects = Effects::default();
         let mut commit = None;
+        let mut finished = Vec::new();
         loop {
             let frame = match conn.reader.next_frame() {
                 Ok(Some(frame)) => frame,
@@ -677,12 +700,8 @@ impl Session {
                     conn.status = status;
                     self.status = status;
                     self.in_copy = false;
-                    if let Some((started, path)) = self.started.take() {
-                        self.context
-                            .metrics
-                            .query_duration
-                            .with_label_values(&[path])
-                            .observe(started.elapsed().as_secs_f64());
+                    if let Some(request) = self.request.take() {
+                        finished.push(request);
                     }
                     commit = caching::on_ready(&mut self.pending, &mut self.holding, status);
                     if commit.is_some() {
@@ -692,6 +711,9 @@ impl Session {
                 }
                 tag::COMMAND_COMPLETE => {
                     self.in_copy = false;
+                    if let Some(request) = self.request.as_mut() {
+                        request.rows += request::rows_in_tag(frame.body());
+                    }
                     caching::on_command_complete(
                         &mut self.pending,
                         &mut self.holding,
@@ -737,6 +759,10 @@ impl Session {
         for name in effects.prepared {
             self.pool.statement_parsed(name);
         }
+        for request in finished {
+            self.request = Some(request);
+            self.finish_request();
+        }
         Ok(commit)
     }
 
@@ -764,6 +790,7 @@ impl Session {
 
     async fn flush(&mut self) -> Result<(), FrontendError> {
         if !self.to_server.is_empty() {
+            self.request_sent();
             if let Some(server) = self.server.as_mut() {
                 if let Err(e) = server.send(&self.to_server).await {
                     self.to_server.clear();

@@ -24,6 +24,7 @@ pub fn router(context: Arc<Context>) -> Router {
         .route("/metrics", get(metrics))
         .route("/healthz", get(|| async { "ok\n" }))
         .route("/readyz", get(ready))
+        .route("/queries", get(queries))
         .with_state(context)
 }
 
@@ -72,6 +73,11 @@ fn refresh_gauges(context: &Context) {
         m.cache_entries.set(entries as i64);
         m.cache_bytes.set(bytes as i64);
     }
+}
+
+/// The query digest as JSON, most total time first.
+async fn queries(State(context): State<Arc<Context>>) -> impl IntoResponse {
+    axum::Json(context.digest.report())
 }
 
 async fn ready(State(context): State<Arc<Context>>) -> impl IntoResponse {

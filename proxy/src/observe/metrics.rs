@@ -26,6 +26,7 @@ pub mod name {
     pub const UPSTREAM_CONNECTIONS: &str = "pgstash_upstream_connections";
     pub const POOL_ACQUIRE_WAIT: &str = "pgstash_pool_acquire_wait_seconds";
     pub const RULE_RELOADS: &str = "pgstash_rule_reloads_total";
+    pub const EVENTS_DROPPED: &str = "pgstash_query_events_dropped_total";
 }
 
 pub struct Metrics {
@@ -53,6 +54,8 @@ pub struct Metrics {
     pub pool_acquire_wait: Histogram,
     /// Label `result`: ok, failed.
     pub rule_reloads: IntCounterVec,
+    /// Query events (slow log, digest) dropped because the recorder lagged.
+    pub events_dropped: IntCounter,
 }
 
 fn counter_vec(registry: &Registry, name: &str, help: &str, labels: &[&str]) -> IntCounterVec {
@@ -98,6 +101,11 @@ impl Metrics {
         let slow_queries =
             IntCounter::new(name::SLOW_QUERIES, "Queries at or over the slow threshold")
                 .expect("valid");
+        let events_dropped = IntCounter::new(
+            name::EVENTS_DROPPED,
+            "Query events not logged because the recorder was behind",
+        )
+        .expect("valid");
         let client_connections =
             IntGauge::new(name::CLIENT_CONNECTIONS, "Connected clients").expect("valid");
         let upstream_connections = IntGaugeVec::new(
@@ -119,6 +127,7 @@ impl Metrics {
             Box::new(cache_bytes.clone()),
             Box::new(query_duration.clone()),
             Box::new(slow_queries.clone()),
+            Box::new(events_dropped.clone()),
             Box::new(client_connections.clone()),
             Box::new(upstream_connections.clone()),
             Box::new(pool_acquire_wait.clone()),
@@ -169,6 +178,7 @@ impl Metrics {
             cache_bytes,
             query_duration,
             slow_queries,
+            events_dropped,
             client_connections,
             upstream_connections,
             pool_acquire_wait,

@@ -1,6 +1,9 @@
 //! What operators watch: metrics (and, later, the slow-query log and digest).
 
+pub mod digest;
 pub mod http;
 pub mod metrics;
+pub mod record;
+pub mod slowlog;
 
 pub use metrics::Metrics;

@@ -13,7 +13,6 @@
 //! a ROLLBACK records nothing (G2, G7).
 
 use std::sync::Arc;
-use std::time::Instant;
 
 use bytes::{Bytes, BytesMut};
 use pgstash_rules::{Decision, Rule, SessionFacts};
@@ -173,18 +172,20 @@ impl Session {
         }
     }
 
-    /// Notes the writes of the statement a Bind runs.
+    /// Notes the text and the writes of the statement a Bind runs.
     pub(super) fn note_bound_statement(&mut self, name: &[u8]) {
-        let Some(cache) = self.cache.clone() else {
-            return;
-        };
         let sql = if name.is_empty() {
             self.unnamed_query.as_ref().map(|(q, _)| q.clone())
         } else {
             self.statements.get(name).map(|s| s.query.clone())
         };
-        if let Some(writes) = sql.and_then(|sql| cache.writes(&sql)) {
-            self.started = Some((Instant::now(), "write"));
+        let Some(sql) = sql else { return };
+        self.request_text(sql.clone());
+        let Some(cache) = self.cache.clone() else {
+            return;
+        };
+        if let Some(writes) = cache.writes(&sql) {
+            self.request_path("write");
             self.note_writes(writes);
         }
     }
@@ -197,12 +198,12 @@ impl Session {
         };
         let body = frame.body();
         let sql = String::from_utf8_lossy(body.strip_suffix(&[0]).unwrap_or(body)).into_owned();
+        self.request_text(sql.as_str().into());
         if let Some(writes) = cache.writes(&sql) {
-            self.started = Some((Instant::now(), "write"));
+            self.request_path("write");
             self.note_writes(writes);
             return Ok(false);
         }
-        self.started = Some((Instant::now(), "bypass"));
         if !self.quiescent() {
             return Ok(false);
         }
@@ -255,24 +256,24 @@ impl Session {
         prefix: &[&[u8]],
     ) -> Result<bool, FrontendError> {
         let keys = table_keys(&self.database, tables);
-        let started = Instant::now();
+        self.request().rule = Some(rule.name.as_str().into());
         match cache.lookup(base, &keys, rule).await {
             Plan::Hit(bytes) => {
                 for part in prefix {
                     self.to_client.extend_from_slice(part);
                 }
                 self.to_client.extend_from_slice(&bytes);
-                let metrics = &self.context.metrics;
-                metrics.cache_bytes_served.inc_by(bytes.len() as u64);
-                metrics
-                    .query_duration
-                    .with_label_values(&["hit"])
-                    .observe(started.elapsed().as_secs_f64());
-                self.started = None;
+                self.context
+                    .metrics
+                    .cache_bytes_served
+                    .inc_by(bytes.len() as u64);
+                self.request_path("hit");
+                self.request().rows = rows_in_entry(&bytes);
+                self.finish_request();
                 Ok(true)
             }
             Plan::Fill(fill) => {
-                self.started = Some((started, "miss"));
+                self.request_path("miss");
                 self.fill = Some(ActiveFill {
                     fill,
                     bytes: BytesMut::new(),
@@ -281,7 +282,7 @@ impl Session {
                 Ok(false)
             }
             Plan::Upstream => {
-                self.started = Some((started, "miss"));
+                self.request_path("miss");
                 Ok(false)
             }
         }
@@ -389,7 +390,7 @@ impl Session {
         if time_sensitive {
             return Ok(false);
         }
-        self.started = Some((Instant::now(), "bypass"));
+        self.request_text(sql.clone());
         let Some((rule, tables)) = self.decide_read(&cache, &sql).await else {
             return Ok(false);
         };
@@ -420,6 +421,23 @@ impl Session {
         }
         Ok(true)
     }
+}
+
+/// Rows of a cached answer: the count in its final CommandComplete.
+fn rows_in_entry(entry: &[u8]) -> u64 {
+    let mut rest = entry;
+    let mut rows = 0;
+    while rest.len() >= 5 {
+        let len = i32::from_be_bytes([rest[1], rest[2], rest[3], rest[4]]).max(4) as usize;
+        let Some(frame) = rest.get(..len + 1) else {
+            break;
+        };
+        if frame[0] == tag::COMMAND_COMPLETE {
+            rows = super::request::rows_in_tag(&frame[5..]);
+        }
+        rest = &rest[len + 1..];
+    }
+    rows
 }
 
 /// Recognizes `[Parse] Bind [Describe portal] Execute` on the unnamed
