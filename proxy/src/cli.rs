@@ -32,12 +32,45 @@ pub enum Command {
         #[command(subcommand)]
         command: RulesCommand,
     },
+    /// Show the busiest query shapes of a running pgstash, refreshed live.
+    Top {
+        /// Base URL of its metrics port.
+        #[arg(
+            long,
+            default_value = "http://127.0.0.1:9930",
+            env = "PGSTASH_METRICS_URL"
+        )]
+        metrics: String,
+        /// Print once and exit.
+        #[arg(long)]
+        once: bool,
+        /// Refresh interval, e.g. "2s".
+        #[arg(long, default_value = "2s", value_parser = humantime::parse_duration)]
+        interval: std::time::Duration,
+        /// Rows shown.
+        #[arg(long, default_value_t = 20)]
+        limit: usize,
+    },
 }
 
 #[derive(Debug, Subcommand)]
 pub enum RulesCommand {
     /// Validate a rules file; exits non-zero with file:line:column on errors.
     Check { file: PathBuf },
+    /// Print [[rule]] entries for the read queries of a running pgstash
+    /// that would save the most upstream time.
+    Suggest {
+        /// Base URL of its metrics port.
+        #[arg(
+            long,
+            default_value = "http://127.0.0.1:9930",
+            env = "PGSTASH_METRICS_URL"
+        )]
+        metrics: String,
+        /// Rules printed at most.
+        #[arg(long, default_value_t = 10)]
+        limit: usize,
+    },
 }
 
 #[derive(Debug, Args, Clone, Default)]

@@ -10,6 +10,7 @@ use tokio_util::sync::CancellationToken;
 use crate::backend::connect::ConnectTarget;
 use crate::backend::pool::{PoolEntry, PoolKey};
 use crate::backend::{cancel::CancelRegistry, Pools};
+use crate::cache::catalog::Catalogs;
 use crate::cache::Cache;
 use crate::config::{Config, ConfigError};
 use crate::frontend::auth::UserDirectory;
@@ -33,6 +34,8 @@ pub struct Context {
     pub recorder: OnceLock<Recorder>,
     /// Set on reload: the slow-query log reopens its file.
     pub reopen_slow_log: Arc<AtomicBool>,
+    /// Catalog facts per database (caching decisions, digest eligibility).
+    pub catalogs: Arc<Catalogs>,
 }
 
 impl Context {
@@ -40,6 +43,7 @@ impl Context {
         config: Config,
         metrics: Arc<Metrics>,
         cache: Option<Arc<Cache>>,
+        catalogs: Arc<Catalogs>,
     ) -> Result<Context, ConfigError> {
         let users = UserDirectory::from_config(&config.auth)?;
         Ok(Context {
@@ -48,6 +52,7 @@ impl Context {
             digest: Digest::new(config.digest_size),
             recorder: OnceLock::new(),
             reopen_slow_log: Arc::new(AtomicBool::new(false)),
+            catalogs,
             config: ArcSwap::from_pointee(config),
             users: ArcSwap::from_pointee(users),
             pools: Pools::new(),

@@ -14,6 +14,7 @@ pub mod frontend;
 pub mod net;
 pub mod observe;
 pub mod server;
+pub mod tools;
 
 pub use config::Config;
 pub use server::{ServeError, Server, ServerHandle};

@@ -12,6 +12,30 @@ fn main() -> ExitCode {
         Some(Command::Rules {
             command: RulesCommand::Check { file },
         }) => check_rules(&file),
+        Some(Command::Rules {
+            command: RulesCommand::Suggest { metrics, limit },
+        }) => match pgstash::tools::fetch_queries(&metrics) {
+            Ok(shapes) => {
+                print!("{}", pgstash::tools::suggest::suggest(&shapes, limit));
+                ExitCode::SUCCESS
+            }
+            Err(e) => {
+                eprintln!("pgstash: {e}");
+                ExitCode::FAILURE
+            }
+        },
+        Some(Command::Top {
+            metrics,
+            once,
+            interval,
+            limit,
+        }) => match pgstash::tools::top::run(&metrics, once, interval, limit) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!("pgstash: {e}");
+                ExitCode::FAILURE
+            }
+        },
         Some(Command::Serve(args)) => serve(*args),
         None => serve(cli.serve),
     }

@@ -108,9 +108,12 @@ impl Server {
                 source,
             })?;
         let metrics = Arc::new(crate::observe::Metrics::new());
-        let cache = crate::cache::Cache::start(&config, metrics.clone()).await?;
+        let catalogs = Arc::new(crate::cache::catalog::Catalogs::new(
+            config.cache.catalog_refresh,
+        ));
+        let cache = crate::cache::Cache::start(&config, metrics.clone(), catalogs.clone()).await?;
         let slow_log_path = config.slow_query_log.clone();
-        let context = Arc::new(Context::new(config, metrics, cache)?);
+        let context = Arc::new(Context::new(config, metrics, cache, catalogs)?);
         let slow_log =
             crate::observe::slowlog::SlowLog::new(slow_log_path, context.reopen_slow_log.clone());
         let _ = context

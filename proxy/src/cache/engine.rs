@@ -69,7 +69,7 @@ pub struct Cache {
     rules_path: PathBuf,
     rules_modified: Mutex<Option<SystemTime>>,
     analyses: AnalysisCache,
-    catalogs: Catalogs,
+    catalogs: Arc<Catalogs>,
     coalesce_wait: Duration,
     metrics: Arc<Metrics>,
 }
@@ -79,6 +79,7 @@ impl Cache {
     pub async fn start(
         config: &Config,
         metrics: Arc<Metrics>,
+        catalogs: Arc<Catalogs>,
     ) -> Result<Option<Arc<Cache>>, CacheError> {
         let Some(rules_path) = config.rules.clone() else {
             return Ok(None);
@@ -98,7 +99,7 @@ impl Cache {
             rules_path,
             rules_modified: Mutex::new(modified),
             analyses: AnalysisCache::new(ANALYSIS_CACHE_ENTRIES),
-            catalogs: Catalogs::new(config.cache.catalog_refresh),
+            catalogs,
             coalesce_wait: config.cache.coalesce_wait,
             metrics,
         });

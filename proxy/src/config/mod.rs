@@ -80,6 +80,18 @@ pub struct Config {
     pub pool: PoolConfig,
     pub auth: AuthConfig,
     pub cache: CacheConfig,
+    pub admin: AdminConfig,
+}
+
+/// Admin actions on the metrics port (`POST /admin/…`).
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct AdminConfig {
+    /// Off by default.
+    pub enabled: bool,
+    /// When set, requests need `Authorization: Bearer <token>` and may come
+    /// from anywhere; when unset, only from loopback addresses.
+    pub token: Option<String>,
 }
 
 impl Default for Config {
@@ -100,6 +112,7 @@ impl Default for Config {
             pool: PoolConfig::default(),
             auth: AuthConfig::default(),
             cache: CacheConfig::default(),
+            admin: AdminConfig::default(),
         }
     }
 }

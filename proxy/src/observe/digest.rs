@@ -32,7 +32,10 @@ struct Shape {
     writes: u64,
     rule: Option<Arc<str>>,
     tables: Vec<String>,
+    written: Vec<String>,
     plain_read: bool,
+    database: String,
+    user: String,
     samples: Vec<f32>,
 }
 
@@ -54,10 +57,20 @@ pub struct ShapeReport {
     pub bypasses: u64,
     pub writes: u64,
     pub rule: Option<String>,
+    /// Tables read.
     pub tables: Vec<String>,
+    /// Tables written.
+    pub written: Vec<String>,
     /// A single plain read (SELECT/VALUES/TABLE without locking, writes,
     /// system catalogs or temp tables): a candidate for a rule.
     pub plain_read: bool,
+    /// Whether a rule for this shape would be served from the cache
+    /// (default-deny checks with the catalog), and if not, why.
+    pub eligible: bool,
+    pub not_eligible_because: Option<String>,
+    pub database: String,
+    #[serde(skip)]
+    pub user: String,
 }
 
 pub struct Digest {
@@ -94,7 +107,14 @@ impl Digest {
                 .iter()
                 .map(|t| t.to_string())
                 .collect(),
+            written: analysis
+                .tables_written()
+                .iter()
+                .map(|t| t.to_string())
+                .collect(),
             plain_read: analysis.is_single_plain_read(),
+            database: event.session.database.clone(),
+            user: event.session.user.clone(),
             ..Shape::default()
         });
         shape.calls += 1;
@@ -152,7 +172,12 @@ impl Digest {
                     writes: s.writes,
                     rule: s.rule.as_deref().map(str::to_owned),
                     tables: s.tables.clone(),
+                    written: s.written.clone(),
                     plain_read: s.plain_read,
+                    eligible: false,
+                    not_eligible_because: None,
+                    database: s.database.clone(),
+                    user: s.user.clone(),
                 }
             })
             .collect();
@@ -166,4 +191,54 @@ impl Digest {
             .unwrap_or_else(|e| e.into_inner())
             .clear();
     }
+}
+
+/// Fills in `eligible` / `not_eligible_because`: the default-deny checks a
+/// rule for the shape would meet, with the database's catalog.
+pub fn judge(report: &mut ShapeReport, catalog: &dyn pgstash_rules::Catalog) {
+    use pgstash_rules::{Decision, SessionFacts};
+    if !report.plain_read {
+        report.not_eligible_because = Some(if report.writes > 0 {
+            "writes".to_owned()
+        } else {
+            "not a single plain read".to_owned()
+        });
+        return;
+    }
+    let Ok(analysis) = pgstash_rules::analyze(&report.query) else {
+        report.not_eligible_because = Some("does not parse".to_owned());
+        return;
+    };
+    let probe = format!(
+        "[[rule]]\nname = \"probe\"\nquery = {}\n",
+        toml_string(&report.query)
+    );
+    let Ok(rules) = pgstash_rules::parse_rules(&probe, "probe") else {
+        report.not_eligible_because = Some("cannot be written as a rule".to_owned());
+        return;
+    };
+    match pgstash_rules::decide(&analysis, &rules, &SessionFacts::default(), catalog) {
+        Decision::CacheRead { .. } => report.eligible = true,
+        Decision::Bypass { reason } => report.not_eligible_because = Some(reason.to_string()),
+        Decision::Write { .. } => report.not_eligible_because = Some("writes".to_owned()),
+    }
+}
+
+/// A TOML basic string.
+pub fn toml_string(s: &str) -> String {
+    let mut out = String::with_capacity(s.len() + 2);
+    out.push('"');
+    for c in s.chars() {
+        match c {
+            '"' => out.push_str("\\\""),
+            '\\' => out.push_str("\\\\"),
+            '\n' => out.push_str("\\n"),
+            '\t' => out.push_str("\\t"),
+            '\r' => out.push_str("\\r"),
+            c if c.is_control() => out.push_str(&format!("\\u{:04X}", c as u32)),
+            c => out.push(c),
+        }
+    }
+    out.push('"');
+    out
 }

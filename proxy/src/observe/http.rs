@@ -6,10 +6,10 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use axum::extract::State;
-use axum::http::{header, StatusCode};
+use axum::extract::{ConnectInfo, Query, State};
+use axum::http::{header, HeaderMap, StatusCode};
 use axum::response::IntoResponse;
-use axum::routing::get;
+use axum::routing::{get, post};
 use axum::Router;
 use tokio::net::TcpListener;
 
@@ -25,13 +25,16 @@ pub fn router(context: Arc<Context>) -> Router {
         .route("/healthz", get(|| async { "ok\n" }))
         .route("/readyz", get(ready))
         .route("/queries", get(queries))
+        .route("/admin/invalidate", post(admin_invalidate))
+        .route("/admin/flush", post(admin_flush))
+        .route("/admin/reload", post(admin_reload))
         .with_state(context)
 }
 
 /// Serves the metrics port until shutdown.
 pub async fn serve(listener: TcpListener, context: Arc<Context>) {
     let shutdown = context.shutdown.clone();
-    let app = router(context);
+    let app = router(context).into_make_service_with_connect_info::<SocketAddr>();
     let result = axum::serve(listener, app)
         .with_graceful_shutdown(async move { shutdown.cancelled().await })
         .await;
@@ -75,9 +78,16 @@ fn refresh_gauges(context: &Context) {
     }
 }
 
-/// The query digest as JSON, most total time first.
+/// The query digest as JSON, most total time first, each shape judged
+/// for caching with its database's catalog.
 async fn queries(State(context): State<Arc<Context>>) -> impl IntoResponse {
-    axum::Json(context.digest.report())
+    let mut report = context.digest.report();
+    for shape in &mut report {
+        let target = context.connect_target(&shape.database, &shape.user);
+        let catalog = context.catalogs.get(&shape.database, &target).await;
+        crate::observe::digest::judge(shape, &*catalog);
+    }
+    axum::Json(report)
 }
 
 async fn ready(State(context): State<Arc<Context>>) -> impl IntoResponse {
@@ -95,4 +105,121 @@ async fn ready(State(context): State<Arc<Context>>) -> impl IntoResponse {
         }
     }
     (StatusCode::OK, "ready\n")
+}
+
+/// Whether an admin request may proceed; the error response otherwise.
+fn admin_allowed(
+    context: &Context,
+    peer: SocketAddr,
+    headers: &HeaderMap,
+) -> Result<(), (StatusCode, &'static str)> {
+    let config = context.config.load();
+    if !config.admin.enabled {
+        return Err((
+            StatusCode::NOT_FOUND,
+            "admin actions are disabled ([admin] enabled = false)\n",
+        ));
+    }
+    match &config.admin.token {
+        Some(token) => {
+            let given = headers
+                .get(header::AUTHORIZATION)
+                .and_then(|v| v.to_str().ok())
+                .and_then(|v| v.strip_prefix("Bearer "));
+            if given != Some(token.as_str()) {
+                return Err((StatusCode::UNAUTHORIZED, "missing or wrong bearer token\n"));
+            }
+        }
+        None if !peer.ip().is_loopback() => {
+            return Err((
+                StatusCode::FORBIDDEN,
+                "admin actions without a token are loopback-only\n",
+            ));
+        }
+        None => {}
+    }
+    Ok(())
+}
+
+#[derive(serde::Deserialize)]
+struct InvalidateParams {
+    database: String,
+    table: String,
+}
+
+/// `POST /admin/invalidate?database=D&table=T`: entries that read T go.
+async fn admin_invalidate(
+    State(context): State<Arc<Context>>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    headers: HeaderMap,
+    Query(params): Query<InvalidateParams>,
+) -> (StatusCode, String) {
+    if let Err((code, text)) = admin_allowed(&context, peer, &headers) {
+        return (code, text.to_owned());
+    }
+    let Some(cache) = &context.cache else {
+        return (
+            StatusCode::CONFLICT,
+            "caching is not configured\n".to_owned(),
+        );
+    };
+    let writes = crate::cache::Writes {
+        tables: vec![pgstash_rules::TableRef::new(None, &params.table)],
+        all: false,
+        ddl: false,
+    };
+    cache.invalidate(&params.database, &writes).await;
+    tracing::info!(database = %params.database, table = %params.table, %peer, "admin: table invalidated");
+    (
+        StatusCode::OK,
+        format!("invalidated {}.{}\n", params.database, params.table),
+    )
+}
+
+/// `POST /admin/flush`: every entry goes.
+async fn admin_flush(
+    State(context): State<Arc<Context>>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    headers: HeaderMap,
+) -> (StatusCode, String) {
+    if let Err((code, text)) = admin_allowed(&context, peer, &headers) {
+        return (code, text.to_owned());
+    }
+    let Some(cache) = &context.cache else {
+        return (
+            StatusCode::CONFLICT,
+            "caching is not configured\n".to_owned(),
+        );
+    };
+    match cache.store.invalidate_all().await {
+        Ok(()) => {
+            tracing::info!(%peer, "admin: cache flushed");
+            (StatusCode::OK, "flushed\n".to_owned())
+        }
+        Err(e) => (
+            StatusCode::SERVICE_UNAVAILABLE,
+            format!("flush failed: {e}\n"),
+        ),
+    }
+}
+
+/// `POST /admin/reload`: re-reads rules.toml now.
+async fn admin_reload(
+    State(context): State<Arc<Context>>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    headers: HeaderMap,
+) -> (StatusCode, String) {
+    if let Err((code, text)) = admin_allowed(&context, peer, &headers) {
+        return (code, text.to_owned());
+    }
+    let Some(cache) = &context.cache else {
+        return (
+            StatusCode::CONFLICT,
+            "caching is not configured\n".to_owned(),
+        );
+    };
+    match cache.reload_rules() {
+        Ok(()) => (StatusCode::OK, "rules reloaded\n".to_owned()),
+        Err(e) => (StatusCode::UNPROCESSABLE_ENTITY, format!("{e}\n")),
+    }
 }
