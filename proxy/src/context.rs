@@ -36,6 +36,8 @@ pub struct Context {
     pub reopen_slow_log: Arc<AtomicBool>,
     /// Catalog facts per database (caching decisions, digest eligibility).
     pub catalogs: Arc<Catalogs>,
+    /// TLS for clients, when configured.
+    pub tls: arc_swap::ArcSwapOption<tokio_rustls::rustls::ServerConfig>,
 }
 
 impl Context {
@@ -46,7 +48,9 @@ impl Context {
         catalogs: Arc<Catalogs>,
     ) -> Result<Context, ConfigError> {
         let users = UserDirectory::from_config(&config.auth)?;
+        let tls = config.tls.server_config()?;
         Ok(Context {
+            tls: arc_swap::ArcSwapOption::new(tls),
             metrics,
             cache,
             digest: Digest::new(config.digest_size),
@@ -91,6 +95,7 @@ impl Context {
     /// or the upstream changed; sessions pick up auth changes at next login.
     pub fn reload(&self, config: Config) -> Result<(), ConfigError> {
         let users = UserDirectory::from_config(&config.auth)?;
+        self.tls.store(config.tls.server_config()?);
         let old = self.config.load();
         let pools_changed = format!("{:?}{:?}", old.pool, old.upstream)
             != format!("{:?}{:?}", config.pool, config.upstream)

@@ -9,11 +9,13 @@
 mod auth;
 mod cache;
 mod pool;
+mod tls;
 mod upstream;
 
 pub use auth::{AuthConfig, AuthMethod, UserConfig};
 pub use cache::CacheConfig;
 pub use pool::{PoolConfig, PoolMode};
+pub use tls::TlsConfig;
 pub use upstream::{Upstream, UpstreamHost};
 
 use std::net::SocketAddr;
@@ -81,6 +83,7 @@ pub struct Config {
     pub auth: AuthConfig,
     pub cache: CacheConfig,
     pub admin: AdminConfig,
+    pub tls: TlsConfig,
 }
 
 /// Admin actions on the metrics port (`POST /admin/…`).
@@ -113,6 +116,7 @@ impl Default for Config {
             auth: AuthConfig::default(),
             cache: CacheConfig::default(),
             admin: AdminConfig::default(),
+            tls: TlsConfig::default(),
         }
     }
 }
@@ -141,6 +145,7 @@ impl Config {
     pub fn validate(&self) -> Result<(), ConfigError> {
         self.pool.validate()?;
         self.cache.validate()?;
+        self.tls.validate()?;
         self.auth.validate()?;
         if self.max_message_bytes < 1024 {
             return Err(ConfigError::Invalid {

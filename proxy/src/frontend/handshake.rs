@@ -3,6 +3,7 @@
 //! the StartupMessage, authentication, and the greeting with the
 //! parameters Postgres reported for this client's settings.
 
+use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use bytes::BytesMut;
@@ -46,39 +47,15 @@ async fn handshake(
     mut client_reader: FrameReader,
     client_address: String,
 ) -> Result<Option<Session>, FrontendError> {
+    let Some((minor, params)) = read_startup(context, &mut client, &mut client_reader).await?
+    else {
+        return Ok(None);
+    };
     let stream = &mut client;
     let reader = &mut client_reader;
-    let (minor, params) = loop {
-        let packet = match read_startup_packet(reader, stream).await {
-            Ok(packet) => packet,
-            Err(NetError::Closed) => return Ok(None),
-            Err(e) => {
-                let _ = stream
-                    .write_all(&message::error_bytes(
-                        Severity::Fatal,
-                        "08P01",
-                        &format!("invalid startup packet: {e}"),
-                    ))
-                    .await;
-                return Err(e.into());
-            }
-        };
-        match packet {
-            StartupPacket::SslRequest | StartupPacket::GssEncRequest => {
-                stream.write_all(b"N").await.map_err(NetError::from)?;
-            }
-            StartupPacket::Cancel { pid, secret } => {
-                if let Some(target) = context.cancels.target((pid, secret)) {
-                    let upstream = context.config.load().upstream.clone();
-                    if let Err(e) = send_cancel(&upstream, target).await {
-                        tracing::warn!(error = %e, "could not forward a cancel request");
-                    }
-                }
-                return Ok(None);
-            }
-            StartupPacket::Startup { minor, params, .. } => break (minor, params),
-        }
-    };
+    if context.config.load().tls.required && !matches!(stream, Stream::Tls(_)) {
+        return refuse(stream, "28000", "pgstash requires TLS (sslmode=require)").await;
+    }
 
     let unsupported: Vec<String> = params
         .keys()
@@ -162,6 +139,74 @@ async fn handshake(
         mode,
         client_address,
     )))
+}
+
+/// Reads startup packets until the StartupMessage: answers SSLRequest
+/// (upgrading to TLS when configured) and GSSENCRequest, and routes a
+/// CancelRequest (then there is no session: `None`).
+async fn read_startup(
+    context: &Arc<Context>,
+    client: &mut Stream,
+    reader: &mut FrameReader,
+) -> Result<Option<(u16, BTreeMap<String, String>)>, FrontendError> {
+    loop {
+        let packet = match read_startup_packet(reader, client).await {
+            Ok(packet) => packet,
+            Err(NetError::Closed) => return Ok(None),
+            Err(e) => {
+                let text = format!("invalid startup packet: {e}");
+                let _ = client
+                    .write_all(&message::error_bytes(Severity::Fatal, "08P01", &text))
+                    .await;
+                return Err(e.into());
+            }
+        };
+        match packet {
+            StartupPacket::SslRequest => {
+                let tls = context.tls.load_full();
+                let Some(config) = tls.filter(|_| matches!(client, Stream::Tcp(_))) else {
+                    client.write_all(b"N").await.map_err(NetError::from)?;
+                    continue;
+                };
+                // Bytes sent before the handshake would be trusted as if they
+                // had come over TLS: refuse them (as Postgres does).
+                if reader.has_buffered() {
+                    return refuse(
+                        client,
+                        "08P01",
+                        "received unencrypted data after SSL request",
+                    )
+                    .await;
+                }
+                client.write_all(b"S").await.map_err(NetError::from)?;
+                let placeholder =
+                    Stream::Unix(tokio::net::UnixStream::pair().map_err(NetError::from)?.0);
+                let Stream::Tcp(tcp) = std::mem::replace(client, placeholder) else {
+                    return Ok(None);
+                };
+                match tokio_rustls::TlsAcceptor::from(config).accept(tcp).await {
+                    Ok(tls) => *client = Stream::Tls(Box::new(tls)),
+                    Err(e) => {
+                        tracing::debug!(error = %e, "TLS handshake failed");
+                        return Ok(None);
+                    }
+                }
+            }
+            StartupPacket::GssEncRequest => {
+                client.write_all(b"N").await.map_err(NetError::from)?;
+            }
+            StartupPacket::Cancel { pid, secret } => {
+                if let Some(target) = context.cancels.target((pid, secret)) {
+                    let upstream = context.config.load().upstream.clone();
+                    if let Err(e) = send_cancel(&upstream, target).await {
+                        tracing::warn!(error = %e, "could not forward a cancel request");
+                    }
+                }
+                return Ok(None);
+            }
+            StartupPacket::Startup { minor, params, .. } => return Ok(Some((minor, params))),
+        }
+    }
 }
 
 async fn refuse<T>(stream: &mut Stream, code: &str, text: &str) -> Result<T, FrontendError> {
