@@ -7,7 +7,9 @@
 //! more than `max_message_bytes` for one message.
 
 use bytes::{Buf, Bytes, BytesMut};
-use tokio::io::{AsyncRead, AsyncReadExt};
+use tokio::io::AsyncReadExt;
+
+use super::stream::Stream;
 
 /// How much room is made in the read buffer before each read. Large enough
 /// that a typical batch of small messages arrives in one system call.
@@ -97,7 +99,7 @@ pub struct FrameReader {
 impl FrameReader {
     pub fn new(limit: usize) -> FrameReader {
         FrameReader {
-            buf: BytesMut::with_capacity(READ_CHUNK),
+            buf: BytesMut::new(),
             limit,
             accept: None,
         }
@@ -116,7 +118,15 @@ impl FrameReader {
     /// # Cancellation safety
     /// Safe to use in `select!`: bytes are only ever appended to the buffer
     /// by the completed read, so a cancelled call loses nothing.
-    pub async fn fill<S: AsyncRead + Unpin>(&mut self, stream: &mut S) -> Result<(), NetError> {
+    pub async fn fill(&mut self, stream: &mut Stream) -> Result<(), NetError> {
+        if self.buf.is_empty() {
+            // Nothing pending: give the buffer back and wait for data
+            // before taking one, so an idle connection holds no buffer.
+            if self.buf.capacity() > 0 {
+                self.buf = BytesMut::new();
+            }
+            stream.readable().await?;
+        }
         if self.buf.capacity() - self.buf.len() < READ_CHUNK / 2 {
             self.buf.reserve(READ_CHUNK);
         }
@@ -178,10 +188,7 @@ impl FrameReader {
     }
 
     /// Reads exactly one frame, waiting for more bytes as needed.
-    pub async fn read_frame<S: AsyncRead + Unpin>(
-        &mut self,
-        stream: &mut S,
-    ) -> Result<Frame, NetError> {
+    pub async fn read_frame(&mut self, stream: &mut Stream) -> Result<Frame, NetError> {
         loop {
             if let Some(frame) = self.next_frame()? {
                 return Ok(frame);

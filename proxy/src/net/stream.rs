@@ -31,6 +31,19 @@ impl Stream {
         }
     }
 
+    /// Waits until the socket has something to read, without a buffer.
+    /// TLS streams answer at once (their reads must go through rustls).
+    ///
+    /// # Cancellation safety
+    /// Safe: readiness is not consumed by a cancelled wait.
+    pub async fn readable(&self) -> io::Result<()> {
+        match self {
+            Stream::Tcp(s) => s.readable().await,
+            Stream::Unix(s) => s.readable().await,
+            Stream::Tls(_) => Ok(()),
+        }
+    }
+
     /// A printable peer address for logs.
     pub fn peer(&self) -> String {
         match self {
