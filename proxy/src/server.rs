@@ -108,6 +108,7 @@ impl Server {
                 source,
             })?;
         let metrics = Arc::new(crate::observe::Metrics::new());
+        metrics.register_labels([]);
         let catalogs = Arc::new(crate::cache::catalog::Catalogs::new(
             config.cache.catalog_refresh,
         ));

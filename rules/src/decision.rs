@@ -191,7 +191,7 @@ pub fn decide_unparsable(sql: &str) -> Decision {
         T::Execute,
         T::Into,
     ];
-    let Ok(tokens) = pg_query::scan_tokens(sql) else {
+    let Ok(tokens) = crate::fingerprint::scan(sql) else {
         return bypass(BypassReason::ParseError);
     };
     let may_write = tokens

@@ -149,9 +149,19 @@ pub struct Normalized {
     pub param_count: usize,
 }
 
+/// The tokens of `sql`.
+///
+/// `pg_query::scan_tokens` builds a slice from a null pointer when the text
+/// has no tokens at all (an empty query, or only comments): undefined
+/// behaviour on client input. `pg_query::scan` decodes the same tokens from
+/// protobuf and is safe for that case.
+pub(crate) fn scan(sql: &str) -> Result<Vec<ScanToken>, pg_query::Error> {
+    pg_query::scan(sql).map(|result| result.tokens)
+}
+
 /// Fingerprints `sql`, extracting literals and normalized text on the way.
 pub fn normalize(sql: &str) -> Result<Normalized, FingerprintError> {
-    let tokens = pg_query::scan_tokens(sql).map_err(FingerprintError::Scan)?;
+    let tokens = scan(sql).map_err(FingerprintError::Scan)?;
     let mut toks = Vec::with_capacity(tokens.len());
     for t in &tokens {
         if matches!(
@@ -456,5 +466,22 @@ mod tests {
         assert!(is_time_sensitive_input("'now'"));
         assert!(is_time_sensitive_input(" Today "));
         assert!(!is_time_sensitive_input("'2024-01-01'"));
+    }
+}
+
+#[cfg(test)]
+mod empty_input_tests {
+    use super::*;
+
+    #[test]
+    fn text_without_tokens_does_not_crash_the_scanner() {
+        for sql in ["", "   ", "-- only a comment", "/* c */"] {
+            let normalized = normalize(sql).unwrap();
+            assert!(normalized.literals.is_empty(), "{sql:?}");
+        }
+        assert!(matches!(
+            crate::decide_unparsable(""),
+            crate::Decision::Bypass { .. } | crate::Decision::Write { .. }
+        ));
     }
 }

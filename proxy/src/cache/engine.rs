@@ -104,6 +104,9 @@ impl Cache {
             metrics,
         });
         tracing::info!(rules = %cache.rules_path.display(), count = cache.rules.load().rules().len(), store = cache.store.kind(), "cache enabled");
+        cache
+            .metrics
+            .register_labels(cache.rules.load().rules().iter().map(|r| r.name.as_str()));
         let weak = Arc::downgrade(&cache);
         tokio::spawn(async move {
             loop {
@@ -138,6 +141,8 @@ impl Cache {
         match pgstash_rules::load_rules(&self.rules_path) {
             Ok(rules) => {
                 tracing::info!(count = rules.rules().len(), "rules reloaded");
+                self.metrics
+                    .register_labels(rules.rules().iter().map(|r| r.name.as_str()));
                 self.rules.store(Arc::new(rules));
                 self.metrics.rule_reloads.with_label_values(&["ok"]).inc();
                 Ok(())

@@ -26,7 +26,7 @@ pub async fn serve_client(context: Arc<Context>, stream: Stream) {
     let peer = stream.peer();
     let limit = context.config.load().max_message_bytes;
     let reader = FrameReader::frontend(limit);
-    let result = handshake(&context, stream, reader, peer.clone()).await;
+    let result = Box::pin(handshake(&context, stream, reader, peer.clone())).await;
     let session = match result {
         Ok(Some(session)) => session,
         Ok(None) => return,

@@ -206,19 +206,21 @@ impl Session {
                     Ok(None) => break,
                     Err(e) => return self.fatal(e.sqlstate(), &e.to_string(), e.into()).await,
                 };
-                if !self.on_client_message(frame).await? {
+                // Boxed: the rarely used deep paths (pool waits, catalog
+                // loads, store calls) must not size the idle session.
+                if !Box::pin(self.on_client_message(frame)).await? {
                     return Ok(());
                 }
             }
             self.drain_due();
             self.flush().await?;
-            self.maybe_release().await?;
+            Box::pin(self.maybe_release()).await?;
             tracing::trace!(held = self.server.is_some(), settled = self.expect.settled(), unsynced = self.unsynced, status = %(self.status as char), in_copy = self.in_copy, "session waits");
             match self.wait().await {
                 Event::Client(Ok(())) => {}
                 Event::Client(Err(NetError::Closed)) => return Err(FrontendError::ClientGone),
                 Event::Client(Err(e)) => return Err(e.into()),
-                Event::Server(Ok(())) => self.relay_server().await?,
+                Event::Server(Ok(())) => Box::pin(self.relay_server()).await?,
                 Event::Server(Err(e)) => return self.on_server_lost(e).await,
                 Event::Shutdown => {
                     let e = FrontendError::Protocol("shutdown".into());
@@ -863,6 +865,18 @@ impl Session {
                 }
                 server.applied = settings.clone();
                 self.settings = settings;
+                let application_name = self
+                    .settings
+                    .settings
+                    .get("application_name")
+                    .cloned()
+                    .unwrap_or_default();
+                if application_name != self.info.application_name {
+                    self.info = Arc::new(SessionInfo {
+                        application_name,
+                        ..(*self.info).clone()
+                    });
+                }
             }
             Err(e) => {
                 tracing::warn!(error = %e, "could not read session settings back; discarding the server connection");

@@ -90,11 +90,26 @@ async fn queries(State(context): State<Arc<Context>>) -> impl IntoResponse {
     axum::Json(report)
 }
 
+/// Sends an SSLRequest: a Postgres server answers with one byte, `S` or
+/// `N` (a plain TCP listener that is not Postgres does not).
+async fn speaks_postgres(
+    upstream: &crate::config::Upstream,
+) -> Result<bool, crate::backend::BackendError> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut stream = open_stream(upstream).await?;
+    stream
+        .write_all(&[0, 0, 0, 8, 0x04, 0xd2, 0x16, 0x2f])
+        .await?;
+    let mut answer = [0u8; 1];
+    let n = stream.read(&mut answer).await?;
+    Ok(n == 1 && (answer[0] == b'N' || answer[0] == b'S'))
+}
+
 async fn ready(State(context): State<Arc<Context>>) -> impl IntoResponse {
     let upstream = context.config.load().upstream.clone();
     let upstream_ok = matches!(
-        tokio::time::timeout(READY_PROBE_TIMEOUT, open_stream(&upstream)).await,
-        Ok(Ok(_))
+        tokio::time::timeout(READY_PROBE_TIMEOUT, speaks_postgres(&upstream)).await,
+        Ok(Ok(true))
     );
     if !upstream_ok {
         return (StatusCode::SERVICE_UNAVAILABLE, "upstream unreachable\n");
@@ -163,8 +178,12 @@ async fn admin_invalidate(
             "caching is not configured\n".to_owned(),
         );
     };
+    let table: pgstash_rules::TableRef = match params.table.parse() {
+        Ok(table) => table,
+        Err(e) => return (StatusCode::BAD_REQUEST, format!("{e}\n")),
+    };
     let writes = crate::cache::Writes {
-        tables: vec![pgstash_rules::TableRef::new(None, &params.table)],
+        tables: vec![table],
         all: false,
         ddl: false,
     };

@@ -47,6 +47,8 @@ pub struct Metrics {
     pub invalidations: IntCounterVec,
     /// Label `path`: hit, miss, bypass, write.
     pub query_duration: HistogramVec,
+    /// `query_duration` resolved per path (no label lookup per query).
+    durations: [Histogram; 4],
     pub slow_queries: IntCounter,
     pub client_connections: IntGauge,
     /// Label `state`: idle, active.
@@ -176,6 +178,8 @@ impl Metrics {
             cache_bytes_served,
             cache_entries,
             cache_bytes,
+            durations: ["hit", "miss", "bypass", "write"]
+                .map(|p| query_duration.with_label_values(&[p])),
             query_duration,
             slow_queries,
             events_dropped,
@@ -183,6 +187,43 @@ impl Metrics {
             upstream_connections,
             pool_acquire_wait,
             registry,
+        }
+    }
+
+    /// The duration histogram of `path` (hit, miss, bypass or write).
+    pub fn duration(&self, path: &str) -> &Histogram {
+        match path {
+            "hit" => &self.durations[0],
+            "miss" => &self.durations[1],
+            "write" => &self.durations[3],
+            _ => &self.durations[2],
+        }
+    }
+
+    /// Creates the series of fixed label values (and of each rule), so
+    /// dashboards show 0 rather than no data before the first event.
+    pub fn register_labels<'a>(&self, rules: impl IntoIterator<Item = &'a str>) {
+        for path in ["hit", "miss", "bypass", "write"] {
+            self.query_duration.with_label_values(&[path]);
+        }
+        for op in ["lookup", "put", "invalidate"] {
+            self.cache_errors.with_label_values(&[op]);
+        }
+        for state in ["idle", "active"] {
+            self.upstream_connections.with_label_values(&[state]);
+        }
+        for result in ["ok", "failed"] {
+            self.rule_reloads.with_label_values(&[result]);
+        }
+        for rule in rules {
+            for counter in [
+                &self.cache_hits,
+                &self.cache_misses,
+                &self.cache_fills,
+                &self.cache_coalesced,
+            ] {
+                counter.with_label_values(&[rule]);
+            }
         }
     }
 

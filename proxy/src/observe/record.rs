@@ -4,11 +4,10 @@
 //! updates the digest and writes slow-log lines. When the channel is full
 //! the event is dropped and counted: logging never blocks a query.
 
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime};
 
 use pgstash_rules::AnalysisCache;
-use tokio::sync::mpsc;
 
 use super::digest::Digest;
 use super::slowlog::{SlowLine, SlowLog};
@@ -18,7 +17,7 @@ use crate::context::Context;
 const QUEUE: usize = 16_384;
 
 /// Who ran a query (shared by all events of a session).
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 pub struct SessionInfo {
     pub user: String,
     pub database: String,
@@ -42,57 +41,87 @@ pub struct QueryEvent {
 }
 
 /// The sessions' handle to the recorder task.
+/// The sessions' handle to the recorder task.
+///
+/// # Performance
+/// Sessions append to a shared batch under a short lock and never wake
+/// the recorder; it drains the batch every [`DRAIN_EVERY`]. A wake-up per
+/// query would cost a cross-thread futex call on the query path.
 #[derive(Clone)]
 pub struct Recorder {
-    tx: mpsc::Sender<QueryEvent>,
+    batch: Arc<Mutex<Vec<QueryEvent>>>,
     dropped: prometheus::IntCounter,
 }
+
+/// How often the recorder drains the sessions' events.
+const DRAIN_EVERY: Duration = Duration::from_millis(20);
 
 impl Recorder {
     /// Starts the recorder task for `context`'s digest and slow log.
     pub fn start(context: &Arc<Context>, slow_log: SlowLog) -> Recorder {
-        let (tx, rx) = mpsc::channel(QUEUE);
+        let batch = Arc::new(Mutex::new(Vec::new()));
         let dropped = context.metrics.events_dropped.clone();
-        tokio::spawn(run(Arc::downgrade(context), rx, slow_log));
-        Recorder { tx, dropped }
+        tokio::spawn(run(Arc::downgrade(context), batch.clone(), slow_log));
+        Recorder { batch, dropped }
     }
 
     pub fn record(&self, event: QueryEvent) {
-        if self.tx.try_send(event).is_err() {
+        let mut batch = self.batch.lock().unwrap_or_else(|e| e.into_inner());
+        if batch.len() >= QUEUE {
+            drop(batch);
             self.dropped.inc();
+            return;
         }
+        batch.push(event);
     }
 }
 
 async fn run(
     context: std::sync::Weak<Context>,
-    mut rx: mpsc::Receiver<QueryEvent>,
+    batch: Arc<Mutex<Vec<QueryEvent>>>,
     mut slow_log: SlowLog,
 ) {
     let analyses = AnalysisCache::new(10_000);
-    while let Some(event) = rx.recv().await {
+    let mut events = Vec::new();
+    loop {
+        tokio::time::sleep(DRAIN_EVERY).await;
         let Some(context) = context.upgrade() else {
             return;
         };
-        let analysis = analyses.analyze(&event.text).ok();
-        let (fingerprint, normalized) = match &analysis {
-            Some(a) => (a.fingerprint.to_string(), a.normalized.clone()),
-            None => (String::new(), event.text.clone()),
-        };
-        context.digest.record(&event, analysis.as_deref());
-        let config = context.config.load();
-        let threshold = Duration::from_millis(config.slow_query_ms);
-        if event.duration >= threshold {
-            context.metrics.slow_queries.inc();
-            let query = if config.log_parameters {
-                event.text.clone()
-            } else {
-                normalized
-            };
-            slow_log
-                .write(&SlowLine::new(&event, &fingerprint, &query))
-                .await;
+        std::mem::swap(
+            &mut events,
+            &mut *batch.lock().unwrap_or_else(|e| e.into_inner()),
+        );
+        for event in events.drain(..) {
+            record_one(&context, &analyses, &mut slow_log, event).await;
         }
+    }
+}
+
+async fn record_one(
+    context: &Context,
+    analyses: &AnalysisCache,
+    slow_log: &mut SlowLog,
+    event: QueryEvent,
+) {
+    let analysis = analyses.analyze(&event.text).ok();
+    let (fingerprint, normalized) = match &analysis {
+        Some(a) => (a.fingerprint.to_string(), a.normalized.clone()),
+        None => (String::new(), event.text.clone()),
+    };
+    context.digest.record(&event, analysis.as_deref());
+    let config = context.config.load();
+    let threshold = Duration::from_millis(config.slow_query_ms);
+    if event.duration >= threshold {
+        context.metrics.slow_queries.inc();
+        let query = if config.log_parameters {
+            event.text.clone()
+        } else {
+            normalized
+        };
+        slow_log
+            .write(&SlowLine::new(&event, &fingerprint, &query))
+            .await;
     }
 }
 

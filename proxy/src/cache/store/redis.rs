@@ -6,15 +6,24 @@
 //! carry the prefix as a `{hash tag}`, which keeps the script's keys in one
 //! slot under Redis Cluster.
 //!
-//! Fail closed (G4): if an invalidation cannot be written, or the
-//! connection to Redis dropped (Redis may have restarted with old data),
-//! the store is *dirty*: nothing is served from it until the epoch has been
-//! replaced with a fresh random value, which makes every existing entry
-//! unreachable. A background task keeps trying to do that.
+//! Fail closed (G4): the store is *dirty* — nothing is served from it until
+//! the epoch has been replaced with a fresh random value, which makes every
+//! existing entry unreachable — whenever an invalidation may have been lost:
+//! - an invalidation could not be written;
+//! - the connection reported an error or was re-established (Redis may have
+//!   restarted from an older snapshot); a lookup that was in flight across
+//!   such an event is discarded, since it may have run on the restarted
+//!   server before the event was seen;
+//! - a lookup that started after this instance bumped a table to version v
+//!   read a lower version (versions only grow, so Redis lost data: a restart
+//!   from a snapshot, or an evicted version key).
+//!
+//! A background task keeps trying to renew the epoch while dirty.
 
+use std::collections::HashMap;
 use std::fmt::Write;
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -36,11 +45,15 @@ return {key, redis.call('GET', key)}
 "#;
 
 const INVALIDATE_LUA: &str = r#"
+local versions = {}
 for i = 1, #KEYS do
-  redis.call('INCR', KEYS[i])
+  versions[i] = redis.call('INCR', KEYS[i])
 end
-return #KEYS
+return versions
 "#;
+
+/// How long startup waits for Redis before serving without it.
+const STARTUP_WAIT: Duration = Duration::from_secs(2);
 
 /// How often the background task retries renewing the epoch while dirty.
 const REPAIR_INTERVAL: Duration = Duration::from_millis(200);
@@ -53,6 +66,13 @@ pub struct RedisStore {
     lookup: Script,
     invalidate: Script,
     dirty: Arc<AtomicBool>,
+    /// Moves on at every connection error or reconnection.
+    generation: Arc<AtomicU64>,
+    /// Versions this instance bumped tables to, with the sequence number of
+    /// the bump (since the last epoch renewal).
+    written: Mutex<HashMap<String, (u64, u64)>>,
+    /// Counts completed bumps; a lookup compares only with earlier ones.
+    bumps: AtomicU64,
 }
 
 impl RedisStore {
@@ -60,7 +80,10 @@ impl RedisStore {
     /// unreachable Redis is not an error here: queries go upstream until it
     /// answers.
     pub async fn connect(url: &str, config: &CacheConfig) -> Result<Arc<RedisStore>, StoreError> {
-        let redis_config = Config::from_url(url).map_err(|e| StoreError::Connect(e.to_string()))?;
+        let mut redis_config =
+            Config::from_url(url).map_err(|e| StoreError::Connect(e.to_string()))?;
+        // Keep reconnecting even when Redis is down at startup.
+        redis_config.fail_fast = false;
         let timeout = config.store_timeout;
         let pool = Builder::from_config(redis_config)
             .with_connection_config(|c| {
@@ -75,7 +98,11 @@ impl RedisStore {
             .set_policy(ReconnectPolicy::new_exponential(0, 100, 2000, 2))
             .build_pool(config.redis_pool_size)
             .map_err(|e| StoreError::Connect(e.to_string()))?;
-        let _connection_tasks = pool.init().await;
+        // Connection tasks run (and reconnect) in the background; startup
+        // waits briefly so a reachable Redis is used from the first query.
+        let init_pool = pool.clone();
+        let init = tokio::spawn(async move { init_pool.init().await.map(|_| ()) });
+        let _ = tokio::time::timeout(STARTUP_WAIT, init).await;
         let store = Arc::new(RedisStore {
             pool,
             tag: format!("{{{}}}", config.key_prefix),
@@ -83,16 +110,28 @@ impl RedisStore {
             lookup: Script::from_lua(LOOKUP_LUA),
             invalidate: Script::from_lua(INVALIDATE_LUA),
             dirty: Arc::new(AtomicBool::new(false)),
+            generation: Arc::new(AtomicU64::new(0)),
+            written: Mutex::new(HashMap::new()),
+            bumps: AtomicU64::new(0),
         });
         for client in store.pool.clients() {
-            let dirty = store.dirty.clone();
+            let (dirty, generation) = (store.dirty.clone(), store.generation.clone());
             let mut reconnects = client.reconnect_rx();
+            let mut errors = client.error_rx();
             tokio::spawn(async move {
-                while reconnects.recv().await.is_ok() {
-                    tracing::warn!(
-                        "redis connection re-established; renewing the cache epoch before serving"
-                    );
-                    dirty.store(true, Ordering::SeqCst);
+                loop {
+                    let event = tokio::select! {
+                        r = reconnects.recv() => r.map(|_| "re-established").map_err(|_| ()),
+                        r = errors.recv() => r.map(|_| "failed").map_err(|_| ()),
+                    };
+                    let Ok(event) = event else { return };
+                    generation.fetch_add(1, Ordering::SeqCst);
+                    if !dirty.swap(true, Ordering::SeqCst) {
+                        tracing::warn!(
+                            event,
+                            "redis connection {event}; renewing the cache epoch before serving"
+                        );
+                    }
                 }
             });
         }
@@ -138,10 +177,21 @@ impl RedisStore {
         keys.extend(tables.iter().map(|t| self.version_key(t)));
         let mut prefix = String::with_capacity(self.tag.len() + 70);
         let _ = write!(prefix, "{}e:{}:", self.tag, base.hex());
+        let version_keys: Vec<String> = keys[1..].to_vec();
+        let generation = self.generation.load(Ordering::SeqCst);
+        let bumps_before = self.bumps.load(Ordering::SeqCst);
         let client = self.pool.next();
         let reply: Value = self
-            .bounded(self.lookup.evalsha_with_reload(client, keys, vec![prefix]))
+            .bounded(
+                self.lookup
+                    .evalsha_with_reload(client, keys, vec![prefix.clone()]),
+            )
             .await?;
+        if self.generation.load(Ordering::SeqCst) != generation || self.dirty.load(Ordering::SeqCst)
+        {
+            // The connection failed or came back while this lookup ran.
+            return Err(StoreError::Recovering);
+        }
         let Value::Array(mut parts) = reply else {
             return Err(StoreError::Backend(
                 "unexpected reply to the lookup script".into(),
@@ -157,7 +207,37 @@ impl RedisStore {
             Some(Value::Bytes(b)) => String::from_utf8_lossy(&b).into_owned(),
             _ => return Err(StoreError::Backend("lookup script returned no key".into())),
         };
+        let versions: Vec<u64> = key
+            .get(prefix.len()..)
+            .unwrap_or_default()
+            .split('.')
+            .skip(1)
+            .map(|v| v.parse().unwrap_or(0))
+            .collect();
+        self.check_versions(&version_keys, &versions, bumps_before)?;
         Ok(Lookup { key, value })
+    }
+
+    /// A lookup that began after this instance's bump of a table to v must
+    /// read at least v. Less means Redis lost data: the store turns dirty
+    /// and this answer is not used.
+    fn check_versions(
+        &self,
+        keys: &[String],
+        versions: &[u64],
+        bumps_before: u64,
+    ) -> Result<(), StoreError> {
+        let written = self.written.lock().unwrap_or_else(|e| e.into_inner());
+        for (key, version) in keys.iter().zip(versions) {
+            if let Some((bumped_to, sequence)) = written.get(key) {
+                if *sequence <= bumps_before && version < bumped_to {
+                    tracing::error!(%key, version, bumped_to, "a table version went backwards (redis lost data); renewing the cache epoch");
+                    self.dirty.store(true, Ordering::SeqCst);
+                    return Err(StoreError::Recovering);
+                }
+            }
+        }
+        Ok(())
     }
 
     pub async fn put(&self, key: &str, value: Bytes, ttl: Duration) -> Result<(), StoreError> {
@@ -177,17 +257,32 @@ impl RedisStore {
         let keys: Vec<String> = tables.iter().map(|t| self.version_key(t)).collect();
         let client = self.pool.next();
         let result = self
-            .bounded(self.invalidate.evalsha_with_reload::<i64, _, _>(
+            .bounded(self.invalidate.evalsha_with_reload::<Vec<i64>, _, _>(
                 client,
-                keys,
+                keys.clone(),
                 Vec::<String>::new(),
             ))
             .await;
-        if let Err(e) = &result {
-            tracing::error!(error = %e, "invalidation could not be recorded; cache disabled until the epoch is renewed");
-            self.dirty.store(true, Ordering::SeqCst);
+        match result {
+            Ok(versions) => {
+                let mut written = self.written.lock().unwrap_or_else(|e| e.into_inner());
+                let sequence = self.bumps.load(Ordering::SeqCst) + 1;
+                for (key, version) in keys.into_iter().zip(versions) {
+                    let version = version.max(0) as u64;
+                    let slot = written.entry(key).or_insert((version, sequence));
+                    if version >= slot.0 {
+                        *slot = (version, sequence);
+                    }
+                }
+                self.bumps.store(sequence, Ordering::SeqCst);
+                Ok(())
+            }
+            Err(e) => {
+                tracing::error!(error = %e, "invalidation could not be recorded; cache disabled until the epoch is renewed");
+                self.dirty.store(true, Ordering::SeqCst);
+                Err(e)
+            }
         }
-        result.map(|_| ())
     }
 
     /// Replaces the epoch with a fresh random value: every entry written
@@ -200,6 +295,12 @@ impl RedisStore {
             .await;
         match &result {
             Ok(()) => {
+                // Entries under the old epoch are unreachable: versions seen
+                // before no longer matter.
+                self.written
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .clear();
                 if self.dirty.swap(false, Ordering::SeqCst) {
                     tracing::info!("cache epoch renewed; serving from redis again");
                 }

@@ -148,6 +148,23 @@ impl Session {
             && !self.session_objects
     }
 
+    /// Counts a read that skipped the cache because of the session's state
+    /// (open transaction, changed role); other reasons are not counted.
+    fn count_unquiet_bypass(&self) {
+        let reason = if self.role_changed {
+            "role_changed"
+        } else if self.status != b'I' {
+            "in_transaction"
+        } else {
+            return;
+        };
+        self.context
+            .metrics
+            .cache_bypass
+            .with_label_values(&[reason])
+            .inc();
+    }
+
     fn facts(&self) -> SessionFacts {
         SessionFacts {
             in_transaction: self.status != b'I',
@@ -205,6 +222,7 @@ impl Session {
             return Ok(false);
         }
         if !self.quiescent() {
+            self.count_unquiet_bypass();
             return Ok(false);
         }
         let Some((rule, tables)) = self.decide_read(&cache, &sql).await else {
@@ -324,7 +342,11 @@ impl Session {
     /// At Sync: answers the held request from the cache if it can (true),
     /// otherwise replays it (possibly as the leader of a fill).
     pub(super) async fn process_batch(&mut self) -> Result<bool, FrontendError> {
-        if self.quiescent() {
+        if !self.quiescent() {
+            if single_unit(&self.batch).is_some() {
+                self.count_unquiet_bypass();
+            }
+        } else {
             if let Some(unit) = single_unit(&self.batch) {
                 if self.cached_unit(&unit).await? {
                     self.batch.clear();

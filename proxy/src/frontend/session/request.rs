@@ -89,8 +89,7 @@ impl Session {
         let duration = request.started.elapsed();
         self.context
             .metrics
-            .query_duration
-            .with_label_values(&[request.path])
+            .duration(request.path)
             .observe(duration.as_secs_f64());
         let (Some(recorder), Some(text)) = (self.context.recorder.get(), request.text) else {
             return;
