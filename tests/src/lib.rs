@@ -4,10 +4,13 @@
 //!
 //! See `tests/README.md` for the environment variables and how to run.
 
+pub mod cache;
 pub mod differential;
+pub mod operate;
 pub mod postgres;
 pub mod proxy;
 pub mod redis;
+pub mod redis_process;
 pub mod servers;
 pub mod wire;
 

@@ -39,8 +39,15 @@ impl TestProxy {
                 .expect("the test server URL is a valid upstream"),
             max_message_bytes: 1 << 20,
             shutdown_timeout: Duration::from_secs(2),
+            // Tests that want the slow-query log set a threshold and a file;
+            // the rest keep stderr quiet.
+            slow_query_ms: 600_000,
             ..Config::default()
         };
+        // The whole suite runs in parallel on small machines: a client may
+        // wait long for one of the few server connections; that is not what
+        // these tests measure.
+        config.pool.acquire_timeout = Duration::from_secs(60);
         config.pool.size = 4;
         config.pool.mode = PoolMode::Transaction;
         config
@@ -113,6 +120,16 @@ impl TestProxy {
     /// The StartupMessage parameters of the default user on the test database.
     pub fn startup(&self) -> Startup {
         Startup::new(&self.user, &self.database)
+    }
+
+    /// The running server's handle (its shared state, for assertions).
+    pub fn handle(&self) -> &ServerHandle {
+        &self.handle
+    }
+
+    /// The server's metrics (each server has its own registry).
+    pub fn metrics(&self) -> &pgstash::observe::Metrics {
+        &self.handle.context().metrics
     }
 
     /// Asks for a graceful stop and waits for `run()` to return.

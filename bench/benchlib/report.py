@@ -1,0 +1,242 @@
+"""Summaries and the Markdown report. Every figure is shown next to its
+ratio against another system measured in the same run, because absolute
+numbers only mean something on the machine that produced them."""
+
+import statistics
+
+SYSTEMS = ["direct", "pgbouncer", "pgpool", "pgstash_pass", "pgstash_mem", "pgstash_redis"]
+SHORT = {"direct": "direct", "pgbouncer": "PgBouncer", "pgpool": "pgpool-II",
+         "pgstash_pass": "pgstash pass", "pgstash_mem": "pgstash mem",
+         "pgstash_redis": "pgstash redis"}
+
+
+def _median(xs):
+    xs = [x for x in xs if x is not None]
+    return statistics.median(xs) if xs else None
+
+
+def summarize(runs):
+    """runs -> {workload: {system: medians over the rounds, hit ratio, failures}}."""
+    out = {}
+    for r in runs:
+        out.setdefault(r["workload"], {}).setdefault(r["system"], []).append(r)
+    summary = {}
+    for w, per in out.items():
+        summary[w] = {}
+        for s, rs in per.items():
+            good = [r for r in rs if r["ok"]]
+            use = good or rs
+            hits = sum(r.get("hits") or 0 for r in rs)
+            misses = sum(r.get("misses") or 0 for r in rs)
+            summary[w][s] = {
+                "tps": _median([r.get("tps") for r in use]),
+                "p50_ms": _median([r.get("p50_ms") for r in use]),
+                "p99_ms": _median([r.get("p99_ms") for r in use]),
+                "runs": len(rs),
+                "ok_runs": len(good),
+                "failed_transactions": sum(r.get("failed") or 0 for r in rs),
+                "errors": next((r["errors"] for r in rs if r.get("errors")), []),
+                "hit_ratio": (hits / (hits + misses)) if (hits + misses) else None,
+            }
+    return summary
+
+
+def fmt_num(x, digits=0):
+    if x is None:
+        return "–"
+    if digits == 0:
+        return f"{x:,.0f}"
+    return f"{x:,.{digits}f}"
+
+
+def fmt_ratio(x):
+    return "–" if x is None else f"{x:.2f}×"
+
+
+def ratio(a, b):
+    return None if a is None or not b else a / b
+
+
+def _mark(cell):
+    return cell if cell["ok_runs"] == cell["runs"] else None
+
+
+def md_table(header, rows):
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    lines += ["| " + " | ".join(str(c) for c in row) + " |" for row in rows]
+    return "\n".join(lines)
+
+
+def render(result):
+    m, v, p = result["machine"], result["versions"], result["params"]
+    summary, workloads = result["summary"], result["workloads"]
+    systems = [s for s in SYSTEMS if s in result["systems"]]
+    out = [f"# pgstash benchmark — {result['started']}", ""]
+    out.append(f"`bench/run{' --quick' if p['quick'] else ''}`: {p['rounds']} round(s), "
+               f"{p['duration_s']} s per run, pgbench scale {p['scale']}, pool size "
+               f"{p['pool_size']}, systems run in alternation within each round. "
+               f"Total {result['elapsed_s'] / 60:.1f} min.")
+    out += ["", f"**Machine**: {m['nproc']} CPUs ({m['cpu']}), {m['memory_gib']} GiB, "
+            f"{m['os']}, Linux {m['kernel']}. Clients (pgbench) and servers share these CPUs.",
+            "", "**Versions**: " + "; ".join(f"{k} `{val}`" for k, val in v.items()), ""]
+
+    out += ["## Targets", "", "```"]
+    for t in result["targets"]:
+        val = "n/a" if t["ratio"] is None else f"{t['ratio']:.2f}"
+        out.append(f"{t['status']:4}  {t['name']}: {val} (target {t['op']} "
+                   f"{t['threshold']:g}; {t['basis']})")
+    out += ["```", ""]
+
+    tput = [w for w in workloads if w["metric"] == "tps"]
+    lat = [w for w in workloads if w["metric"] == "latency"]
+    out += ["## Throughput", "",
+            "Transactions per second (median over rounds); in brackets the ratio to direct "
+            "Postgres in the same run. ✗ marks a system with failed runs (see Errors).", ""]
+    rows = []
+    for w in tput:
+        cells = summary.get(w["name"], {})
+        d = (cells.get("direct") or {}).get("tps")
+        row = [f"`{w['name']}`"]
+        for s in systems:
+            c = cells.get(s)
+            if not c:
+                row.append("–")
+                continue
+            bad = "" if _mark(c) else " ✗"
+            row.append(f"{fmt_num(c['tps'])} ({fmt_ratio(ratio(c['tps'], d))}){bad}")
+        rows.append(row)
+    out += [md_table(["workload"] + [SHORT[s] for s in systems], rows), ""]
+
+    out += ["## Latency at 1 client", "",
+            "p50 / p99 in ms from pgbench's per-transaction log (median over rounds); "
+            "in brackets p50 relative to direct (lower is better).", ""]
+    rows = []
+    for w in lat + [w for w in tput if w["name"].startswith("heavy")]:
+        cells = summary.get(w["name"], {})
+        d = (cells.get("direct") or {}).get("p50_ms")
+        row = [f"`{w['name']}`"]
+        for s in systems:
+            c = cells.get(s)
+            if not c or c["p50_ms"] is None:
+                row.append("–")
+                continue
+            bad = "" if _mark(c) else " ✗"
+            row.append(f"{c['p50_ms']:.3f} / {c['p99_ms']:.3f} "
+                       f"({fmt_ratio(ratio(c['p50_ms'], d))}){bad}")
+        rows.append(row)
+    out += [md_table(["workload"] + [SHORT[s] for s in systems], rows), ""]
+    rb = result.get("redis_benchmark") or {}
+    if rb.get("p50_ms") is not None:
+        out += [f"Floor for a Redis-served hit: `redis-benchmark -t get -c 1 -n 20000` "
+                f"p50 {rb['p50_ms']:.3f} ms, p99 {rb['p99_ms']:.3f} ms "
+                f"({fmt_num(rb['rps'])} GET/s).", ""]
+
+    out += ["## pgstash against the others", "",
+            "Ratios of the same metric measured in the same run: throughput ratios "
+            "(higher is better) for throughput workloads, p50 latency ratios (lower is "
+            "better) for the 1-client ones.", ""]
+    pairs = [("pgstash_pass", "pgbouncer"), ("pgstash_pass", "direct"),
+             ("pgstash_mem", "direct"), ("pgstash_mem", "pgpool"),
+             ("pgstash_redis", "direct"), ("pgstash_mem", "pgstash_pass"),
+             ("pgstash_redis", "pgstash_pass")]
+    rows = []
+    for w in workloads:
+        key = "p50_ms" if w["metric"] == "latency" else "tps"
+        cells = summary.get(w["name"], {})
+        row = [f"`{w['name']}`", "p50" if key == "p50_ms" else "tps"]
+        for a, b in pairs:
+            row.append(fmt_ratio(ratio((cells.get(a) or {}).get(key),
+                                       (cells.get(b) or {}).get(key))))
+        rows.append(row)
+    out += [md_table(["workload", "metric"] + [f"{SHORT[a]} / {SHORT[b]}" for a, b in pairs],
+                     rows), ""]
+
+    out += ["## Cache hit ratios", "",
+            "Hits / (hits + misses) during the measured runs (warm-up excluded): pgstash "
+            "from `pgstash_cache_hits_total` / `pgstash_cache_misses_total` on its metrics "
+            "port, pgpool-II from `SHOW pool_cache`.", ""]
+    rows = []
+    for w in workloads:
+        cells = summary.get(w["name"], {})
+        row = [f"`{w['name']}`"]
+        for s in ("pgpool", "pgstash_mem", "pgstash_redis"):
+            hr = (cells.get(s) or {}).get("hit_ratio")
+            row.append("–" if hr is None else f"{hr * 100:.1f}%")
+        rows.append(row)
+    out += [md_table(["workload", "pgpool-II", "pgstash mem", "pgstash redis"], rows), ""]
+
+    out += ["## Read-your-writes check", "",
+            "`workloads/rw_check.sql`, 8 clients: each client sets one of its own rows to a "
+            "fresh value and reads it back twice after the acknowledgement; a read returning "
+            "anything else is a violation (expected: 0). Any client's UPDATE invalidates the "
+            "whole table, so only some reads are hits.", ""]
+    rows = []
+    for s, c in (result.get("rw_check") or {}).items():
+        for mode, e in c["modes"].items():
+            h, mi = e.get("hits"), e.get("misses")
+            hr = f"{100 * h / (h + mi):.0f}%" if h is not None and (h + mi) else "–"
+            rows.append([SHORT.get(s, s), mode, f"{e['transactions']:,}", e["violations"], hr,
+                         "yes" if e["ok"] else "no: " + "; ".join(e["errors"][:1])])
+    out += [md_table(["system", "-M", "transactions", "violations", "cache hits",
+                      "pgbench ran clean"], rows), ""]
+    examples = [f"- {SHORT.get(s, s)} -M {m}: `{x}`"
+                for s, c in (result.get("rw_check") or {}).items()
+                for m, e in c["modes"].items() for x in e.get("examples", [])[:2]]
+    if examples:
+        out += ["Examples of stale reads:", ""] + examples + [""]
+
+    out += ["## Idle client connections", "",
+            f"{p['idle_connections']:,} connections opened (startup + trust login, then idle); "
+            "proxy RSS from /proc/PID/status before and after.", ""]
+    rows = []
+    for s, c in (result.get("idle") or {}).items():
+        if c.get("not_applicable"):
+            rows.append([SHORT.get(s, s), "n/a", "–", "–", c["not_applicable"]])
+            continue
+        if not c.get("opened") or c.get("rss_after_kb") is None:
+            rows.append([SHORT.get(s, s), f"0 / {c['requested']:,}", "–", "–",
+                         "; ".join(c.get("first_errors") or []) or "failed"])
+            continue
+        rows.append([SHORT.get(s, s), f"{c['opened']:,} / {c['requested']:,}",
+                     f"{c['rss_before_kb'] / 1024:.1f} → {c['rss_after_kb'] / 1024:.1f} MiB",
+                     fmt_num(c["kb_per_connection"], 2),
+                     "; ".join(c.get("first_errors") or []) or "ok"])
+    out += [md_table(["system", "opened", "RSS", "KiB / connection", "notes"], rows), ""]
+
+    errs = []
+    for w in workloads:
+        for s in systems:
+            c = summary.get(w["name"], {}).get(s)
+            if c and (c["ok_runs"] < c["runs"] or c["failed_transactions"]):
+                errs.append(f"- `{w['name']}` on {SHORT[s]}: {c['runs'] - c['ok_runs']} of "
+                            f"{c['runs']} runs failed, {c['failed_transactions']} failed "
+                            f"transactions; {' | '.join(c['errors'][:2])}")
+    for s, c in (result.get("rw_check") or {}).items():
+        for mode, e in c["modes"].items():
+            if not e["ok"]:
+                errs.append(f"- read-your-writes check -M {mode} on {SHORT.get(s, s)}: "
+                            f"{' | '.join(e['errors'][:2])}")
+    for s, d in (result.get("deaths") or {}).items():
+        errs.append(f"- **{SHORT.get(s, s)} stopped running during the benchmark** "
+                    f"(exit code {d['exit_code']}, noticed after `{d['after']}`); last log "
+                    f"lines: `{' / '.join(d['log_tail'])[-400:]}`")
+    out += ["## Errors", ""] + (errs or ["None: every run completed without errors."]) + [""]
+    logs = result.get("log_findings") or {}
+    if any(logs.values()):
+        out += ["Lines of interest in the systems' logs (kept in `results/logs/`):", ""]
+        for s, lines in logs.items():
+            who = "Postgres server (behind every system)" if s == "direct" else SHORT.get(s, s)
+            for ln in lines[:5]:
+                out.append(f"- {who}: `{ln[:200]}`")
+        out.append("")
+
+    out += ["## Workloads", ""]
+    out += [md_table(["name", "what", "measures", "clients", "protocol"],
+                     [[f"`{w['name']}`", w["title"], w["measures"], w["clients"], w["mode"]]
+                      for w in workloads]), ""]
+    out += ["## Configurations", ""]
+    for s, d in result["systems"].items():
+        for fname, text in d["configs"].items():
+            out += [f"<details><summary>{d['label']}: {fname}</summary>", "", "```",
+                    text.strip(), "```", "", "</details>", ""]
+    return "\n".join(out)

@@ -1,0 +1,77 @@
+"""The speed targets of the issue, evaluated on one run's summary. Each is
+reported as a PASS/FAIL line with the measured ratio; none ever fails the
+script (a benchmark reports, it does not assert)."""
+
+
+def _get(summary, workload, system, metric):
+    return (summary.get(workload, {}).get(system) or {}).get(metric)
+
+
+def _ratio(a, b):
+    if a is None or b in (None, 0):
+        return None
+    return a / b
+
+
+def evaluate(summary, extras):
+    """-> list of dicts: name, ratio, op, threshold, status, basis."""
+    out = []
+
+    def add(name, ratio, op, threshold, basis):
+        if ratio is None:
+            status = "N/A"
+        elif op == ">=":
+            status = "PASS" if ratio >= threshold else "FAIL"
+        else:
+            status = "PASS" if ratio <= threshold else "FAIL"
+        out.append({"name": name, "ratio": ratio, "op": op, "threshold": threshold,
+                    "status": status, "basis": basis})
+
+    def tps(w, s):
+        return _get(summary, w, s, "tps")
+
+    def p50(w, s):
+        return _get(summary, w, s, "p50_ms")
+
+    for w in ("select_8c", "select_32c"):
+        add(f"pass-through throughput ≥ 1.0× PgBouncer ({w})",
+            _ratio(tps(w, "pgstash_pass"), tps(w, "pgbouncer")), ">=", 1.0,
+            f"tps pgstash_pass / pgbouncer, {w}")
+    add("pass-through ≥ 0.8× direct at saturation (select_128c)",
+        _ratio(tps("select_128c", "pgstash_pass"), tps("select_128c", "direct")), ">=", 0.8,
+        "tps pgstash_pass / direct, 128 clients")
+    for mode in ("simple", "extended", "prepared"):
+        w = f"select_1c_{mode}"
+        add(f"in-process hit latency at 1 client ≤ 0.5× direct (-M {mode})",
+            _ratio(p50(w, "pgstash_mem"), p50(w, "direct")), "<=", 0.5,
+            f"p50 pgstash_mem / direct, {w}")
+    for w in ("hot_zipf", "heavy_join"):
+        add(f"cached throughput ≥ 2× direct ({w})",
+            _ratio(tps(w, "pgstash_mem"), tps(w, "direct")), ">=", 2.0,
+            f"tps pgstash_mem / direct, {w}")
+        add(f"cached throughput ≥ 1.5× pgpool-II query cache ({w})",
+            _ratio(tps(w, "pgstash_mem"), tps(w, "pgpool")), ">=", 1.5,
+            f"tps pgstash_mem / pgpool, {w}")
+    rb = (extras.get("redis_benchmark") or {}).get("p50_ms")
+    add("Redis-served hit latency ≤ 2× redis-benchmark GET (1 client)",
+        _ratio(p50("select_1c_extended", "pgstash_redis"), rb), "<=", 2.0,
+        "p50 pgstash_redis (select_1c_extended) / redis-benchmark GET p50")
+    for s in ("pgstash_mem", "pgstash_redis"):
+        add(f"miss path ≥ 0.9× pass-through ({s}, uniform_miss)",
+            _ratio(tps("uniform_miss", s), tps("uniform_miss", "pgstash_pass")), ">=", 0.9,
+            f"tps {s} / pgstash_pass, uniform_miss")
+    for s in ("pgstash_mem", "pgstash_redis"):
+        add(f"update-heavy mix ≥ 0.9× pass-through ({s}, mix_50_50)",
+            _ratio(tps("mix_50_50", s), tps("mix_50_50", "pgstash_pass")), ">=", 0.9,
+            f"tps {s} / pgstash_pass, mix_50_50")
+    idle = (extras.get("idle") or {}).get("pgstash_pass") or {}
+    kb = idle.get("kb_per_connection") if idle.get("opened") else None
+    add("< 10 KB of proxy memory per idle client connection (pgstash)",
+        kb, "<=", 10.0, "KiB of RSS per idle connection (absolute, not a ratio)")
+    viol = extras.get("rw_check") or {}
+    total = sum(v.get("violations", 0) for k, v in viol.items() if k.startswith("pgstash"))
+    out.append({"name": "read-your-writes: no stale read after an acknowledged update (pgstash)",
+                "ratio": float(total), "op": "==", "threshold": 0.0,
+                "status": ("PASS" if total == 0 else "FAIL") if viol else "N/A",
+                "basis": "violations counted by workloads/rw_check.sql (absolute)"})
+    return out

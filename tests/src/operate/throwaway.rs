@@ -1,0 +1,173 @@
+//! A Postgres server of one test's own, which the test may stop: for
+//! checking how pgstash reports an upstream that goes away, without
+//! touching the server every other test shares.
+//!
+//! `initdb` into a temp dir (as the `postgres` OS user when running as root,
+//! since Postgres refuses root), `pg_ctl start -w` on a free port, and
+//! `pg_ctl stop -m immediate` on [`ThrowawayPostgres::stop`] or drop.
+
+use std::path::PathBuf;
+use std::process::{Command, Stdio};
+
+pub struct ThrowawayPostgres {
+    dir: PathBuf,
+    bindir: PathBuf,
+    run_as: Option<(u32, u32)>,
+    pub port: u16,
+    running: bool,
+}
+
+impl ThrowawayPostgres {
+    /// Starts one, or `None` when the server binaries are not installed.
+    pub fn start() -> Option<ThrowawayPostgres> {
+        let bindir = bindir()?;
+        let run_as = if unsafe { libc::geteuid() } == 0 {
+            Some(os_user("postgres")?)
+        } else {
+            None
+        };
+        let dir = super::temp_path("pgstash-ops-pg", "d");
+        std::fs::create_dir_all(&dir).expect("create throwaway dir");
+        if let Some((uid, gid)) = run_as {
+            std::os::unix::fs::chown(&dir, Some(uid), Some(gid)).expect("chown throwaway dir");
+        }
+        let port = crate::servers::free_port();
+        let mut server = ThrowawayPostgres {
+            dir,
+            bindir,
+            run_as,
+            port,
+            running: false,
+        };
+        let data = server.dir.join("data");
+        server.run(
+            "initdb",
+            &[
+                "-D".as_ref(),
+                data.as_os_str(),
+                "-U".as_ref(),
+                "postgres".as_ref(),
+                "--auth=trust".as_ref(),
+                "--no-sync".as_ref(),
+            ],
+        );
+        let options = format!(
+            "-p {port} -k {} -c listen_addresses=127.0.0.1 -c fsync=off",
+            server.dir.display()
+        );
+        let log = server.dir.join("log");
+        server.run(
+            "pg_ctl",
+            &[
+                "start".as_ref(),
+                "-w".as_ref(),
+                "-D".as_ref(),
+                data.as_os_str(),
+                "-l".as_ref(),
+                log.as_os_str(),
+                "-o".as_ref(),
+                options.as_ref(),
+            ],
+        );
+        server.running = true;
+        Some(server)
+    }
+
+    /// The superuser's URL to the `postgres` database.
+    pub fn url(&self) -> String {
+        format!("postgres://postgres@127.0.0.1:{}/postgres", self.port)
+    }
+
+    /// Stops the server at once (no shutdown checkpoint).
+    pub fn stop(&self) {
+        let data = self.dir.join("data");
+        self.run(
+            "pg_ctl",
+            &[
+                "stop".as_ref(),
+                "-w".as_ref(),
+                "-m".as_ref(),
+                "immediate".as_ref(),
+                "-D".as_ref(),
+                data.as_os_str(),
+            ],
+        );
+    }
+
+    fn run(&self, tool: &str, args: &[&std::ffi::OsStr]) {
+        use std::os::unix::process::CommandExt;
+        let mut cmd = Command::new(self.bindir.join(tool));
+        cmd.args(args).stdout(Stdio::null()).stderr(Stdio::piped());
+        if let Some((uid, gid)) = self.run_as {
+            cmd.gid(gid).uid(uid);
+        }
+        let out = cmd
+            .output()
+            .unwrap_or_else(|e| panic!("cannot run {tool}: {e}"));
+        let log = std::fs::read_to_string(self.dir.join("log")).unwrap_or_default();
+        assert!(
+            out.status.success(),
+            "{tool} failed: {}\n{log}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+}
+
+impl Drop for ThrowawayPostgres {
+    fn drop(&mut self) {
+        if self.running {
+            let data = self.dir.join("data");
+            let mut cmd = Command::new(self.bindir.join("pg_ctl"));
+            cmd.args(["stop", "-m", "immediate", "-D"])
+                .arg(&data)
+                .stdout(Stdio::null())
+                .stderr(Stdio::null());
+            if let Some((uid, gid)) = self.run_as {
+                use std::os::unix::process::CommandExt;
+                cmd.gid(gid).uid(uid);
+            }
+            let _ = cmd.status();
+        }
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+/// Where `initdb` and `pg_ctl` live: `pg_config --bindir`, `PATH`, or the
+/// Debian layout.
+fn bindir() -> Option<PathBuf> {
+    let has_tools = |d: &PathBuf| d.join("initdb").is_file() && d.join("pg_ctl").is_file();
+    if let Ok(out) = Command::new("pg_config").arg("--bindir").output() {
+        let dir = PathBuf::from(String::from_utf8_lossy(&out.stdout).trim());
+        if has_tools(&dir) {
+            return Some(dir);
+        }
+    }
+    let from_path = std::env::var_os("PATH")
+        .iter()
+        .flat_map(std::env::split_paths)
+        .find(has_tools);
+    if from_path.is_some() {
+        return from_path;
+    }
+    let mut debian: Vec<PathBuf> = std::fs::read_dir("/usr/lib/postgresql")
+        .into_iter()
+        .flatten()
+        .flatten()
+        .map(|e| e.path().join("bin"))
+        .filter(has_tools)
+        .collect();
+    debian.sort();
+    debian.pop()
+}
+
+fn os_user(name: &str) -> Option<(u32, u32)> {
+    let cname = std::ffi::CString::new(name).ok()?;
+    // SAFETY: getpwnam returns static storage or null; read at once.
+    let pw = unsafe { libc::getpwnam(cname.as_ptr()) };
+    if pw.is_null() {
+        return None;
+    }
+    // SAFETY: checked non-null above.
+    let pw = unsafe { &*pw };
+    Some((pw.pw_uid, pw.pw_gid))
+}

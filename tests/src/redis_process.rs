@@ -1,0 +1,160 @@
+//! `RedisProcess`: a redis-server of one test's own, which the test may stop,
+//! kill, restart with the data it had, or freeze — the failures pgstash must
+//! survive without serving stale entries (G4). Never the shared Redis.
+//!
+//! The server listens on a free port and persists to `dump.rdb` in a
+//! temporary directory only when told (`SAVE`, `SHUTDOWN SAVE`): automatic
+//! snapshots are off (`--save ""`), so the test decides exactly which state
+//! a restart comes back with.
+
+use std::net::{SocketAddr, TcpStream};
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+pub struct RedisProcess {
+    pub port: u16,
+    dir: PathBuf,
+    child: Option<Child>,
+    paused: bool,
+}
+
+impl RedisProcess {
+    /// Starts a fresh, empty server and waits until it answers.
+    pub fn start() -> RedisProcess {
+        let dir = std::env::temp_dir().join(crate::unique_name("pgstash-test-redis"));
+        std::fs::create_dir_all(&dir).expect("create redis dir");
+        let mut redis = RedisProcess {
+            port: crate::servers::free_port(),
+            dir,
+            child: None,
+            paused: false,
+        };
+        redis.spawn();
+        redis
+    }
+
+    pub fn url(&self) -> String {
+        format!("redis://127.0.0.1:{}", self.port)
+    }
+
+    fn addr(&self) -> SocketAddr {
+        SocketAddr::from(([127, 0, 0, 1], self.port))
+    }
+
+    fn spawn(&mut self) {
+        use std::os::unix::process::CommandExt;
+        let mut cmd = Command::new("redis-server");
+        cmd.args(["--port", &self.port.to_string(), "--bind", "127.0.0.1"])
+            .args(["--save", "", "--appendonly", "no"])
+            .args(["--dbfilename", "dump.rdb"])
+            .arg("--dir")
+            .arg(&self.dir)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null());
+        // SAFETY: prctl is async-signal-safe. The signal fires when the
+        // spawning thread exits: the test's own thread, which outlives the
+        // test body (and Drop kills the server before that anyway).
+        unsafe {
+            cmd.pre_exec(|| {
+                libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL);
+                Ok(())
+            });
+        }
+        self.child = Some(cmd.spawn().expect("cannot start redis-server"));
+        self.paused = false;
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            // PONG only once the dump is loaded (LOADING before).
+            if TcpStream::connect_timeout(&self.addr(), Duration::from_millis(200)).is_ok()
+                && self.cli(&["PING"]).trim() == "PONG"
+            {
+                return;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "redis-server did not come up on port {}",
+                self.port
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// Runs `redis-cli -p PORT args…` and returns its output.
+    pub fn cli(&self, args: &[&str]) -> String {
+        let out = Command::new("redis-cli")
+            .args(["-p", &self.port.to_string()])
+            .args(args)
+            .output()
+            .expect("cannot run redis-cli");
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+
+    /// Writes the data to dump.rdb now (the state a later restart returns to).
+    pub fn save(&self) {
+        let reply = self.cli(&["SAVE"]);
+        assert_eq!(reply.trim(), "OK", "redis SAVE failed: {reply}");
+    }
+
+    /// `SHUTDOWN SAVE`: the data survives into the next [`Self::restart`].
+    pub fn stop_saving(&mut self) {
+        let _ = self.cli(&["SHUTDOWN", "SAVE"]);
+        self.wait_exit();
+    }
+
+    /// SIGKILL: whatever was not saved is lost.
+    pub fn kill(&mut self) {
+        if let Some(child) = self.child.as_mut() {
+            let _ = child.kill();
+        }
+        self.wait_exit();
+    }
+
+    fn wait_exit(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let deadline = Instant::now() + Duration::from_secs(10);
+            while matches!(child.try_wait(), Ok(None)) {
+                if Instant::now() > deadline {
+                    let _ = child.kill();
+                }
+                std::thread::sleep(Duration::from_millis(10));
+            }
+        }
+        self.paused = false;
+    }
+
+    /// Starts the server again on the same port, loading the saved data.
+    pub fn restart(&mut self) {
+        assert!(self.child.is_none(), "restart() of a running redis-server");
+        self.spawn();
+    }
+
+    /// SIGSTOP: connections stay open, nothing is answered.
+    pub fn freeze(&mut self) {
+        self.signal(libc::SIGSTOP);
+        self.paused = true;
+    }
+
+    /// SIGCONT after [`Self::freeze`].
+    pub fn thaw(&mut self) {
+        self.signal(libc::SIGCONT);
+        self.paused = false;
+    }
+
+    fn signal(&self, signal: libc::c_int) {
+        let child = self.child.as_ref().expect("redis-server is not running");
+        // SAFETY: sending a signal to our own child process.
+        let rc = unsafe { libc::kill(child.id() as libc::pid_t, signal) };
+        assert_eq!(rc, 0, "kill({}, {signal}) failed", child.id());
+    }
+}
+
+impl Drop for RedisProcess {
+    fn drop(&mut self) {
+        if self.paused {
+            self.thaw();
+        }
+        self.kill();
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
