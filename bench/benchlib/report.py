@@ -4,10 +4,11 @@ numbers only mean something on the machine that produced them."""
 
 import statistics
 
-SYSTEMS = ["direct", "pgbouncer", "pgpool", "pgstash_pass", "pgstash_mem", "pgstash_redis"]
+SYSTEMS = ["direct", "pgbouncer", "pgpool", "pgstash_pass", "pgstash_log0", "pgstash_mem",
+           "pgstash_redis"]
 SHORT = {"direct": "direct", "pgbouncer": "PgBouncer", "pgpool": "pgpool-II",
-         "pgstash_pass": "pgstash pass", "pgstash_mem": "pgstash mem",
-         "pgstash_redis": "pgstash redis"}
+         "pgstash_pass": "pgstash pass", "pgstash_log0": "pgstash pass log-all",
+         "pgstash_mem": "pgstash mem", "pgstash_redis": "pgstash redis"}
 
 
 def _median(xs):

@@ -315,14 +315,16 @@ def start_pgpool(sup, tmp, port, pcp_port, pgport, children, ttl):
 # ---------------------------------------------------------------- pgstash
 
 def start_pgstash(sup, tmp, binary, key, label, port, mport, pgport, pool,
-                  rules=None, redis_port=None):
+                  rules=None, redis_port=None, log_all=False):
     d = os.path.join(tmp, key)
     os.makedirs(d, exist_ok=True)
     cmd = [binary, "serve", "--listen", f"127.0.0.1:{port}",
            "--upstream", f"postgres://{PG_USER}@127.0.0.1:{pgport}",
            "--metrics-listen", f"127.0.0.1:{mport}",
            "--pool-size", str(pool), "--pool-mode", "transaction",
-           "--slow-query-ms", "100000"]
+           "--slow-query-ms", "0" if log_all else "100000"]
+    if log_all:
+        cmd += ["--slow-query-log", os.path.join(d, "slow.log")]
     if rules:
         cmd += ["--rules", rules]
     if redis_port:

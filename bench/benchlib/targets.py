@@ -37,6 +37,10 @@ def evaluate(summary, extras):
         add(f"pass-through throughput ≥ 1.0× PgBouncer ({w})",
             _ratio(tps(w, "pgstash_pass"), tps(w, "pgbouncer")), ">=", 1.0,
             f"tps pgstash_pass / pgbouncer, {w}")
+    for w in ("select_8c", "select_32c"):
+        add(f"slow-query log of every query (--slow-query-ms 0) costs < 5% ({w})",
+            _ratio(tps(w, "pgstash_log0"), tps(w, "pgstash_pass")), ">=", 0.95,
+            f"tps pgstash_log0 / pgstash_pass, {w}")
     add("pass-through ≥ 0.8× direct at saturation (select_128c)",
         _ratio(tps("select_128c", "pgstash_pass"), tps("select_128c", "direct")), ">=", 0.8,
         "tps pgstash_pass / direct, 128 clients")

@@ -426,32 +426,22 @@ impl Session {
                         Bytes::copy_from_slice(parse.types),
                     ));
                 }
-                if !rewrite {
+                // Session mode forwards every Parse as it is (the names live
+                // on the client's own server); transaction mode forwards the
+                // unnamed one and manages named ones below.
+                if !rewrite || parse.name.is_empty() {
                     if parse.name.is_empty() {
                         self.unnamed = Some(frame.as_bytes().to_vec().into());
                         self.unnamed_on_server = true;
                     } else {
                         self.statements.insert(&parse);
                     }
-                    self.forward(
-                        &frame,
-                        Expect::Parse {
-                            forward: true,
-                            prepared: None,
-                            rename: None,
-                        },
-                    );
-                } else if parse.name.is_empty() {
-                    self.unnamed = Some(frame.as_bytes().to_vec().into());
-                    self.unnamed_on_server = true;
-                    self.forward(
-                        &frame,
-                        Expect::Parse {
-                            forward: true,
-                            prepared: None,
-                            rename: None,
-                        },
-                    );
+                    let expect = Expect::Parse {
+                        forward: true,
+                        prepared: None,
+                        rename: None,
+                    };
+                    self.forward(&frame, expect);
                 } else if self.statements.contains(parse.name) {
                     // Let Postgres raise its own 42P05: re-parse under the
                     // existing server-side name, then show the client's name.

@@ -156,6 +156,19 @@ fn admin_allowed(
     Ok(())
 }
 
+/// The cache an admin request acts on, or the response refusing it.
+fn admin_cache(
+    context: &Context,
+    peer: SocketAddr,
+    headers: &HeaderMap,
+) -> Result<Arc<crate::cache::Cache>, (StatusCode, String)> {
+    admin_allowed(context, peer, headers).map_err(|(code, text)| (code, text.to_owned()))?;
+    context.cache.clone().ok_or((
+        StatusCode::CONFLICT,
+        "caching is not configured\n".to_owned(),
+    ))
+}
+
 #[derive(serde::Deserialize)]
 struct InvalidateParams {
     database: String,
@@ -169,14 +182,9 @@ async fn admin_invalidate(
     headers: HeaderMap,
     Query(params): Query<InvalidateParams>,
 ) -> (StatusCode, String) {
-    if let Err((code, text)) = admin_allowed(&context, peer, &headers) {
-        return (code, text.to_owned());
-    }
-    let Some(cache) = &context.cache else {
-        return (
-            StatusCode::CONFLICT,
-            "caching is not configured\n".to_owned(),
-        );
+    let cache = match admin_cache(&context, peer, &headers) {
+        Ok(cache) => cache,
+        Err(refused) => return refused,
     };
     let table: pgstash_rules::TableRef = match params.table.parse() {
         Ok(table) => table,
@@ -201,14 +209,9 @@ async fn admin_flush(
     ConnectInfo(peer): ConnectInfo<SocketAddr>,
     headers: HeaderMap,
 ) -> (StatusCode, String) {
-    if let Err((code, text)) = admin_allowed(&context, peer, &headers) {
-        return (code, text.to_owned());
-    }
-    let Some(cache) = &context.cache else {
-        return (
-            StatusCode::CONFLICT,
-            "caching is not configured\n".to_owned(),
-        );
+    let cache = match admin_cache(&context, peer, &headers) {
+        Ok(cache) => cache,
+        Err(refused) => return refused,
     };
     match cache.store.invalidate_all().await {
         Ok(()) => {
@@ -228,14 +231,9 @@ async fn admin_reload(
     ConnectInfo(peer): ConnectInfo<SocketAddr>,
     headers: HeaderMap,
 ) -> (StatusCode, String) {
-    if let Err((code, text)) = admin_allowed(&context, peer, &headers) {
-        return (code, text.to_owned());
-    }
-    let Some(cache) = &context.cache else {
-        return (
-            StatusCode::CONFLICT,
-            "caching is not configured\n".to_owned(),
-        );
+    let cache = match admin_cache(&context, peer, &headers) {
+        Ok(cache) => cache,
+        Err(refused) => return refused,
     };
     match cache.reload_rules() {
         Ok(()) => (StatusCode::OK, "rules reloaded\n".to_owned()),
