@@ -311,6 +311,9 @@ async fn metrics_are_prometheus_text_and_counters_follow_misses_hits_and_writes(
         ("pgstash_pool_acquire_wait_seconds", "histogram"),
         ("pgstash_query_events_dropped_total", "counter"),
         ("pgstash_cache_bytes_served_total", "counter"),
+        ("pgstash_store_call_seconds", "histogram"),
+        ("pgstash_clients_waiting", "gauge"),
+        ("pgstash_pool_size", "gauge"),
     ] {
         assert_eq!(
             s5.types.get(family).map(String::as_str),
@@ -322,6 +325,15 @@ async fn metrics_are_prometheus_text_and_counters_follow_misses_hits_and_writes(
         assert_eq!(kind, "counter");
     }
     assert_eq!(s5.value("pgstash_query_events_dropped_total", &[]), 0.0);
+    // Every cache read above made a timed store lookup.
+    assert!(
+        s5.value("pgstash_store_call_seconds_count", &[("op", "lookup")]) >= 2.0,
+        "store lookups are timed"
+    );
+    assert!(
+        s5.value("pgstash_pool_size", &[]) >= 1.0,
+        "pool size is reported"
+    );
 
     drop(client);
     proxy

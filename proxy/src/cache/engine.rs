@@ -235,7 +235,13 @@ impl Cache {
     /// first caller becomes the filler; concurrent callers wait for it.
     pub async fn lookup(&self, base: &KeyBase, tables: &[TableKey], rule: &Arc<Rule>) -> Plan {
         let labels = [rule.name.as_str()];
-        let lookup = match self.store.lookup(base, tables).await {
+        let started = std::time::Instant::now();
+        let result = self.store.lookup(base, tables).await;
+        self.metrics
+            .store_call
+            .with_label_values(&["lookup"])
+            .observe(started.elapsed().as_secs_f64());
+        let lookup = match result {
             Ok(lookup) => lookup,
             Err(e) => {
                 tracing::debug!(error = %e, "cache lookup failed; going upstream");
@@ -287,10 +293,14 @@ impl Cache {
             .cache_fills
             .with_label_values(&[fill.rule.name.as_str()]);
         let errors = self.metrics.cache_errors.with_label_values(&["put"]);
+        let latency = self.metrics.store_call.with_label_values(&["put"]);
         let ttl = fill.ttl;
         fill.guard.complete(value.clone());
         tokio::spawn(async move {
-            match store.put(&key, value, ttl).await {
+            let started = std::time::Instant::now();
+            let result = store.put(&key, value, ttl).await;
+            latency.observe(started.elapsed().as_secs_f64());
+            match result {
                 Ok(()) => metrics_fills.inc(),
                 Err(e) => {
                     tracing::debug!(error = %e, "cache fill not stored");
@@ -306,6 +316,7 @@ impl Cache {
         if writes.ddl || writes.all {
             self.catalogs.invalidate(database);
         }
+        let started = std::time::Instant::now();
         let result = if writes.all {
             self.metrics.invalidations.with_label_values(&["*"]).inc();
             self.store.invalidate_all().await
@@ -319,6 +330,10 @@ impl Cache {
             }
             self.store.invalidate(&keys).await
         };
+        self.metrics
+            .store_call
+            .with_label_values(&["invalidate"])
+            .observe(started.elapsed().as_secs_f64());
         if let Err(e) = result {
             tracing::warn!(error = %e, "invalidation not recorded");
             self.metrics

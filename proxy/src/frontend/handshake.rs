@@ -95,7 +95,10 @@ async fn handshake(
 
     let pool = context.pool(&database, &user);
     let settings = SessionParams::from_startup(&params);
-    let mut server = match pool.acquire().await {
+    context.metrics.clients_waiting.inc();
+    let acquired = pool.acquire().await;
+    context.metrics.clients_waiting.dec();
+    let mut server = match acquired {
         Ok(server) => server,
         Err(e) => {
             let _ = stream.write_all(&e.to_client(Severity::Fatal)).await;

@@ -601,7 +601,9 @@ impl Session {
         }
         self.flush_client().await?;
         let waited = Instant::now();
+        self.context.metrics.clients_waiting.inc();
         let acquired = self.pool.acquire().await;
+        self.context.metrics.clients_waiting.dec();
         let waited = waited.elapsed();
         self.context
             .metrics

@@ -61,7 +61,10 @@ async fn metrics(State(context): State<Arc<Context>>) -> impl IntoResponse {
 /// Gauges read from their sources at scrape time.
 fn refresh_gauges(context: &Context) {
     let (mut idle, mut active) = (0i64, 0i64);
-    for (_, state) in context.pools.states() {
+    let states = context.pools.states();
+    let size = i64::from(context.config.load().pool.size);
+    context.metrics.pool_size.set(size * states.len() as i64);
+    for (_, state) in states {
         idle += i64::from(state.idle_connections);
         active += i64::from(state.connections.saturating_sub(state.idle_connections));
     }

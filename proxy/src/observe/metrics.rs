@@ -27,6 +27,9 @@ pub mod name {
     pub const POOL_ACQUIRE_WAIT: &str = "pgstash_pool_acquire_wait_seconds";
     pub const RULE_RELOADS: &str = "pgstash_rule_reloads_total";
     pub const EVENTS_DROPPED: &str = "pgstash_query_events_dropped_total";
+    pub const STORE_CALL: &str = "pgstash_store_call_seconds";
+    pub const CLIENTS_WAITING: &str = "pgstash_clients_waiting";
+    pub const POOL_SIZE: &str = "pgstash_pool_size";
 }
 
 pub struct Metrics {
@@ -58,6 +61,12 @@ pub struct Metrics {
     pub rule_reloads: IntCounterVec,
     /// Query events (slow log, digest) dropped because the recorder lagged.
     pub events_dropped: IntCounter,
+    /// Latency of cache store calls; label `op`: lookup, put, invalidate.
+    pub store_call: HistogramVec,
+    /// Clients waiting for a server connection right now.
+    pub clients_waiting: IntGauge,
+    /// Server connections the pools may open (size × pools).
+    pub pool_size: IntGauge,
 }
 
 fn counter_vec(registry: &Registry, name: &str, help: &str, labels: &[&str]) -> IntCounterVec {
@@ -108,6 +117,21 @@ impl Metrics {
             "Query events not logged because the recorder was behind",
         )
         .expect("valid");
+        let store_call = HistogramVec::new(
+            HistogramOpts::new(name::STORE_CALL, "Cache store call latency").buckets(vec![
+                0.00005, 0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1,
+                0.25,
+            ]),
+            &["op"],
+        )
+        .expect("valid");
+        let clients_waiting = IntGauge::new(
+            name::CLIENTS_WAITING,
+            "Clients waiting for a server connection",
+        )
+        .expect("valid");
+        let pool_size =
+            IntGauge::new(name::POOL_SIZE, "Server connections the pools may open").expect("valid");
         let client_connections =
             IntGauge::new(name::CLIENT_CONNECTIONS, "Connected clients").expect("valid");
         let upstream_connections = IntGaugeVec::new(
@@ -130,6 +154,9 @@ impl Metrics {
             Box::new(query_duration.clone()),
             Box::new(slow_queries.clone()),
             Box::new(events_dropped.clone()),
+            Box::new(store_call.clone()),
+            Box::new(clients_waiting.clone()),
+            Box::new(pool_size.clone()),
             Box::new(client_connections.clone()),
             Box::new(upstream_connections.clone()),
             Box::new(pool_acquire_wait.clone()),
@@ -183,6 +210,9 @@ impl Metrics {
             query_duration,
             slow_queries,
             events_dropped,
+            store_call,
+            clients_waiting,
+            pool_size,
             client_connections,
             upstream_connections,
             pool_acquire_wait,
@@ -208,6 +238,7 @@ impl Metrics {
         }
         for op in ["lookup", "put", "invalidate"] {
             self.cache_errors.with_label_values(&[op]);
+            self.store_call.with_label_values(&[op]);
         }
         for state in ["idle", "active"] {
             self.upstream_connections.with_label_values(&[state]);
