@@ -16,6 +16,18 @@ fn temp_file(name: &str, text: &str) -> std::path::PathBuf {
     path
 }
 
+/// Runs `pgstash rules check` on a file with `text`; it must fail. Returns stderr.
+fn failed_check(name: &str, text: &str) -> String {
+    let path = temp_file(name, text);
+    let out = pgstash()
+        .args(["rules", "check"])
+        .arg(&path)
+        .output()
+        .unwrap();
+    assert!(!out.status.success(), "rules check accepted {name}");
+    String::from_utf8_lossy(&out.stderr).into_owned()
+}
+
 #[test]
 fn rules_check_accepts_the_example_rules() {
     let example = concat!(env!("CARGO_MANIFEST_DIR"), "/../deploy/rules.toml");
@@ -33,34 +45,20 @@ fn rules_check_accepts_the_example_rules() {
 
 #[test]
 fn rules_check_reports_line_and_column_of_a_bad_ttl() {
-    let path = temp_file(
+    let stderr = failed_check(
         "rules.toml",
         "[defaults]\nttl = \"30s\"\n\n[[rule]]\nname = \"hot\"\ntables = [\"users\"]\nttl = \"5 parsecs\"\n",
     );
-    let out = pgstash()
-        .args(["rules", "check"])
-        .arg(&path)
-        .output()
-        .unwrap();
-    assert!(!out.status.success());
-    let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(stderr.contains("rules.toml:7:7:"), "{stderr}");
     assert!(stderr.contains("5 parsecs"), "{stderr}");
 }
 
 #[test]
 fn rules_check_reports_sql_that_does_not_parse() {
-    let path = temp_file(
+    let stderr = failed_check(
         "sql.toml",
         "[[rule]]\nname = \"x\"\nquery = \"SELECT id FROM users WHERE\"\n",
     );
-    let out = pgstash()
-        .args(["rules", "check"])
-        .arg(&path)
-        .output()
-        .unwrap();
-    assert!(!out.status.success());
-    let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(stderr.contains("sql.toml:3:9:"), "{stderr}");
     assert!(stderr.contains("does not parse"), "{stderr}");
 }
