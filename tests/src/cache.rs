@@ -208,11 +208,7 @@ impl Default for RedisPrefix {
 
 impl Drop for RedisPrefix {
     fn drop(&mut self) {
-        for chunk in self.keys().chunks(500) {
-            let mut args = vec!["DEL"];
-            args.extend(chunk.iter().map(String::as_str));
-            let _ = self.redis.command(&args);
-        }
+        self.redis.delete(&self.keys());
     }
 }
 

@@ -43,6 +43,15 @@ impl TestRedis {
         command(self.server.addr, args)
     }
 
+    /// Deletes `keys` (in batches, so a long list fits in commands).
+    pub fn delete(&self, keys: &[String]) {
+        for chunk in keys.chunks(500) {
+            let mut args = vec!["DEL"];
+            args.extend(chunk.iter().map(String::as_str));
+            let _ = self.command(&args);
+        }
+    }
+
     /// All keys under this test's prefix.
     pub fn keys(&self) -> Vec<String> {
         let pattern = format!("{}*", self.prefix);
@@ -79,11 +88,7 @@ impl Default for TestRedis {
 
 impl Drop for TestRedis {
     fn drop(&mut self) {
-        for chunk in self.keys().chunks(500) {
-            let mut args = vec!["DEL"];
-            args.extend(chunk.iter().map(String::as_str));
-            let _ = self.command(&args);
-        }
+        self.delete(&self.keys());
     }
 }
 

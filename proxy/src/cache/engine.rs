@@ -160,47 +160,29 @@ impl Cache {
 
     /// What `sql` writes, if anything (no catalog needed).
     pub fn writes(&self, sql: &str) -> Option<Writes> {
-        let decision = match self.analyses.analyze(sql) {
-            Ok(analysis) => {
-                if !analysis.writes() && !analysis.statements.iter().any(|s| s.writes_unknown) {
-                    return None;
-                }
-                let ddl = analysis
-                    .statements
-                    .iter()
-                    .any(|s| s.kind == StatementKind::Ddl);
-                match pgstash_rules::decide(
-                    &analysis,
-                    &RuleSet::default(),
-                    &SessionFacts::default(),
-                    &*catalog::unknown(),
-                ) {
-                    Decision::Write {
-                        tables,
-                        invalidate_all,
-                    } => {
-                        return Some(Writes {
-                            tables,
-                            all: invalidate_all,
-                            ddl,
-                        })
-                    }
-                    other => other,
-                }
-            }
-            Err(_) => pgstash_rules::decide_unparsable(sql),
+        let Ok(analysis) = self.analyses.analyze(sql) else {
+            // Text pg_query cannot parse but that may write: everything goes.
+            return match pgstash_rules::decide_unparsable(sql) {
+                Decision::Write {
+                    tables,
+                    invalidate_all,
+                } => Some(Writes {
+                    tables,
+                    all: invalidate_all,
+                    ddl: true,
+                }),
+                _ => None,
+            };
         };
-        match decision {
-            Decision::Write {
-                tables,
-                invalidate_all,
-            } => Some(Writes {
-                tables,
-                all: invalidate_all,
-                ddl: true,
-            }),
-            _ => None,
+        if !analysis.writes() {
+            return None;
         }
+        let statements = &analysis.statements;
+        Some(Writes {
+            tables: analysis.tables_written(),
+            all: statements.iter().any(|s| s.writes_unknown),
+            ddl: statements.iter().any(|s| s.kind == StatementKind::Ddl),
+        })
     }
 
     /// The caching decision for a read. Loads the catalog only when a rule
