@@ -17,4 +17,10 @@ pub mod server;
 pub mod tools;
 
 pub use config::Config;
+
+/// A future on the heap. The deep paths a session rarely suspends in
+/// (store calls, catalog loads, settings round trips, error exits) return
+/// one, so that they do not size every session's state machine: an idle
+/// session would otherwise carry their largest state (about 12 KiB).
+pub(crate) type Boxed<'a, T> = std::pin::Pin<Box<dyn std::future::Future<Output = T> + Send + 'a>>;
 pub use server::{ServeError, Server, ServerHandle};

@@ -8,6 +8,8 @@
 //!   written, functions, locking, temp/system relations, parameters;
 //! - [`normalize`] / [`Fingerprint`]: the stable SHA-256 identity of a query
 //!   shape, its literal values and a loggable normalized text;
+//! - [`literal_mask`]: a one-pass pre-key shared by texts that differ only
+//!   in plain literals, so a shape is analyzed once, not once per text;
 //! - [`load_rules`] / [`parse_rules`]: the validated rules.toml model
 //!   ([`RuleSet`]), with `file:line:column` errors;
 //! - [`decide`]: cache read, write (what to invalidate), or bypass and why,
@@ -25,6 +27,7 @@ mod load;
 mod model;
 mod names;
 mod session;
+mod shape;
 mod tree;
 mod walk;
 
@@ -42,4 +45,5 @@ pub use load::{load_rules, parse_rules, Problem, RulesError};
 pub use model::{Defaults, Matcher, Rule, RuleSet};
 pub use names::{FunctionRef, NameError, TableRef};
 pub use session::{session_effects, SessionEffects};
+pub use shape::literal_mask;
 pub use tree::{ParseError, TreeError};

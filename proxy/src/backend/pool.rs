@@ -19,6 +19,7 @@ use super::connect::{connect, ConnectTarget};
 use super::error::BackendError;
 use super::server::ServerConn;
 use crate::config::PoolConfig;
+use crate::Boxed;
 
 pub type UpstreamPool = bb8::Pool<ServerManager>;
 pub type Pooled = PooledConnection<'static, ServerManager>;
@@ -172,7 +173,14 @@ impl PoolEntry {
     ///
     /// # Cancellation safety
     /// Safe: a connection bb8 hands over after cancellation goes back to the pool.
-    pub async fn acquire(&self) -> Result<Pooled, BackendError> {
+    ///
+    /// The future is boxed: bb8's wait is large, and inline it would size
+    /// every session's state machine.
+    pub fn acquire(&self) -> Boxed<'_, Result<Pooled, BackendError>> {
+        Box::pin(self.acquire_inline())
+    }
+
+    async fn acquire_inline(&self) -> Result<Pooled, BackendError> {
         let mut errors = self.errors.subscribe();
         errors.borrow_and_update();
         tokio::select! {

@@ -10,7 +10,8 @@ use std::time::{Duration, SystemTime};
 use arc_swap::ArcSwap;
 use bytes::Bytes;
 use pgstash_rules::{
-    AnalysisCache, Decision, Rule, RuleSet, RulesError, SessionFacts, StatementKind, TableRef,
+    Analysis, AnalysisCache, Decision, Rule, RuleSet, RulesError, SessionFacts, StatementKind,
+    TableRef,
 };
 
 use super::catalog::{self, Catalogs};
@@ -20,6 +21,7 @@ use super::store::{MemoryStore, RedisStore, Store, StoreError};
 use crate::backend::connect::ConnectTarget;
 use crate::config::Config;
 use crate::observe::Metrics;
+use crate::Boxed;
 
 /// Distinct SQL texts (and shapes) whose analysis is kept.
 const ANALYSIS_CACHE_ENTRIES: usize = 10_000;
@@ -33,6 +35,14 @@ pub enum CacheError {
     Rules(#[from] RulesError),
     #[error(transparent)]
     Store(#[from] StoreError),
+}
+
+/// What a statement text is to the cache (see [`Cache::classify`]).
+pub enum Classified {
+    /// It writes: these tables are invalidated when it commits.
+    Write(Writes),
+    /// It only reads; `None` when pg_query cannot parse it.
+    Read(Option<Arc<Analysis>>),
 }
 
 /// What a lookup tells the session to do.
@@ -160,43 +170,64 @@ impl Cache {
 
     /// What `sql` writes, if anything (no catalog needed).
     pub fn writes(&self, sql: &str) -> Option<Writes> {
+        match self.classify(sql) {
+            Classified::Write(writes) => Some(writes),
+            Classified::Read(_) => None,
+        }
+    }
+
+    /// Whether `sql` writes, from one analysis that a read then hands on to
+    /// [`Cache::decide`].
+    pub fn classify(&self, sql: &str) -> Classified {
         let Ok(analysis) = self.analyses.analyze(sql) else {
             // Text pg_query cannot parse but that may write: everything goes.
             return match pgstash_rules::decide_unparsable(sql) {
                 Decision::Write {
                     tables,
                     invalidate_all,
-                } => Some(Writes {
+                } => Classified::Write(Writes {
                     tables,
                     all: invalidate_all,
                     ddl: true,
                 }),
-                _ => None,
+                _ => Classified::Read(None),
             };
         };
         if !analysis.writes() {
-            return None;
+            return Classified::Read(Some(analysis));
         }
         let statements = &analysis.statements;
-        Some(Writes {
+        Classified::Write(Writes {
             tables: analysis.tables_written(),
             all: statements.iter().any(|s| s.writes_unknown),
             ddl: statements.iter().any(|s| s.kind == StatementKind::Ddl),
         })
     }
 
-    /// The caching decision for a read. Loads the catalog only when a rule
-    /// matches and the answer depends on it.
-    pub async fn decide(
+    /// The caching decision for a read `sql`, given its analysis from
+    /// [`Cache::classify`] (`None`: unparsable). Loads the catalog only when
+    /// a rule matches and the answer depends on it.
+    pub fn decide<'a>(
+        &'a self,
+        sql: &'a str,
+        analysis: Option<Arc<Analysis>>,
+        facts: SessionFacts,
+        database: &'a str,
+        target: impl FnOnce() -> ConnectTarget + Send + 'a,
+    ) -> Boxed<'a, Decision> {
+        Box::pin(self.decide_inline(sql, analysis, facts, database, target))
+    }
+
+    async fn decide_inline(
         &self,
         sql: &str,
+        analysis: Option<Arc<Analysis>>,
         facts: SessionFacts,
         database: &str,
         target: impl FnOnce() -> ConnectTarget,
     ) -> Decision {
-        let analysis = match self.analyses.analyze(sql) {
-            Ok(analysis) => analysis,
-            Err(_) => return pgstash_rules::decide_unparsable(sql),
+        let Some(analysis) = analysis else {
+            return pgstash_rules::decide_unparsable(sql);
         };
         let rules = self.rules.load();
         let first = pgstash_rules::decide(&analysis, &rules, &facts, &*catalog::unknown());
@@ -215,7 +246,16 @@ impl Cache {
 
     /// Looks `base` up under the current versions of `tables`. On a miss the
     /// first caller becomes the filler; concurrent callers wait for it.
-    pub async fn lookup(&self, base: &KeyBase, tables: &[TableKey], rule: &Arc<Rule>) -> Plan {
+    pub fn lookup<'a>(
+        &'a self,
+        base: &'a KeyBase,
+        tables: &'a [TableKey],
+        rule: &'a Arc<Rule>,
+    ) -> Boxed<'a, Plan> {
+        Box::pin(self.lookup_inline(base, tables, rule))
+    }
+
+    async fn lookup_inline(&self, base: &KeyBase, tables: &[TableKey], rule: &Arc<Rule>) -> Plan {
         let labels = [rule.name.as_str()];
         let started = std::time::Instant::now();
         let result = self.store.lookup(base, tables).await;
@@ -294,7 +334,11 @@ impl Cache {
 
     /// Records that `writes` committed in `database`. Called after the
     /// commit and before the client sees its acknowledgement.
-    pub async fn invalidate(&self, database: &str, writes: &Writes) {
+    pub fn invalidate<'a>(&'a self, database: &'a str, writes: &'a Writes) -> Boxed<'a, ()> {
+        Box::pin(self.invalidate_inline(database, writes))
+    }
+
+    async fn invalidate_inline(&self, database: &str, writes: &Writes) {
         if writes.ddl || writes.all {
             self.catalogs.invalidate(database);
         }

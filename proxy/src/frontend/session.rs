@@ -25,12 +25,13 @@ use crate::backend::cancel::{CancelSlot, CancelTarget};
 use crate::backend::params::capture_sql;
 use crate::backend::pool::{PoolEntry, Pooled};
 use crate::backend::{BackendError, ServerConn, SessionParams};
-use crate::cache::Cache;
+use crate::cache::{entry, Cache};
 use crate::config::PoolMode;
 use crate::context::Context;
 use crate::net::message::{self, ftag, tag, Severity};
 use crate::net::{Frame, FrameReader, NetError, Stream};
 use crate::observe::record::SessionInfo;
+use crate::Boxed;
 
 /// Answers to frontend messages kept beyond this size are written out and
 /// the buffer is given back, so an idle client does not pin a large buffer.
@@ -206,21 +207,19 @@ impl Session {
                     Ok(None) => break,
                     Err(e) => return self.fatal(e.sqlstate(), &e.to_string(), e.into()).await,
                 };
-                // Boxed: the rarely used deep paths (pool waits, catalog
-                // loads, store calls) must not size the idle session.
-                if !Box::pin(self.on_client_message(frame)).await? {
+                if !self.on_client_message(frame).await? {
                     return Ok(());
                 }
             }
             self.drain_due();
             self.flush().await?;
-            Box::pin(self.maybe_release()).await?;
+            self.maybe_release().await?;
             tracing::trace!(held = self.server.is_some(), settled = self.expect.settled(), unsynced = self.unsynced, status = %(self.status as char), in_copy = self.in_copy, "session waits");
             match self.wait().await {
                 Event::Client(Ok(())) => {}
                 Event::Client(Err(NetError::Closed)) => return Err(FrontendError::ClientGone),
                 Event::Client(Err(e)) => return Err(e.into()),
-                Event::Server(Ok(())) => Box::pin(self.relay_server()).await?,
+                Event::Server(Ok(())) => self.relay_server().await?,
                 Event::Server(Err(e)) => return self.on_server_lost(e).await,
                 Event::Shutdown => {
                     let e = FrontendError::Protocol("shutdown".into());
@@ -243,7 +242,8 @@ impl Session {
     /// that loses the race loses nothing.
     async fn wait(&mut self) -> Event {
         let idle = self.is_idle();
-        let shutdown = self.context.shutdown.clone();
+        // Borrowed, not cloned: a token clone locks the token's tree.
+        let shutdown = &self.context.shutdown;
         match self.server.as_mut() {
             Some(server) => {
                 let conn: &mut ServerConn = server;
@@ -621,8 +621,7 @@ impl Session {
             }
         };
         if let Some(sql) = self.settings.transition_sql(&server.applied) {
-            if let Err(e) = server.run_internal(&sql).await {
-                server.broken = true;
+            if let Err(e) = apply_settings(&mut server, sql).await {
                 self.to_client
                     .extend_from_slice(&e.to_client(Severity::Error));
                 self.local_skip = true;
@@ -706,7 +705,7 @@ impl Session {
                 tag::COMMAND_COMPLETE => {
                     self.in_copy = false;
                     if let Some(request) = self.request.as_mut() {
-                        request.rows += request::rows_in_tag(frame.body());
+                        request.rows += entry::rows_in_tag(frame.body());
                     }
                     caching::on_command_complete(
                         &mut self.pending,
@@ -761,17 +760,19 @@ impl Session {
     }
 
     /// The server connection failed while held: tell the client and end.
-    async fn on_server_lost(&mut self, e: NetError) -> Result<(), FrontendError> {
-        if let Some(server) = self.server.as_mut() {
-            server.broken = true;
-        }
-        let error = FrontendError::Backend(BackendError::from(e));
-        if self.told_fatal {
-            let _ = self.flush_client().await;
-            return Err(error);
-        }
-        self.fatal("08006", "server closed the connection unexpectedly", error)
-            .await
+    fn on_server_lost(&mut self, e: NetError) -> Boxed<'_, Result<(), FrontendError>> {
+        Box::pin(async move {
+            if let Some(server) = self.server.as_mut() {
+                server.broken = true;
+            }
+            let error = FrontendError::Backend(BackendError::from(e));
+            if self.told_fatal {
+                let _ = self.flush_client().await;
+                return Err(error);
+            }
+            self.fatal("08006", "server closed the connection unexpectedly", error)
+                .await
+        })
     }
 
     fn drain_due(&mut self) {
@@ -842,7 +843,11 @@ impl Session {
 
     /// Reads the server's session settings into the client's (they travel
     /// with the client to other server connections and into cache keys).
-    async fn capture_settings(&mut self) {
+    fn capture_settings(&mut self) -> Boxed<'_, ()> {
+        Box::pin(self.capture_settings_inline())
+    }
+
+    async fn capture_settings_inline(&mut self) {
         let user = self.user.clone();
         let Some(server) = self.server.as_mut() else {
             return;
@@ -882,21 +887,27 @@ impl Session {
     }
 
     /// Sends a FATAL error, flushes, and ends the session with `error`.
-    async fn fatal(
+    fn fatal(
         &mut self,
         code: &str,
         text: &str,
         error: FrontendError,
-    ) -> Result<(), FrontendError> {
+    ) -> Boxed<'_, Result<(), FrontendError>> {
         message::error_response(&mut self.to_client, Severity::Fatal, code, text);
-        let _ = self.flush_client().await;
-        Err(error)
+        Box::pin(async move {
+            let _ = self.flush_client().await;
+            Err(error)
+        })
     }
 
     /// After the session: the server connection goes back to the pool only
     /// if it is clean; a client that left mid-transaction or mid-COPY gets
     /// its connection discarded (Postgres rolls the transaction back).
-    async fn finish(&mut self) {
+    fn finish(&mut self) -> Boxed<'_, ()> {
+        Box::pin(self.finish_inline())
+    }
+
+    async fn finish_inline(&mut self) {
         self.context.cancels.unregister(self.key);
         if let (Some(cache), Some(pending)) = (self.cache.clone(), self.pending.take()) {
             // The connection ended between a write and its acknowledgement:
@@ -922,6 +933,18 @@ impl Session {
         }
         let _ = self.client.shutdown().await;
     }
+}
+
+/// Brings a server connection's settings to the client's (off the
+/// session's state machine: most acquisitions need no round trip).
+fn apply_settings(server: &mut Pooled, sql: String) -> Boxed<'_, Result<(), BackendError>> {
+    Box::pin(async move {
+        let result = server.run_internal(&sql).await.map(|_| ());
+        if result.is_err() {
+            server.broken = true;
+        }
+        result
+    })
 }
 
 /// DISCARD ALL / DISCARD PLANS / DEALLOCATE drop server-side statements.

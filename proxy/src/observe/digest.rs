@@ -11,7 +11,7 @@
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
-use pgstash_rules::Analysis;
+use pgstash_rules::{Analysis, Fingerprint};
 use serde::Serialize;
 
 use super::record::QueryEvent;
@@ -74,7 +74,7 @@ pub struct ShapeReport {
 }
 
 pub struct Digest {
-    shapes: Mutex<HashMap<String, Shape>>,
+    shapes: Mutex<HashMap<Fingerprint, Shape>>,
     capacity: usize,
 }
 
@@ -88,14 +88,14 @@ impl Digest {
 
     pub fn record(&self, event: &QueryEvent, analysis: Option<&Analysis>) {
         let Some(analysis) = analysis else { return };
-        let key = analysis.fingerprint.to_string();
+        let key = analysis.fingerprint;
         let ms = event.duration.as_secs_f64() * 1000.0;
         let mut shapes = self.shapes.lock().unwrap_or_else(|e| e.into_inner());
         if !shapes.contains_key(&key) && shapes.len() >= self.capacity {
             let smallest = shapes
                 .iter()
                 .min_by(|a, b| a.1.total_ms.total_cmp(&b.1.total_ms))
-                .map(|(k, _)| k.clone());
+                .map(|(k, _)| *k);
             if let Some(smallest) = smallest {
                 shapes.remove(&smallest);
             }
@@ -156,7 +156,7 @@ impl Digest {
                     f64::from(sorted[i])
                 };
                 ShapeReport {
-                    fingerprint: fingerprint.clone(),
+                    fingerprint: fingerprint.to_string(),
                     query: s.query.to_string(),
                     calls: s.calls,
                     total_ms: s.total_ms,

@@ -1,13 +1,14 @@
 //! The path from a finished request to the slow-query log and the query
 //! digest. Sessions hand a [`QueryEvent`] to a bounded channel and move on;
-//! one background task normalizes the text (once per text, cached),
-//! updates the digest and writes slow-log lines. When the channel is full
+//! one background task normalizes the text (once per shape: texts that
+//! differ only in plain literals share one analysis), updates the digest
+//! and writes slow-log lines. When the channel is full
 //! the event is dropped and counted: logging never blocks a query.
 
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime};
 
-use pgstash_rules::AnalysisCache;
+use pgstash_rules::{literal_mask, Analysis, AnalysisCache};
 
 use super::digest::Digest;
 use super::slowlog::{SlowLine, SlowLog};
@@ -81,7 +82,7 @@ async fn run(
     batch: Arc<Mutex<Vec<QueryEvent>>>,
     mut slow_log: SlowLog,
 ) {
-    let analyses = AnalysisCache::new(10_000);
+    let analyses = Shapes::new(10_000);
     let mut events = Vec::new();
     loop {
         tokio::time::sleep(DRAIN_EVERY).await;
@@ -98,26 +99,52 @@ async fn run(
     }
 }
 
-async fn record_one(
-    context: &Context,
-    analyses: &AnalysisCache,
-    slow_log: &mut SlowLog,
-    event: QueryEvent,
-) {
-    let analysis = analyses.analyze(&event.text).ok();
-    let (fingerprint, normalized) = match &analysis {
-        Some(a) => (a.fingerprint.to_string(), a.normalized.clone()),
-        None => (String::new(), event.text.clone()),
-    };
+/// The recorder's analyses: by text, and by literal mask so that texts of
+/// one shape (`... WHERE id = 1`, `... WHERE id = 2`) are analyzed once.
+///
+/// An analysis found by mask is another text's: its fingerprint, normalized
+/// text and statements are this text's too, its literals are not (nothing
+/// here reads them).
+struct Shapes {
+    analyses: AnalysisCache,
+    by_mask: quick_cache::sync::Cache<String, Arc<Analysis>>,
+}
+
+impl Shapes {
+    fn new(capacity: usize) -> Shapes {
+        Shapes {
+            analyses: AnalysisCache::new(capacity),
+            by_mask: quick_cache::sync::Cache::new(capacity),
+        }
+    }
+
+    fn analyze(&self, text: &str) -> Option<Arc<Analysis>> {
+        let Some(mask) = literal_mask(text) else {
+            return self.analyses.analyze(text).ok();
+        };
+        if let Some(hit) = self.by_mask.get(&mask) {
+            return Some(hit);
+        }
+        let analysis = self.analyses.analyze(text).ok()?;
+        self.by_mask.insert(mask, Arc::clone(&analysis));
+        Some(analysis)
+    }
+}
+
+async fn record_one(context: &Context, shapes: &Shapes, slow_log: &mut SlowLog, event: QueryEvent) {
+    let analysis = shapes.analyze(&event.text);
     context.digest.record(&event, analysis.as_deref());
     let config = context.config.load();
     let threshold = Duration::from_millis(config.slow_query_ms);
     if event.duration >= threshold {
         context.metrics.slow_queries.inc();
-        let query = if config.log_parameters {
-            event.text.clone()
-        } else {
-            normalized
+        let fingerprint = analysis
+            .as_ref()
+            .map(|a| a.fingerprint.to_string())
+            .unwrap_or_default();
+        let query = match &analysis {
+            Some(a) if !config.log_parameters => a.normalized.clone(),
+            _ => event.text.clone(),
         };
         slow_log
             .write(&SlowLine::new(&event, &fingerprint, &query))

@@ -15,16 +15,18 @@
 use std::sync::Arc;
 
 use bytes::{Bytes, BytesMut};
-use pgstash_rules::{Decision, Rule, SessionFacts};
+use pgstash_rules::{Analysis, Decision, Rule, SessionFacts};
 
 use super::{FrontendError, Session};
 use crate::cache::engine::table_keys;
+use crate::cache::entry;
 pub use crate::cache::Writes;
-use crate::cache::{Cache, Fill, KeyBase, KeyBuilder, Plan};
+use crate::cache::{Cache, Classified, Fill, KeyBase, KeyBuilder, Plan};
 use crate::config::PoolMode;
 use crate::frontend::statements::{self, ParseMessage};
 use crate::net::message::{self, ftag, tag};
 use crate::net::Frame;
+use crate::Boxed;
 
 /// Extended messages held before a batch is replayed without caching.
 pub const MAX_BATCH: usize = 64;
@@ -209,23 +211,33 @@ impl Session {
 
     /// The cache path of a simple Query. Returns true when the answer was
     /// served from the cache (the caller adds ReadyForQuery).
-    pub(super) async fn cached_query(&mut self, frame: &Frame) -> Result<bool, FrontendError> {
+    pub(super) fn cached_query<'a>(
+        &'a mut self,
+        frame: &'a Frame,
+    ) -> Boxed<'a, Result<bool, FrontendError>> {
+        Box::pin(self.cached_query_inline(frame))
+    }
+
+    async fn cached_query_inline(&mut self, frame: &Frame) -> Result<bool, FrontendError> {
         let Some(cache) = self.cache.clone() else {
             return Ok(false);
         };
         let body = frame.body();
         let sql = String::from_utf8_lossy(body.strip_suffix(&[0]).unwrap_or(body)).into_owned();
         self.request_text(sql.as_str().into());
-        if let Some(writes) = cache.writes(&sql) {
-            self.request_path("write");
-            self.note_writes(writes);
-            return Ok(false);
-        }
+        let analysis = match cache.classify(&sql) {
+            Classified::Write(writes) => {
+                self.request_path("write");
+                self.note_writes(writes);
+                return Ok(false);
+            }
+            Classified::Read(analysis) => analysis,
+        };
         if !self.quiescent() {
             self.count_unquiet_bypass();
             return Ok(false);
         }
-        let Some((rule, tables)) = self.decide_read(&cache, &sql).await else {
+        let Some((rule, tables)) = self.decide_read(&cache, &sql, analysis).await else {
             return Ok(false);
         };
         let base = self.key_base("simple/1", &rule, |k| {
@@ -238,6 +250,7 @@ impl Session {
         &mut self,
         cache: &Arc<Cache>,
         sql: &str,
+        analysis: Option<Arc<Analysis>>,
     ) -> Option<(Arc<Rule>, Vec<pgstash_rules::TableRef>)> {
         let (context, database, user) = (
             self.context.clone(),
@@ -245,7 +258,7 @@ impl Session {
             self.user.clone(),
         );
         let decision = cache
-            .decide(sql, self.facts(), &self.database, || {
+            .decide(sql, analysis, self.facts(), &self.database, || {
                 context.connect_target(&database, &user)
             })
             .await;
@@ -286,7 +299,7 @@ impl Session {
                     .cache_bytes_served
                     .inc_by(bytes.len() as u64);
                 self.request_path("hit");
-                self.request().rows = rows_in_entry(&bytes);
+                self.request().rows = entry::rows(&bytes);
                 self.finish_request();
                 Ok(true)
             }
@@ -332,16 +345,22 @@ impl Session {
     }
 
     /// Sends the held extended messages on without caching.
-    pub(super) async fn replay_batch(&mut self) -> Result<(), FrontendError> {
-        for frame in std::mem::take(&mut self.batch) {
-            self.dispatch(frame).await?;
-        }
-        Ok(())
+    pub(super) fn replay_batch(&mut self) -> Boxed<'_, Result<(), FrontendError>> {
+        Box::pin(async move {
+            for frame in std::mem::take(&mut self.batch) {
+                self.dispatch(frame).await?;
+            }
+            Ok(())
+        })
     }
 
     /// At Sync: answers the held request from the cache if it can (true),
     /// otherwise replays it (possibly as the leader of a fill).
-    pub(super) async fn process_batch(&mut self) -> Result<bool, FrontendError> {
+    pub(super) fn process_batch(&mut self) -> Boxed<'_, Result<bool, FrontendError>> {
+        Box::pin(self.process_batch_inline())
+    }
+
+    async fn process_batch_inline(&mut self) -> Result<bool, FrontendError> {
         if !self.quiescent() {
             if single_unit(&self.batch).is_some() {
                 self.count_unquiet_bypass();
@@ -390,9 +409,9 @@ impl Session {
                 None => return Ok(false),
             },
         };
-        if cache.writes(&sql).is_some() {
+        let Classified::Read(analysis) = cache.classify(&sql) else {
             return Ok(false);
-        }
+        };
         // Session mode keeps the client's named statements on its server;
         // a Parse answered here would leave it missing there.
         let named_parse = parse.as_ref().is_some_and(|p| !p.name.is_empty());
@@ -413,7 +432,7 @@ impl Session {
             return Ok(false);
         }
         self.request_text(sql.clone());
-        let Some((rule, tables)) = self.decide_read(&cache, &sql).await else {
+        let Some((rule, tables)) = self.decide_read(&cache, &sql, analysis).await else {
             return Ok(false);
         };
         let describe = unit.describe;
@@ -446,22 +465,6 @@ impl Session {
 }
 
 /// Rows of a cached answer: the count in its final CommandComplete.
-fn rows_in_entry(entry: &[u8]) -> u64 {
-    let mut rest = entry;
-    let mut rows = 0;
-    while rest.len() >= 5 {
-        let len = i32::from_be_bytes([rest[1], rest[2], rest[3], rest[4]]).max(4) as usize;
-        let Some(frame) = rest.get(..len + 1) else {
-            break;
-        };
-        if frame[0] == tag::COMMAND_COMPLETE {
-            rows = super::request::rows_in_tag(&frame[5..]);
-        }
-        rest = &rest[len + 1..];
-    }
-    rows
-}
-
 /// Recognizes `[Parse] Bind [Describe portal] Execute` on the unnamed
 /// portal with no row limit: the requests the cache answers.
 fn single_unit(batch: &[Frame]) -> Option<Unit> {

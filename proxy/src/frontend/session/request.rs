@@ -40,16 +40,6 @@ impl Request {
     }
 }
 
-/// Rows reported by a CommandComplete tag ("SELECT 5", "INSERT 0 1", …).
-pub fn rows_in_tag(body: &[u8]) -> u64 {
-    let tag = body.split(|b| *b == 0).next().unwrap_or_default();
-    tag.rsplit(|b| *b == b' ')
-        .next()
-        .and_then(|n| std::str::from_utf8(n).ok())
-        .and_then(|n| n.parse().ok())
-        .unwrap_or(0)
-}
-
 impl Session {
     /// The request in flight, started now as a bypass if there is none.
     pub(super) fn request(&mut self) -> &mut Request {
@@ -105,17 +95,5 @@ impl Session {
             pool_wait: request.pool_wait,
             rule: request.rule,
         });
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::rows_in_tag;
-
-    #[test]
-    fn rows_come_from_the_last_word_of_the_tag() {
-        assert_eq!(rows_in_tag(b"SELECT 5\0"), 5);
-        assert_eq!(rows_in_tag(b"INSERT 0 12\0"), 12);
-        assert_eq!(rows_in_tag(b"BEGIN\0"), 0);
     }
 }
