@@ -93,6 +93,18 @@ def run(cmd, user=None, check=True, timeout=600, **kw):
     return r
 
 
+def cpu_seconds(pid):
+    """(user, system) CPU seconds one process has used so far, or None."""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            fields = f.read().rsplit(")", 1)[1].split()
+    except OSError:
+        return None
+    tick = os.sysconf("SC_CLK_TCK")
+    # utime and stime are fields 14 and 15 of stat(5); fields[0] is field 3.
+    return int(fields[11]) / tick, int(fields[12]) / tick
+
+
 def rss_kb(pid):
     """Resident set size of one process, in KiB (VmRSS of /proc/PID/status)."""
     with open(f"/proc/{pid}/status") as f:

@@ -38,6 +38,8 @@ def summarize(runs):
                 "failed_transactions": sum(r.get("failed") or 0 for r in rs),
                 "errors": next((r["errors"] for r in rs if r.get("errors")), []),
                 "hit_ratio": (hits / (hits + misses)) if (hits + misses) else None,
+                "cpu_user_us": _median([r.get("cpu_user_us") for r in use]),
+                "cpu_sys_us": _median([r.get("cpu_sys_us") for r in use]),
             }
     return summary
 
@@ -165,6 +167,26 @@ def render(result):
             row.append("–" if hr is None else f"{hr * 100:.1f}%")
         rows.append(row)
     out += [md_table(["workload", "pgpool-II", "pgstash mem", "pgstash redis"], rows), ""]
+
+    out += ["## Proxy CPU per transaction", "",
+            "User / system CPU microseconds the proxy process used per transaction during "
+            "the measured runs (`/proc/PID/stat`; PgBouncer and pgstash are one process "
+            "each). On a machine where clients, proxy and Postgres share the cores, this "
+            "is what a proxy takes away from the others.", ""]
+    cpu_systems = [s for s in ("pgbouncer", "pgstash_pass", "pgstash_log0", "pgstash_mem",
+                               "pgstash_redis") if s in systems]
+    rows = []
+    for w in workloads:
+        if w["clients"] == 1:
+            continue
+        cells = summary.get(w["name"], {})
+        row = [f"`{w['name']}`"]
+        for s in cpu_systems:
+            c = cells.get(s) or {}
+            u, k = c.get("cpu_user_us"), c.get("cpu_sys_us")
+            row.append("–" if u is None else f"{u:.1f} / {k:.1f}")
+        rows.append(row)
+    out += [md_table(["workload"] + [SHORT[s] for s in cpu_systems], rows), ""]
 
     out += ["## Read-your-writes check", "",
             "`workloads/rw_check.sql`, 8 clients: each client sets one of its own rows to a "

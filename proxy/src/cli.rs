@@ -108,6 +108,9 @@ pub struct ServeArgs {
     /// transaction or session [default: transaction].
     #[arg(long, env = "PGSTASH_POOL_MODE")]
     pub pool_mode: Option<PoolMode>,
+    /// Threads serving connections; 0 = one per CPU [default: 0].
+    #[arg(long, env = "PGSTASH_WORKERS")]
+    pub workers: Option<usize>,
 }
 
 impl ServeArgs {
@@ -152,6 +155,9 @@ impl ServeArgs {
         }
         if let Some(v) = self.pool_mode {
             config.pool.mode = v;
+        }
+        if let Some(v) = self.workers {
+            config.workers = v;
         }
         Ok(())
     }

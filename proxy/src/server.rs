@@ -156,6 +156,8 @@ impl Server {
             metrics_addr,
         } = self;
         tracing::info!(metrics = %metrics_addr, "metrics port listening");
+        let workers = tokio::runtime::Handle::current().metrics().num_workers();
+        context.metrics.workers.set(workers as i64);
         tokio::spawn(crate::observe::http::serve(
             metrics_listener,
             context.clone(),

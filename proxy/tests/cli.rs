@@ -1,6 +1,7 @@
 //! The `pgstash` binary's own contract: `rules check` exits non-zero with
-//! file:line:column on a broken file, and a broken config file stops
-//! `serve` with its file, line and column before anything listens.
+//! file:line:column on a broken file, a broken config file stops `serve`
+//! with its file, line and column before anything listens, and `--workers`
+//! sets the serving threads.
 
 use std::process::Command;
 
@@ -85,4 +86,46 @@ fn serve_refuses_a_bad_upstream_url_from_the_environment() {
         .unwrap();
     assert_eq!(out.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&out.stderr).contains("invalid upstream URL"));
+}
+
+/// Starts `pgstash serve --workers N` and returns the worker threads its
+/// metrics port reports (`pgstash_worker_threads`).
+fn serve_with_workers(workers: &str) -> Option<u64> {
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .unwrap()
+        .port();
+    let mut child = pgstash()
+        .args(["serve", "--listen", "127.0.0.1:0", "--workers", workers])
+        .args(["--metrics-listen", &format!("127.0.0.1:{port}")])
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut found = None;
+    for _ in 0..100 {
+        let body = ureq::get(&format!("http://127.0.0.1:{port}/metrics"))
+            .call()
+            .ok()
+            .and_then(|mut r| r.body_mut().read_to_string().ok());
+        found = body.as_deref().and_then(|text| {
+            text.lines()
+                .find_map(|l| l.strip_prefix("pgstash_worker_threads "))
+                .and_then(|n| n.trim().parse().ok())
+        });
+        if found.is_some() {
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    let _ = child.kill();
+    let _ = child.wait();
+    found
+}
+
+#[test]
+fn workers_sets_the_number_of_serving_threads() {
+    assert_eq!(serve_with_workers("1"), Some(1));
+    assert_eq!(serve_with_workers("3"), Some(3));
+    let cpus = std::thread::available_parallelism().map_or(1, |n| n.get() as u64);
+    assert_eq!(serve_with_workers("0"), Some(cpus), "0 means one per CPU");
 }

@@ -79,6 +79,9 @@ pub struct Config {
     /// How long a graceful shutdown waits for running transactions.
     #[serde(with = "humantime_serde")]
     pub shutdown_timeout: Duration,
+    /// Threads that serve connections; 0 means one per CPU. Read at start
+    /// only (a reload does not change it).
+    pub workers: usize,
     pub pool: PoolConfig,
     pub auth: AuthConfig,
     pub cache: CacheConfig,
@@ -112,6 +115,7 @@ impl Default for Config {
             digest_size: 1000,
             max_message_bytes: 64 * 1024 * 1024,
             shutdown_timeout: Duration::from_secs(30),
+            workers: 0,
             pool: PoolConfig::default(),
             auth: AuthConfig::default(),
             cache: CacheConfig::default(),

@@ -30,6 +30,7 @@ pub mod name {
     pub const STORE_CALL: &str = "pgstash_store_call_seconds";
     pub const CLIENTS_WAITING: &str = "pgstash_clients_waiting";
     pub const POOL_SIZE: &str = "pgstash_pool_size";
+    pub const WORKERS: &str = "pgstash_worker_threads";
 }
 
 pub struct Metrics {
@@ -67,6 +68,8 @@ pub struct Metrics {
     pub clients_waiting: IntGauge,
     /// Server connections the pools may open (size × pools).
     pub pool_size: IntGauge,
+    /// Threads serving connections (the `workers` setting, resolved).
+    pub workers: IntGauge,
 }
 
 fn counter_vec(registry: &Registry, name: &str, help: &str, labels: &[&str]) -> IntCounterVec {
@@ -132,6 +135,7 @@ impl Metrics {
         .expect("valid");
         let pool_size =
             IntGauge::new(name::POOL_SIZE, "Server connections the pools may open").expect("valid");
+        let workers = IntGauge::new(name::WORKERS, "Threads serving connections").expect("valid");
         let client_connections =
             IntGauge::new(name::CLIENT_CONNECTIONS, "Connected clients").expect("valid");
         let upstream_connections = IntGaugeVec::new(
@@ -157,6 +161,7 @@ impl Metrics {
             Box::new(store_call.clone()),
             Box::new(clients_waiting.clone()),
             Box::new(pool_size.clone()),
+            Box::new(workers.clone()),
             Box::new(client_connections.clone()),
             Box::new(upstream_connections.clone()),
             Box::new(pool_acquire_wait.clone()),
@@ -213,6 +218,7 @@ impl Metrics {
             store_call,
             clients_waiting,
             pool_size,
+            workers,
             client_connections,
             upstream_connections,
             pool_acquire_wait,
