@@ -184,6 +184,9 @@ impl PoolEntry {
         let mut errors = self.errors.subscribe();
         errors.borrow_and_update();
         tokio::select! {
+            // The pool first: when a connection is idle it is taken without
+            // ever registering as a waiter on the error channel (a lock).
+            biased;
             got = self.pool.get_owned() => got.map_err(|e| match e {
                 bb8::RunError::User(e) => e,
                 bb8::RunError::TimedOut => BackendError::AcquireTimeout(self.acquire_timeout),

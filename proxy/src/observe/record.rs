@@ -96,6 +96,7 @@ async fn run(
         for event in events.drain(..) {
             record_one(&context, &analyses, &mut slow_log, event).await;
         }
+        slow_log.flush().await;
     }
 }
 

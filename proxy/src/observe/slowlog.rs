@@ -58,11 +58,21 @@ enum Sink {
 }
 
 /// Where slow-query lines go.
+///
+/// # Performance
+/// Lines are collected in memory and written together by [`SlowLog::flush`]
+/// (the recorder flushes after each batch it drains): a tokio file write
+/// is a hop to a blocking thread, too dear to pay per line when every
+/// query is logged.
 pub struct SlowLog {
     path: Option<PathBuf>,
     sink: Option<Sink>,
     reopen: Arc<AtomicBool>,
+    pending: Vec<u8>,
 }
+
+/// Buffered lines beyond this are written before more are added.
+const FLUSH_ABOVE: usize = 256 * 1024;
 
 impl SlowLog {
     /// `reopen` is set on SIGHUP; the next line reopens the file.
@@ -71,6 +81,7 @@ impl SlowLog {
             path,
             sink: None,
             reopen,
+            pending: Vec::new(),
         }
     }
 
@@ -95,23 +106,43 @@ impl SlowLog {
         self.sink.as_mut()
     }
 
+    /// Adds a line; it reaches the log at the next [`SlowLog::flush`].
     pub async fn write(&mut self, line: &SlowLine<'_>) {
-        // A pending SIGHUP reopens the file before this line.
+        if self.pending.len() > FLUSH_ABOVE {
+            self.flush().await;
+        }
+        if serde_json::to_writer(&mut self.pending, line).is_ok() {
+            self.pending.push(b'\n');
+        }
+    }
+
+    /// Writes the lines added since the last flush.
+    pub async fn flush(&mut self) {
+        if self.pending.is_empty() {
+            return;
+        }
+        // A pending SIGHUP reopens the file before these lines.
         if self.reopen.swap(false, Ordering::SeqCst) {
             self.sink = None;
         }
-        let Ok(mut text) = serde_json::to_vec(line) else {
-            return;
-        };
-        text.push(b'\n');
+        let text = std::mem::take(&mut self.pending);
         let result = match self.open().await {
             Some(Sink::Stderr(s)) => s.write_all(&text).await,
-            Some(Sink::File(f)) => f.write_all(&text).await,
+            Some(Sink::File(f)) => match f.write_all(&text).await {
+                // A tokio file finishes writing in the background; flush
+                // so that the lines are in the file when this returns.
+                Ok(()) => f.flush().await,
+                Err(e) => Err(e),
+            },
             None => return,
         };
         if let Err(e) = result {
             tracing::error!(error = %e, "slow-query log write failed");
             self.sink = None;
+        }
+        if self.pending.capacity() == 0 && text.capacity() <= FLUSH_ABOVE * 2 {
+            self.pending = text;
+            self.pending.clear();
         }
     }
 }
