@@ -38,6 +38,8 @@ pub struct Context {
     pub catalogs: Arc<Catalogs>,
     /// TLS for clients, when configured.
     pub tls: arc_swap::ArcSwapOption<tokio_rustls::rustls::ServerConfig>,
+    /// What statements do to session state, remembered by text.
+    pub session_effects: pgstash_rules::EffectsCache,
 }
 
 impl Context {
@@ -62,6 +64,7 @@ impl Context {
             pools: Pools::new(),
             cancels: CancelRegistry::default(),
             shutdown: CancellationToken::new(),
+            session_effects: pgstash_rules::EffectsCache::new(10_000),
         })
     }
 

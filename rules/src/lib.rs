@@ -44,6 +44,6 @@ pub use fingerprint::{
 pub use load::{load_rules, parse_rules, Problem, RulesError};
 pub use model::{Defaults, Matcher, Rule, RuleSet};
 pub use names::{FunctionRef, NameError, TableRef};
-pub use session::{session_effects, SessionEffects};
+pub use session::{session_effects, EffectsCache, SessionEffects};
 pub use shape::literal_mask;
 pub use tree::{ParseError, TreeError};

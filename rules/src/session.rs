@@ -12,7 +12,11 @@
 //! contain (`set`, `reset`, `discard`, `listen`, `prepare`, `declare`,
 //! `temp`, `set_config`, the advisory lock functions…). Only when one is
 //! present is the text parsed to decide precisely (so `UPDATE t SET x = 1`
-//! costs a parse, `SELECT * FROM t WHERE id = 1` does not).
+//! costs a parse, `SELECT * FROM t WHERE id = 1` does not). [`EffectsCache`]
+//! remembers the parsed verdicts by exact text, so a statement the client
+//! sends again (every prepared `UPDATE … SET …`) is parsed once.
+
+use quick_cache::sync::Cache;
 
 use crate::tree::{self, Node, Value};
 
@@ -105,6 +109,42 @@ pub fn session_effects(sql: &str) -> SessionEffects {
             listen,
             uses_session_objects: objects,
         },
+    }
+}
+
+/// [`session_effects`] with the verdicts that needed a parse remembered by
+/// exact text (the result is a pure function of the text).
+pub struct EffectsCache {
+    parsed: Cache<String, SessionEffects>,
+}
+
+/// Texts longer than this (bytes) are not remembered.
+const MAX_REMEMBERED_TEXT: usize = 16 * 1024;
+
+impl EffectsCache {
+    /// A cache of up to `capacity` texts.
+    pub fn new(capacity: usize) -> EffectsCache {
+        EffectsCache {
+            parsed: Cache::new(capacity.max(1)),
+        }
+    }
+
+    /// The same answer as [`session_effects`]`(sql)`.
+    pub fn effects(&self, sql: &str) -> SessionEffects {
+        let [settings, listen, objects] =
+            words_present(sql.as_bytes(), [SETTINGS_WORDS, LISTEN_WORDS, OBJECT_WORDS]);
+        if !(settings || listen || objects) {
+            return SessionEffects::default();
+        }
+        if sql.len() > MAX_REMEMBERED_TEXT {
+            return session_effects(sql);
+        }
+        if let Some(known) = self.parsed.get(sql) {
+            return known;
+        }
+        let effects = session_effects(sql);
+        self.parsed.insert(sql.to_owned(), effects);
+        effects
     }
 }
 
@@ -445,5 +485,31 @@ mod tests {
             &["set", "reset"]
         ));
         assert!(!contains_any_word(b"", &["set"]));
+    }
+
+    #[test]
+    fn the_cache_gives_the_same_verdicts_as_a_fresh_look() {
+        let cache = EffectsCache::new(16);
+        let texts = [
+            "UPDATE pgbench_accounts SET abalance = abalance + $1 WHERE aid = $2",
+            "SET search_path = app",
+            "SET LOCAL statement_timeout = 5",
+            "SELECT set_config('role', 'x', false)",
+            "LISTEN jobs",
+            "CREATE TEMP TABLE t (a int)",
+            "SELECT 1",
+            "SET ROLE admin; SELECT 1",
+        ];
+        for round in 0..2 {
+            for sql in texts {
+                assert_eq!(
+                    cache.effects(sql),
+                    session_effects(sql),
+                    "{sql} (round {round})"
+                );
+            }
+        }
+        // Only the texts that needed a parse are remembered.
+        assert_eq!(cache.parsed.len(), texts.len() - 1);
     }
 }

@@ -551,7 +551,7 @@ impl Session {
     }
 
     fn note_session_effects(&mut self, sql: &str) {
-        let effects = pgstash_rules::session_effects(sql);
+        let effects = self.context.session_effects.effects(sql);
         if effects.changes_settings || effects.changes_role {
             self.capture = true;
         }
