@@ -56,14 +56,7 @@ pub struct Fingerprint(pub [u8; 32]);
 
 impl fmt::Display for Fingerprint {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        const HEX: &[u8; 16] = b"0123456789abcdef";
-        let mut out = [0u8; 64];
-        for (pair, b) in out.chunks_exact_mut(2).zip(self.0) {
-            pair[0] = HEX[usize::from(b >> 4)];
-            pair[1] = HEX[usize::from(b & 0xf)];
-        }
-        // Only ASCII hex digits were written.
-        f.write_str(std::str::from_utf8(&out).map_err(|_| fmt::Error)?)
+        f.write_str(&hex::encode(self.0))
     }
 }
 
@@ -78,27 +71,10 @@ impl FromStr for Fingerprint {
 
     /// Accepts 64 hex digits in either case.
     fn from_str(s: &str) -> Result<Self, Self::Err> {
-        let bad = || FingerprintError::InvalidHex(s.to_owned());
-        let bytes = s.as_bytes();
-        if bytes.len() != 64 {
-            return Err(bad());
-        }
         let mut out = [0u8; 32];
-        for (i, pair) in bytes.chunks_exact(2).enumerate() {
-            let hi = hex_digit(pair[0]).ok_or_else(bad)?;
-            let lo = hex_digit(pair[1]).ok_or_else(bad)?;
-            out[i] = hi << 4 | lo;
-        }
+        hex::decode_to_slice(s, &mut out)
+            .map_err(|_| FingerprintError::InvalidHex(s.to_owned()))?;
         Ok(Fingerprint(out))
-    }
-}
-
-fn hex_digit(b: u8) -> Option<u8> {
-    match b {
-        b'0'..=b'9' => Some(b - b'0'),
-        b'a'..=b'f' => Some(b - b'a' + 10),
-        b'A'..=b'F' => Some(b - b'A' + 10),
-        _ => None,
     }
 }
 

@@ -18,13 +18,7 @@ pub struct KeyBase(pub [u8; 32]);
 
 impl KeyBase {
     pub fn hex(&self) -> String {
-        const HEX: &[u8; 16] = b"0123456789abcdef";
-        let mut s = String::with_capacity(64);
-        for byte in self.0 {
-            s.push(char::from(HEX[usize::from(byte >> 4)]));
-            s.push(char::from(HEX[usize::from(byte & 0xf)]));
-        }
-        s
+        hex::encode(self.0)
     }
 }
 

@@ -104,12 +104,7 @@ pub fn server_name(query: &[u8], types: &[u8]) -> Arc<str> {
     hasher.update([0]);
     hasher.update(types);
     let digest = hasher.finalize();
-    let mut name = String::with_capacity(8 + 24);
-    name.push_str("pgstash_");
-    for byte in &digest[..12] {
-        name.push_str(&format!("{byte:02x}"));
-    }
-    name.into()
+    format!("pgstash_{}", hex::encode(&digest[..12])).into()
 }
 
 /// Builds a Parse message.
