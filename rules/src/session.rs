@@ -89,12 +89,22 @@ const CURSOR_OPT_HOLD: i64 = 0x0020;
 /// Strings that do not parse are judged by the prefilter alone, erring
 /// towards reporting an effect.
 pub fn session_effects(sql: &str) -> SessionEffects {
-    let bytes = sql.as_bytes();
-    let [settings, listen, objects] =
-        words_present(bytes, [SETTINGS_WORDS, LISTEN_WORDS, OBJECT_WORDS]);
-    if !(settings || listen || objects) {
-        return SessionEffects::default();
+    match prefilter(sql) {
+        Some(words) => parsed_effects(sql, words),
+        None => SessionEffects::default(),
     }
+}
+
+/// The trigger words found in `sql` (settings, listen, objects), or `None`
+/// when there is none and so no session effect.
+fn prefilter(sql: &str) -> Option<[bool; 3]> {
+    let words = words_present(sql.as_bytes(), [SETTINGS_WORDS, LISTEN_WORDS, OBJECT_WORDS]);
+    words.contains(&true).then_some(words)
+}
+
+/// The effects of `sql`, which the prefilter found `words` in: parsed, or
+/// judged by the words when it does not parse.
+fn parsed_effects(sql: &str, [settings, listen, objects]: [bool; 3]) -> SessionEffects {
     match tree::parse_statements(sql) {
         Ok(stmts) => {
             let mut effects = SessionEffects::default();
@@ -105,7 +115,7 @@ pub fn session_effects(sql: &str) -> SessionEffects {
         }
         Err(_) => SessionEffects {
             changes_settings: settings,
-            changes_role: settings && contains_any_word(bytes, ROLE_WORDS),
+            changes_role: settings && contains_any_word(sql.as_bytes(), ROLE_WORDS),
             listen,
             uses_session_objects: objects,
         },
@@ -131,18 +141,16 @@ impl EffectsCache {
 
     /// The same answer as [`session_effects`]`(sql)`.
     pub fn effects(&self, sql: &str) -> SessionEffects {
-        let [settings, listen, objects] =
-            words_present(sql.as_bytes(), [SETTINGS_WORDS, LISTEN_WORDS, OBJECT_WORDS]);
-        if !(settings || listen || objects) {
+        let Some(words) = prefilter(sql) else {
             return SessionEffects::default();
-        }
+        };
         if sql.len() > MAX_REMEMBERED_TEXT {
-            return session_effects(sql);
+            return parsed_effects(sql, words);
         }
         if let Some(known) = self.parsed.get(sql) {
             return known;
         }
-        let effects = session_effects(sql);
+        let effects = parsed_effects(sql, words);
         self.parsed.insert(sql.to_owned(), effects);
         effects
     }

@@ -308,22 +308,19 @@ impl Cache {
     /// Stores a filled entry and hands it to coalesced waiters. A Redis
     /// write runs in the background: the client does not wait for it.
     pub fn complete_fill(&self, fill: Fill, value: Bytes) {
+        let metrics_fills = self
+            .metrics
+            .cache_fills
+            .with_label_values(&[fill.rule.name.as_str()]);
         if let Store::Memory(memory) = &*self.store {
             // A map insert: cheaper than the task a background write costs.
             memory.put(fill.guard.key(), value.clone(), fill.ttl);
-            self.metrics
-                .cache_fills
-                .with_label_values(&[fill.rule.name.as_str()])
-                .inc();
+            metrics_fills.inc();
             fill.guard.complete(value);
             return;
         }
         let key = fill.guard.key().to_owned();
         let store = self.store.clone();
-        let metrics_fills = self
-            .metrics
-            .cache_fills
-            .with_label_values(&[fill.rule.name.as_str()]);
         let errors = self.metrics.cache_errors.with_label_values(&["put"]);
         let latency = self.metrics.store_call.with_label_values(&["put"]);
         let ttl = fill.ttl;

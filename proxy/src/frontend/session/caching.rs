@@ -464,7 +464,6 @@ impl Session {
     }
 }
 
-/// Rows of a cached answer: the count in its final CommandComplete.
 /// Recognizes `[Parse] Bind [Describe portal] Execute` on the unnamed
 /// portal with no row limit: the requests the cache answers.
 fn single_unit(batch: &[Frame]) -> Option<Unit> {
