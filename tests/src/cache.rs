@@ -8,14 +8,14 @@
 //! evaluates [`counted`](COUNTER_FUNCTIONS) — a hit that secretly went
 //! upstream shows up there.
 
-use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use pgstash::Config;
 
+use crate::files::RulesToml;
 use crate::postgres::TestPostgres;
 use crate::proxy::TestProxy;
-use crate::redis::{Reply, TestRedis};
+use crate::redis::TestRedis;
 
 /// The sequence the counting functions advance.
 pub const EXEC_COUNTER: &str = "public.exec_counter";
@@ -56,33 +56,10 @@ pub async fn executions(pg: &TestPostgres) -> i64 {
     row.get(0)
 }
 
-/// A rules.toml in a temporary file, removed on drop.
-pub struct RulesFile {
-    path: PathBuf,
-}
-
-impl RulesFile {
-    pub fn new(toml: &str) -> RulesFile {
-        let path = std::env::temp_dir().join(format!("{}.toml", crate::unique_name("rules")));
-        std::fs::write(&path, toml).expect("write rules file");
-        RulesFile { path }
-    }
-
-    pub fn path(&self) -> &Path {
-        &self.path
-    }
-}
-
-impl Drop for RulesFile {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_file(&self.path);
-    }
-}
-
 /// A pgstash with caching on: the proxy and the rules file it reads.
 pub struct CachingProxy {
     pub proxy: TestProxy,
-    _rules: RulesFile,
+    _rules: RulesToml,
 }
 
 impl std::ops::Deref for CachingProxy {
@@ -100,7 +77,7 @@ impl CachingProxy {
         rules: &str,
         configure: impl FnOnce(&mut Config),
     ) -> CachingProxy {
-        let file = RulesFile::new(rules);
+        let file = RulesToml::new(rules);
         let path = file.path().to_owned();
         let proxy = TestProxy::start(pg, move |c| {
             c.rules = Some(path);
@@ -196,7 +173,9 @@ impl RedisPrefix {
 
     /// Keys pgstash wrote under this prefix.
     pub fn keys(&self) -> Vec<String> {
-        scan(&self.redis, &format!("{{{}}}*", self.redis.prefix))
+        self.redis
+            .scan(&format!("{{{}}}*", self.redis.prefix))
+            .unwrap_or_default()
     }
 }
 
@@ -210,42 +189,4 @@ impl Drop for RedisPrefix {
     fn drop(&mut self) {
         self.redis.delete(&self.keys());
     }
-}
-
-fn scan(redis: &TestRedis, pattern: &str) -> Vec<String> {
-    let mut cursor = "0".to_owned();
-    let mut keys = Vec::new();
-    loop {
-        let Ok(Reply::Array(mut parts)) =
-            redis.command(&["SCAN", &cursor, "MATCH", pattern, "COUNT", "1000"])
-        else {
-            return keys;
-        };
-        if let Some(Reply::Array(found)) = parts.pop() {
-            keys.extend(found.into_iter().filter_map(|k| match k {
-                Reply::Bulk(Some(k)) => Some(String::from_utf8_lossy(&k).into_owned()),
-                _ => None,
-            }));
-        }
-        match parts.pop() {
-            Some(Reply::Bulk(Some(c))) if c != b"0" => {
-                cursor = String::from_utf8_lossy(&c).into_owned()
-            }
-            _ => return keys,
-        }
-    }
-}
-
-/// The first column of every row of a simple query, as text.
-pub async fn simple_column(client: &tokio_postgres::Client, sql: &str) -> Vec<Option<String>> {
-    client
-        .simple_query(sql)
-        .await
-        .unwrap_or_else(|e| panic!("{sql}: {}", crate::postgres::describe(&e)))
-        .into_iter()
-        .filter_map(|m| match m {
-            tokio_postgres::SimpleQueryMessage::Row(row) => Some(row.get(0).map(str::to_owned)),
-            _ => None,
-        })
-        .collect()
 }

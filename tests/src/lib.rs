@@ -6,6 +6,7 @@
 
 pub mod cache;
 pub mod differential;
+pub mod files;
 pub mod operate;
 pub mod postgres;
 pub mod proxy;

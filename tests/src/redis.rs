@@ -54,15 +54,19 @@ impl TestRedis {
 
     /// All keys under this test's prefix.
     pub fn keys(&self) -> Vec<String> {
-        let pattern = format!("{}*", self.prefix);
+        self.scan(&format!("{}*", self.prefix))
+            .expect("redis SCAN failed or gave an unexpected reply")
+    }
+
+    /// Every key matching `pattern`; `None` if a SCAN fails.
+    pub fn scan(&self, pattern: &str) -> Option<Vec<String>> {
         let mut cursor = "0".to_owned();
         let mut keys = Vec::new();
         loop {
-            let reply = self
-                .command(&["SCAN", &cursor, "MATCH", &pattern, "COUNT", "1000"])
-                .expect("redis SCAN");
-            let Reply::Array(mut parts) = reply else {
-                panic!("unexpected SCAN reply {reply:?}")
+            let Ok(Reply::Array(mut parts)) =
+                self.command(&["SCAN", &cursor, "MATCH", pattern, "COUNT", "1000"])
+            else {
+                return None;
             };
             if let Some(Reply::Array(found)) = parts.pop() {
                 keys.extend(found.into_iter().filter_map(|k| match k {
@@ -74,7 +78,7 @@ impl TestRedis {
                 Some(Reply::Bulk(Some(c))) if c != b"0" => {
                     cursor = String::from_utf8_lossy(&c).into_owned()
                 }
-                _ => return keys,
+                _ => return Some(keys),
             }
         }
     }

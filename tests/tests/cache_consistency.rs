@@ -11,7 +11,8 @@ use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use pgstash_tests::cache::{simple_column, CachingProxy, RedisPrefix};
+use pgstash_tests::cache::{CachingProxy, RedisPrefix};
+use pgstash_tests::postgres::column;
 use pgstash_tests::postgres::describe;
 use pgstash_tests::TestPostgres;
 use rand::Rng;
@@ -79,7 +80,7 @@ async fn read_row(
 ) -> i64 {
     if simple {
         let sql = format!("SELECT v FROM counters WHERE id = {id}");
-        simple_column(client, &sql).await[0]
+        column(client, &sql).await[0]
             .as_deref()
             .expect("v is not null")
             .parse()

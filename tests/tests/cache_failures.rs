@@ -10,7 +10,8 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use pgstash_tests::cache::{simple_column, CachingProxy};
+use pgstash_tests::cache::CachingProxy;
+use pgstash_tests::postgres::column;
 use pgstash_tests::postgres::describe;
 use pgstash_tests::redis_process::RedisProcess;
 use pgstash_tests::TestPostgres;
@@ -47,7 +48,7 @@ async fn timed_read(client: &Client, extended: bool) -> (String, Duration) {
             .unwrap_or_else(|e| panic!("{READ}: {}", describe(&e)))
             .get(0)
     } else {
-        simple_column(client, READ).await[0]
+        column(client, READ).await[0]
             .clone()
             .expect("v is not null")
     };

@@ -5,7 +5,8 @@
 //! AUTHORIZATION` turn caching off for the session. These are the cases of
 //! pgpool-II's CVE-2024-45624 and their relatives.
 
-use pgstash_tests::cache::{executions, simple_column, CachingProxy, COUNTER_FUNCTIONS};
+use pgstash_tests::cache::{executions, CachingProxy, COUNTER_FUNCTIONS};
+use pgstash_tests::postgres::column;
 use pgstash_tests::postgres::{connect, describe, sqlstate};
 use pgstash_tests::wire::{text_rows, RawClient, Startup};
 use pgstash_tests::TestPostgres;
@@ -41,7 +42,7 @@ async fn bodies(client: &Client, extended: bool) -> Vec<String> {
             .map(|r| r.get(0))
             .collect()
     } else {
-        simple_column(client, DOCS_SQL)
+        column(client, DOCS_SQL)
             .await
             .into_iter()
             .map(|v| v.expect("body is not null"))
@@ -163,10 +164,10 @@ async fn a_role_without_privilege_gets_an_error_not_cached_rows() {
     let as_alice = connect(&proxy.url(&proxy.database, &alice)).await;
     let as_bob = connect(&proxy.url(&proxy.database, &bob)).await;
     let sql = "SELECT s FROM secrets";
-    simple_column(&as_alice, sql).await;
+    column(&as_alice, sql).await;
     as_alice.query(sql, &[]).await.unwrap();
     proxy.wait_for_fills("secrets", 2).await;
-    assert_eq!(simple_column(&as_alice, sql).await, vec![Some("x".into())]);
+    assert_eq!(column(&as_alice, sql).await, vec![Some("x".into())]);
 
     let e = as_bob
         .simple_query(sql)
@@ -191,11 +192,11 @@ async fn shared_rule_serves_one_entry_to_every_role() {
     let proxy = CachingProxy::start(&pg, rules, |_| {}).await;
     let sql = "SELECT n FROM catalog_items ORDER BY n";
     let as_alice = connect(&proxy.url(&proxy.database, &alice)).await;
-    simple_column(&as_alice, sql).await;
+    column(&as_alice, sql).await;
     proxy.wait_for_fills("catalog", 1).await;
     let as_bob = connect(&proxy.url(&proxy.database, &bob)).await;
     assert_eq!(
-        simple_column(&as_bob, sql).await,
+        column(&as_bob, sql).await,
         vec![Some("1".into()), Some("2".into())]
     );
     assert_eq!(proxy.hits("catalog"), 1, "bob hits alice's shared entry");
@@ -233,17 +234,17 @@ async fn same_named_tables_in_other_schemas_are_not_cross_served() {
 
     let first = proxy.connect().await;
     first.batch_execute("SET search_path = s1").await.unwrap();
-    assert_eq!(simple_column(&first, sql).await, one);
+    assert_eq!(column(&first, sql).await, one);
     let r = first.query_one(sql, &[]).await.unwrap();
     assert_eq!(r.get::<_, String>(0), "one");
     proxy.wait_for_fills("things", 2).await;
-    assert_eq!(simple_column(&first, sql).await, one);
+    assert_eq!(column(&first, sql).await, one);
     assert_eq!(proxy.hits("things"), 1, "s1's entry is cached");
 
     // SET search_path in another session.
     let second = proxy.connect().await;
     second.batch_execute("SET search_path = s2").await.unwrap();
-    assert_eq!(simple_column(&second, sql).await, two, "simple, SET s2");
+    assert_eq!(column(&second, sql).await, two, "simple, SET s2");
     let r = second.query_one(sql, &[]).await.unwrap();
     assert_eq!(r.get::<_, String>(0), "two", "extended, SET s2");
 
@@ -267,13 +268,13 @@ async fn same_named_tables_in_other_schemas_are_not_cross_served() {
 
     // The same session switching back and forth.
     second.batch_execute("SET search_path = s1").await.unwrap();
-    assert_eq!(simple_column(&second, sql).await, one);
+    assert_eq!(column(&second, sql).await, one);
     second
         .batch_execute("SET search_path = s2, s1")
         .await
         .unwrap();
-    assert_eq!(simple_column(&second, sql).await, two);
-    assert_eq!(simple_column(&first, sql).await, one);
+    assert_eq!(column(&second, sql).await, two);
+    assert_eq!(column(&first, sql).await, one);
 }
 
 #[tokio::test]
@@ -289,18 +290,12 @@ async fn entries_are_not_shared_between_databases() {
     let proxy = CachingProxy::start(&pg, THINGS_RULES, |_| {}).await;
     let sql = "SELECT name FROM things";
     let in_first = proxy.connect().await;
-    simple_column(&in_first, sql).await;
+    column(&in_first, sql).await;
     proxy.wait_for_fills("things", 1).await;
-    assert_eq!(
-        simple_column(&in_first, sql).await,
-        vec![Some("first".into())]
-    );
+    assert_eq!(column(&in_first, sql).await, vec![Some("first".into())]);
     assert_eq!(proxy.hits("things"), 1);
     let in_second = connect(&proxy.url(&other.database, &proxy.user)).await;
-    assert_eq!(
-        simple_column(&in_second, sql).await,
-        vec![Some("second".into())]
-    );
+    assert_eq!(column(&in_second, sql).await, vec![Some("second".into())]);
     assert_eq!(proxy.hits("things"), 1);
 }
 
@@ -342,7 +337,7 @@ async fn each_time_zone_gets_its_own_rendering() {
                 .await
                 .unwrap();
             assert_eq!(
-                simple_column(&client, sql).await,
+                column(&client, sql).await,
                 vec![Some(want.to_owned())],
                 "SET TimeZone = {zone}, round {round}"
             );

@@ -3,7 +3,8 @@
 //! invalidated when COMMIT is acknowledged and not before, and a ROLLBACK
 //! invalidates nothing.
 
-use pgstash_tests::cache::{simple_column, CachingProxy};
+use pgstash_tests::cache::CachingProxy;
+use pgstash_tests::postgres::column;
 use pgstash_tests::postgres::describe;
 use pgstash_tests::TestPostgres;
 use tokio_postgres::Client;
@@ -31,7 +32,7 @@ async fn read(client: &Client, extended: bool) -> String {
             .unwrap_or_else(|e| panic!("{READ}: {}", describe(&e)))
             .get(0)
     } else {
-        simple_column(client, READ).await[0]
+        column(client, READ).await[0]
             .clone()
             .expect("v is not null")
     }

@@ -15,13 +15,15 @@ pub mod throwaway;
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
-use std::time::{Duration, Instant, SystemTime};
+use std::time::{Duration, Instant};
 
 use pgstash::observe::digest::ShapeReport;
 use pgstash::{Config, ServeError, Server, ServerHandle};
 use tokio::task::JoinHandle;
 use tokio_postgres::Client;
 
+pub use crate::files::{temp_path, RulesToml};
+pub use crate::postgres::column;
 use crate::postgres::TestPostgres;
 use crate::proxy::TestProxy;
 pub use http::HttpResponse;
@@ -222,54 +224,6 @@ impl Drop for OpsProxy {
     }
 }
 
-/// A fresh path in the temp dir: `<prefix>_<random>.<ext>` (not created).
-pub fn temp_path(prefix: &str, ext: &str) -> PathBuf {
-    std::env::temp_dir().join(format!("{}.{ext}", crate::unique_name(prefix)))
-}
-
-/// A rules.toml of the test's own, removed on drop, that can be rewritten
-/// without the hot-reload poller noticing (for testing `/admin/reload`).
-pub struct RulesToml {
-    path: PathBuf,
-}
-
-impl RulesToml {
-    pub fn new(text: &str) -> RulesToml {
-        let path = temp_path("rules", "toml");
-        std::fs::write(&path, text).expect("write rules file");
-        RulesToml { path }
-    }
-
-    pub fn path(&self) -> &Path {
-        &self.path
-    }
-
-    /// Replaces the contents and puts the old modification time back, so
-    /// the file-change poller sees nothing: only an explicit reload (admin
-    /// endpoint, SIGHUP) can pick the new text up.
-    pub fn rewrite_unnoticed(&self, text: &str) {
-        let modified = std::fs::metadata(&self.path)
-            .and_then(|m| m.modified())
-            .expect("rules file mtime");
-        std::fs::write(&self.path, text).expect("rewrite rules file");
-        set_modified(&self.path, modified);
-    }
-}
-
-impl Drop for RulesToml {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_file(&self.path);
-    }
-}
-
-fn set_modified(path: &Path, time: SystemTime) {
-    std::fs::File::options()
-        .write(true)
-        .open(path)
-        .and_then(|f| f.set_modified(time))
-        .expect("restore rules file mtime");
-}
-
 /// The `pgstash` binary of this workspace, if it has been built
 /// (`cargo build -p pgstash`): `$CARGO_TARGET_DIR/debug/pgstash`, else
 /// `<workspace>/target/debug/pgstash`. Not built from here: a `cargo build`
@@ -297,18 +251,4 @@ pub async fn run_pgstash(bin: &Path, args: &[&str]) -> (bool, String, String) {
         String::from_utf8_lossy(&out.stdout).into_owned(),
         String::from_utf8_lossy(&out.stderr).into_owned(),
     )
-}
-
-/// The first column of every row of a simple query, as text.
-pub async fn column(client: &Client, sql: &str) -> Vec<Option<String>> {
-    client
-        .simple_query(sql)
-        .await
-        .unwrap_or_else(|e| panic!("{sql}: {}", crate::postgres::describe(&e)))
-        .into_iter()
-        .filter_map(|m| match m {
-            tokio_postgres::SimpleQueryMessage::Row(row) => Some(row.get(0).map(str::to_owned)),
-            _ => None,
-        })
-        .collect()
 }
