@@ -300,35 +300,42 @@ fn start_throwaway_redis() -> RedisServer {
     }
 }
 
-/// Where `initdb` and `postgres` live: `$PATH`, else the Debian layout.
+/// Where `initdb` and `postgres` live.
 fn postgres_bindir() -> PathBuf {
+    bindir_with(&["initdb", "postgres"])
+        .expect("no Postgres server binaries (initdb) found; set PGSTASH_TEST_DATABASE_URL")
+}
+
+/// The first directory holding every one of `tools`: `pg_config --bindir`,
+/// then `PATH`, then the newest Debian `/usr/lib/postgresql/*/bin`.
+pub(crate) fn bindir_with(tools: &[&str]) -> Option<PathBuf> {
+    let has_tools = |d: &PathBuf| tools.iter().all(|t| d.join(t).is_file());
     if let Ok(out) = Command::new("pg_config").arg("--bindir").output() {
         let dir = PathBuf::from(String::from_utf8_lossy(&out.stdout).trim());
-        if dir.join("initdb").exists() {
-            return dir;
+        if has_tools(&dir) {
+            return Some(dir);
         }
     }
-    if let Some(dir) = std::env::var_os("PATH")
+    let from_path = std::env::var_os("PATH")
         .iter()
         .flat_map(std::env::split_paths)
-        .find(|d| d.join("initdb").exists() && d.join("postgres").exists())
-    {
-        return dir;
+        .find(has_tools);
+    if from_path.is_some() {
+        return from_path;
     }
     let mut debian: Vec<PathBuf> = std::fs::read_dir("/usr/lib/postgresql")
         .into_iter()
         .flatten()
         .flatten()
         .map(|e| e.path().join("bin"))
-        .filter(|d| d.join("initdb").exists())
+        .filter(has_tools)
         .collect();
     debian.sort();
-    debian
-        .pop()
-        .expect("no Postgres server binaries (initdb) found; set PGSTASH_TEST_DATABASE_URL")
+    debian.pop()
 }
 
-fn os_user(name: &str) -> Option<(u32, u32)> {
+/// The uid and gid of OS user `name`, if there is one.
+pub(crate) fn os_user(name: &str) -> Option<(u32, u32)> {
     let cname = std::ffi::CString::new(name).ok()?;
     // SAFETY: getpwnam returns a pointer to static storage or null; read at once.
     let pw = unsafe { libc::getpwnam(cname.as_ptr()) };

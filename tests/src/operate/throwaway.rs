@@ -9,6 +9,8 @@
 use std::path::PathBuf;
 use std::process::{Command, Stdio};
 
+use crate::servers::{bindir_with, os_user};
+
 pub struct ThrowawayPostgres {
     dir: PathBuf,
     bindir: PathBuf,
@@ -132,42 +134,7 @@ impl Drop for ThrowawayPostgres {
     }
 }
 
-/// Where `initdb` and `pg_ctl` live: `pg_config --bindir`, `PATH`, or the
-/// Debian layout.
+/// Where `initdb` and `pg_ctl` live.
 fn bindir() -> Option<PathBuf> {
-    let has_tools = |d: &PathBuf| d.join("initdb").is_file() && d.join("pg_ctl").is_file();
-    if let Ok(out) = Command::new("pg_config").arg("--bindir").output() {
-        let dir = PathBuf::from(String::from_utf8_lossy(&out.stdout).trim());
-        if has_tools(&dir) {
-            return Some(dir);
-        }
-    }
-    let from_path = std::env::var_os("PATH")
-        .iter()
-        .flat_map(std::env::split_paths)
-        .find(has_tools);
-    if from_path.is_some() {
-        return from_path;
-    }
-    let mut debian: Vec<PathBuf> = std::fs::read_dir("/usr/lib/postgresql")
-        .into_iter()
-        .flatten()
-        .flatten()
-        .map(|e| e.path().join("bin"))
-        .filter(has_tools)
-        .collect();
-    debian.sort();
-    debian.pop()
-}
-
-fn os_user(name: &str) -> Option<(u32, u32)> {
-    let cname = std::ffi::CString::new(name).ok()?;
-    // SAFETY: getpwnam returns static storage or null; read at once.
-    let pw = unsafe { libc::getpwnam(cname.as_ptr()) };
-    if pw.is_null() {
-        return None;
-    }
-    // SAFETY: checked non-null above.
-    let pw = unsafe { &*pw };
-    Some((pw.pw_uid, pw.pw_gid))
+    bindir_with(&["initdb", "pg_ctl"])
 }
