@@ -5,10 +5,11 @@ numbers only mean something on the machine that produced them."""
 import statistics
 
 SYSTEMS = ["direct", "pgbouncer", "pgpool", "pgstash_pass", "pgstash_log0", "pgstash_mem",
-           "pgstash_redis"]
+           "pgstash_redis", "pgstash_fast"]
 SHORT = {"direct": "direct", "pgbouncer": "PgBouncer", "pgpool": "pgpool-II",
          "pgstash_pass": "pgstash pass", "pgstash_log0": "pgstash pass log-all",
-         "pgstash_mem": "pgstash mem", "pgstash_redis": "pgstash redis"}
+         "pgstash_mem": "pgstash mem", "pgstash_redis": "pgstash redis",
+         "pgstash_fast": "pgstash redis fast"}
 
 
 def _median(xs):
@@ -140,8 +141,9 @@ def render(result):
             "better) for the 1-client ones.", ""]
     pairs = [("pgstash_pass", "pgbouncer"), ("pgstash_pass", "direct"),
              ("pgstash_mem", "direct"), ("pgstash_mem", "pgpool"),
-             ("pgstash_redis", "direct"), ("pgstash_mem", "pgstash_pass"),
-             ("pgstash_redis", "pgstash_pass")]
+             ("pgstash_redis", "direct"), ("pgstash_fast", "direct"),
+             ("pgstash_mem", "pgstash_pass"), ("pgstash_redis", "pgstash_pass"),
+             ("pgstash_fast", "pgstash_pass")]
     rows = []
     for w in workloads:
         key = "p50_ms" if w["metric"] == "latency" else "tps"
@@ -162,11 +164,12 @@ def render(result):
     for w in workloads:
         cells = summary.get(w["name"], {})
         row = [f"`{w['name']}`"]
-        for s in ("pgpool", "pgstash_mem", "pgstash_redis"):
+        for s in ("pgpool", "pgstash_mem", "pgstash_redis", "pgstash_fast"):
             hr = (cells.get(s) or {}).get("hit_ratio")
             row.append("–" if hr is None else f"{hr * 100:.1f}%")
         rows.append(row)
-    out += [md_table(["workload", "pgpool-II", "pgstash mem", "pgstash redis"], rows), ""]
+    out += [md_table(["workload", "pgpool-II", "pgstash mem", "pgstash redis",
+                      "pgstash redis fast"], rows), ""]
 
     out += ["## Proxy CPU per transaction", "",
             "User / system CPU microseconds the proxy process used per transaction during "
@@ -174,7 +177,7 @@ def render(result):
             "each). On a machine where clients, proxy and Postgres share the cores, this "
             "is what a proxy takes away from the others.", ""]
     cpu_systems = [s for s in ("pgbouncer", "pgstash_pass", "pgstash_log0", "pgstash_mem",
-                               "pgstash_redis") if s in systems]
+                               "pgstash_redis", "pgstash_fast") if s in systems]
     rows = []
     for w in workloads:
         if w["clients"] == 1:

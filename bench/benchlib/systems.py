@@ -8,6 +8,7 @@ stopped at the end:
   pgstash_pass   pgstash without rules (pure pooling pass-through)
   pgstash_mem    pgstash with bench rules, in-process cache
   pgstash_redis  pgstash with bench rules, cache in a throwaway redis-server
+  pgstash_fast   the same in fast mode (local tier, pub/sub invalidation)
 
 The generated configuration files are kept on the System so the report can
 show exactly what was measured.
@@ -315,10 +316,20 @@ def start_pgpool(sup, tmp, port, pcp_port, pgport, children, ttl):
 # ---------------------------------------------------------------- pgstash
 
 def start_pgstash(sup, tmp, binary, key, label, port, mport, pgport, pool,
-                  rules=None, redis_port=None, log_all=False):
+                  rules=None, redis_port=None, log_all=False, fast=False):
     d = os.path.join(tmp, key)
     os.makedirs(d, exist_ok=True)
-    cmd = [binary, "serve", "--listen", f"127.0.0.1:{port}",
+    cmd = [binary, "serve"]
+    config = None
+    if fast:
+        # The consistency mode is a config-file key. A prefix of its own
+        # keeps its entries apart from pgstash_redis' in the shared Redis.
+        config = '[cache]\nmode = "fast"\nkey_prefix = "pgstash_fast:"\n'
+        path = os.path.join(d, "pgstash.toml")
+        with open(path, "w") as f:
+            f.write(config)
+        cmd += ["--config", path]
+    cmd += ["--listen", f"127.0.0.1:{port}",
            "--upstream", f"postgres://{PG_USER}@127.0.0.1:{pgport}",
            "--metrics-listen", f"127.0.0.1:{mport}",
            "--pool-size", str(pool), "--pool-mode", "transaction",
@@ -343,8 +354,11 @@ def start_pgstash(sup, tmp, binary, key, label, port, mport, pgport, pool,
             time.sleep(0.2)
     shown = [c if not c.startswith(tmp) else os.path.basename(c) for c in cmd]
     shown[0] = "pgstash"
+    configs = {"command": " ".join(shown)}
+    if config:
+        configs["pgstash.toml"] = config
     return System(key, label, port, pid=p.pid, caching=bool(rules), metrics_port=mport,
-                  configs={"command": " ".join(shown)}, log_path=log, command=cmd, proc=p)
+                  configs=configs, log_path=log, command=cmd, proc=p)
 
 
 def describe(systems):

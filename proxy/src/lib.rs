@@ -16,7 +16,7 @@ pub mod observe;
 pub mod server;
 pub mod tools;
 
-pub use config::Config;
+pub use config::{CacheMode, Config};
 
 /// A future on the heap. The deep paths a session rarely suspends in
 /// (store calls, catalog loads, settings round trips, error exits) return

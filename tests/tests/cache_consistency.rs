@@ -234,17 +234,27 @@ async fn concurrent_reads_never_see_acknowledged_writes_undone_in_process_store(
     check_no_stale_reads(&pg, &proxy, "in-process store").await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn concurrent_reads_never_see_acknowledged_writes_undone_redis() {
+async fn check_redis(mode: pgstash::CacheMode, store: &str) {
     let pg = setup().await;
     let redis = RedisPrefix::new();
     let proxy = CachingProxy::start(&pg, RULES, |c| {
         c.pool.size = 8;
         c.redis = Some(redis.url());
         c.cache.key_prefix = redis.prefix();
+        c.cache.mode = mode;
     })
     .await;
-    check_no_stale_reads(&pg, &proxy, "redis").await;
+    check_no_stale_reads(&pg, &proxy, store).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_reads_never_see_acknowledged_writes_undone_redis() {
+    check_redis(pgstash::CacheMode::Strict, "redis").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_reads_never_see_acknowledged_writes_undone_redis_fast_mode() {
+    check_redis(pgstash::CacheMode::Fast, "redis, fast mode").await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -17,7 +17,7 @@ use pgstash_rules::{
 use super::catalog::{self, Catalogs};
 use super::fill::{FillGuard, FillRole, Fills};
 use super::key::{KeyBase, TableKey};
-use super::store::{MemoryStore, RedisStore, Store, StoreError};
+use super::store::{LocalCounters, MemoryStore, RedisStore, Store, StoreError};
 use crate::backend::connect::ConnectTarget;
 use crate::config::Config;
 use crate::observe::Metrics;
@@ -96,8 +96,19 @@ impl Cache {
         };
         let rules = pgstash_rules::load_rules(&rules_path)?;
         let store = match &config.redis {
-            Some(url) => Store::Redis(RedisStore::connect(url, &config.cache).await?),
-            None => Store::Memory(MemoryStore::new(config.cache.max_memory_bytes)),
+            Some(url) => {
+                let counters = LocalCounters {
+                    hits: metrics.local_hits.clone(),
+                    resets: metrics.local_resets.clone(),
+                };
+                Store::Redis(RedisStore::connect(url, &config.cache, counters).await?)
+            }
+            None => {
+                if config.cache.mode == crate::config::CacheMode::Fast {
+                    tracing::warn!("cache.mode = \"fast\" applies to a Redis store; the in-process store is always exact");
+                }
+                Store::Memory(MemoryStore::new(config.cache.max_memory_bytes))
+            }
         };
         let modified = std::fs::metadata(&rules_path)
             .and_then(|m| m.modified())
@@ -318,6 +329,9 @@ impl Cache {
             metrics_fills.inc();
             fill.guard.complete(value);
             return;
+        }
+        if let Store::Redis(redis) = &*self.store {
+            redis.keep_local(fill.guard.key(), value.clone(), fill.ttl);
         }
         let key = fill.guard.key().to_owned();
         let store = self.store.clone();

@@ -1,5 +1,5 @@
 //! Cache settings: the in-process store's size, the Redis store's pool,
-//! prefix and timeouts.
+//! prefix, timeouts and consistency mode.
 
 use std::time::Duration;
 
@@ -7,11 +7,32 @@ use serde::Deserialize;
 
 use super::ConfigError;
 
+/// How instances sharing a Redis agree (guarantee G3).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum CacheMode {
+    /// Every lookup reads the entry and the table versions from Redis in one
+    /// round trip: all instances give the same answer.
+    #[default]
+    Strict,
+    /// Hits are served from a local tier in front of Redis; other instances'
+    /// invalidations arrive over Redis pub/sub, and no local entry is served
+    /// for longer than `local_max_age` without asking Redis again.
+    Fast,
+}
+
 #[derive(Debug, Clone, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct CacheConfig {
-    /// Bytes the in-process store may hold (entries are evicted beyond it).
+    /// Bytes the in-process store may hold (entries are evicted beyond it);
+    /// with Redis in fast mode, the budget of the local tier.
     pub max_memory_bytes: u64,
+    /// Strict or fast agreement between instances sharing a Redis.
+    pub mode: CacheMode,
+    /// Fast mode: the longest a local entry is served without asking Redis,
+    /// which bounds staleness if an invalidation message is ever missed.
+    #[serde(with = "humantime_serde")]
+    pub local_max_age: Duration,
     /// Prefix of every Redis key (pgstash wraps it in a `{…}` hash tag, so
     /// all its keys share one Redis Cluster slot).
     pub key_prefix: String,
@@ -35,6 +56,8 @@ impl Default for CacheConfig {
     fn default() -> Self {
         CacheConfig {
             max_memory_bytes: 256 * 1024 * 1024,
+            mode: CacheMode::Strict,
+            local_max_age: Duration::from_secs(5),
             key_prefix: "pgstash:".into(),
             redis_pool_size: 4,
             store_timeout: Duration::from_millis(100),
@@ -55,6 +78,12 @@ impl CacheConfig {
         if self.store_timeout.is_zero() {
             return Err(ConfigError::Invalid {
                 key: "cache.store_timeout",
+                reason: "must be positive".into(),
+            });
+        }
+        if self.local_max_age.is_zero() {
+            return Err(ConfigError::Invalid {
+                key: "cache.local_max_age",
                 reason: "must be positive".into(),
             });
         }

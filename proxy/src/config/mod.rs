@@ -13,7 +13,7 @@ mod tls;
 mod upstream;
 
 pub use auth::{AuthConfig, AuthMethod, UserConfig};
-pub use cache::CacheConfig;
+pub use cache::{CacheConfig, CacheMode};
 pub use pool::{PoolConfig, PoolMode};
 pub use tls::TlsConfig;
 pub use upstream::{Upstream, UpstreamHost};
@@ -191,6 +191,22 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(err.contains("unknown field `sise`"), "{err}");
+    }
+
+    #[test]
+    fn cache_mode_parses_and_a_misspelling_is_located() {
+        let config = Config::from_toml(
+            "[cache]\nmode = \"fast\"\nlocal_max_age = \"250ms\"\n",
+            Path::new("x.toml"),
+        )
+        .unwrap();
+        assert_eq!(config.cache.mode, CacheMode::Fast);
+        assert_eq!(config.cache.local_max_age, Duration::from_millis(250));
+        let err = Config::from_toml("[cache]\nmode = \"quick\"\n", Path::new("x.toml"))
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("line 2, column 8"), "{err}");
+        assert!(err.contains("strict") && err.contains("fast"), "{err}");
     }
 
     #[test]

@@ -79,6 +79,9 @@ fn refresh_gauges(context: &Context) {
         m.cache_entries.set(entries as i64);
         m.cache_bytes.set(bytes as i64);
     }
+    if let Some(live) = context.cache.as_ref().and_then(|c| c.store.local_live()) {
+        m.local_down.set(i64::from(!live));
+    }
 }
 
 /// The query digest as JSON, most total time first, each shape judged

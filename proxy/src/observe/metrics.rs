@@ -31,6 +31,9 @@ pub mod name {
     pub const CLIENTS_WAITING: &str = "pgstash_clients_waiting";
     pub const POOL_SIZE: &str = "pgstash_pool_size";
     pub const WORKERS: &str = "pgstash_worker_threads";
+    pub const LOCAL_HITS: &str = "pgstash_cache_local_hits_total";
+    pub const LOCAL_RESETS: &str = "pgstash_cache_local_resets_total";
+    pub const LOCAL_DOWN: &str = "pgstash_cache_local_down";
 }
 
 pub struct Metrics {
@@ -70,6 +73,14 @@ pub struct Metrics {
     pub pool_size: IntGauge,
     /// Threads serving connections (the `workers` setting, resolved).
     pub workers: IntGauge,
+    /// Fast mode: hits served by the local tier without asking Redis.
+    pub local_hits: IntCounter,
+    /// Fast mode: times the local tier was dropped because an invalidation
+    /// message may have been missed (subscription lost, epoch renewed).
+    pub local_resets: IntCounter,
+    /// Fast mode: 1 while the invalidation subscription is down (nothing is
+    /// served locally then); always 0 in strict mode and without Redis.
+    pub local_down: IntGauge,
 }
 
 fn counter_vec(registry: &Registry, name: &str, help: &str, labels: &[&str]) -> IntCounterVec {
@@ -96,10 +107,31 @@ impl Metrics {
             "Bytes sent to clients from the cache",
         )
         .expect("valid");
-        let cache_entries =
-            IntGauge::new(name::CACHE_ENTRIES, "Entries in the in-process store").expect("valid");
-        let cache_bytes =
-            IntGauge::new(name::CACHE_BYTES, "Bytes in the in-process store").expect("valid");
+        let cache_entries = IntGauge::new(
+            name::CACHE_ENTRIES,
+            "Entries held in process (in-process store, or fast mode's local tier)",
+        )
+        .expect("valid");
+        let cache_bytes = IntGauge::new(
+            name::CACHE_BYTES,
+            "Bytes held in process (in-process store, or fast mode's local tier)",
+        )
+        .expect("valid");
+        let local_hits = IntCounter::new(
+            name::LOCAL_HITS,
+            "Fast mode: hits served by the local tier without a Redis call",
+        )
+        .expect("valid");
+        let local_resets = IntCounter::new(
+            name::LOCAL_RESETS,
+            "Fast mode: local tier dropped because an invalidation may have been missed",
+        )
+        .expect("valid");
+        let local_down = IntGauge::new(
+            name::LOCAL_DOWN,
+            "Fast mode: 1 while the invalidation subscription is down (no local hits)",
+        )
+        .expect("valid");
         let query_duration = HistogramVec::new(
             HistogramOpts::new(
                 name::QUERY_DURATION,
@@ -162,6 +194,9 @@ impl Metrics {
             Box::new(clients_waiting.clone()),
             Box::new(pool_size.clone()),
             Box::new(workers.clone()),
+            Box::new(local_hits.clone()),
+            Box::new(local_resets.clone()),
+            Box::new(local_down.clone()),
             Box::new(client_connections.clone()),
             Box::new(upstream_connections.clone()),
             Box::new(pool_acquire_wait.clone()),
@@ -219,6 +254,9 @@ impl Metrics {
             clients_waiting,
             pool_size,
             workers,
+            local_hits,
+            local_resets,
+            local_down,
             client_connections,
             upstream_connections,
             pool_acquire_wait,

@@ -1,47 +1,27 @@
-//! The in-process store: entries in a byte-bounded `quick_cache` (evicting
-//! the least valuable when full), table versions in a map.
+//! The in-process store: entries in a byte-bounded map (evicting the least
+//! valuable when full), table versions in a map.
 
 use std::collections::HashMap;
 use std::fmt::Write;
 use std::sync::Mutex;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use bytes::Bytes;
-use quick_cache::sync::Cache;
-use quick_cache::Weighter;
 
+use super::entries::Entries;
 use crate::cache::key::{KeyBase, TableKey};
 
-#[derive(Clone)]
-struct Entry {
-    value: Bytes,
-    expires: Instant,
-}
-
-#[derive(Clone)]
-struct ByBytes;
-
-impl Weighter<String, Entry> for ByBytes {
-    fn weight(&self, key: &String, entry: &Entry) -> u64 {
-        (key.len() + entry.value.len() + 64) as u64
-    }
-}
-
 pub struct MemoryStore {
-    entries: Cache<String, Entry, ByBytes>,
+    entries: Entries,
     versions: Mutex<HashMap<TableKey, u64>>,
     /// Bumped by a flush: part of every key, like Redis' epoch.
     epoch: Mutex<u64>,
 }
 
-/// Rough entry size used to size quick_cache's internal tables.
-const TYPICAL_ENTRY_BYTES: u64 = 2048;
-
 impl MemoryStore {
     pub fn new(max_bytes: u64) -> MemoryStore {
-        let estimated_items = (max_bytes / TYPICAL_ENTRY_BYTES).max(16) as usize;
         MemoryStore {
-            entries: Cache::with_weighter(estimated_items, max_bytes.max(1), ByBytes),
+            entries: Entries::new(max_bytes),
             versions: Mutex::new(HashMap::new()),
             epoch: Mutex::new(0),
         }
@@ -57,25 +37,12 @@ impl MemoryStore {
                 let _ = write!(key, ".{}", versions.get(table).copied().unwrap_or(0));
             }
         }
-        let value = match self.entries.get(&key) {
-            Some(entry) if entry.expires > Instant::now() => Some(entry.value),
-            Some(_) => {
-                self.entries.remove(&key);
-                None
-            }
-            None => None,
-        };
+        let value = self.entries.get(&key);
         super::Lookup { key, value }
     }
 
     pub fn put(&self, key: &str, value: Bytes, ttl: Duration) {
-        self.entries.insert(
-            key.to_owned(),
-            Entry {
-                value,
-                expires: Instant::now() + ttl,
-            },
-        );
+        self.entries.insert(key, value, ttl);
     }
 
     pub fn invalidate(&self, tables: &[TableKey]) {
@@ -91,7 +58,7 @@ impl MemoryStore {
     }
 
     pub fn usage(&self) -> (u64, u64) {
-        (self.entries.len() as u64, self.entries.weight())
+        self.entries.usage()
     }
 }
 

@@ -3,9 +3,12 @@
 //! `store_timeout`; a failed or slow call is an error the caller answers by
 //! going upstream.
 
+mod entries;
+mod local;
 mod memory;
 mod redis;
 
+pub use local::LocalCounters;
 pub use memory::MemoryStore;
 pub use redis::RedisStore;
 
@@ -97,7 +100,15 @@ impl Store {
     pub fn memory_usage(&self) -> Option<(u64, u64)> {
         match self {
             Store::Memory(s) => Some(s.usage()),
-            Store::Redis(_) => None,
+            Store::Redis(s) => s.local_usage(),
+        }
+    }
+
+    /// Fast mode: whether invalidations from other instances are arriving.
+    pub fn local_live(&self) -> Option<bool> {
+        match self {
+            Store::Memory(_) => None,
+            Store::Redis(s) => s.local_live(),
         }
     }
 

@@ -19,11 +19,16 @@
 //!   from a snapshot, or an evicted version key).
 //!
 //! A background task keeps trying to renew the epoch while dirty.
+//!
+//! Every invalidation and epoch renewal is also published on the
+//! `{prefix}inv` channel, in the same script as the write. In fast mode an
+//! instance subscribes to it and serves hits from its local tier (see
+//! `local.rs`); strict-mode instances ignore it.
 
 use std::collections::HashMap;
 use std::fmt::Write;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, Weak};
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -31,25 +36,42 @@ use fred::prelude::*;
 use fred::types::scripts::Script;
 use fred::types::Expiration;
 
+use super::local::{LocalCounters, LocalTier};
 use super::{Lookup, StoreError};
 use crate::cache::key::{KeyBase, TableKey};
-use crate::config::CacheConfig;
+use crate::config::{CacheConfig, CacheMode};
 
+/// KEYS: the epoch, then one version key per table. ARGV[1]: the entry key
+/// up to the versions. Returns `{key}` on a miss, `{key, value, pttl}` on a
+/// hit.
 const LOOKUP_LUA: &str = r#"
 local parts = {}
 for i = 1, #KEYS do
   parts[i] = redis.call('GET', KEYS[i]) or '0'
 end
 local key = ARGV[1] .. table.concat(parts, '.')
-return {key, redis.call('GET', key)}
+local value = redis.call('GET', key)
+if value then
+  return {key, value, redis.call('PTTL', key)}
+end
+return {key}
 "#;
 
+/// KEYS: version keys. ARGV[1]: the invalidation channel.
 const INVALIDATE_LUA: &str = r#"
 local versions = {}
 for i = 1, #KEYS do
   versions[i] = redis.call('INCR', KEYS[i])
+  redis.call('PUBLISH', ARGV[1], 'v ' .. versions[i] .. ' ' .. KEYS[i])
 end
 return versions
+"#;
+
+/// KEYS[1]: the epoch key. ARGV: the new epoch, the invalidation channel.
+const RENEW_LUA: &str = r#"
+redis.call('SET', KEYS[1], ARGV[1])
+redis.call('PUBLISH', ARGV[2], 'e ' .. ARGV[1])
+return 1
 "#;
 
 /// How long startup waits for Redis before serving without it.
@@ -58,6 +80,13 @@ const STARTUP_WAIT: Duration = Duration::from_secs(2);
 /// How often the background task retries renewing the epoch while dirty.
 const REPAIR_INTERVAL: Duration = Duration::from_millis(200);
 
+/// How often the subscription task retries subscribing while down, and
+/// checks whether the store is still in use.
+const SUBSCRIBE_RETRY: Duration = Duration::from_millis(500);
+
+/// Invalidation messages buffered for the subscription task.
+const SUBSCRIBER_BUFFER: usize = 4096;
+
 pub struct RedisStore {
     pool: Pool,
     /// `{prefix}`, the hash tag every key starts with.
@@ -65,6 +94,11 @@ pub struct RedisStore {
     timeout: Duration,
     lookup: Script,
     invalidate: Script,
+    renew: Script,
+    /// `{prefix}inv`: where invalidations and epoch renewals are published.
+    channel: String,
+    /// Fast mode's local tier.
+    local: Option<Arc<LocalTier>>,
     dirty: Arc<AtomicBool>,
     /// Moves on at every connection error or reconnection.
     generation: Arc<AtomicU64>,
@@ -79,23 +113,13 @@ impl RedisStore {
     /// Builds the client and starts connecting in the background. An
     /// unreachable Redis is not an error here: queries go upstream until it
     /// answers.
-    pub async fn connect(url: &str, config: &CacheConfig) -> Result<Arc<RedisStore>, StoreError> {
-        let mut redis_config =
-            Config::from_url(url).map_err(|e| StoreError::Connect(e.to_string()))?;
-        // Keep reconnecting even when Redis is down at startup.
-        redis_config.fail_fast = false;
-        let timeout = config.store_timeout;
-        let pool = Builder::from_config(redis_config)
-            .with_connection_config(|c| {
-                c.connection_timeout = Duration::from_secs(2);
-                c.internal_command_timeout = Duration::from_secs(2);
-                c.max_command_attempts = 1;
-            })
-            .with_performance_config(|p| {
-                p.default_command_timeout = timeout;
-            })
-            // Reconnect forever, backing off from 100 ms to 2 s.
-            .set_policy(ReconnectPolicy::new_exponential(0, 100, 2000, 2))
+    pub async fn connect(
+        url: &str,
+        config: &CacheConfig,
+        counters: LocalCounters,
+    ) -> Result<Arc<RedisStore>, StoreError> {
+        let builder = builder(url, config.store_timeout)?;
+        let pool = builder
             .build_pool(config.redis_pool_size)
             .map_err(|e| StoreError::Connect(e.to_string()))?;
         // Connection tasks run (and reconnect) in the background; startup
@@ -103,12 +127,24 @@ impl RedisStore {
         let init_pool = pool.clone();
         let init = tokio::spawn(async move { init_pool.init().await.map(|_| ()) });
         let _ = tokio::time::timeout(STARTUP_WAIT, init).await;
+        let tag = format!("{{{}}}", config.key_prefix);
+        let local = (config.mode == CacheMode::Fast).then(|| {
+            Arc::new(LocalTier::new(
+                config.max_memory_bytes,
+                config.local_max_age,
+                format!("{tag}v:"),
+                counters,
+            ))
+        });
         let store = Arc::new(RedisStore {
             pool,
-            tag: format!("{{{}}}", config.key_prefix),
-            timeout,
+            channel: format!("{tag}inv"),
+            tag,
+            timeout: config.store_timeout,
             lookup: Script::from_lua(LOOKUP_LUA),
             invalidate: Script::from_lua(INVALIDATE_LUA),
+            renew: Script::from_lua(RENEW_LUA),
+            local,
             dirty: Arc::new(AtomicBool::new(false)),
             generation: Arc::new(AtomicU64::new(0)),
             written: Mutex::new(HashMap::new()),
@@ -135,6 +171,21 @@ impl RedisStore {
                 }
             });
         }
+        if let Some(local) = &store.local {
+            let mut builder = builder;
+            // Messages queue here between the connection task and `follow`;
+            // an overflow costs a reset of the local tier.
+            builder.with_performance_config(|p| p.broadcast_channel_capacity = SUBSCRIBER_BUFFER);
+            let subscriber = builder
+                .build()
+                .map_err(|e| StoreError::Connect(e.to_string()))?;
+            tokio::spawn(follow(
+                Arc::downgrade(&store),
+                local.clone(),
+                subscriber,
+                store.channel.clone(),
+            ));
+        }
         let weak = Arc::downgrade(&store);
         tokio::spawn(async move {
             loop {
@@ -156,6 +207,24 @@ impl RedisStore {
         format!("{}v:{}", self.tag, table.as_str())
     }
 
+    /// Fast mode: keeps a fill in the local tier (called before the fill's
+    /// waiters are released and its Redis write starts).
+    pub fn keep_local(&self, key: &str, value: Bytes, ttl: Duration) {
+        if let Some(local) = &self.local {
+            local.store(key, value, ttl);
+        }
+    }
+
+    /// (entries, bytes) held by fast mode's local tier.
+    pub fn local_usage(&self) -> Option<(u64, u64)> {
+        self.local.as_ref().map(|l| l.usage())
+    }
+
+    /// Fast mode: whether the invalidation subscription is up.
+    pub fn local_live(&self) -> Option<bool> {
+        self.local.as_ref().map(|l| l.is_live())
+    }
+
     async fn bounded<T>(
         &self,
         call: impl std::future::Future<Output = Result<T, Error>>,
@@ -172,11 +241,20 @@ impl RedisStore {
         if self.dirty.load(Ordering::SeqCst) {
             self.renew_epoch().await?;
         }
+        let mut prefix = String::with_capacity(self.tag.len() + 70);
+        let _ = write!(prefix, "{}e:{}:", self.tag, base.hex());
+        if let Some(local) = &self.local {
+            if let Some((key, value)) = local.get(&prefix, tables) {
+                return Ok(Lookup {
+                    key,
+                    value: Some(value),
+                });
+            }
+        }
+        let ticket = self.local.as_ref().map(|l| l.ticket());
         let mut keys = Vec::with_capacity(tables.len() + 1);
         keys.push(self.epoch_key());
         keys.extend(tables.iter().map(|t| self.version_key(t)));
-        let mut prefix = String::with_capacity(self.tag.len() + 70);
-        let _ = write!(prefix, "{}e:{}:", self.tag, base.hex());
         let version_keys: Vec<String> = keys[1..].to_vec();
         let generation = self.generation.load(Ordering::SeqCst);
         let bumps_before = self.bumps.load(Ordering::SeqCst);
@@ -192,29 +270,34 @@ impl RedisStore {
             // The connection failed or came back while this lookup ran.
             return Err(StoreError::Recovering);
         }
-        let Value::Array(mut parts) = reply else {
+        let Value::Array(parts) = reply else {
             return Err(StoreError::Backend(
                 "unexpected reply to the lookup script".into(),
             ));
         };
-        let value = match parts.pop() {
-            Some(Value::Bytes(b)) => Some(b),
-            Some(Value::String(s)) => Some(Bytes::copy_from_slice(s.as_bytes())),
-            _ => None,
-        };
-        let key = match parts.pop() {
+        let mut parts = parts.into_iter();
+        let key = match parts.next() {
             Some(Value::String(s)) => s.to_string(),
             Some(Value::Bytes(b)) => String::from_utf8_lossy(&b).into_owned(),
             _ => return Err(StoreError::Backend("lookup script returned no key".into())),
         };
-        let versions: Vec<u64> = key
-            .get(prefix.len()..)
-            .unwrap_or_default()
-            .split('.')
-            .skip(1)
-            .map(|v| v.parse().unwrap_or(0))
-            .collect();
+        let value = match parts.next() {
+            Some(Value::Bytes(b)) => Some(b),
+            Some(Value::String(s)) => Some(Bytes::copy_from_slice(s.as_bytes())),
+            _ => None,
+        };
+        let remaining = match parts.next() {
+            Some(Value::Integer(ms)) if ms > 0 => Some(Duration::from_millis(ms as u64)),
+            _ => None,
+        };
+        let mut stamp = key.get(prefix.len()..).unwrap_or_default().split('.');
+        let epoch = stamp.next().unwrap_or_default();
+        let versions: Vec<u64> = stamp.map(|v| v.parse().unwrap_or(0)).collect();
         self.check_versions(&version_keys, &versions, bumps_before)?;
+        if let (Some(local), Some(ticket)) = (&self.local, ticket) {
+            let entry = value.as_ref().zip(remaining);
+            local.learn(ticket, epoch, &version_keys, &versions, &key, entry);
+        }
         Ok(Lookup { key, value })
     }
 
@@ -255,16 +338,23 @@ impl RedisStore {
             return Ok(());
         }
         let keys: Vec<String> = tables.iter().map(|t| self.version_key(t)).collect();
+        let ticket = self.local.as_ref().map(|l| l.ticket());
         let client = self.pool.next();
         let result = self
             .bounded(self.invalidate.evalsha_with_reload::<Vec<i64>, _, _>(
                 client,
                 keys.clone(),
-                Vec::<String>::new(),
+                vec![self.channel.clone()],
             ))
             .await;
         match result {
             Ok(versions) => {
+                if let (Some(local), Some(ticket)) = (&self.local, ticket) {
+                    // Before the write is acknowledged: this instance's
+                    // next lookups build keys with the new versions.
+                    let raised: Vec<u64> = versions.iter().map(|v| (*v).max(0) as u64).collect();
+                    local.raise(ticket, &keys, &raised);
+                }
                 let mut written = self.written.lock().unwrap_or_else(|e| e.into_inner());
                 let sequence = self.bumps.load(Ordering::SeqCst) + 1;
                 for (key, version) in keys.into_iter().zip(versions) {
@@ -291,10 +381,18 @@ impl RedisStore {
         let epoch = format!("{:016x}", rand::random::<u64>());
         let client = self.pool.next();
         let result = self
-            .bounded(client.set::<(), _, _>(self.epoch_key(), epoch, None, None, false))
-            .await;
+            .bounded(self.renew.evalsha_with_reload::<i64, _, _>(
+                client,
+                vec![self.epoch_key()],
+                vec![epoch, self.channel.clone()],
+            ))
+            .await
+            .map(|_| ());
         match &result {
             Ok(()) => {
+                if let Some(local) = &self.local {
+                    local.reset("this instance renewed the epoch");
+                }
                 // Entries under the old epoch are unreachable: versions seen
                 // before no longer matter.
                 self.written
@@ -316,5 +414,86 @@ impl RedisStore {
         }
         let client = self.pool.next();
         self.bounded(client.ping::<String>(None)).await.is_ok()
+    }
+}
+
+/// A client builder with pgstash's timeouts and reconnect policy.
+fn builder(url: &str, timeout: Duration) -> Result<Builder, StoreError> {
+    let mut redis_config = Config::from_url(url).map_err(|e| StoreError::Connect(e.to_string()))?;
+    // Keep reconnecting even when Redis is down at startup.
+    redis_config.fail_fast = false;
+    let mut builder = Builder::from_config(redis_config);
+    builder
+        .with_connection_config(|c| {
+            c.connection_timeout = Duration::from_secs(2);
+            c.internal_command_timeout = Duration::from_secs(2);
+            c.max_command_attempts = 1;
+        })
+        .with_performance_config(|p| {
+            p.default_command_timeout = timeout;
+        })
+        // Reconnect forever, backing off from 100 ms to 2 s.
+        .set_policy(ReconnectPolicy::new_exponential(0, 100, 2000, 2));
+    Ok(builder)
+}
+
+/// Fast mode: follows the invalidation channel into `local` for as long as
+/// the store exists. The tier is live only between a confirmed SUBSCRIBE
+/// and the next sign that a message may have been missed.
+async fn follow(store: Weak<RedisStore>, local: Arc<LocalTier>, client: Client, channel: String) {
+    use tokio::sync::broadcast::error::RecvError;
+    let mut messages = client.message_rx();
+    let mut reconnects = client.reconnect_rx();
+    let mut errors = client.error_rx();
+    let init = client.clone();
+    tokio::spawn(async move { init.init().await.map(|_| ()) });
+    let mut retry = tokio::time::interval(SUBSCRIBE_RETRY);
+    loop {
+        tokio::select! {
+            message = messages.recv() => match message {
+                Ok(message) => match message.value.as_str() {
+                    Some(text) => local.hear(&text),
+                    None => local.reset("a non-text invalidation message"),
+                },
+                Err(RecvError::Lagged(missed)) => {
+                    tracing::warn!(missed, "invalidation messages dropped; local tier reset");
+                    local.reset("invalidation messages were dropped");
+                }
+                Err(RecvError::Closed) => return,
+            },
+            event = reconnects.recv() => {
+                if event.is_err() {
+                    return;
+                }
+                local.set_live(false);
+                subscribe(&client, &channel, &local).await;
+            }
+            event = errors.recv() => {
+                if event.is_err() {
+                    return;
+                }
+                local.set_live(false);
+            }
+            _ = retry.tick() => {
+                if store.strong_count() == 0 {
+                    let _ = client.quit().await;
+                    return;
+                }
+                if !local.is_live() && client.is_connected() {
+                    subscribe(&client, &channel, &local).await;
+                }
+            }
+        }
+    }
+}
+
+async fn subscribe(client: &Client, channel: &str, local: &LocalTier) {
+    match tokio::time::timeout(SUBSCRIBE_RETRY, client.subscribe(channel)).await {
+        Ok(Ok(())) => {
+            local.set_live(true);
+            tracing::info!(channel, "fast mode: following invalidations");
+        }
+        Ok(Err(e)) => tracing::warn!(error = %e, "fast mode: cannot subscribe to invalidations"),
+        Err(_) => tracing::warn!("fast mode: subscribing to invalidations timed out"),
     }
 }

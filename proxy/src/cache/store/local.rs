@@ -1,0 +1,357 @@
+//! Fast mode's local tier: entries kept in process in front of Redis, and
+//! a mirror of the Redis epoch and table versions that names them.
+//!
+//! A local entry lives under the same full key as in Redis (base, epoch,
+//! one version per table read), so it is reachable only while the mirror
+//! holds exactly those versions. The mirror learns versions from Redis
+//! replies and from this instance's own invalidations (before the write is
+//! acknowledged, so read-your-writes holds on this instance), and follows
+//! other instances' invalidations over pub/sub. Versions only grow; the
+//! mirror takes the larger of what it holds and what it hears.
+//!
+//! Whenever a message may have been missed — the subscription is down or
+//! being re-established, the message buffer overflowed, the epoch changed —
+//! the tier is *reset*: entries and mirror are dropped, and the generation
+//! moves on so that Redis replies read before the reset teach nothing.
+//! Until the subscription is live again, every lookup goes to Redis. As a
+//! last bound, no local entry is served longer than `max_age` after it was
+//! read from or written to Redis.
+
+use std::collections::HashMap;
+use std::fmt::Write;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Mutex;
+use std::time::Duration;
+
+use bytes::Bytes;
+use prometheus::IntCounter;
+
+use super::entries::Entries;
+use crate::cache::key::TableKey;
+
+/// What the tier knows of Redis' versions.
+#[derive(Default)]
+struct Mirror {
+    epoch: Option<String>,
+    /// By table (`TableKey`), not by Redis version key.
+    versions: HashMap<String, u64>,
+}
+
+pub struct LocalTier {
+    entries: Entries,
+    mirror: Mutex<Mirror>,
+    /// The subscription is up: messages are arriving.
+    live: AtomicBool,
+    /// Moves on at every reset.
+    generation: AtomicU64,
+    max_age: Duration,
+    /// What every Redis version key starts with (`{tag}v:`).
+    version_prefix: String,
+    counters: LocalCounters,
+}
+
+/// The tier's metrics (see `Metrics::local_hits`, `Metrics::local_resets`).
+#[derive(Clone)]
+pub struct LocalCounters {
+    pub hits: IntCounter,
+    pub resets: IntCounter,
+}
+
+/// A message on the invalidation channel.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Notice<'a> {
+    /// `v <version> <version key>`: a table was bumped to `version`.
+    Version { key: &'a str, version: u64 },
+    /// `e <epoch>`: the epoch was replaced; every entry is gone.
+    Epoch,
+}
+
+impl<'a> Notice<'a> {
+    pub fn parse(text: &'a str) -> Option<Notice<'a>> {
+        if let Some(rest) = text.strip_prefix("v ") {
+            let (version, key) = rest.split_once(' ')?;
+            return Some(Notice::Version {
+                key,
+                version: version.parse().ok()?,
+            });
+        }
+        text.strip_prefix("e ").map(|_| Notice::Epoch)
+    }
+}
+
+/// Where a lookup stood when it began, to judge its reply later.
+#[derive(Debug, Clone, Copy)]
+pub struct Ticket {
+    generation: u64,
+}
+
+impl LocalTier {
+    pub fn new(
+        max_bytes: u64,
+        max_age: Duration,
+        version_prefix: String,
+        counters: LocalCounters,
+    ) -> LocalTier {
+        LocalTier {
+            entries: Entries::new(max_bytes),
+            mirror: Mutex::new(Mirror::default()),
+            live: AtomicBool::new(false),
+            generation: AtomicU64::new(0),
+            max_age,
+            version_prefix,
+            counters,
+        }
+    }
+
+    /// `prefix` is the Redis key up to the versions (`{tag}e:<hex>:`).
+    /// Returns the full key and the value when every version is known and
+    /// the entry is held.
+    pub fn get(&self, prefix: &str, tables: &[TableKey]) -> Option<(String, Bytes)> {
+        if !self.live.load(Ordering::Acquire) {
+            return None;
+        }
+        let mut key = String::with_capacity(prefix.len() + 20 + tables.len() * 4);
+        key.push_str(prefix);
+        {
+            let mirror = self.mirror.lock().unwrap_or_else(|e| e.into_inner());
+            key.push_str(mirror.epoch.as_deref()?);
+            for table in tables {
+                let _ = write!(key, ".{}", mirror.versions.get(table.as_str())?);
+            }
+        }
+        let value = self.entries.get(&key)?;
+        self.counters.hits.inc();
+        Some((key, value))
+    }
+
+    /// Taken before a Redis call whose reply may teach the mirror.
+    pub fn ticket(&self) -> Ticket {
+        Ticket {
+            generation: self.generation.load(Ordering::Acquire),
+        }
+    }
+
+    /// Whether nothing was reset since `ticket` was taken, while live.
+    fn current(&self, ticket: Ticket) -> bool {
+        self.live.load(Ordering::Acquire)
+            && self.generation.load(Ordering::Acquire) == ticket.generation
+    }
+
+    /// A lookup's reply: the epoch and versions it read, and the entry
+    /// with the time Redis still keeps it.
+    pub fn learn(
+        &self,
+        ticket: Ticket,
+        epoch: &str,
+        version_keys: &[String],
+        versions: &[u64],
+        key: &str,
+        entry: Option<(&Bytes, Duration)>,
+    ) {
+        let mut mirror = self.mirror.lock().unwrap_or_else(|e| e.into_inner());
+        // Checked under the lock: a reset takes it too, so nothing learned
+        // here survives a reset that began after the check.
+        if !self.current(ticket) {
+            return;
+        }
+        match &mirror.epoch {
+            Some(known) if known != epoch => return,
+            Some(_) => {}
+            None => mirror.epoch = Some(epoch.to_owned()),
+        }
+        self.raise_all(&mut mirror, version_keys, versions);
+        drop(mirror);
+        if let Some((value, remaining)) = entry {
+            self.entries
+                .insert(key, value.clone(), remaining.min(self.max_age));
+        }
+    }
+
+    /// A fill written to Redis under `key`.
+    pub fn store(&self, key: &str, value: Bytes, ttl: Duration) {
+        if self.live.load(Ordering::Acquire) {
+            self.entries.insert(key, value, ttl.min(self.max_age));
+        }
+    }
+
+    /// Versions an invalidation (this instance's, or another's by message)
+    /// moved tables to.
+    pub fn raise(&self, ticket: Ticket, version_keys: &[String], versions: &[u64]) {
+        let mut mirror = self.mirror.lock().unwrap_or_else(|e| e.into_inner());
+        if !self.current(ticket) {
+            return;
+        }
+        self.raise_all(&mut mirror, version_keys, versions);
+    }
+
+    fn raise_all(&self, mirror: &mut Mirror, version_keys: &[String], versions: &[u64]) {
+        for (version_key, version) in version_keys.iter().zip(versions) {
+            if let Some(table) = version_key.strip_prefix(&self.version_prefix) {
+                raise(&mut mirror.versions, table, *version);
+            }
+        }
+    }
+
+    /// A message from the invalidation channel.
+    pub fn hear(&self, text: &str) {
+        match Notice::parse(text) {
+            Some(Notice::Version { key, version }) => {
+                let Some(table) = key.strip_prefix(&self.version_prefix) else {
+                    return self.reset("an invalidation message for another prefix");
+                };
+                let mut mirror = self.mirror.lock().unwrap_or_else(|e| e.into_inner());
+                raise(&mut mirror.versions, table, version);
+            }
+            Some(Notice::Epoch) => self.reset("the epoch was renewed"),
+            None => {
+                tracing::warn!(
+                    message = text,
+                    "unknown message on the invalidation channel"
+                );
+                self.reset("unknown invalidation message");
+            }
+        }
+    }
+
+    /// Forgets everything: a message may have been missed.
+    pub fn reset(&self, why: &str) {
+        let mut mirror = self.mirror.lock().unwrap_or_else(|e| e.into_inner());
+        self.generation.fetch_add(1, Ordering::AcqRel);
+        *mirror = Mirror::default();
+        drop(mirror);
+        self.entries.clear();
+        self.counters.resets.inc();
+        tracing::debug!(why, "fast-mode local tier reset");
+    }
+
+    /// The subscription went down (`false`, with a reset) or is up again.
+    pub fn set_live(&self, live: bool) {
+        if !live {
+            self.live.store(false, Ordering::Release);
+            self.reset("the invalidation subscription is down");
+        } else {
+            self.live.store(true, Ordering::Release);
+        }
+    }
+
+    pub fn is_live(&self) -> bool {
+        self.live.load(Ordering::Acquire)
+    }
+
+    /// (entries, bytes) held.
+    pub fn usage(&self) -> (u64, u64) {
+        self.entries.usage()
+    }
+}
+
+fn raise(versions: &mut HashMap<String, u64>, table: &str, version: u64) {
+    match versions.get_mut(table) {
+        Some(known) => *known = (*known).max(version),
+        None => {
+            versions.insert(table.to_owned(), version);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const PREFIX: &str = "{p}e:ab:";
+
+    fn tier() -> LocalTier {
+        let counters = LocalCounters {
+            hits: IntCounter::new("h", "h").unwrap(),
+            resets: IntCounter::new("r", "r").unwrap(),
+        };
+        let tier = LocalTier::new(1 << 20, Duration::from_secs(60), "{p}v:".into(), counters);
+        tier.set_live(true);
+        tier
+    }
+
+    fn users() -> Vec<TableKey> {
+        vec![TableKey::new("db", "users")]
+    }
+
+    fn version_keys() -> Vec<String> {
+        vec!["{p}v:db.users".to_owned()]
+    }
+
+    /// A Redis hit under epoch `e0` and users at `version`.
+    fn learn_hit(tier: &LocalTier, ticket: Ticket, version: u64) {
+        let key = format!("{PREFIX}e0.{version}");
+        let value = Bytes::from_static(b"rows");
+        tier.learn(
+            ticket,
+            "e0",
+            &version_keys(),
+            &[version],
+            &key,
+            Some((&value, Duration::from_secs(60))),
+        );
+    }
+
+    #[test]
+    fn serves_what_redis_returned_under_the_same_versions() {
+        let tier = tier();
+        assert!(tier.get(PREFIX, &users()).is_none());
+        learn_hit(&tier, tier.ticket(), 3);
+        let (key, value) = tier.get(PREFIX, &users()).expect("a local hit");
+        assert_eq!(key, "{p}e:ab:e0.3");
+        assert_eq!(&value[..], b"rows");
+    }
+
+    #[test]
+    fn own_invalidation_and_messages_hide_older_entries() {
+        let tier = tier();
+        learn_hit(&tier, tier.ticket(), 3);
+        tier.raise(tier.ticket(), &version_keys(), &[4]);
+        assert!(tier.get(PREFIX, &users()).is_none(), "own write");
+        learn_hit(&tier, tier.ticket(), 4);
+        assert!(tier.get(PREFIX, &users()).is_some());
+        tier.hear("v 5 {p}v:db.users");
+        assert!(tier.get(PREFIX, &users()).is_none(), "another's write");
+        // A reply read before that message cannot move the version back.
+        learn_hit(&tier, tier.ticket(), 4);
+        assert!(tier.get(PREFIX, &users()).is_none());
+    }
+
+    #[test]
+    fn nothing_learned_across_a_reset_or_while_down() {
+        let tier = tier();
+        let before = tier.ticket();
+        tier.reset("test");
+        learn_hit(&tier, before, 3);
+        assert!(tier.get(PREFIX, &users()).is_none(), "stale ticket");
+        learn_hit(&tier, tier.ticket(), 3);
+        assert!(tier.get(PREFIX, &users()).is_some());
+        tier.set_live(false);
+        assert!(tier.get(PREFIX, &users()).is_none(), "down");
+        learn_hit(&tier, tier.ticket(), 3);
+        tier.set_live(true);
+        assert!(tier.get(PREFIX, &users()).is_none(), "learned while down");
+    }
+
+    #[test]
+    fn an_epoch_message_drops_everything() {
+        let tier = tier();
+        learn_hit(&tier, tier.ticket(), 3);
+        tier.hear("e 00ff");
+        assert!(tier.get(PREFIX, &users()).is_none());
+        assert_eq!(tier.usage().0, 0);
+    }
+
+    #[test]
+    fn parses_messages() {
+        assert_eq!(
+            Notice::parse("v 12 {p}v:db.a b"),
+            Some(Notice::Version {
+                key: "{p}v:db.a b",
+                version: 12
+            })
+        );
+        assert_eq!(Notice::parse("e 00ff"), Some(Notice::Epoch));
+        assert_eq!(Notice::parse("v x {p}v:db.a"), None);
+        assert_eq!(Notice::parse("hello"), None);
+    }
+}
