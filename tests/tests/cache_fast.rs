@@ -48,18 +48,22 @@ async fn fast(pg: &TestPostgres, redis: &RedisProcess) -> CachingProxy {
     .await
 }
 
+/// Whether the proxy's invalidation subscription is up (the gauge is
+/// refreshed on scrape; the store answers directly).
+fn local_live(proxy: &CachingProxy) -> Option<bool> {
+    proxy
+        .handle()
+        .context()
+        .cache
+        .as_ref()
+        .and_then(|c| c.store.local_live())
+}
+
 /// Waits until the proxy's invalidation subscription is up.
 async fn wait_live(proxy: &CachingProxy) {
     let deadline = Instant::now() + Duration::from_secs(10);
     loop {
-        // The gauge is refreshed on scrape; the store answers directly.
-        let live = proxy
-            .handle()
-            .context()
-            .cache
-            .as_ref()
-            .and_then(|c| c.store.local_live());
-        if live == Some(true) {
+        if local_live(proxy) == Some(true) {
             return;
         }
         assert!(Instant::now() < deadline, "fast mode never subscribed");
@@ -126,6 +130,13 @@ async fn repeat_hits_are_served_without_calling_redis() {
     );
     assert_eq!(executions(&pg).await, executions_before, "nothing upstream");
 
+    // The subscription's heartbeat (a PING every 500 ms) keeps it live.
+    let resets = proxy.metrics().local_resets.get();
+    tokio::time::sleep(Duration::from_millis(1600)).await;
+    assert_eq!(read(&client).await, "0");
+    assert_eq!(proxy.metrics().local_hits.get(), 51, "still served locally");
+    assert_eq!(proxy.metrics().local_resets.get(), resets, "no reset");
+
     // Its own write is seen at once: the versions move before the ack.
     client
         .execute("UPDATE counters SET v = 7 WHERE id = 1", &[])
@@ -166,7 +177,7 @@ async fn two_instances(
 async fn another_instances_write_arrives_over_pubsub() {
     let pg = setup().await;
     let redis = RedisProcess::start();
-    let (a, b, client_a, client_b) = two_instances(&pg, &redis).await;
+    let (_a, b, client_a, client_b) = two_instances(&pg, &redis).await;
 
     // A write through A reaches B long before the minute of local_max_age.
     client_a
@@ -223,4 +234,26 @@ async fn a_lost_subscription_stops_local_hits_until_it_is_back() {
         .await
         .unwrap();
     converges(&client_b, "6", "B after re-subscribing").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_unresponsive_subscription_is_noticed() {
+    let pg = setup().await;
+    let mut redis = RedisProcess::start();
+    let proxy = fast(&pg, &redis).await;
+    wait_live(&proxy).await;
+
+    // A frozen server keeps the connection open and answers nothing: only
+    // the heartbeat can tell, and then nothing is served locally.
+    redis.freeze();
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while local_live(&proxy) != Some(false) {
+        assert!(
+            Instant::now() < deadline,
+            "the frozen subscription still counts as live"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    redis.thaw();
+    wait_live(&proxy).await;
 }

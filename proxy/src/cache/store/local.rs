@@ -13,9 +13,10 @@
 //! being re-established, the message buffer overflowed, the epoch changed —
 //! the tier is *reset*: entries and mirror are dropped, and the generation
 //! moves on so that Redis replies read before the reset teach nothing.
-//! Until the subscription is live again, every lookup goes to Redis. As a
+//! Until the subscription is live again, every lookup goes to Redis; a
+//! confirmed SUBSCRIBE resets too, voiding replies that were in flight. As a
 //! last bound, no local entry is served longer than `max_age` after it was
-//! read from or written to Redis.
+//! read from or written to Redis (for a fill: after the fill completed).
 
 use std::collections::HashMap;
 use std::fmt::Write;
@@ -155,7 +156,12 @@ impl LocalTier {
             return;
         }
         match &mirror.epoch {
-            Some(known) if known != epoch => return,
+            Some(known) if known != epoch => {
+                // The epoch changed without its message having arrived yet
+                // (or the message was lost): start over.
+                drop(mirror);
+                return self.reset("a reply under another epoch");
+            }
             Some(_) => {}
             None => mirror.epoch = Some(epoch.to_owned()),
         }
@@ -174,13 +180,11 @@ impl LocalTier {
         }
     }
 
-    /// Versions an invalidation (this instance's, or another's by message)
-    /// moved tables to.
-    pub fn raise(&self, ticket: Ticket, version_keys: &[String], versions: &[u64]) {
+    /// Versions this instance's own invalidation moved tables to. Applied
+    /// whatever happened meanwhile: raising a version can only hide
+    /// entries, and the write's acknowledgement waits for it (G2).
+    pub fn raise(&self, version_keys: &[String], versions: &[u64]) {
         let mut mirror = self.mirror.lock().unwrap_or_else(|e| e.into_inner());
-        if !self.current(ticket) {
-            return;
-        }
         self.raise_all(&mut mirror, version_keys, versions);
     }
 
@@ -215,21 +219,29 @@ impl LocalTier {
 
     /// Forgets everything: a message may have been missed.
     pub fn reset(&self, why: &str) {
+        self.forget();
+        self.counters.resets.inc();
+        tracing::debug!(why, "fast-mode local tier reset");
+    }
+
+    /// Drops entries and mirror, and voids every ticket taken before.
+    fn forget(&self) {
         let mut mirror = self.mirror.lock().unwrap_or_else(|e| e.into_inner());
         self.generation.fetch_add(1, Ordering::AcqRel);
         *mirror = Mirror::default();
         drop(mirror);
         self.entries.clear();
-        self.counters.resets.inc();
-        tracing::debug!(why, "fast-mode local tier reset");
     }
 
-    /// The subscription went down (`false`, with a reset) or is up again.
+    /// The subscription went down (`false`) or was confirmed (`true`).
+    /// Both reset: what was learned before a confirmed SUBSCRIBE may predate
+    /// messages this instance never got, and so may any reply in flight.
     pub fn set_live(&self, live: bool) {
         if !live {
             self.live.store(false, Ordering::Release);
             self.reset("the invalidation subscription is down");
         } else {
+            self.forget();
             self.live.store(true, Ordering::Release);
         }
     }
@@ -305,7 +317,7 @@ mod tests {
     fn own_invalidation_and_messages_hide_older_entries() {
         let tier = tier();
         learn_hit(&tier, tier.ticket(), 3);
-        tier.raise(tier.ticket(), &version_keys(), &[4]);
+        tier.raise(&version_keys(), &[4]);
         assert!(tier.get(PREFIX, &users()).is_none(), "own write");
         learn_hit(&tier, tier.ticket(), 4);
         assert!(tier.get(PREFIX, &users()).is_some());
@@ -328,8 +340,13 @@ mod tests {
         tier.set_live(false);
         assert!(tier.get(PREFIX, &users()).is_none(), "down");
         learn_hit(&tier, tier.ticket(), 3);
+        let while_down = tier.ticket();
         tier.set_live(true);
         assert!(tier.get(PREFIX, &users()).is_none(), "learned while down");
+        // A reply whose lookup began before the SUBSCRIBE was confirmed may
+        // predate a message this instance never got.
+        learn_hit(&tier, while_down, 3);
+        assert!(tier.get(PREFIX, &users()).is_none(), "in flight at confirm");
     }
 
     #[test]

@@ -99,7 +99,7 @@ pub struct RedisStore {
     channel: String,
     /// Fast mode's local tier.
     local: Option<Arc<LocalTier>>,
-    dirty: Arc<AtomicBool>,
+    dirty: Arc<Dirt>,
     /// Moves on at every connection error or reconnection.
     generation: Arc<AtomicU64>,
     /// Versions this instance bumped tables to, with the sequence number of
@@ -107,6 +107,43 @@ pub struct RedisStore {
     written: Mutex<HashMap<String, (u64, u64)>>,
     /// Counts completed bumps; a lookup compares only with earlier ones.
     bumps: AtomicU64,
+    /// A renewal is running: concurrent lookups go upstream instead of
+    /// renewing again (each renewal empties every fast-mode tier).
+    renewing: AtomicBool,
+}
+
+/// Whether an invalidation may have been lost since the epoch was last
+/// renewed. Marks are counted, so a renewal clears only the marks made
+/// before it began: one made while it runs keeps the store dirty.
+#[derive(Default)]
+pub struct Dirt {
+    marks: AtomicU64,
+    cleaned: AtomicU64,
+}
+
+impl Dirt {
+    /// Returns whether the store was clean before.
+    fn mark(&self) -> bool {
+        let before = self.marks.fetch_add(1, Ordering::SeqCst);
+        before == self.cleaned.load(Ordering::SeqCst)
+    }
+
+    fn is_dirty(&self) -> bool {
+        self.marks.load(Ordering::SeqCst) != self.cleaned.load(Ordering::SeqCst)
+    }
+
+    /// Taken before a renewal's write.
+    fn seen(&self) -> u64 {
+        self.marks.load(Ordering::SeqCst)
+    }
+
+    /// The renewal that began at `seen` succeeded; returns whether that
+    /// made the store clean.
+    fn clean(&self, seen: u64) -> bool {
+        let was_dirty = self.is_dirty();
+        self.cleaned.fetch_max(seen, Ordering::SeqCst);
+        was_dirty && !self.is_dirty()
+    }
 }
 
 impl RedisStore {
@@ -145,7 +182,8 @@ impl RedisStore {
             invalidate: Script::from_lua(INVALIDATE_LUA),
             renew: Script::from_lua(RENEW_LUA),
             local,
-            dirty: Arc::new(AtomicBool::new(false)),
+            dirty: Arc::new(Dirt::default()),
+            renewing: AtomicBool::new(false),
             generation: Arc::new(AtomicU64::new(0)),
             written: Mutex::new(HashMap::new()),
             bumps: AtomicU64::new(0),
@@ -162,7 +200,7 @@ impl RedisStore {
                     };
                     let Ok(event) = event else { return };
                     generation.fetch_add(1, Ordering::SeqCst);
-                    if !dirty.swap(true, Ordering::SeqCst) {
+                    if dirty.mark() {
                         tracing::warn!(
                             event,
                             "redis connection {event}; renewing the cache epoch before serving"
@@ -191,8 +229,8 @@ impl RedisStore {
             loop {
                 tokio::time::sleep(REPAIR_INTERVAL).await;
                 let Some(store) = weak.upgrade() else { return };
-                if store.dirty.load(Ordering::SeqCst) {
-                    let _ = store.renew_epoch().await;
+                if store.dirty.is_dirty() {
+                    let _ = store.repair().await;
                 }
             }
         });
@@ -238,8 +276,8 @@ impl RedisStore {
     }
 
     pub async fn lookup(&self, base: &KeyBase, tables: &[TableKey]) -> Result<Lookup, StoreError> {
-        if self.dirty.load(Ordering::SeqCst) {
-            self.renew_epoch().await?;
+        if self.dirty.is_dirty() {
+            self.repair().await?;
         }
         let mut prefix = String::with_capacity(self.tag.len() + 70);
         let _ = write!(prefix, "{}e:{}:", self.tag, base.hex());
@@ -265,8 +303,7 @@ impl RedisStore {
                     .evalsha_with_reload(client, keys, vec![prefix.clone()]),
             )
             .await?;
-        if self.generation.load(Ordering::SeqCst) != generation || self.dirty.load(Ordering::SeqCst)
-        {
+        if self.generation.load(Ordering::SeqCst) != generation || self.dirty.is_dirty() {
             // The connection failed or came back while this lookup ran.
             return Err(StoreError::Recovering);
         }
@@ -315,7 +352,7 @@ impl RedisStore {
             if let Some((bumped_to, sequence)) = written.get(key) {
                 if *sequence <= bumps_before && version < bumped_to {
                     tracing::error!(%key, version, bumped_to, "a table version went backwards (redis lost data); renewing the cache epoch");
-                    self.dirty.store(true, Ordering::SeqCst);
+                    self.dirty.mark();
                     return Err(StoreError::Recovering);
                 }
             }
@@ -324,7 +361,7 @@ impl RedisStore {
     }
 
     pub async fn put(&self, key: &str, value: Bytes, ttl: Duration) -> Result<(), StoreError> {
-        if self.dirty.load(Ordering::SeqCst) {
+        if self.dirty.is_dirty() {
             return Err(StoreError::Recovering);
         }
         let ms = ttl.as_millis().clamp(1, i64::MAX as u128) as i64;
@@ -338,7 +375,6 @@ impl RedisStore {
             return Ok(());
         }
         let keys: Vec<String> = tables.iter().map(|t| self.version_key(t)).collect();
-        let ticket = self.local.as_ref().map(|l| l.ticket());
         let client = self.pool.next();
         let result = self
             .bounded(self.invalidate.evalsha_with_reload::<Vec<i64>, _, _>(
@@ -349,11 +385,11 @@ impl RedisStore {
             .await;
         match result {
             Ok(versions) => {
-                if let (Some(local), Some(ticket)) = (&self.local, ticket) {
+                if let Some(local) = &self.local {
                     // Before the write is acknowledged: this instance's
                     // next lookups build keys with the new versions.
                     let raised: Vec<u64> = versions.iter().map(|v| (*v).max(0) as u64).collect();
-                    local.raise(ticket, &keys, &raised);
+                    local.raise(&keys, &raised);
                 }
                 let mut written = self.written.lock().unwrap_or_else(|e| e.into_inner());
                 let sequence = self.bumps.load(Ordering::SeqCst) + 1;
@@ -369,15 +405,28 @@ impl RedisStore {
             }
             Err(e) => {
                 tracing::error!(error = %e, "invalidation could not be recorded; cache disabled until the epoch is renewed");
-                self.dirty.store(true, Ordering::SeqCst);
+                self.dirty.mark();
                 Err(e)
             }
         }
     }
 
+    /// Renews the epoch unless a renewal is already running (then the
+    /// caller goes upstream).
+    async fn repair(&self) -> Result<(), StoreError> {
+        if self.renewing.swap(true, Ordering::SeqCst) {
+            return Err(StoreError::Recovering);
+        }
+        let result = self.renew_epoch().await;
+        self.renewing.store(false, Ordering::SeqCst);
+        result
+    }
+
     /// Replaces the epoch with a fresh random value: every entry written
-    /// before becomes unreachable. Clears the dirty flag on success.
+    /// before becomes unreachable. Clears the marks of lost invalidations
+    /// made before it began.
     pub async fn renew_epoch(&self) -> Result<(), StoreError> {
+        let seen = self.dirty.seen();
         let epoch = format!("{:016x}", rand::random::<u64>());
         let client = self.pool.next();
         let result = self
@@ -399,17 +448,19 @@ impl RedisStore {
                     .lock()
                     .unwrap_or_else(|e| e.into_inner())
                     .clear();
-                if self.dirty.swap(false, Ordering::SeqCst) {
+                if self.dirty.clean(seen) {
                     tracing::info!("cache epoch renewed; serving from redis again");
                 }
             }
-            Err(_) => self.dirty.store(true, Ordering::SeqCst),
+            Err(_) => {
+                self.dirty.mark();
+            }
         }
         result.map_err(|_| StoreError::Recovering)
     }
 
     pub async fn ready(&self) -> bool {
-        if self.dirty.load(Ordering::SeqCst) {
+        if self.dirty.is_dirty() {
             return false;
         }
         let client = self.pool.next();
@@ -439,8 +490,20 @@ fn builder(url: &str, timeout: Duration) -> Result<Builder, StoreError> {
 
 /// Fast mode: follows the invalidation channel into `local` for as long as
 /// the store exists. The tier is live only between a confirmed SUBSCRIBE
-/// and the next sign that a message may have been missed.
+/// and the next sign that a message may have been missed; on every exit
+/// it is left down.
 async fn follow(store: Weak<RedisStore>, local: Arc<LocalTier>, client: Client, channel: String) {
+    follow_inline(&store, &local, &client, &channel).await;
+    local.set_live(false);
+    let _ = client.quit().await;
+}
+
+async fn follow_inline(
+    store: &Weak<RedisStore>,
+    local: &LocalTier,
+    client: &Client,
+    channel: &str,
+) {
     use tokio::sync::broadcast::error::RecvError;
     let mut messages = client.message_rx();
     let mut reconnects = client.reconnect_rx();
@@ -462,29 +525,43 @@ async fn follow(store: Weak<RedisStore>, local: Arc<LocalTier>, client: Client, 
                 Err(RecvError::Closed) => return,
             },
             event = reconnects.recv() => {
-                if event.is_err() {
+                local.set_live(false);
+                if matches!(event, Err(RecvError::Closed)) {
                     return;
                 }
-                local.set_live(false);
-                subscribe(&client, &channel, &local).await;
+                subscribe(client, channel, local).await;
             }
             event = errors.recv() => {
-                if event.is_err() {
+                local.set_live(false);
+                if matches!(event, Err(RecvError::Closed)) {
                     return;
                 }
-                local.set_live(false);
             }
             _ = retry.tick() => {
                 if store.strong_count() == 0 {
-                    let _ = client.quit().await;
                     return;
                 }
-                if !local.is_live() && client.is_connected() {
-                    subscribe(&client, &channel, &local).await;
+                if !local.is_live() {
+                    if client.is_connected() {
+                        subscribe(client, channel, local).await;
+                    }
+                } else if !answers(client).await {
+                    // A half-open connection delivers nothing and reports
+                    // nothing: only a round trip on it tells.
+                    tracing::warn!("fast mode: the invalidation subscription stopped answering");
+                    local.set_live(false);
                 }
             }
         }
     }
+}
+
+/// A PING on the subscribed connection, answered within the retry period.
+async fn answers(client: &Client) -> bool {
+    matches!(
+        tokio::time::timeout(SUBSCRIBE_RETRY, client.ping::<Value>(None)).await,
+        Ok(Ok(_))
+    )
 }
 
 async fn subscribe(client: &Client, channel: &str, local: &LocalTier) {
