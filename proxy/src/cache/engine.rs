@@ -323,15 +323,11 @@ impl Cache {
             .metrics
             .cache_fills
             .with_label_values(&[fill.rule.name.as_str()]);
-        if let Store::Memory(memory) = &*self.store {
+        if self.store.keep_local(fill.guard.key(), &value, fill.ttl) {
             // A map insert: cheaper than the task a background write costs.
-            memory.put(fill.guard.key(), value.clone(), fill.ttl);
             metrics_fills.inc();
             fill.guard.complete(value);
             return;
-        }
-        if let Store::Redis(redis) = &*self.store {
-            redis.keep_local(fill.guard.key(), value.clone(), fill.ttl);
         }
         let key = fill.guard.key().to_owned();
         let store = self.store.clone();

@@ -65,6 +65,23 @@ impl Store {
         }
     }
 
+    /// Keeps a fill in process, before its coalesced waiters are released.
+    /// Returns whether that stored it for good (the in-process store);
+    /// otherwise `put` must follow (Redis, which in fast mode also keeps a
+    /// local copy here).
+    pub fn keep_local(&self, key: &str, value: &Bytes, ttl: Duration) -> bool {
+        match self {
+            Store::Memory(s) => {
+                s.put(key, value.clone(), ttl);
+                true
+            }
+            Store::Redis(s) => {
+                s.keep_local(key, value.clone(), ttl);
+                false
+            }
+        }
+    }
+
     /// Moves the versions of `tables` on: every entry that read them
     /// becomes unreachable.
     pub async fn invalidate(&self, tables: &[TableKey]) -> Result<(), StoreError> {

@@ -116,7 +116,7 @@ pub struct RedisStore {
 /// renewed. Marks are counted, so a renewal clears only the marks made
 /// before it began: one made while it runs keeps the store dirty.
 #[derive(Default)]
-pub struct Dirt {
+struct Dirt {
     marks: AtomicU64,
     cleaned: AtomicU64,
 }
@@ -245,8 +245,7 @@ impl RedisStore {
         format!("{}v:{}", self.tag, table.as_str())
     }
 
-    /// Fast mode: keeps a fill in the local tier (called before the fill's
-    /// waiters are released and its Redis write starts).
+    /// Fast mode: keeps a fill in the local tier.
     pub fn keep_local(&self, key: &str, value: Bytes, ttl: Duration) {
         if let Some(local) = &self.local {
             local.store(key, value, ttl);
@@ -385,16 +384,15 @@ impl RedisStore {
             .await;
         match result {
             Ok(versions) => {
+                let versions: Vec<u64> = versions.into_iter().map(|v| v.max(0) as u64).collect();
                 if let Some(local) = &self.local {
                     // Before the write is acknowledged: this instance's
                     // next lookups build keys with the new versions.
-                    let raised: Vec<u64> = versions.iter().map(|v| (*v).max(0) as u64).collect();
-                    local.raise(&keys, &raised);
+                    local.raise(&keys, &versions);
                 }
                 let mut written = self.written.lock().unwrap_or_else(|e| e.into_inner());
                 let sequence = self.bumps.load(Ordering::SeqCst) + 1;
                 for (key, version) in keys.into_iter().zip(versions) {
-                    let version = version.max(0) as u64;
                     let slot = written.entry(key).or_insert((version, sequence));
                     if version >= slot.0 {
                         *slot = (version, sequence);
