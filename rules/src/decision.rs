@@ -18,7 +18,7 @@ use crate::names::TableRef;
 use crate::walk::push_unique;
 
 /// What the proxy knows about the client session.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash)]
 pub struct SessionFacts {
     /// Inside `BEGIN … COMMIT` (ReadyForQuery status `T` or `E`).
     pub in_transaction: bool,

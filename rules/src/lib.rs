@@ -39,7 +39,7 @@ pub use catalog::{Catalog, Volatility};
 pub use decision::{decide, decide_unparsable, BypassReason, Decision, SessionFacts};
 pub use fingerprint::{
     fingerprint, is_time_sensitive_input, literal_values, normalize, Fingerprint, FingerprintError,
-    Literal, LiteralKind, Normalized, CANONICAL_VERSION,
+    FingerprintHashing, FingerprintMap, Literal, LiteralKind, Normalized, CANONICAL_VERSION,
 };
 pub use load::{load_rules, parse_rules, Problem, RulesError};
 pub use model::{Defaults, Matcher, Rule, RuleSet};

@@ -4,12 +4,11 @@
 //! the proxy reads a [`Rule`] without consulting [`Defaults`] again.
 //! Loading and validation live in `load.rs`.
 
-use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
 use crate::analysis::Analysis;
-use crate::fingerprint::Fingerprint;
+use crate::fingerprint::{Fingerprint, FingerprintMap};
 use crate::names::TableRef;
 
 /// `[defaults]`: values used by rules that do not set their own.
@@ -96,7 +95,7 @@ pub struct RuleSet {
     pub defaults: Defaults,
     rules: Vec<Arc<Rule>>,
     /// Enabled fingerprint rules.
-    by_fingerprint: HashMap<Fingerprint, Arc<Rule>>,
+    by_fingerprint: FingerprintMap<Arc<Rule>>,
     /// Enabled `tables` rules, in file order.
     by_tables: Vec<Arc<Rule>>,
 }
@@ -105,7 +104,7 @@ impl RuleSet {
     /// Builds a set from validated rules (see `load.rs`).
     pub(crate) fn new(origin: String, defaults: Defaults, rules: Vec<Rule>) -> Self {
         let rules: Vec<Arc<Rule>> = rules.into_iter().map(Arc::new).collect();
-        let mut by_fingerprint = HashMap::new();
+        let mut by_fingerprint = FingerprintMap::default();
         let mut by_tables = Vec::new();
         for rule in rules.iter().filter(|r| r.enabled) {
             match rule.matcher.fingerprint() {

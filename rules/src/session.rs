@@ -301,6 +301,13 @@ fn contains_any_word(haystack: &[u8], words: &[&str]) -> bool {
 fn words_present<const N: usize>(haystack: &[u8], lists: [&[&str]; N]) -> [bool; N] {
     const LONGEST: usize = 32;
     let is_ident = |b: u8| b.is_ascii_alphanumeric() || b == b'_' || b == b'$' || b >= 0x80;
+    // The letters the listed words begin with: most words of a statement
+    // begin with none of them and are passed over after one test.
+    let firsts = lists
+        .iter()
+        .flat_map(|list| list.iter())
+        .filter_map(|w| w.as_bytes().first())
+        .fold(0u32, |set, &b| set | first_letter(b));
     let mut found = [false; N];
     let mut start = 0;
     while start < haystack.len() {
@@ -314,7 +321,7 @@ fn words_present<const N: usize>(haystack: &[u8], lists: [&[&str]; N]) -> [bool;
             end += 1;
         }
         let word = &haystack[start..end];
-        if word.len() <= LONGEST {
+        if word.len() <= LONGEST && firsts & first_letter(word[0]) != 0 {
             for (hit, list) in found.iter_mut().zip(lists) {
                 *hit |= list.iter().any(|w| w.as_bytes().eq_ignore_ascii_case(word));
             }
@@ -322,6 +329,16 @@ fn words_present<const N: usize>(haystack: &[u8], lists: [&[&str]; N]) -> [bool;
         start = end;
     }
     found
+}
+
+/// A bit per ASCII letter (either case), one more for anything else.
+fn first_letter(b: u8) -> u32 {
+    let lower = b | 0x20;
+    if lower.is_ascii_lowercase() {
+        1 << (lower - b'a')
+    } else {
+        1 << 26
+    }
 }
 
 #[cfg(test)]

@@ -106,6 +106,55 @@ async fn rls_tables_are_not_cached_without_allow_rls() {
     assert_eq!(proxy.bypassed("row_level_security"), 4);
 }
 
+/// A read decision is remembered per statement; DDL through pgstash that
+/// enables row-level security must end it at once, not at the next
+/// catalog refresh.
+#[tokio::test]
+async fn enabling_rls_through_pgstash_stops_caching_at_once() {
+    let pg = TestPostgres::new().await;
+    let alice = pg.create_role("alice", None).await;
+    pg.execute(COUNTER_FUNCTIONS).await;
+    pg.execute(&format!(
+        "CREATE TABLE docs (owner text, body text, n int);
+         INSERT INTO docs VALUES ('{alice}', 'a1', 1), ('{alice}', 'a2', 2), ('other', 'b1', 3);
+         GRANT SELECT ON docs TO {alice};"
+    ))
+    .await;
+    let rules = "[[rule]]\nname = \"docs\"\ntables = [\"docs\"]\n";
+    let proxy = CachingProxy::start(&pg, rules, |_| {}).await;
+    let as_alice = connect(&proxy.url(&proxy.database, &alice)).await;
+    for extended in [false, true] {
+        bodies(&as_alice, extended).await;
+    }
+    proxy.wait_for_fills("docs", 2).await;
+    for extended in [false, true] {
+        assert_eq!(
+            bodies(&as_alice, extended).await,
+            strings(&["a1", "a2", "b1"])
+        );
+    }
+    assert_eq!(proxy.hits("docs"), 2, "the table is cached before RLS");
+
+    let admin = proxy.connect().await;
+    admin
+        .batch_execute(
+            "ALTER TABLE docs ENABLE ROW LEVEL SECURITY;
+             CREATE POLICY own_rows ON docs USING (owner = current_user);",
+        )
+        .await
+        .unwrap_or_else(|e| panic!("enable RLS: {}", describe(&e)));
+    let (hits, misses) = (proxy.hits("docs"), proxy.misses("docs"));
+    for extended in [false, true, false, true] {
+        assert_eq!(bodies(&as_alice, extended).await, strings(&["a1", "a2"]));
+    }
+    assert_eq!(
+        (proxy.hits("docs"), proxy.misses("docs")),
+        (hits, misses),
+        "no read of an RLS table goes to the cache after the DDL"
+    );
+    assert_eq!(proxy.bypassed("row_level_security"), 4);
+}
+
 #[tokio::test]
 async fn set_role_turns_caching_off_for_the_session() {
     let pg = TestPostgres::new().await;

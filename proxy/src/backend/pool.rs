@@ -76,11 +76,14 @@ impl ServerManager {
     }
 }
 
+/// Boxed because bb8 moves a connection several times on every checkout
+/// and return; a pointer moves for less than the connection's few hundred
+/// bytes (the profile showed those copies at ~3% of pass-through CPU).
 impl ManageConnection for ServerManager {
-    type Connection = ServerConn;
+    type Connection = Box<ServerConn>;
     type Error = BackendError;
 
-    async fn connect(&self) -> Result<ServerConn, BackendError> {
+    async fn connect(&self) -> Result<Box<ServerConn>, BackendError> {
         if let Some(e) = self.backing_off() {
             return Err(e);
         }
@@ -93,12 +96,12 @@ impl ManageConnection for ServerManager {
         if let Err(e) = &result {
             tracing::warn!(database = %self.target.database, user = %self.target.user, error = %e, "upstream connect failed");
         }
-        result
+        result.map(Box::new)
     }
 
     /// Run at checkout. A quiet socket is enough for a recently used
     /// connection; one idle past `health_check_after` answers an empty query.
-    async fn is_valid(&self, conn: &mut ServerConn) -> Result<(), BackendError> {
+    async fn is_valid(&self, conn: &mut Box<ServerConn>) -> Result<(), BackendError> {
         if !conn.idle_and_quiet() {
             conn.broken = true;
             return Err(BackendError::Stale);
@@ -112,7 +115,7 @@ impl ManageConnection for ServerManager {
         Ok(())
     }
 
-    fn has_broken(&self, conn: &mut ServerConn) -> bool {
+    fn has_broken(&self, conn: &mut Box<ServerConn>) -> bool {
         conn.broken || conn.status != b'I' || conn.reader.has_buffered()
     }
 }

@@ -233,7 +233,8 @@ impl Catalogs {
         }
     }
 
-    fn current(&self, database: &str) -> Option<Arc<CatalogSnapshot>> {
+    /// The snapshot for `database` if one is loaded and not due for refresh.
+    pub fn current(&self, database: &str) -> Option<Arc<CatalogSnapshot>> {
         let snapshots = self.snapshots.lock().unwrap_or_else(|e| e.into_inner());
         let snapshot = snapshots.get(database)?;
         let fresh = snapshot

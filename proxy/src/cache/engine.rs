@@ -10,11 +10,12 @@ use std::time::{Duration, SystemTime};
 use arc_swap::ArcSwap;
 use bytes::Bytes;
 use pgstash_rules::{
-    Analysis, AnalysisCache, Decision, Rule, RuleSet, RulesError, SessionFacts, StatementKind,
-    TableRef,
+    Analysis, AnalysisCache, BypassReason, Decision, Rule, RuleSet, RulesError, SessionFacts,
+    StatementKind, TableRef,
 };
 
 use super::catalog::{self, Catalogs};
+use super::decided::{Decided, Grounds, Read};
 use super::fill::{FillGuard, FillRole, Fills};
 use super::key::{KeyBase, TableKey};
 use super::store::{LocalCounters, MemoryStore, RedisStore, Store, StoreError};
@@ -43,6 +44,16 @@ pub enum Classified {
     Write(Writes),
     /// It only reads; `None` when pg_query cannot parse it.
     Read(Option<Arc<Analysis>>),
+}
+
+/// What the cache does with a read (see [`Cache::decide`]).
+pub enum ReadDecision {
+    /// Look it up, and fill it on a miss.
+    Serve(Arc<Read>),
+    /// Send it upstream, for this reason.
+    Bypass(BypassReason),
+    /// It turned out to write (the session's classification missed it).
+    NotARead,
 }
 
 /// What a lookup tells the session to do.
@@ -79,6 +90,7 @@ pub struct Cache {
     rules_path: PathBuf,
     rules_modified: Mutex<Option<SystemTime>>,
     analyses: AnalysisCache,
+    decided: Decided,
     catalogs: Arc<Catalogs>,
     coalesce_wait: Duration,
     metrics: Arc<Metrics>,
@@ -120,6 +132,7 @@ impl Cache {
             rules_path,
             rules_modified: Mutex::new(modified),
             analyses: AnalysisCache::new(ANALYSIS_CACHE_ENTRIES),
+            decided: Decided::new(ANALYSIS_CACHE_ENTRIES),
             catalogs,
             coalesce_wait: config.cache.coalesce_wait,
             metrics,
@@ -165,6 +178,8 @@ impl Cache {
                 self.metrics
                     .register_labels(rules.rules().iter().map(|r| r.name.as_str()));
                 self.rules.store(Arc::new(rules));
+                // Entries of the old rules can never match again; free them.
+                self.decided.clear();
                 self.metrics.rule_reloads.with_label_values(&["ok"]).inc();
                 Ok(())
             }
@@ -217,7 +232,8 @@ impl Cache {
 
     /// The caching decision for a read `sql`, given its analysis from
     /// [`Cache::classify`] (`None`: unparsable). Loads the catalog only when
-    /// a rule matches and the answer depends on it.
+    /// a rule matches and the answer depends on it. Reads are remembered
+    /// (see `decided.rs`).
     pub fn decide<'a>(
         &'a self,
         sql: &'a str,
@@ -225,7 +241,7 @@ impl Cache {
         facts: SessionFacts,
         database: &'a str,
         target: impl FnOnce() -> ConnectTarget + Send + 'a,
-    ) -> Boxed<'a, Decision> {
+    ) -> Boxed<'a, ReadDecision> {
         Box::pin(self.decide_inline(sql, analysis, facts, database, target))
     }
 
@@ -236,22 +252,52 @@ impl Cache {
         facts: SessionFacts,
         database: &str,
         target: impl FnOnce() -> ConnectTarget,
-    ) -> Decision {
+    ) -> ReadDecision {
         let Some(analysis) = analysis else {
-            return pgstash_rules::decide_unparsable(sql);
+            return self.read_decision(pgstash_rules::decide_unparsable(sql), database);
         };
-        let rules = self.rules.load();
+        let rules = self.rules.load_full();
+        if let Some(read) = self.decided.get(&analysis, database, facts, &rules, || {
+            self.catalogs.current(database)
+        }) {
+            return ReadDecision::Serve(read);
+        }
         let first = pgstash_rules::decide(&analysis, &rules, &facts, &*catalog::unknown());
-        match &first {
+        let (decision, snapshot) = match &first {
             Decision::Bypass {
                 reason:
                     pgstash_rules::BypassReason::UnknownFunction(_)
                     | pgstash_rules::BypassReason::UnknownRelation(_),
             } => {
                 let snapshot = self.catalogs.get(database, &target()).await;
-                pgstash_rules::decide(&analysis, &rules, &facts, &*snapshot)
+                let decision = pgstash_rules::decide(&analysis, &rules, &facts, &*snapshot);
+                (decision, Some(snapshot))
             }
-            _ => first,
+            _ => (first, None),
+        };
+        let decision = self.read_decision(decision, database);
+        if let ReadDecision::Serve(read) = &decision {
+            let grounds = Grounds {
+                analysis,
+                database: database.to_owned(),
+                facts,
+                rules,
+                snapshot,
+            };
+            self.decided.remember(grounds, read.clone());
+        }
+        decision
+    }
+
+    fn read_decision(&self, decision: Decision, database: &str) -> ReadDecision {
+        match decision {
+            Decision::CacheRead { rule, tables } => ReadDecision::Serve(Arc::new(Read {
+                rule_name: rule.name.as_str().into(),
+                rule,
+                tables: table_keys(database, &tables),
+            })),
+            Decision::Bypass { reason } => ReadDecision::Bypass(reason),
+            Decision::Write { .. } => ReadDecision::NotARead,
         }
     }
 

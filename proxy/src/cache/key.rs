@@ -17,14 +17,21 @@ use sha2::{Digest, Sha256};
 pub struct KeyBase(pub [u8; 32]);
 
 impl KeyBase {
-    pub fn hex(&self) -> String {
-        hex::encode(self.0)
+    /// Appends the base as 64 lowercase hex digits (once per lookup: a
+    /// table-driven encode into a stack buffer, not a char-by-char collect).
+    pub fn push_hex(&self, out: &mut String) {
+        let mut digits = [0u8; 64];
+        if hex::encode_to_slice(self.0, &mut digits).is_ok() {
+            if let Ok(digits) = std::str::from_utf8(&digits) {
+                out.push_str(digits);
+            }
+        }
     }
 }
 
 /// Feeds fields into the base hash. Each field is length-prefixed, so no
 /// two different field sequences hash the same bytes.
-#[derive(Default)]
+#[derive(Default, Clone)]
 pub struct KeyBuilder {
     hasher: Sha256,
 }

@@ -43,6 +43,26 @@ enum Event {
     Shutdown,
 }
 
+/// The client's last unnamed statement.
+struct Unnamed {
+    /// Its Parse message, re-sent when a later batch binds the statement on
+    /// another server connection.
+    parse: Bytes,
+    text: Arc<str>,
+    /// Its parameter types as the Parse gave them.
+    types: Bytes,
+    /// What its text does to the session, once that was looked at.
+    effects: Option<StatementEffects>,
+}
+
+/// What a statement text does beyond its transaction.
+#[derive(Debug, Clone, Copy)]
+struct StatementEffects {
+    session: pgstash_rules::SessionEffects,
+    /// DEALLOCATE or DISCARD (transaction mode): server-side statements go.
+    resets_statements: bool,
+}
+
 pub struct Session {
     context: Arc<Context>,
     client: Stream,
@@ -67,9 +87,8 @@ pub struct Session {
     /// The client ran DISCARD or DEALLOCATE: server-side statements are gone.
     forget_statements: bool,
     statements: Statements,
-    /// The client's last unnamed Parse, re-sent when a later batch binds it
-    /// on another server connection.
-    unnamed: Option<Bytes>,
+    /// The client's last unnamed statement.
+    unnamed: Option<Unnamed>,
     unnamed_on_server: bool,
     /// pgstash failed a request itself: skip client messages until Sync.
     local_skip: bool,
@@ -96,10 +115,10 @@ pub struct Session {
     role_changed: bool,
     /// The session made temporary or other session-local objects (no caching).
     session_objects: bool,
-    /// The client's last unnamed statement (text, parameter types).
-    unnamed_query: Option<(Arc<str>, Bytes)>,
     /// The request in flight, for metrics and the query log.
     request: Option<request::Request>,
+    /// The session's part of cache keys, hashed, for (domain, shared).
+    key_prefix: Option<(&'static str, bool, crate::cache::KeyBuilder)>,
     /// Who this session is, for query events.
     info: Arc<SessionInfo>,
 }
@@ -154,8 +173,8 @@ impl Session {
             deferred: None,
             role_changed: false,
             session_objects: false,
-            unnamed_query: None,
             request: None,
+            key_prefix: None,
             info: Arc::new(SessionInfo {
                 user: String::new(),
                 database: String::new(),
@@ -419,19 +438,16 @@ impl Session {
         match frame.tag() {
             ftag::PARSE => {
                 let parse = ParseMessage::decode(frame.body())?;
-                self.note_session_effects(&parse.query_text());
                 if parse.name.is_empty() {
-                    self.unnamed_query = Some((
-                        parse.query_text().into(),
-                        Bytes::copy_from_slice(parse.types),
-                    ));
+                    self.parse_unnamed(&frame, &parse);
+                } else {
+                    self.note_session_effects(&parse.query_text());
                 }
                 // Session mode forwards every Parse as it is (the names live
                 // on the client's own server); transaction mode forwards the
                 // unnamed one and manages named ones below.
                 if !rewrite || parse.name.is_empty() {
                     if parse.name.is_empty() {
-                        self.unnamed = Some(frame.as_bytes().to_vec().into());
                         self.unnamed_on_server = true;
                     } else {
                         self.statements.insert(&parse);
@@ -537,7 +553,7 @@ impl Session {
         if self.unnamed_on_server || self.expect.skipping() {
             return;
         }
-        if let Some(parse) = self.unnamed.clone() {
+        if let Some(parse) = self.unnamed.as_ref().map(|u| u.parse.clone()) {
             self.send_with(
                 &parse,
                 Expect::Parse {
@@ -550,8 +566,49 @@ impl Session {
         }
     }
 
+    /// Notes the client's unnamed Parse. Drivers send the same one before
+    /// every execution; what was learned of its text is then reused instead
+    /// of being worked out again.
+    fn parse_unnamed(&mut self, frame: &Frame, parse: &ParseMessage) {
+        let known = self
+            .unnamed
+            .as_ref()
+            .filter(|u| u.parse[..] == *frame.as_bytes())
+            .and_then(|u| u.effects);
+        let effects = match known {
+            Some(effects) => effects,
+            None => {
+                let text: Arc<str> = parse.query_text().into();
+                let effects = self.effects_of(&text);
+                self.unnamed = Some(Unnamed {
+                    parse: Bytes::copy_from_slice(frame.as_bytes()),
+                    text,
+                    types: Bytes::copy_from_slice(parse.types),
+                    effects: Some(effects),
+                });
+                effects
+            }
+        };
+        self.apply_effects(effects);
+    }
+
     fn note_session_effects(&mut self, sql: &str) {
-        let effects = self.context.session_effects.effects(sql);
+        let effects = self.effects_of(sql);
+        self.apply_effects(effects);
+    }
+
+    fn effects_of(&self, sql: &str) -> StatementEffects {
+        StatementEffects {
+            session: self.context.session_effects.effects(sql),
+            resets_statements: self.mode == PoolMode::Transaction && mentions_statement_reset(sql),
+        }
+    }
+
+    fn apply_effects(&mut self, effects: StatementEffects) {
+        let StatementEffects {
+            session: effects,
+            resets_statements,
+        } = effects;
         if effects.changes_settings || effects.changes_role {
             self.capture = true;
         }
@@ -561,7 +618,7 @@ impl Session {
         if effects.uses_session_objects || effects.listen {
             self.session_objects = true;
         }
-        if self.mode == PoolMode::Transaction && mentions_statement_reset(sql) {
+        if resets_statements {
             self.forget_statements = true;
         }
     }
@@ -671,7 +728,7 @@ impl Session {
         let mut commit = None;
         let mut finished = Vec::new();
         loop {
-            let frame = match conn.reader.next_frame() {
+            let frame = match conn.reader.peek() {
                 Ok(Some(frame)) => frame,
                 Ok(None) => break,
                 Err(e) => {
@@ -679,13 +736,16 @@ impl Session {
                     return Err(BackendError::from(e).into());
                 }
             };
+            let frame_len = frame.len();
+            // Applied once the frame is consumed (the frame borrows the reader).
+            let mut parameter_status = None;
             let tag = frame.tag();
             let verdict = self.expect.on_server_message(tag, &mut effects);
             for bytes in effects.due.drain(..) {
                 self.to_client.extend_from_slice(&bytes);
             }
             if self.fill.is_some() {
-                caching::capture(&mut self.fill, &frame, self.cache.as_deref());
+                caching::capture(&mut self.fill, frame, self.cache.as_deref());
             }
             match tag {
                 tag::READY_FOR_QUERY => {
@@ -698,7 +758,8 @@ impl Session {
                     }
                     commit = caching::on_ready(&mut self.pending, &mut self.holding, status);
                     if commit.is_some() {
-                        self.deferred = Some(frame);
+                        self.deferred = Some(frame.to_frame());
+                        conn.reader.consume(frame_len);
                         break;
                     }
                 }
@@ -713,9 +774,7 @@ impl Session {
                         frame.body(),
                     );
                 }
-                tag::PARAMETER_STATUS => {
-                    conn.note_parameter_status(frame.body());
-                }
+                tag::PARAMETER_STATUS => parameter_status = Some(frame.body().to_vec()),
                 tag::COPY_IN_RESPONSE => {
                     self.in_copy = true;
                     self.copy_in_extended = self.expect.copy_in_started();
@@ -744,6 +803,10 @@ impl Session {
             self.expect.drain_synthetic(&mut effects.due);
             for bytes in effects.due.drain(..) {
                 self.to_client.extend_from_slice(&bytes);
+            }
+            conn.reader.consume(frame_len);
+            if let Some(body) = parameter_status {
+                conn.note_parameter_status(&body);
             }
         }
         for name in effects.unprepared {
@@ -862,6 +925,8 @@ impl Session {
                 }
                 server.applied = settings.clone();
                 self.settings = settings;
+                // Cache keys include the settings.
+                self.key_prefix = None;
                 let application_name = self
                     .settings
                     .settings
@@ -948,13 +1013,40 @@ fn apply_settings(server: &mut Pooled, sql: String) -> Boxed<'_, Result<(), Back
 }
 
 /// DISCARD ALL / DISCARD PLANS / DEALLOCATE drop server-side statements.
+/// Whether `sql` contains `deallocate` or `discard` anywhere, in any case.
+/// One pass that compares only where a `d` stands: it runs on every
+/// statement text a client sends.
 fn mentions_statement_reset(sql: &str) -> bool {
-    let lower = sql.as_bytes();
-    contains_ignore_case(lower, b"deallocate") || contains_ignore_case(lower, b"discard")
+    let bytes = sql.as_bytes();
+    let starts_with = |at: &[u8], word: &[u8]| {
+        at.get(..word.len())
+            .is_some_and(|w| w.eq_ignore_ascii_case(word))
+    };
+    (0..bytes.len()).any(|i| {
+        bytes[i] | 0x20 == b'd' && {
+            let at = &bytes[i..];
+            starts_with(at, b"deallocate") || starts_with(at, b"discard")
+        }
+    })
 }
 
-fn contains_ignore_case(haystack: &[u8], needle: &[u8]) -> bool {
-    haystack
-        .windows(needle.len())
-        .any(|w| w.eq_ignore_ascii_case(needle))
+#[cfg(test)]
+mod tests {
+    use super::mentions_statement_reset;
+
+    #[test]
+    fn statement_resets_are_found_in_any_case_and_place() {
+        for sql in [
+            "DEALLOCATE ALL",
+            "deallocate p1",
+            "SELECT 1; Discard All",
+            "DO $$ BEGIN EXECUTE 'DEALLOCATE ALL'; END $$",
+            "x;discard plans",
+        ] {
+            assert!(mentions_statement_reset(sql), "{sql}");
+        }
+        for sql in ["SELECT 1", "SELECT dealloc FROM d", "", "d", "DISCAR"] {
+            assert!(!mentions_statement_reset(sql), "{sql}");
+        }
+    }
 }

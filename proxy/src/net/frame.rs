@@ -88,6 +88,43 @@ impl Frame {
     pub fn is_empty(&self) -> bool {
         self.bytes.is_empty()
     }
+
+    pub fn view(&self) -> FrameRef<'_> {
+        FrameRef { bytes: &self.bytes }
+    }
+}
+
+/// A whole message still in a reader's buffer (see [`FrameReader::peek_frame`]).
+#[derive(Debug, Clone, Copy)]
+pub struct FrameRef<'a> {
+    bytes: &'a [u8],
+}
+
+impl<'a> FrameRef<'a> {
+    pub fn tag(&self) -> u8 {
+        self.bytes[0]
+    }
+
+    pub fn body(&self) -> &'a [u8] {
+        &self.bytes[5..]
+    }
+
+    pub fn as_bytes(&self) -> &'a [u8] {
+        self.bytes
+    }
+
+    pub fn len(&self) -> usize {
+        self.bytes.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.bytes.is_empty()
+    }
+
+    /// An owned copy, for keeping past the reader's next call.
+    pub fn to_frame(&self) -> Frame {
+        Frame::from_bytes(Bytes::copy_from_slice(self.bytes))
+    }
 }
 
 /// Type bytes a client may send after startup.
@@ -147,6 +184,35 @@ impl FrameReader {
 
     /// Takes the next complete frame out of the buffer, if there is one.
     pub fn next_frame(&mut self) -> Result<Option<Frame>, NetError> {
+        let Some(total) = self.peek_frame()? else {
+            return Ok(None);
+        };
+        Ok(Some(Frame {
+            bytes: self.buf.split_to(total).freeze(),
+        }))
+    }
+
+    /// The next complete frame, left in the buffer until [`consume`]d.
+    ///
+    /// # Performance
+    /// The relay of server answers reads every message this way: copying a
+    /// message on from the buffer costs less than cutting it out as shared
+    /// [`Bytes`] (an atomic reference count per message).
+    ///
+    /// [`consume`]: FrameReader::consume
+    pub fn peek(&mut self) -> Result<Option<FrameRef<'_>>, NetError> {
+        Ok(self.peek_frame()?.map(|total| FrameRef {
+            bytes: &self.buf[..total],
+        }))
+    }
+
+    /// Drops the frame [`peek`](FrameReader::peek) returned.
+    pub fn consume(&mut self, frame_len: usize) {
+        self.buf.advance(frame_len);
+    }
+
+    /// The length of the next complete frame in the buffer, if there is one.
+    fn peek_frame(&mut self) -> Result<Option<usize>, NetError> {
         let Some(&tag) = self.buf.first() else {
             return Ok(None);
         };
@@ -174,9 +240,7 @@ impl FrameReader {
             self.buf.reserve(total - self.buf.len());
             return Ok(None);
         }
-        Ok(Some(Frame {
-            bytes: self.buf.split_to(total).freeze(),
-        }))
+        Ok(Some(total))
     }
 
     /// True when bytes are buffered that no frame has consumed yet.

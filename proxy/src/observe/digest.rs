@@ -8,10 +8,9 @@
 //! total time is evicted. Percentiles come from a reservoir of at most
 //! [`RESERVOIR`] samples per shape.
 
-use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
-use pgstash_rules::{Analysis, Fingerprint};
+use pgstash_rules::{Analysis, FingerprintMap};
 use serde::Serialize;
 
 use super::record::QueryEvent;
@@ -74,14 +73,14 @@ pub struct ShapeReport {
 }
 
 pub struct Digest {
-    shapes: Mutex<HashMap<Fingerprint, Shape>>,
+    shapes: Mutex<FingerprintMap<Shape>>,
     capacity: usize,
 }
 
 impl Digest {
     pub fn new(capacity: usize) -> Digest {
         Digest {
-            shapes: Mutex::new(HashMap::new()),
+            shapes: Mutex::new(FingerprintMap::default()),
             capacity: capacity.max(1),
         }
     }

@@ -102,12 +102,15 @@ async fn run(
 
 /// The recorder's analyses: by text, and by literal mask so that texts of
 /// one shape (`... WHERE id = 1`, `... WHERE id = 2`) are analyzed once.
+/// Texts without plain literals (`... WHERE id = $1`) come back verbatim
+/// and are found by their text alone, before any scan.
 ///
 /// An analysis found by mask is another text's: its fingerprint, normalized
 /// text and statements are this text's too, its literals are not (nothing
 /// here reads them).
 struct Shapes {
     analyses: AnalysisCache,
+    verbatim: quick_cache::sync::Cache<String, Arc<Analysis>>,
     by_mask: quick_cache::sync::Cache<String, Arc<Analysis>>,
 }
 
@@ -115,19 +118,24 @@ impl Shapes {
     fn new(capacity: usize) -> Shapes {
         Shapes {
             analyses: AnalysisCache::new(capacity),
+            verbatim: quick_cache::sync::Cache::new(capacity),
             by_mask: quick_cache::sync::Cache::new(capacity),
         }
     }
 
     fn analyze(&self, text: &str) -> Option<Arc<Analysis>> {
-        let Some(mask) = literal_mask(text) else {
-            return self.analyses.analyze(text).ok();
-        };
-        if let Some(hit) = self.by_mask.get(&mask) {
+        if let Some(hit) = self.verbatim.get(text) {
+            return Some(hit);
+        }
+        let mask = literal_mask(text);
+        if let Some(hit) = mask.as_ref().and_then(|m| self.by_mask.get(m)) {
             return Some(hit);
         }
         let analysis = self.analyses.analyze(text).ok()?;
-        self.by_mask.insert(mask, Arc::clone(&analysis));
+        match mask {
+            Some(mask) if mask != text => self.by_mask.insert(mask, Arc::clone(&analysis)),
+            _ => self.verbatim.insert(text.to_owned(), Arc::clone(&analysis)),
+        }
         Some(analysis)
     }
 }

@@ -30,7 +30,8 @@ impl MemoryStore {
     pub fn lookup(&self, base: &KeyBase, tables: &[TableKey]) -> super::Lookup {
         let mut key = String::with_capacity(96);
         let epoch = *self.epoch.lock().unwrap_or_else(|e| e.into_inner());
-        let _ = write!(key, "{}:{}", base.hex(), epoch);
+        base.push_hex(&mut key);
+        let _ = write!(key, ":{epoch}");
         {
             let versions = self.versions.lock().unwrap_or_else(|e| e.into_inner());
             for table in tables {

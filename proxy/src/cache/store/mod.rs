@@ -51,7 +51,9 @@ impl Store {
     pub async fn lookup(&self, base: &KeyBase, tables: &[TableKey]) -> Result<Lookup, StoreError> {
         match self {
             Store::Memory(s) => Ok(s.lookup(base, tables)),
-            Store::Redis(s) => s.lookup(base, tables).await,
+            // Boxed: inline, the Redis call's large state would size (and be
+            // copied with) every lookup, the in-process store's included.
+            Store::Redis(s) => Box::pin(s.lookup(base, tables)).await,
         }
     }
 

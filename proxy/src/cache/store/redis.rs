@@ -26,7 +26,6 @@
 //! `local.rs`); strict-mode instances ignore it.
 
 use std::collections::HashMap;
-use std::fmt::Write;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, Weak};
 use std::time::Duration;
@@ -279,7 +278,10 @@ impl RedisStore {
             self.repair().await?;
         }
         let mut prefix = String::with_capacity(self.tag.len() + 70);
-        let _ = write!(prefix, "{}e:{}:", self.tag, base.hex());
+        prefix.push_str(&self.tag);
+        prefix.push_str("e:");
+        base.push_hex(&mut prefix);
+        prefix.push(':');
         if let Some(local) = &self.local {
             if let Some((key, value)) = local.get(&prefix, tables) {
                 return Ok(Lookup {

@@ -15,15 +15,15 @@
 use std::sync::Arc;
 
 use bytes::{Bytes, BytesMut};
-use pgstash_rules::{Analysis, Decision, Rule, SessionFacts};
+use pgstash_rules::{Analysis, Rule, SessionFacts};
 
-use super::{FrontendError, Session};
-use crate::cache::engine::table_keys;
+use super::{FrontendError, Session, Unnamed};
 use crate::cache::entry;
 pub use crate::cache::Writes;
-use crate::cache::{Cache, Classified, Fill, KeyBase, KeyBuilder, Plan};
+use crate::cache::{Cache, Classified, Fill, KeyBase, KeyBuilder, Plan, Read, ReadDecision};
 use crate::config::PoolMode;
 use crate::frontend::statements::{self, ParseMessage};
+use crate::net::frame::FrameRef;
 use crate::net::message::{self, ftag, tag};
 use crate::net::Frame;
 use crate::Boxed;
@@ -62,7 +62,7 @@ impl PendingWrites {
 /// Adds a server message to the fill being captured, or abandons the fill
 /// when the answer is not one that can be replayed (notices, errors, COPY,
 /// suspended portals) or grows past the rule's limit.
-pub fn capture(fill: &mut Option<ActiveFill>, frame: &Frame, cache: Option<&Cache>) {
+pub fn capture(fill: &mut Option<ActiveFill>, frame: FrameRef<'_>, cache: Option<&Cache>) {
     let Some(active) = fill.as_mut() else { return };
     match frame.tag() {
         tag::ROW_DESCRIPTION | tag::DATA_ROW | tag::COMMAND_COMPLETE => {
@@ -194,7 +194,7 @@ impl Session {
     /// Notes the text and the writes of the statement a Bind runs.
     pub(super) fn note_bound_statement(&mut self, name: &[u8]) {
         let sql = if name.is_empty() {
-            self.unnamed_query.as_ref().map(|(q, _)| q.clone())
+            self.unnamed.as_ref().map(|u| u.text.clone())
         } else {
             self.statements.get(name).map(|s| s.query.clone())
         };
@@ -237,13 +237,13 @@ impl Session {
             self.count_unquiet_bypass();
             return Ok(false);
         }
-        let Some((rule, tables)) = self.decide_read(&cache, &sql, analysis).await else {
+        let Some(read) = self.decide_read(&cache, &sql, analysis).await else {
             return Ok(false);
         };
-        let base = self.key_base("simple/1", &rule, |k| {
+        let base = self.key_base("simple/1", &read.rule, |k| {
             k.field(sql.as_bytes());
         });
-        self.lookup(&cache, &base, &tables, &rule, &[]).await
+        self.lookup(&cache, &base, &read, &[]).await
     }
 
     async fn decide_read(
@@ -251,7 +251,7 @@ impl Session {
         cache: &Arc<Cache>,
         sql: &str,
         analysis: Option<Arc<Analysis>>,
-    ) -> Option<(Arc<Rule>, Vec<pgstash_rules::TableRef>)> {
+    ) -> Option<Arc<Read>> {
         let (context, database, user) = (
             self.context.clone(),
             self.database.clone(),
@@ -263,8 +263,8 @@ impl Session {
             })
             .await;
         match decision {
-            Decision::CacheRead { rule, tables } => Some((rule, tables)),
-            Decision::Bypass { reason } => {
+            ReadDecision::Serve(read) => Some(read),
+            ReadDecision::Bypass(reason) => {
                 self.context
                     .metrics
                     .cache_bypass
@@ -272,7 +272,7 @@ impl Session {
                     .inc();
                 None
             }
-            Decision::Write { .. } => None,
+            ReadDecision::NotARead => None,
         }
     }
 
@@ -282,13 +282,11 @@ impl Session {
         &mut self,
         cache: &Arc<Cache>,
         base: &KeyBase,
-        tables: &[pgstash_rules::TableRef],
-        rule: &Arc<Rule>,
+        read: &Read,
         prefix: &[&[u8]],
     ) -> Result<bool, FrontendError> {
-        let keys = table_keys(&self.database, tables);
-        self.request().rule = Some(rule.name.as_str().into());
-        match cache.lookup(base, &keys, rule).await {
+        self.request().rule = Some(read.rule_name.clone());
+        match cache.lookup(base, &read.tables, &read.rule).await {
             Plan::Hit(bytes) => {
                 for part in prefix {
                     self.to_client.extend_from_slice(part);
@@ -321,27 +319,38 @@ impl Session {
 
     /// The key's base: database, role (unless shared), settings, then the
     /// request's own fields.
+    ///
+    /// The session's part is hashed once per (domain, shared) and the hash
+    /// state reused: it was a third of the SHA-256 work of every lookup.
     fn key_base(
-        &self,
-        domain: &str,
+        &mut self,
+        domain: &'static str,
         rule: &Rule,
         request: impl FnOnce(&mut KeyBuilder),
     ) -> KeyBase {
+        let mut key = match &self.key_prefix {
+            Some((d, shared, prefix)) if *d == domain && *shared == rule.shared => prefix.clone(),
+            _ => {
+                let prefix = self.session_key_prefix(domain, rule.shared);
+                self.key_prefix = Some((domain, rule.shared, prefix.clone()));
+                prefix
+            }
+        };
+        request(&mut key);
+        key.finish()
+    }
+
+    fn session_key_prefix(&self, domain: &str, shared: bool) -> KeyBuilder {
         let mut key = KeyBuilder::new(domain);
         key.field(self.database.as_bytes());
-        key.field(if rule.shared {
-            b""
-        } else {
-            self.user.as_bytes()
-        });
+        key.field(if shared { b"" } else { self.user.as_bytes() });
         for (name, value) in &self.settings.settings {
             if name != "application_name" {
                 key.field(name.as_bytes()).field(value.as_bytes());
             }
         }
         key.field(b"--");
-        request(&mut key);
-        key.finish()
+        key
     }
 
     /// Sends the held extended messages on without caching.
@@ -398,13 +407,19 @@ impl Session {
         else {
             return Ok(false);
         };
-        let (sql, types): (Arc<str>, Bytes) = match &parse {
-            Some(p) => (p.query_text().into(), Bytes::copy_from_slice(p.types)),
-            None if statement_name.is_empty() => match &self.unnamed_query {
-                Some((q, t)) => (q.clone(), t.clone()),
-                None => return Ok(false),
-            },
-            None => match self.statements.get(statement_name) {
+        // The client's unnamed statement, when the unit binds it: either
+        // no Parse and an unnamed Bind, or the same Parse as last time
+        // (drivers re-send it before every execution).
+        let unnamed = self.unnamed.as_ref().filter(|u| match unit.parse {
+            Some(i) => u.parse[..] == *batch[i].as_bytes(),
+            None => statement_name.is_empty(),
+        });
+        let known = unnamed.is_some();
+        let (sql, types): (Arc<str>, Bytes) = match (&parse, unnamed) {
+            (_, Some(u)) => (u.text.clone(), u.types.clone()),
+            (Some(p), None) => (p.query_text().into(), Bytes::copy_from_slice(p.types)),
+            (None, None) if statement_name.is_empty() => return Ok(false),
+            (None, None) => match self.statements.get(statement_name) {
                 Some(s) => (s.query.clone(), s.types.clone()),
                 None => return Ok(false),
             },
@@ -432,11 +447,11 @@ impl Session {
             return Ok(false);
         }
         self.request_text(sql.clone());
-        let Some((rule, tables)) = self.decide_read(&cache, &sql, analysis).await else {
+        let Some(read) = self.decide_read(&cache, &sql, analysis).await else {
             return Ok(false);
         };
         let describe = unit.describe;
-        let base = self.key_base("extended/1", &rule, |k| {
+        let base = self.key_base("extended/1", &read.rule, |k| {
             k.field(sql.as_bytes())
                 .field(&types)
                 .field(bind_rest)
@@ -447,15 +462,21 @@ impl Session {
             Some(_) => vec![&parse_complete, BIND_COMPLETE],
             None => vec![BIND_COMPLETE],
         };
-        if !self.lookup(&cache, &base, &tables, &rule, &prefix).await? {
+        if !self.lookup(&cache, &base, &read, &prefix).await? {
             return Ok(false);
         }
         // Served: remember the statement the client just prepared.
         if let (Some(i), Some(parse)) = (unit.parse, parse) {
             if parse.name.is_empty() {
-                self.unnamed = Some(Bytes::copy_from_slice(batch[i].as_bytes()));
+                if !known {
+                    self.unnamed = Some(Unnamed {
+                        parse: Bytes::copy_from_slice(batch[i].as_bytes()),
+                        text: sql,
+                        types,
+                        effects: None,
+                    });
+                }
                 self.unnamed_on_server = false;
-                self.unnamed_query = Some((sql, types));
             } else {
                 self.statements.insert(&parse);
             }

@@ -73,10 +73,12 @@ impl Session {
         let Some(mut request) = self.request.take() else {
             return;
         };
+        // One clock read for both spans: this runs once per query.
+        let now = Instant::now();
         if let Some(from) = request.upstream_from {
-            request.upstream = from.elapsed();
+            request.upstream = now.saturating_duration_since(from);
         }
-        let duration = request.started.elapsed();
+        let duration = now.saturating_duration_since(request.started);
         self.context
             .metrics
             .duration(request.path)
