@@ -1012,8 +1012,8 @@ fn apply_settings(server: &mut Pooled, sql: String) -> Boxed<'_, Result<(), Back
     })
 }
 
-/// DISCARD ALL / DISCARD PLANS / DEALLOCATE drop server-side statements.
-/// Whether `sql` contains `deallocate` or `discard` anywhere, in any case.
+/// DISCARD ALL / DISCARD PLANS / DEALLOCATE drop server-side statements:
+/// whether `sql` contains `deallocate` or `discard` anywhere, in any case.
 /// One pass that compares only where a `d` stands: it runs on every
 /// statement text a client sends.
 fn mentions_statement_reset(sql: &str) -> bool {

@@ -8,7 +8,7 @@
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime};
 
-use pgstash_rules::{literal_mask, Analysis, AnalysisCache};
+use pgstash_rules::{literal_mask, Analysis, AnalysisCache, MAX_CACHED_TEXT};
 
 use super::digest::Digest;
 use super::slowlog::{SlowLine, SlowLog};
@@ -132,9 +132,14 @@ impl Shapes {
             return Some(hit);
         }
         let analysis = self.analyses.analyze(text).ok()?;
+        // Only texts that repeat verbatim (no plain literals) are kept by
+        // text; a text the mask cannot read (decimals, E'' strings…) is
+        // most likely a one-off. Neither level keeps bulk-sized texts.
         match mask {
-            Some(mask) if mask != text => self.by_mask.insert(mask, Arc::clone(&analysis)),
-            _ => self.verbatim.insert(text.to_owned(), Arc::clone(&analysis)),
+            _ if text.len() > MAX_CACHED_TEXT => {}
+            Some(mask) if mask == text => self.verbatim.insert(mask, Arc::clone(&analysis)),
+            Some(mask) => self.by_mask.insert(mask, Arc::clone(&analysis)),
+            None => {}
         }
         Some(analysis)
     }
@@ -163,3 +168,21 @@ async fn record_one(context: &Context, shapes: &Shapes, slow_log: &mut SlowLog, 
 
 /// The digest type re-exported for the context.
 pub type QueryDigest = Digest;
+
+#[cfg(test)]
+mod tests {
+    use super::Shapes;
+
+    #[test]
+    fn only_texts_without_literals_are_kept_by_their_text() {
+        let shapes = Shapes::new(16);
+        for _ in 0..2 {
+            assert!(shapes.analyze("SELECT a FROM t WHERE id = $1").is_some());
+            // A decimal: the mask gives up; likely a one-off text.
+            assert!(shapes.analyze("SELECT a FROM t WHERE x = 1.5").is_some());
+            assert!(shapes.analyze("SELECT a FROM t WHERE id = 7").is_some());
+        }
+        assert_eq!(shapes.verbatim.len(), 1);
+        assert_eq!(shapes.by_mask.len(), 1);
+    }
+}
