@@ -17,8 +17,8 @@
 //! # Performance
 //! Texts longer than [`MAX_CACHED_TEXT`] (bulk INSERTs) skip the text level:
 //! their literal lists are large and they rarely repeat. SHA-256 of a short
-//! text was ~6% of a cache hit's CPU where the CPU lacks SHA instructions,
-//! hence the short-text level.
+//! text was ~6% of a cache hit's instructions in a profile without SHA
+//! instructions (valgrind hides them), hence the short-text level.
 
 use std::sync::Arc;
 
@@ -55,12 +55,10 @@ impl AnalysisCache {
     /// The analysis of `sql`, from the cache when possible.
     /// Errors are not cached (unparsable text is rare and goes upstream).
     pub fn analyze(&self, sql: &str) -> Result<Arc<Analysis>, AnalyzeError> {
-        let short = sql.len() <= MAX_SHORT_TEXT;
-        if short {
-            if let Some(hit) = self.by_short_text.get(sql) {
-                return Ok(hit);
-            }
+        if let Some(hit) = self.cached(sql) {
+            return Ok(hit);
         }
+        let short = sql.len() <= MAX_SHORT_TEXT;
         let text_key = (!short && sql.len() <= MAX_CACHED_TEXT).then(|| text_key(sql));
         if let Some(hit) = text_key.as_ref().and_then(|k| self.by_text.get(k)) {
             return Ok(hit);
@@ -83,6 +81,15 @@ impl AnalysisCache {
             self.by_text.insert(k, Arc::clone(&analysis));
         }
         Ok(analysis)
+    }
+
+    /// The analysis of `sql` if the short-text level holds it: one fast
+    /// lookup that never scans, parses or computes a SHA-256.
+    pub fn cached(&self, sql: &str) -> Option<Arc<Analysis>> {
+        if sql.len() > MAX_SHORT_TEXT {
+            return None;
+        }
+        self.by_short_text.get(sql)
     }
 
     /// The cached statements of a shape, if any (e.g. for a digest page).

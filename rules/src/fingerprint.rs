@@ -511,6 +511,7 @@ mod tests {
         assert!(is_time_sensitive_input(" Today "));
         assert!(!is_time_sensitive_input("'2024-01-01'"));
     }
+
     #[test]
     fn fingerprint_maps_find_what_they_hold() {
         let mut map = FingerprintMap::default();

@@ -88,13 +88,9 @@ impl Frame {
     pub fn is_empty(&self) -> bool {
         self.bytes.is_empty()
     }
-
-    pub fn view(&self) -> FrameRef<'_> {
-        FrameRef { bytes: &self.bytes }
-    }
 }
 
-/// A whole message still in a reader's buffer (see [`FrameReader::peek_frame`]).
+/// A whole message still in a reader's buffer (see [`FrameReader::peek`]).
 #[derive(Debug, Clone, Copy)]
 pub struct FrameRef<'a> {
     bytes: &'a [u8],

@@ -103,14 +103,14 @@ async fn run(
 /// The recorder's analyses: by text, and by literal mask so that texts of
 /// one shape (`... WHERE id = 1`, `... WHERE id = 2`) are analyzed once.
 /// Texts without plain literals (`... WHERE id = $1`) come back verbatim
-/// and are found by their text alone, before any scan.
+/// and are found by their text alone, in the analysis cache's short-text
+/// level, before any scan.
 ///
 /// An analysis found by mask is another text's: its fingerprint, normalized
 /// text and statements are this text's too, its literals are not (nothing
 /// here reads them).
 struct Shapes {
     analyses: AnalysisCache,
-    verbatim: quick_cache::sync::Cache<String, Arc<Analysis>>,
     by_mask: quick_cache::sync::Cache<String, Arc<Analysis>>,
 }
 
@@ -118,13 +118,12 @@ impl Shapes {
     fn new(capacity: usize) -> Shapes {
         Shapes {
             analyses: AnalysisCache::new(capacity),
-            verbatim: quick_cache::sync::Cache::new(capacity),
             by_mask: quick_cache::sync::Cache::new(capacity),
         }
     }
 
     fn analyze(&self, text: &str) -> Option<Arc<Analysis>> {
-        if let Some(hit) = self.verbatim.get(text) {
+        if let Some(hit) = self.analyses.cached(text) {
             return Some(hit);
         }
         let mask = literal_mask(text);
@@ -132,14 +131,11 @@ impl Shapes {
             return Some(hit);
         }
         let analysis = self.analyses.analyze(text).ok()?;
-        // Only texts that repeat verbatim (no plain literals) are kept by
-        // text; a text the mask cannot read (decimals, E'' strings…) is
-        // most likely a one-off. Neither level keeps bulk-sized texts.
-        match mask {
-            _ if text.len() > MAX_CACHED_TEXT => {}
-            Some(mask) if mask == text => self.verbatim.insert(mask, Arc::clone(&analysis)),
-            Some(mask) => self.by_mask.insert(mask, Arc::clone(&analysis)),
-            None => {}
+        // Masks of texts with literals only: a verbatim text is found by the
+        // analysis cache, and a text the mask cannot read (decimals, E''
+        // strings…) has none. No bulk-sized texts.
+        if let Some(mask) = mask.filter(|m| m != text && text.len() <= MAX_CACHED_TEXT) {
+            self.by_mask.insert(mask, Arc::clone(&analysis));
         }
         Some(analysis)
     }
@@ -174,7 +170,7 @@ mod tests {
     use super::Shapes;
 
     #[test]
-    fn only_texts_without_literals_are_kept_by_their_text() {
+    fn only_masks_of_texts_with_readable_literals_are_kept() {
         let shapes = Shapes::new(16);
         for _ in 0..2 {
             assert!(shapes.analyze("SELECT a FROM t WHERE id = $1").is_some());
@@ -182,7 +178,10 @@ mod tests {
             assert!(shapes.analyze("SELECT a FROM t WHERE x = 1.5").is_some());
             assert!(shapes.analyze("SELECT a FROM t WHERE id = 7").is_some());
         }
-        assert_eq!(shapes.verbatim.len(), 1);
+        assert!(shapes
+            .analyses
+            .cached("SELECT a FROM t WHERE id = $1")
+            .is_some());
         assert_eq!(shapes.by_mask.len(), 1);
     }
 }
