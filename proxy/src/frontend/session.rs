@@ -175,25 +175,25 @@ impl Session {
             session_objects: false,
             request: None,
             key_prefix: None,
-            info: Arc::new(SessionInfo {
-                user: String::new(),
-                database: String::new(),
-                application_name: String::new(),
-                client: String::new(),
-            }),
+            info: Arc::new(SessionInfo::new(
+                String::new(),
+                String::new(),
+                String::new(),
+                String::new(),
+            )),
         };
         session.cache = session.context.cache.clone();
-        session.info = Arc::new(SessionInfo {
-            user: session.user.clone(),
-            database: session.database.clone(),
-            application_name: session
+        session.info = Arc::new(SessionInfo::new(
+            session.user.clone(),
+            session.database.clone(),
+            session
                 .settings
                 .settings
                 .get("application_name")
                 .cloned()
                 .unwrap_or_default(),
-            client: client_address,
-        });
+            client_address,
+        ));
         if let Some(server) = server {
             session.attach(server);
         }
@@ -934,10 +934,7 @@ impl Session {
                     .cloned()
                     .unwrap_or_default();
                 if application_name != self.info.application_name {
-                    self.info = Arc::new(SessionInfo {
-                        application_name,
-                        ..(*self.info).clone()
-                    });
+                    self.info = Arc::new(self.info.with_application_name(application_name));
                 }
             }
             Err(e) => {

@@ -2,6 +2,7 @@
 
 pub mod digest;
 pub mod http;
+mod logline;
 pub mod metrics;
 pub mod record;
 pub mod slowlog;

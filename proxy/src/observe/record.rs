@@ -11,20 +11,13 @@ use std::time::{Duration, SystemTime};
 use pgstash_rules::{literal_mask, Analysis, AnalysisCache, MAX_CACHED_TEXT};
 
 use super::digest::Digest;
-use super::slowlog::{SlowLine, SlowLog};
+use super::slowlog::SlowLog;
 use crate::context::Context;
+
+pub use super::logline::SessionInfo;
 
 /// Events waiting for the recorder before new ones are dropped.
 const QUEUE: usize = 16_384;
-
-/// Who ran a query (shared by all events of a session).
-#[derive(Debug, Clone)]
-pub struct SessionInfo {
-    pub user: String,
-    pub database: String,
-    pub application_name: String,
-    pub client: String,
-}
 
 /// One finished request.
 #[derive(Debug)]
@@ -41,7 +34,6 @@ pub struct QueryEvent {
     pub rule: Option<Arc<str>>,
 }
 
-/// The sessions' handle to the recorder task.
 /// The sessions' handle to the recorder task.
 ///
 /// # Performance
@@ -148,16 +140,8 @@ async fn record_one(context: &Context, shapes: &Shapes, slow_log: &mut SlowLog, 
     let threshold = Duration::from_millis(config.slow_query_ms);
     if event.duration >= threshold {
         context.metrics.slow_queries.inc();
-        let fingerprint = analysis
-            .as_ref()
-            .map(|a| a.fingerprint.to_string())
-            .unwrap_or_default();
-        let query = match &analysis {
-            Some(a) if !config.log_parameters => a.normalized.clone(),
-            _ => event.text.clone(),
-        };
         slow_log
-            .write(&SlowLine::new(&event, &fingerprint, &query))
+            .write(&event, analysis.as_ref(), config.log_parameters)
             .await;
     }
 }

@@ -1,56 +1,16 @@
-//! The slow-query log: one JSON object per line, to stderr or a file that
-//! is reopened on SIGHUP (so logrotate can move it away).
+//! The slow-query log: one JSON object per line (see `logline` for the
+//! line), to stderr or a file that is reopened on SIGHUP (so logrotate can
+//! move it away).
 
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
-use serde::Serialize;
+use pgstash_rules::Analysis;
 use tokio::io::AsyncWriteExt;
 
+use super::logline::LineParts;
 use super::record::QueryEvent;
-
-/// One line of the log. Field names are part of the contract.
-#[derive(Serialize)]
-pub struct SlowLine<'a> {
-    pub ts: String,
-    pub duration_ms: f64,
-    pub upstream_ms: f64,
-    pub pool_wait_ms: f64,
-    pub fingerprint: &'a str,
-    pub query: &'a str,
-    pub rows: u64,
-    pub cache: &'a str,
-    pub rule: Option<&'a str>,
-    pub user: &'a str,
-    pub database: &'a str,
-    pub application_name: &'a str,
-    pub client: &'a str,
-}
-
-fn ms(d: std::time::Duration) -> f64 {
-    (d.as_secs_f64() * 1_000_000.0).round() / 1000.0
-}
-
-impl<'a> SlowLine<'a> {
-    pub fn new(event: &'a QueryEvent, fingerprint: &'a str, query: &'a str) -> SlowLine<'a> {
-        SlowLine {
-            ts: humantime::format_rfc3339_millis(event.at).to_string(),
-            duration_ms: ms(event.duration),
-            upstream_ms: ms(event.upstream),
-            pool_wait_ms: ms(event.pool_wait),
-            fingerprint,
-            query,
-            rows: event.rows,
-            cache: event.path,
-            rule: event.rule.as_deref(),
-            user: &event.session.user,
-            database: &event.session.database,
-            application_name: &event.session.application_name,
-            client: &event.session.client,
-        }
-    }
-}
 
 enum Sink {
     Stderr(tokio::io::Stderr),
@@ -69,6 +29,7 @@ pub struct SlowLog {
     sink: Option<Sink>,
     reopen: Arc<AtomicBool>,
     pending: Vec<u8>,
+    parts: LineParts,
 }
 
 /// Buffered lines beyond this are written before more are added.
@@ -82,6 +43,7 @@ impl SlowLog {
             sink: None,
             reopen,
             pending: Vec::new(),
+            parts: LineParts::default(),
         }
     }
 
@@ -106,14 +68,20 @@ impl SlowLog {
         self.sink.as_mut()
     }
 
-    /// Adds a line; it reaches the log at the next [`SlowLog::flush`].
-    pub async fn write(&mut self, line: &SlowLine<'_>) {
+    /// Adds `event`'s line; it reaches the log at the next
+    /// [`SlowLog::flush`]. `analysis` is its text's shape when the text
+    /// parsed; `log_parameters` logs the text as sent.
+    pub async fn write(
+        &mut self,
+        event: &QueryEvent,
+        analysis: Option<&Arc<Analysis>>,
+        log_parameters: bool,
+    ) {
         if self.pending.len() > FLUSH_ABOVE {
             self.flush().await;
         }
-        if serde_json::to_writer(&mut self.pending, line).is_ok() {
-            self.pending.push(b'\n');
-        }
+        self.parts
+            .write(&mut self.pending, event, analysis, log_parameters);
     }
 
     /// Writes the lines added since the last flush.

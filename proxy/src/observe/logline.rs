@@ -1,0 +1,393 @@
+//! One line of the slow-query log: a JSON object written straight into the
+//! log's buffer.
+//!
+//! The field names and their order are part of the contract:
+//! `ts`, `duration_ms`, `upstream_ms`, `pool_wait_ms`, `fingerprint`,
+//! `query`, `rows`, `cache`, `rule`, `user`, `database`,
+//! `application_name`, `client`.
+//!
+//! # Performance
+//! With `slow_query_ms = 0` every query is a line, so a line must cost far
+//! less than a query. A line through `serde_json` and `Display` cost ~9,400
+//! instructions (callgrind), half of a forwarded query; most of it was
+//! escaping the same strings again and formatting the same fingerprint
+//! again. Here the parts that repeat are escaped once and kept: the shape's
+//! fingerprint and normalized text (per analysis, [`Shapes`]), the session's
+//! user, database, application name and address (per session, in
+//! [`SessionInfo`]) and the timestamp up to its second ([`Clock`]). What is
+//! left per line is copying those and writing a few numbers.
+
+use std::collections::HashMap;
+use std::sync::{Arc, OnceLock};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use pgstash_rules::{Analysis, FingerprintHashing};
+
+use super::record::QueryEvent;
+
+/// Who ran a query (shared by all events of a session).
+#[derive(Debug)]
+pub struct SessionInfo {
+    pub user: String,
+    pub database: String,
+    pub application_name: String,
+    pub client: String,
+    /// The session's fields as they end a log line, made on first use.
+    json: OnceLock<Box<str>>,
+}
+
+impl SessionInfo {
+    pub fn new(
+        user: String,
+        database: String,
+        application_name: String,
+        client: String,
+    ) -> SessionInfo {
+        SessionInfo {
+            user,
+            database,
+            application_name,
+            client,
+            json: OnceLock::new(),
+        }
+    }
+
+    /// The same session under another application name.
+    pub fn with_application_name(&self, application_name: String) -> SessionInfo {
+        SessionInfo::new(
+            self.user.clone(),
+            self.database.clone(),
+            application_name,
+            self.client.clone(),
+        )
+    }
+
+    /// `"user":…,"database":…,"application_name":…,"client":…}`
+    fn json_tail(&self) -> &str {
+        self.json.get_or_init(|| {
+            let mut out = Vec::with_capacity(96);
+            out.extend_from_slice(b"\"user\":");
+            push_str(&mut out, &self.user);
+            out.extend_from_slice(b",\"database\":");
+            push_str(&mut out, &self.database);
+            out.extend_from_slice(b",\"application_name\":");
+            push_str(&mut out, &self.application_name);
+            out.extend_from_slice(b",\"client\":");
+            push_str(&mut out, &self.client);
+            out.push(b'}');
+            into_text(out)
+        })
+    }
+}
+
+/// A shape's `"fingerprint":"…",` and `"query":"…",`, kept per analysis.
+struct ShapeJson {
+    /// Keeps the analysis alive so its address is not reused while it keys
+    /// an entry.
+    _analysis: Arc<Analysis>,
+    fingerprint: Box<str>,
+    query: Box<str>,
+}
+
+/// Above this many shapes the kept fragments start over.
+const SHAPES_MAX: usize = 10_000;
+
+/// Escaped fragments of the shapes seen, by analysis object (the recorder
+/// hands out one object per shape). The address is hashed with the same
+/// keyed multiply as fingerprints: SipHash was a tenth of a line's cost.
+#[derive(Default)]
+pub struct Shapes(HashMap<usize, ShapeJson, FingerprintHashing>);
+
+impl Shapes {
+    fn get(&mut self, analysis: &Arc<Analysis>) -> &ShapeJson {
+        if self.0.len() >= SHAPES_MAX {
+            self.0.clear();
+        }
+        let key = Arc::as_ptr(analysis) as usize;
+        self.0.entry(key).or_insert_with(|| {
+            let mut fingerprint = Vec::with_capacity(84);
+            fingerprint.extend_from_slice(b"\"fingerprint\":\"");
+            fingerprint.extend_from_slice(hex::encode(analysis.fingerprint.0).as_bytes());
+            fingerprint.extend_from_slice(b"\",");
+            let mut query = Vec::with_capacity(analysis.normalized.len() + 12);
+            push_query(&mut query, &analysis.normalized);
+            ShapeJson {
+                _analysis: Arc::clone(analysis),
+                fingerprint: into_text(fingerprint),
+                query: into_text(query),
+            }
+        })
+    }
+}
+
+/// The timestamp's text up to its second, kept while the second lasts.
+#[derive(Default)]
+pub struct Clock {
+    second: Option<u64>,
+    /// `2026-11-22T10:00:01.`
+    prefix: String,
+}
+
+impl Clock {
+    /// Writes `at` as RFC 3339 UTC with milliseconds, quoted.
+    fn push(&mut self, out: &mut Vec<u8>, at: SystemTime) {
+        let since = at.duration_since(UNIX_EPOCH).unwrap_or_default();
+        let second = since.as_secs();
+        if self.second != Some(second) {
+            let whole = humantime::format_rfc3339_seconds(UNIX_EPOCH + Duration::from_secs(second));
+            self.prefix = whole.to_string();
+            self.prefix.pop(); // the 'Z'
+            self.prefix.push('.');
+            self.second = Some(second);
+        }
+        out.push(b'"');
+        out.extend_from_slice(self.prefix.as_bytes());
+        push_three_digits(out, since.subsec_millis());
+        out.extend_from_slice(b"Z\"");
+    }
+}
+
+/// What repeats between lines, kept by the recorder.
+#[derive(Default)]
+pub struct LineParts {
+    pub clock: Clock,
+    pub shapes: Shapes,
+}
+
+impl LineParts {
+    /// Appends `event`'s line (with its newline) to `out`. `analysis` is
+    /// the text's shape when it parsed; `log_parameters` logs the text as
+    /// sent instead of the normalized one.
+    pub fn write(
+        &mut self,
+        out: &mut Vec<u8>,
+        event: &QueryEvent,
+        analysis: Option<&Arc<Analysis>>,
+        log_parameters: bool,
+    ) {
+        out.extend_from_slice(b"{\"ts\":");
+        self.clock.push(out, event.at);
+        out.extend_from_slice(b",\"duration_ms\":");
+        push_ms(out, event.duration);
+        out.extend_from_slice(b",\"upstream_ms\":");
+        push_ms(out, event.upstream);
+        out.extend_from_slice(b",\"pool_wait_ms\":");
+        push_ms(out, event.pool_wait);
+        out.push(b',');
+        match analysis {
+            Some(analysis) => {
+                let shape = self.shapes.get(analysis);
+                out.extend_from_slice(shape.fingerprint.as_bytes());
+                if log_parameters {
+                    push_query(out, &event.text);
+                } else {
+                    out.extend_from_slice(shape.query.as_bytes());
+                }
+            }
+            None => {
+                out.extend_from_slice(b"\"fingerprint\":\"\",");
+                push_query(out, &event.text);
+            }
+        }
+        out.extend_from_slice(b"\"rows\":");
+        out.extend_from_slice(itoa::Buffer::new().format(event.rows).as_bytes());
+        out.extend_from_slice(b",\"cache\":");
+        push_str(out, event.path);
+        out.extend_from_slice(b",\"rule\":");
+        match &event.rule {
+            Some(rule) => push_str(out, rule),
+            None => out.extend_from_slice(b"null"),
+        }
+        out.push(b',');
+        out.extend_from_slice(event.session.json_tail().as_bytes());
+        out.push(b'\n');
+    }
+}
+
+/// `"query":"…",`
+fn push_query(out: &mut Vec<u8>, text: &str) {
+    out.extend_from_slice(b"\"query\":");
+    push_str(out, text);
+    out.push(b',');
+}
+
+/// Milliseconds with three decimals (microsecond resolution).
+fn push_ms(out: &mut Vec<u8>, d: Duration) {
+    // In u64: u128 division is a libcall. u64 microseconds last 584,000 years.
+    let micros = d.as_secs() * 1_000_000 + u64::from(d.subsec_nanos() + 500) / 1000;
+    out.extend_from_slice(itoa::Buffer::new().format(micros / 1000).as_bytes());
+    out.push(b'.');
+    push_three_digits(out, (micros % 1000) as u32);
+}
+
+fn push_three_digits(out: &mut Vec<u8>, n: u32) {
+    out.extend_from_slice(&[
+        b'0' + (n / 100 % 10) as u8,
+        b'0' + (n / 10 % 10) as u8,
+        b'0' + (n % 10) as u8,
+    ]);
+}
+
+/// Writes `s` as a JSON string: quotes, and escapes for `"`, `\` and
+/// control characters; everything else (UTF-8 included) as it is.
+fn push_str(out: &mut Vec<u8>, s: &str) {
+    const HEX: &[u8; 16] = b"0123456789abcdef";
+    out.push(b'"');
+    let bytes = s.as_bytes();
+    let mut start = 0;
+    for (i, &b) in bytes.iter().enumerate() {
+        let escape: &[u8] = match b {
+            b'"' => b"\\\"",
+            b'\\' => b"\\\\",
+            b'\n' => b"\\n",
+            b'\r' => b"\\r",
+            b'\t' => b"\\t",
+            0..=0x1f => &[
+                b'\\',
+                b'u',
+                b'0',
+                b'0',
+                HEX[usize::from(b >> 4)],
+                HEX[usize::from(b & 0xf)],
+            ],
+            _ => continue,
+        };
+        out.extend_from_slice(&bytes[start..i]);
+        out.extend_from_slice(escape);
+        start = i + 1;
+    }
+    out.extend_from_slice(&bytes[start..]);
+    out.push(b'"');
+}
+
+/// Bytes this module wrote from `&str`s and ASCII: valid UTF-8.
+fn into_text(bytes: Vec<u8>) -> Box<str> {
+    String::from_utf8(bytes)
+        .unwrap_or_else(|e| String::from_utf8_lossy(e.as_bytes()).into_owned())
+        .into_boxed_str()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn event(text: &str, rule: Option<&str>) -> QueryEvent {
+        QueryEvent {
+            session: Arc::new(SessionInfo::new(
+                "al\"ice".into(),
+                "db\\1".into(),
+                "app\n".into(),
+                "127.0.0.1:5000".into(),
+            )),
+            text: text.into(),
+            at: UNIX_EPOCH + Duration::from_millis(1_795_000_000_007),
+            duration: Duration::from_nanos(12_345_678),
+            path: "miss",
+            rows: 3,
+            upstream: Duration::from_micros(999_999_999),
+            pool_wait: Duration::ZERO,
+            rule: rule.map(Arc::from),
+        }
+    }
+
+    fn line(
+        parts: &mut LineParts,
+        event: &QueryEvent,
+        analysis: Option<&Arc<Analysis>>,
+        params: bool,
+    ) -> serde_json::Value {
+        let mut out = Vec::new();
+        parts.write(&mut out, event, analysis, params);
+        assert_eq!(out.last(), Some(&b'\n'), "one line, newline-terminated");
+        assert_eq!(out.iter().filter(|&&b| b == b'\n').count(), 1);
+        serde_json::from_slice(&out).expect("a JSON object")
+    }
+
+    #[test]
+    fn a_line_is_json_with_every_field_in_order() {
+        let analysis =
+            Arc::new(pgstash_rules::analyze("SELECT a FROM t WHERE b = 'x\"y'").unwrap());
+        let mut parts = LineParts::default();
+        let event = event("SELECT a FROM t WHERE b = 'x\"y'", Some("r\u{1}"));
+        let mut out = Vec::new();
+        parts.write(&mut out, &event, Some(&analysis), false);
+        let text = std::str::from_utf8(&out).unwrap();
+        let names = [
+            "ts",
+            "duration_ms",
+            "upstream_ms",
+            "pool_wait_ms",
+            "fingerprint",
+            "query",
+            "rows",
+            "cache",
+            "rule",
+            "user",
+            "database",
+            "application_name",
+            "client",
+        ];
+        let at: Vec<usize> = names
+            .iter()
+            .map(|n| text.find(&format!("\"{n}\":")).expect(n))
+            .collect();
+        assert!(at.windows(2).all(|w| w[0] < w[1]), "field order: {text}");
+
+        let v = line(&mut parts, &event, Some(&analysis), false);
+        assert_eq!(v["ts"], "2026-11-18T11:06:40.007Z");
+        assert_eq!(
+            v["ts"],
+            humantime::format_rfc3339_millis(event.at).to_string(),
+            "the same text as humantime's"
+        );
+        assert_eq!(v["duration_ms"].as_f64(), Some(12.346));
+        assert_eq!(v["upstream_ms"].as_f64(), Some(999_999.999));
+        assert_eq!(v["pool_wait_ms"].as_f64(), Some(0.0));
+        assert_eq!(v["fingerprint"], analysis.fingerprint.to_string());
+        assert_eq!(v["query"], &*analysis.normalized);
+        assert_eq!(v["rows"], 3);
+        assert_eq!(v["cache"], "miss");
+        assert_eq!(v["rule"], "r\u{1}");
+        assert_eq!(v["user"], "al\"ice");
+        assert_eq!(v["database"], "db\\1");
+        assert_eq!(v["application_name"], "app\n");
+        assert_eq!(v["client"], "127.0.0.1:5000");
+    }
+
+    #[test]
+    fn parameters_unparsed_texts_and_no_rule() {
+        let text = "SELECT a FROM t WHERE b = 'é\t'";
+        let analysis = Arc::new(pgstash_rules::analyze(text).unwrap());
+        let mut parts = LineParts::default();
+        let v = line(&mut parts, &event(text, None), Some(&analysis), true);
+        assert_eq!(v["query"], text, "log_parameters logs the text as sent");
+        assert_eq!(v["rule"], serde_json::Value::Null);
+        let v = line(&mut parts, &event("SELEC oops", None), None, false);
+        assert_eq!(v["query"], "SELEC oops");
+        assert_eq!(v["fingerprint"], "");
+    }
+
+    #[test]
+    fn the_kept_second_and_session_fields_follow_changes() {
+        let mut parts = LineParts::default();
+        let mut e = event("SELECT 1", None);
+        let first = line(&mut parts, &e, None, false);
+        e.at += Duration::from_millis(1_500);
+        e.session = Arc::new(e.session.with_application_name("other".into()));
+        let second = line(&mut parts, &e, None, false);
+        assert_eq!(first["ts"], "2026-11-18T11:06:40.007Z");
+        assert_eq!(second["ts"], "2026-11-18T11:06:41.507Z");
+        assert_eq!(second["application_name"], "other");
+        assert_eq!(second["user"], "al\"ice");
+    }
+
+    #[test]
+    fn every_control_character_is_escaped() {
+        let all: String = (0u8..0x80).map(char::from).chain("ü€😀".chars()).collect();
+        let mut out = Vec::new();
+        push_str(&mut out, &all);
+        let back: String = serde_json::from_slice(&out).expect("valid JSON string");
+        assert_eq!(back, all);
+        assert!(out[1..out.len() - 1].iter().all(|&b| b >= 0x20));
+    }
+}
