@@ -4,10 +4,12 @@ numbers only mean something on the machine that produced them."""
 
 import statistics
 
-SYSTEMS = ["direct", "pgbouncer", "pgpool", "pgstash_pass", "pgstash_log0", "pgstash_mem",
+SYSTEMS = ["direct", "pgbouncer", "pgpool", "pgstash_pass", "pgstash_pass1", "pgstash_log0",
+           "pgstash_mem",
            "pgstash_redis", "pgstash_fast"]
 SHORT = {"direct": "direct", "pgbouncer": "PgBouncer", "pgpool": "pgpool-II",
-         "pgstash_pass": "pgstash pass", "pgstash_log0": "pgstash pass log-all",
+         "pgstash_pass": "pgstash pass", "pgstash_pass1": "pgstash pass 1w",
+         "pgstash_log0": "pgstash pass log-all",
          "pgstash_mem": "pgstash mem", "pgstash_redis": "pgstash redis",
          "pgstash_fast": "pgstash redis fast"}
 
@@ -139,7 +141,7 @@ def render(result):
             "Ratios of the same metric measured in the same run: throughput ratios "
             "(higher is better) for throughput workloads, p50 latency ratios (lower is "
             "better) for the 1-client ones.", ""]
-    pairs = [("pgstash_pass", "pgbouncer"), ("pgstash_pass", "direct"),
+    pairs = [("pgstash_pass", "pgbouncer"), ("pgstash_pass1", "pgbouncer"), ("pgstash_pass", "direct"),
              ("pgstash_mem", "direct"), ("pgstash_mem", "pgpool"),
              ("pgstash_redis", "direct"), ("pgstash_fast", "direct"),
              ("pgstash_mem", "pgstash_pass"), ("pgstash_redis", "pgstash_pass"),
@@ -176,7 +178,7 @@ def render(result):
             "the measured runs (`/proc/PID/stat`; PgBouncer and pgstash are one process "
             "each). On a machine where clients, proxy and Postgres share the cores, this "
             "is what a proxy takes away from the others.", ""]
-    cpu_systems = [s for s in ("pgbouncer", "pgstash_pass", "pgstash_log0", "pgstash_mem",
+    cpu_systems = [s for s in ("pgbouncer", "pgstash_pass", "pgstash_pass1", "pgstash_log0", "pgstash_mem",
                                "pgstash_redis", "pgstash_fast") if s in systems]
     rows = []
     for w in workloads:

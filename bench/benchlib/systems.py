@@ -316,7 +316,7 @@ def start_pgpool(sup, tmp, port, pcp_port, pgport, children, ttl):
 # ---------------------------------------------------------------- pgstash
 
 def start_pgstash(sup, tmp, binary, key, label, port, mport, pgport, pool,
-                  rules=None, redis_port=None, log_all=False, fast=False):
+                  rules=None, redis_port=None, log_all=False, fast=False, workers=None):
     d = os.path.join(tmp, key)
     os.makedirs(d, exist_ok=True)
     cmd = [binary, "serve"]
@@ -336,6 +336,8 @@ def start_pgstash(sup, tmp, binary, key, label, port, mport, pgport, pool,
            "--slow-query-ms", "0" if log_all else "100000"]
     if log_all:
         cmd += ["--slow-query-log", os.path.join(d, "slow.log")]
+    if workers:
+        cmd += ["--workers", str(workers)]
     if rules:
         cmd += ["--rules", rules]
     if redis_port:

@@ -38,6 +38,10 @@ def evaluate(summary, extras):
             _ratio(tps(w, "pgstash_pass"), tps(w, "pgbouncer")), ">=", 1.0,
             f"tps pgstash_pass / pgbouncer, {w}")
     for w in ("select_8c", "select_32c"):
+        add(f"pass-through throughput ≥ 1.0× PgBouncer, --workers 1 ({w})",
+            _ratio(tps(w, "pgstash_pass1"), tps(w, "pgbouncer")), ">=", 1.0,
+            f"tps pgstash_pass1 / pgbouncer, {w}")
+    for w in ("select_8c", "select_32c"):
         add(f"slow-query log of every query (--slow-query-ms 0) costs < 5% ({w})",
             _ratio(tps(w, "pgstash_log0"), tps(w, "pgstash_pass")), ">=", 0.95,
             f"tps pgstash_log0 / pgstash_pass, {w}")

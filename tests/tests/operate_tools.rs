@@ -236,3 +236,85 @@ async fn top_shows_the_hot_query_with_its_call_count() {
         assert!(!out.contains("\x1b["), "--once prints no terminal escapes");
     }
 }
+
+/// `--workers 1` runs pgstash on a single-threaded runtime (the least CPU
+/// per query). Everything must still run on that one thread: serving,
+/// caching, the recorder, the metrics endpoint and a graceful SIGTERM.
+#[tokio::test]
+async fn one_worker_serves_caches_and_stops_on_a_single_thread() {
+    let Some(bin) = pgstash_binary() else {
+        eprintln!("skipped: target/debug/pgstash not built");
+        return;
+    };
+    let pg = TestPostgres::new().await;
+    pg.execute(SCHEMA).await;
+    let rules = RulesToml::new(&format!("[[rule]]\nname = \"hot\"\nquery = \"{HOT}\"\n"));
+    let free = || {
+        std::net::TcpListener::bind("127.0.0.1:0")
+            .and_then(|l| l.local_addr())
+            .expect("a free port")
+    };
+    let (listen, metrics) = (free(), free());
+    let mut child = tokio::process::Command::new(&bin)
+        .args(["serve", "--workers", "1", "--listen", &listen.to_string()])
+        .args(["--metrics-listen", &metrics.to_string()])
+        .args(["--upstream", &format!("postgres://{}", pg.addr())])
+        .arg("--rules")
+        .arg(rules.path())
+        .stderr(std::process::Stdio::null())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("start pgstash");
+
+    let url = format!("postgres://{}@{}/{}", pg.superuser(), listen, pg.database);
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    let client = loop {
+        match pgstash_tests::postgres::try_connect(&url).await {
+            Ok(client) => break client,
+            Err(e) if std::time::Instant::now() > deadline => panic!("no connection: {e}"),
+            Err(_) => tokio::time::sleep(std::time::Duration::from_millis(100)).await,
+        }
+    };
+    let expect = column(
+        &pg.connect().await,
+        "SELECT owner, balance FROM accounts WHERE id = 7",
+    )
+    .await;
+    for _ in 0..3 {
+        let rows = client
+            .query(HOT, &[&7i32])
+            .await
+            .expect("the hot read through a one-worker pgstash");
+        let got: Vec<Option<String>> = rows.iter().map(|r| r.get(0)).collect();
+        assert_eq!(got, expect);
+    }
+
+    let scrape = loop {
+        let response = pgstash_tests::operate::http::request(metrics, "GET", "/metrics", &[])
+            .await
+            .expect("/metrics");
+        let scrape = pgstash_tests::operate::prom::parse(&response.body).expect("metrics text");
+        if scrape.value("pgstash_cache_hits_total", &[("rule", "hot")]) >= 2.0
+            || std::time::Instant::now() > deadline
+        {
+            break scrape;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    };
+    assert_eq!(scrape.value("pgstash_worker_threads", &[]), 1.0);
+    assert_eq!(
+        scrape.value("pgstash_cache_hits_total", &[("rule", "hot")]),
+        2.0,
+        "one miss, then hits"
+    );
+
+    drop(client);
+    let pid = child.id().expect("pgstash is running") as libc::pid_t;
+    // SAFETY: kill(2) on the child this test started.
+    assert_eq!(unsafe { libc::kill(pid, libc::SIGTERM) }, 0);
+    let status = tokio::time::timeout(std::time::Duration::from_secs(20), child.wait())
+        .await
+        .expect("pgstash exits after SIGTERM")
+        .expect("wait");
+    assert!(status.success(), "a clean exit: {status}");
+}
