@@ -19,10 +19,12 @@
 use std::sync::Arc;
 
 use pgstash_rules::{Analysis, Rule, RuleSet, SessionFacts};
+use prometheus::IntCounter;
 use quick_cache::sync::Cache;
 
 use super::catalog::CatalogSnapshot;
 use super::key::TableKey;
+use crate::observe::Metrics;
 
 /// A read the cache may serve: its rule and the keys of every table whose
 /// writes invalidate it.
@@ -32,6 +34,23 @@ pub struct Read {
     /// The rule's name, for per-request accounting without a copy.
     pub rule_name: Arc<str>,
     pub tables: Vec<TableKey>,
+    /// The rule's hit and miss counters, looked up by label once here
+    /// rather than on every lookup.
+    pub hits: IntCounter,
+    pub misses: IntCounter,
+}
+
+impl Read {
+    pub fn new(rule: Arc<Rule>, tables: Vec<TableKey>, metrics: &Metrics) -> Read {
+        let labels = [rule.name.as_str()];
+        Read {
+            hits: metrics.cache_hits.with_label_values(&labels),
+            misses: metrics.cache_misses.with_label_values(&labels),
+            rule_name: rule.name.as_str().into(),
+            rule,
+            tables,
+        }
+    }
 }
 
 /// What a read was decided under.
@@ -128,11 +147,7 @@ mod tests {
 
     fn remember(decided: &Decided, w: &World, snapshot: Option<Arc<CatalogSnapshot>>) {
         let rule = w.rules.rules()[0].clone();
-        let read = Arc::new(Read {
-            rule_name: rule.name.as_str().into(),
-            rule,
-            tables: Vec::new(),
-        });
+        let read = Arc::new(Read::new(rule, Vec::new(), &Metrics::new()));
         let grounds = Grounds {
             analysis: w.analysis.clone(),
             database: "app".into(),

@@ -94,6 +94,8 @@ pub struct Cache {
     catalogs: Arc<Catalogs>,
     coalesce_wait: Duration,
     metrics: Arc<Metrics>,
+    /// `store_call{op="lookup"}`, looked up once.
+    lookup_latency: prometheus::Histogram,
 }
 
 impl Cache {
@@ -135,6 +137,7 @@ impl Cache {
             decided: Decided::new(ANALYSIS_CACHE_ENTRIES),
             catalogs,
             coalesce_wait: config.cache.coalesce_wait,
+            lookup_latency: metrics.store_call.with_label_values(&["lookup"]),
             metrics,
         });
         tracing::info!(rules = %cache.rules_path.display(), count = cache.rules.load().rules().len(), store = cache.store.kind(), "cache enabled");
@@ -230,6 +233,21 @@ impl Cache {
         })
     }
 
+    /// A read decision remembered for `analysis` under these grounds, if
+    /// any: the synchronous fast path of [`Cache::decide`] (no future to
+    /// box, nothing to copy), which a caller tries first.
+    pub fn remembered(
+        &self,
+        analysis: &Arc<Analysis>,
+        facts: SessionFacts,
+        database: &str,
+    ) -> Option<Arc<Read>> {
+        let rules = self.rules.load();
+        self.decided.get(analysis, database, facts, &rules, || {
+            self.catalogs.current(database)
+        })
+    }
+
     /// The caching decision for a read `sql`, given its analysis from
     /// [`Cache::classify`] (`None`: unparsable). Loads the catalog only when
     /// a rule matches and the answer depends on it. Reads are remembered
@@ -256,12 +274,10 @@ impl Cache {
         let Some(analysis) = analysis else {
             return self.read_decision(pgstash_rules::decide_unparsable(sql), database);
         };
-        let rules = self.rules.load_full();
-        if let Some(read) = self.decided.get(&analysis, database, facts, &rules, || {
-            self.catalogs.current(database)
-        }) {
+        if let Some(read) = self.remembered(&analysis, facts, database) {
             return ReadDecision::Serve(read);
         }
+        let rules = self.rules.load_full();
         let first = pgstash_rules::decide(&analysis, &rules, &facts, &*catalog::unknown());
         let (decision, snapshot) = match &first {
             Decision::Bypass {
@@ -291,11 +307,11 @@ impl Cache {
 
     fn read_decision(&self, decision: Decision, database: &str) -> ReadDecision {
         match decision {
-            Decision::CacheRead { rule, tables } => ReadDecision::Serve(Arc::new(Read {
-                rule_name: rule.name.as_str().into(),
+            Decision::CacheRead { rule, tables } => ReadDecision::Serve(Arc::new(Read::new(
                 rule,
-                tables: table_keys(database, &tables),
-            })),
+                table_keys(database, &tables),
+                &self.metrics,
+            ))),
             Decision::Bypass { reason } => ReadDecision::Bypass(reason),
             Decision::Write { .. } => ReadDecision::NotARead,
         }
@@ -303,23 +319,15 @@ impl Cache {
 
     /// Looks `base` up under the current versions of `tables`. On a miss the
     /// first caller becomes the filler; concurrent callers wait for it.
-    pub fn lookup<'a>(
-        &'a self,
-        base: &'a KeyBase,
-        tables: &'a [TableKey],
-        rule: &'a Arc<Rule>,
-    ) -> Boxed<'a, Plan> {
-        Box::pin(self.lookup_inline(base, tables, rule))
+    pub fn lookup<'a>(&'a self, base: &'a KeyBase, read: &'a Read) -> Boxed<'a, Plan> {
+        Box::pin(self.lookup_inline(base, read))
     }
 
-    async fn lookup_inline(&self, base: &KeyBase, tables: &[TableKey], rule: &Arc<Rule>) -> Plan {
-        let labels = [rule.name.as_str()];
+    async fn lookup_inline(&self, base: &KeyBase, read: &Read) -> Plan {
+        let (tables, rule) = (&read.tables, &read.rule);
         let started = std::time::Instant::now();
         let result = self.store.lookup(base, tables).await;
-        self.metrics
-            .store_call
-            .with_label_values(&["lookup"])
-            .observe(started.elapsed().as_secs_f64());
+        self.lookup_latency.observe(started.elapsed().as_secs_f64());
         let lookup = match result {
             Ok(lookup) => lookup,
             Err(e) => {
@@ -332,12 +340,12 @@ impl Cache {
             }
         };
         if let Some(value) = lookup.value {
-            self.metrics.cache_hits.with_label_values(&labels).inc();
+            read.hits.inc();
             return Plan::Hit(value);
         }
         match self.fills.begin(&lookup.key) {
             FillRole::Leader(guard) => {
-                self.metrics.cache_misses.with_label_values(&labels).inc();
+                read.misses.inc();
                 Plan::Fill(Fill {
                     guard,
                     ttl: rule.ttl,
@@ -349,13 +357,13 @@ impl Cache {
                 Some(value) => {
                     self.metrics
                         .cache_coalesced
-                        .with_label_values(&labels)
+                        .with_label_values(&[rule.name.as_str()])
                         .inc();
-                    self.metrics.cache_hits.with_label_values(&labels).inc();
+                    read.hits.inc();
                     Plan::Hit(value)
                 }
                 None => {
-                    self.metrics.cache_misses.with_label_values(&labels).inc();
+                    read.misses.inc();
                     Plan::Upstream
                 }
             },

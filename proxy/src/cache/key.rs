@@ -17,14 +17,17 @@ use sha2::{Digest, Sha256};
 pub struct KeyBase(pub [u8; 32]);
 
 impl KeyBase {
-    /// Appends the base as 64 lowercase hex digits (once per lookup: a
-    /// table-driven encode into a stack buffer, not a char-by-char collect).
+    /// Appends the base as 64 lowercase hex digits (once per lookup: two
+    /// table reads per byte into a stack buffer).
     pub fn push_hex(&self, out: &mut String) {
+        const HEX: &[u8; 16] = b"0123456789abcdef";
         let mut digits = [0u8; 64];
-        if hex::encode_to_slice(self.0, &mut digits).is_ok() {
-            if let Ok(digits) = std::str::from_utf8(&digits) {
-                out.push_str(digits);
-            }
+        for (pair, byte) in digits.chunks_exact_mut(2).zip(self.0) {
+            pair[0] = HEX[usize::from(byte >> 4)];
+            pair[1] = HEX[usize::from(byte & 0xf)];
+        }
+        if let Ok(digits) = std::str::from_utf8(&digits) {
+            out.push_str(digits);
         }
     }
 }
@@ -89,6 +92,14 @@ impl TableKey {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn hex_form_is_the_64_lowercase_digits() {
+        let base = KeyBase(std::array::from_fn(|i| (i * 37 + 5) as u8));
+        let mut out = String::from("x:");
+        base.push_hex(&mut out);
+        assert_eq!(out, format!("x:{}", hex::encode(base.0)));
+    }
 
     #[test]
     fn field_boundaries_matter() {

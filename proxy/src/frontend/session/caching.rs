@@ -252,14 +252,15 @@ impl Session {
         sql: &str,
         analysis: Option<Arc<Analysis>>,
     ) -> Option<Arc<Read>> {
-        let (context, database, user) = (
-            self.context.clone(),
-            self.database.clone(),
-            self.user.clone(),
-        );
+        if let Some(analysis) = &analysis {
+            if let Some(read) = cache.remembered(analysis, self.facts(), &self.database) {
+                return Some(read);
+            }
+        }
+        let (context, database, user) = (&self.context, &self.database, &self.user);
         let decision = cache
-            .decide(sql, analysis, self.facts(), &self.database, || {
-                context.connect_target(&database, &user)
+            .decide(sql, analysis, self.facts(), database, || {
+                context.connect_target(database, user)
             })
             .await;
         match decision {
@@ -286,7 +287,7 @@ impl Session {
         prefix: &[&[u8]],
     ) -> Result<bool, FrontendError> {
         self.request().rule = Some(read.rule_name.clone());
-        match cache.lookup(base, &read.tables, &read.rule).await {
+        match cache.lookup(base, read).await {
             Plan::Hit(bytes) => {
                 for part in prefix {
                     self.to_client.extend_from_slice(part);
