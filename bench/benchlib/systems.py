@@ -6,6 +6,8 @@ stopped at the end:
   pgbouncer      PgBouncer, transaction pooling
   pgpool         pgpool-II, one primary, in-memory query cache in shared memory
   pgstash_pass   pgstash without rules (pure pooling pass-through)
+  pgstash_pass1  the same with --workers 1 (a single-threaded runtime)
+  pgstash_log0   the same as pgstash_pass, every query in the slow-query log
   pgstash_mem    pgstash with bench rules, in-process cache
   pgstash_redis  pgstash with bench rules, cache in a throwaway redis-server
   pgstash_fast   the same in fast mode (local tier, pub/sub invalidation)

@@ -134,21 +134,34 @@ pub struct FrameReader {
     /// When set, frames of other types are rejected before their body is
     /// awaited (as Postgres does, so garbage fails fast).
     accept: Option<&'static [u8]>,
+    /// Whether an emptied buffer is kept for the next read (server
+    /// connections) or given back (client connections, see [`fill`]).
+    ///
+    /// [`fill`]: FrameReader::fill
+    keep_buffer: bool,
+    /// The buffer grew past its first read: given back once emptied.
+    grew: bool,
 }
 
 impl FrameReader {
+    /// A reader for server connections: they are few (pooled) and busy, so
+    /// the buffer stays, saving an allocation and a free per answer.
     pub fn new(limit: usize) -> FrameReader {
         FrameReader {
             buf: BytesMut::new(),
             limit,
             accept: None,
+            keep_buffer: true,
+            grew: false,
         }
     }
 
-    /// A reader for client connections: only frontend message types.
+    /// A reader for client connections: only frontend message types, and
+    /// no buffer held while idle.
     pub fn frontend(limit: usize) -> FrameReader {
         FrameReader {
             accept: Some(FRONTEND_TYPES),
+            keep_buffer: false,
             ..FrameReader::new(limit)
         }
     }
@@ -159,23 +172,39 @@ impl FrameReader {
     /// Safe to use in `select!`: bytes are only ever appended to the buffer
     /// by the completed read, so a cancelled call loses nothing.
     pub async fn fill(&mut self, stream: &mut Stream) -> Result<(), NetError> {
-        if self.buf.is_empty() {
+        if self.buf.is_empty() && !self.keeps_emptied_buffer() {
             // Nothing pending: give the buffer back and wait for data
             // before taking one, so an idle connection holds no buffer.
-            if self.buf.capacity() > 0 {
-                self.buf = BytesMut::new();
-            }
+            // Always replaced: `capacity()` counts only the room after the
+            // consumed bytes, so a fully consumed buffer shows 0 while its
+            // whole allocation is still held (and a reserve reclaims it).
+            self.buf = BytesMut::new();
+            self.grew = false;
             stream.readable().await?;
         }
         if self.buf.is_empty() {
-            self.buf.reserve(FIRST_READ);
+            self.reserve(FIRST_READ);
         } else if self.buf.capacity() - self.buf.len() < READ_CHUNK / 2 {
-            self.buf.reserve(READ_CHUNK);
+            self.reserve(READ_CHUNK);
         }
         match stream.read_buf(&mut self.buf).await? {
             0 => Err(NetError::Closed),
             _ => Ok(()),
         }
+    }
+
+    /// Makes room, noting when the buffer grows past a first read's size.
+    fn reserve(&mut self, additional: usize) {
+        self.buf.reserve(additional);
+        self.grew |= self.buf.capacity() > FIRST_READ;
+    }
+
+    /// Whether [`fill`] keeps the buffer once it is empty: a server
+    /// reader's buffer that never grew past its first read.
+    ///
+    /// [`fill`]: FrameReader::fill
+    fn keeps_emptied_buffer(&self) -> bool {
+        self.keep_buffer && !self.grew
     }
 
     /// Takes the next complete frame out of the buffer, if there is one.
@@ -233,7 +262,7 @@ impl FrameReader {
             });
         }
         if self.buf.len() < total {
-            self.buf.reserve(total - self.buf.len());
+            self.reserve(total - self.buf.len());
             return Ok(None);
         }
         Ok(Some(total))
@@ -370,6 +399,51 @@ mod tests {
     fn rejects_messages_over_the_limit_before_buffering_them() {
         let mut r = reader_with(b"Q\x00\x10\x00\x00", 1024);
         assert!(matches!(r.next_frame(), Err(NetError::TooLarge { .. })));
+    }
+
+    /// Server readers keep an emptied buffer for the next answer unless a
+    /// long answer grew it; client readers never keep one (idle clients
+    /// hold no buffer; a huge row is not pinned to a pooled connection).
+    #[tokio::test]
+    async fn emptied_buffers_are_kept_only_by_server_readers_and_only_small() {
+        use tokio::io::AsyncWriteExt;
+        let (a, mut b) = tokio::net::UnixStream::pair().unwrap();
+        let mut stream = Stream::Unix(a);
+        let message = |len: usize| {
+            let mut m = vec![b'D'];
+            m.extend_from_slice(&(len as u32 + 4).to_be_bytes());
+            m.resize(len + 5, b'x');
+            m
+        };
+        async fn read_one(r: &mut FrameReader, stream: &mut Stream) -> usize {
+            loop {
+                if let Some(f) = r.peek().unwrap() {
+                    let n = f.len();
+                    r.consume(n);
+                    return n;
+                }
+                r.fill(stream).await.unwrap();
+            }
+        }
+        let mut server = FrameReader::new(1 << 30);
+        let mut client = FrameReader::frontend(1 << 30);
+        client.accept = None;
+        for (r, is_server) in [(&mut server, true), (&mut client, false)] {
+            b.write_all(&message(100)).await.unwrap();
+            assert_eq!(read_one(r, &mut stream).await, 105);
+            assert_eq!(r.keeps_emptied_buffer(), is_server, "after a short answer");
+            b.write_all(&message(200_000)).await.unwrap();
+            assert_eq!(read_one(r, &mut stream).await, 200_005);
+            assert!(!r.keeps_emptied_buffer(), "after a long answer");
+            b.write_all(&message(10)).await.unwrap();
+            assert_eq!(read_one(r, &mut stream).await, 15);
+            assert!(
+                r.buf.capacity() <= FIRST_READ,
+                "the grown buffer was given back: {} (server {is_server})",
+                r.buf.capacity()
+            );
+            assert_eq!(r.keeps_emptied_buffer(), is_server, "short again");
+        }
     }
 
     #[test]

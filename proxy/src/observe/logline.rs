@@ -12,13 +12,13 @@
 //! instructions (callgrind), half of a forwarded query; most of it was
 //! escaping the same strings again and formatting the same fingerprint
 //! again. Here the parts that repeat are escaped once and kept: the shape's
-//! fingerprint and normalized text (per analysis, [`Shapes`]), the session's
+//! fingerprint and normalized text (per analysis, [`ShapeFragments`]), the session's
 //! user, database, application name and address (per session, in
 //! [`SessionInfo`]) and the timestamp up to its second ([`Clock`]). What is
 //! left per line is copying those and writing a few numbers.
 
 use std::collections::HashMap;
-use std::sync::{Arc, OnceLock};
+use std::sync::{Arc, OnceLock, Weak};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use pgstash_rules::{Analysis, FingerprintHashing};
@@ -26,7 +26,6 @@ use pgstash_rules::{Analysis, FingerprintHashing};
 use super::record::QueryEvent;
 
 /// Who ran a query (shared by all events of a session).
-#[derive(Debug)]
 pub struct SessionInfo {
     pub user: String,
     pub database: String,
@@ -34,6 +33,17 @@ pub struct SessionInfo {
     pub client: String,
     /// The session's fields as they end a log line, made on first use.
     json: OnceLock<Box<str>>,
+}
+
+impl std::fmt::Debug for SessionInfo {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SessionInfo")
+            .field("user", &self.user)
+            .field("database", &self.database)
+            .field("application_name", &self.application_name)
+            .field("client", &self.client)
+            .finish()
+    }
 }
 
 impl SessionInfo {
@@ -80,44 +90,63 @@ impl SessionInfo {
     }
 }
 
-/// A shape's `"fingerprint":"…",` and `"query":"…",`, kept per analysis.
+/// A shape's `"fingerprint":"…","query":"…",`, kept per analysis.
 struct ShapeJson {
-    /// Keeps the analysis alive so its address is not reused while it keys
-    /// an entry.
-    _analysis: Arc<Analysis>,
-    fingerprint: Box<str>,
-    query: Box<str>,
+    /// Keeps the analysis' allocation (not its contents) so that its
+    /// address, the key, is not reused while the entry lives.
+    _analysis: Weak<Analysis>,
+    json: Box<str>,
 }
 
 /// Above this many shapes the kept fragments start over.
 const SHAPES_MAX: usize = 10_000;
 
-/// Escaped fragments of the shapes seen, by analysis object (the recorder
-/// hands out one object per shape). The address is hashed with the same
-/// keyed multiply as fingerprints: SipHash was a tenth of a line's cost.
-#[derive(Default)]
-pub struct Shapes(HashMap<usize, ShapeJson, FingerprintHashing>);
+/// Normalized texts longer than this are escaped per line, not kept
+/// (bounds the memo at `SHAPES_MAX` × this; long texts are rarely repeated).
+const KEPT_TEXT_MAX: usize = 2048;
 
-impl Shapes {
-    fn get(&mut self, analysis: &Arc<Analysis>) -> &ShapeJson {
+/// Escaped fragments of the shapes seen, by analysis object: the recorder
+/// finds one object per repeated shape (texts it does not keep get a new
+/// object each time, and are mostly long ones, which are not kept here).
+/// The address is hashed with the same keyed multiply as fingerprints:
+/// SipHash was a tenth of a line's cost.
+#[derive(Default)]
+pub struct ShapeFragments(HashMap<usize, ShapeJson, FingerprintHashing>);
+
+impl ShapeFragments {
+    /// Writes `"fingerprint":"…","query":"…",` for `analysis`.
+    fn push(&mut self, out: &mut Vec<u8>, analysis: &Arc<Analysis>) {
+        if analysis.normalized.len() > KEPT_TEXT_MAX {
+            push_shape(out, analysis);
+            return;
+        }
         if self.0.len() >= SHAPES_MAX {
             self.0.clear();
         }
         let key = Arc::as_ptr(analysis) as usize;
-        self.0.entry(key).or_insert_with(|| {
-            let mut fingerprint = Vec::with_capacity(84);
-            fingerprint.extend_from_slice(b"\"fingerprint\":\"");
-            fingerprint.extend_from_slice(hex::encode(analysis.fingerprint.0).as_bytes());
-            fingerprint.extend_from_slice(b"\",");
-            let mut query = Vec::with_capacity(analysis.normalized.len() + 12);
-            push_query(&mut query, &analysis.normalized);
+        let shape = self.0.entry(key).or_insert_with(|| {
+            let mut json = Vec::with_capacity(analysis.normalized.len() + 96);
+            push_shape(&mut json, analysis);
             ShapeJson {
-                _analysis: Arc::clone(analysis),
-                fingerprint: into_text(fingerprint),
-                query: into_text(query),
+                _analysis: Arc::downgrade(analysis),
+                json: into_text(json),
             }
-        })
+        });
+        out.extend_from_slice(shape.json.as_bytes());
     }
+}
+
+/// `"fingerprint":"…","query":"…",` with the normalized text.
+fn push_shape(out: &mut Vec<u8>, analysis: &Analysis) {
+    push_fingerprint(out, analysis);
+    push_query(out, &analysis.normalized);
+}
+
+/// `"fingerprint":"…",`
+fn push_fingerprint(out: &mut Vec<u8>, analysis: &Analysis) {
+    out.extend_from_slice(b"\"fingerprint\":\"");
+    out.extend_from_slice(hex::encode(analysis.fingerprint.0).as_bytes());
+    out.extend_from_slice(b"\",");
 }
 
 /// The timestamp's text up to its second, kept while the second lasts.
@@ -150,8 +179,8 @@ impl Clock {
 /// What repeats between lines, kept by the recorder.
 #[derive(Default)]
 pub struct LineParts {
-    pub clock: Clock,
-    pub shapes: Shapes,
+    clock: Clock,
+    shapes: ShapeFragments,
 }
 
 impl LineParts {
@@ -175,15 +204,12 @@ impl LineParts {
         push_ms(out, event.pool_wait);
         out.push(b',');
         match analysis {
-            Some(analysis) => {
-                let shape = self.shapes.get(analysis);
-                out.extend_from_slice(shape.fingerprint.as_bytes());
-                if log_parameters {
-                    push_query(out, &event.text);
-                } else {
-                    out.extend_from_slice(shape.query.as_bytes());
-                }
+            // The text as sent: nothing of the shape is worth keeping.
+            Some(analysis) if log_parameters => {
+                push_fingerprint(out, analysis);
+                push_query(out, &event.text);
             }
+            Some(analysis) => self.shapes.push(out, analysis),
             None => {
                 out.extend_from_slice(b"\"fingerprint\":\"\",");
                 push_query(out, &event.text);
@@ -214,7 +240,10 @@ fn push_query(out: &mut Vec<u8>, text: &str) {
 /// Milliseconds with three decimals (microsecond resolution).
 fn push_ms(out: &mut Vec<u8>, d: Duration) {
     // In u64: u128 division is a libcall. u64 microseconds last 584,000 years.
-    let micros = d.as_secs() * 1_000_000 + u64::from(d.subsec_nanos() + 500) / 1000;
+    let micros = d
+        .as_secs()
+        .saturating_mul(1_000_000)
+        .saturating_add(u64::from(d.subsec_nanos() + 500) / 1000);
     out.extend_from_slice(itoa::Buffer::new().format(micros / 1000).as_bytes());
     out.push(b'.');
     push_three_digits(out, (micros % 1000) as u32);
@@ -379,6 +408,27 @@ mod tests {
         assert_eq!(second["ts"], "2026-11-18T11:06:41.507Z");
         assert_eq!(second["application_name"], "other");
         assert_eq!(second["user"], "al\"ice");
+    }
+
+    #[test]
+    fn kept_shapes_hold_no_analysis_and_long_texts_are_not_kept() {
+        let mut parts = LineParts::default();
+        let short = Arc::new(pgstash_rules::analyze("SELECT 1").unwrap());
+        line(&mut parts, &event("SELECT 1", None), Some(&short), false);
+        assert_eq!(parts.shapes.0.len(), 1);
+        assert_eq!(
+            Arc::strong_count(&short),
+            1,
+            "the memo holds a weak reference only"
+        );
+
+        let text = format!("SELECT {}", vec!["a"; 1500].join(", "));
+        let long = Arc::new(pgstash_rules::analyze(&text).unwrap());
+        assert!(long.normalized.len() > KEPT_TEXT_MAX);
+        let v = line(&mut parts, &event(&text, None), Some(&long), false);
+        assert_eq!(v["query"], &*long.normalized);
+        assert_eq!(v["fingerprint"], long.fingerprint.to_string());
+        assert_eq!(parts.shapes.0.len(), 1, "a long text is written, not kept");
     }
 
     #[test]
