@@ -108,7 +108,8 @@ pub struct ServeArgs {
     /// transaction or session [default: transaction].
     #[arg(long, env = "PGSTASH_POOL_MODE")]
     pub pool_mode: Option<PoolMode>,
-    /// Threads serving connections; 0 = one per CPU [default: 0].
+    /// Threads serving connections; 0 = one per CPU, 1 = a single-threaded
+    /// runtime [default: 0].
     #[arg(long, env = "PGSTASH_WORKERS")]
     pub workers: Option<usize>,
 }

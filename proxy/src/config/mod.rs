@@ -79,8 +79,9 @@ pub struct Config {
     /// How long a graceful shutdown waits for running transactions.
     #[serde(with = "humantime_serde")]
     pub shutdown_timeout: Duration,
-    /// Threads that serve connections; 0 means one per CPU. Read at start
-    /// only (a reload does not change it).
+    /// Threads that serve connections; 0 means one per CPU, 1 a
+    /// single-threaded runtime. Read at start only (a reload does not
+    /// change it).
     pub workers: usize,
     pub pool: PoolConfig,
     pub auth: AuthConfig,
