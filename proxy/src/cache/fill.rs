@@ -11,14 +11,21 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use bytes::Bytes;
+use pgstash_rules::FingerprintHashing;
 use tokio::sync::watch;
 
 type Slot = watch::Receiver<Option<Option<Bytes>>>;
 
 /// Keys being filled right now, each with a channel for its result.
+///
+/// # Performance
+/// A miss hashes its key three times here (look up, insert, remove). The
+/// keys are hex SHA-256 digests with version numbers, so the keyed
+/// multiply used for fingerprints spreads them as well as SipHash does, at
+/// a fraction of the cost (SipHash over the ~70-byte key was ~3% of a miss).
 #[derive(Default)]
 pub struct Fills {
-    running: Mutex<HashMap<String, Slot>>,
+    running: Mutex<HashMap<String, Slot, FingerprintHashing>>,
 }
 
 /// What a client that missed should do.
