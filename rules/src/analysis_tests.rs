@@ -252,6 +252,21 @@ fn transaction_control_set_and_show() {
 }
 
 #[test]
+fn commit_prepared_writes_what_is_unknown_and_the_rest_of_2pc_nothing() {
+    use TransactionKind::*;
+    for (sql, kind, unknown) in [
+        ("prepare transaction 'g'", Prepare, false),
+        ("commit prepared 'g'", CommitPrepared, true),
+        ("rollback prepared 'g'", RollbackPrepared, false),
+    ] {
+        let s = one(sql);
+        assert_eq!(s.kind, StatementKind::Transaction(kind), "{sql}");
+        assert_eq!(s.writes_unknown, unknown, "{sql}");
+        assert!(s.writes.is_empty(), "{sql}");
+    }
+}
+
+#[test]
 fn explain_counts_the_writes_of_its_statement() {
     let s = one("explain analyze delete from t");
     assert_eq!((s.kind, s.writes), (StatementKind::Explain, tables(&["t"])));

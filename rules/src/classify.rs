@@ -65,6 +65,9 @@ pub fn classify(stmt: &Node, out: &mut Statement) {
             out.writes_unknown |= stmt.int("behavior") == DropBehavior::DropCascade as i64;
         }
         StatementKind::Other if !NO_WRITES.contains(&stmt.ty) => out.writes_unknown = true,
+        // A prepared transaction's writes become visible here, on whatever
+        // connection commits it, and the statement names none of them.
+        StatementKind::Transaction(TransactionKind::CommitPrepared) => out.writes_unknown = true,
         _ => {}
     }
 }

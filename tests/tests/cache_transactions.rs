@@ -186,3 +186,55 @@ async fn rollback_invalidates_nothing() {
     }
     assert_eq!(proxy.hits("t"), hits + 2, "the entries still hit");
 }
+
+/// Two-phase commit: a prepared transaction's writes become visible at
+/// `COMMIT PREPARED`, which names no table and may run on any connection.
+/// What was cached while the transaction was pending must not outlive it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn commit_prepared_invalidates_what_was_cached_while_it_was_pending() {
+    // 2PC needs max_prepared_transactions > 0: a Postgres of this test's own.
+    let Some(server) = pgstash_tests::operate::throwaway::ThrowawayPostgres::start_with(
+        "-c max_prepared_transactions=4",
+    ) else {
+        eprintln!("skipped: no initdb/pg_ctl to start a throwaway Postgres");
+        return;
+    };
+    let url = server.url();
+    pgstash_tests::postgres::connect(&url)
+        .await
+        .batch_execute(
+            "CREATE TABLE t (id int PRIMARY KEY, v text); \
+             INSERT INTO t VALUES (1, 'old'), (2, 'other')",
+        )
+        .await
+        .expect("schema on the throwaway server");
+    let pg = TestPostgres::new().await;
+    let proxy = CachingProxy::start(&pg, RULES, |c| {
+        c.upstream = pgstash::config::Upstream::parse(&url).expect("upstream URL");
+    })
+    .await;
+    let through = format!("postgres://postgres@{}/postgres", proxy.addr);
+    let reader = pgstash_tests::postgres::connect(&through).await;
+    let writer = pgstash_tests::postgres::connect(&through).await;
+
+    writer
+        .batch_execute(
+            "BEGIN; UPDATE t SET v = 'new' WHERE id = 1; PREPARE TRANSACTION 'pgstash_2pc'",
+        )
+        .await
+        .unwrap_or_else(|e| panic!("PREPARE TRANSACTION: {}", describe(&e)));
+    // Pending: readers still see the old value, and it is cached.
+    fill(&proxy, &reader, "old").await;
+
+    writer
+        .batch_execute("COMMIT PREPARED 'pgstash_2pc'")
+        .await
+        .unwrap_or_else(|e| panic!("COMMIT PREPARED: {}", describe(&e)));
+    for extended in [false, true] {
+        assert_eq!(
+            read(&reader, extended).await,
+            "new",
+            "a read after COMMIT PREPARED is acknowledged sees its writes"
+        );
+    }
+}

@@ -22,6 +22,12 @@ pub struct ThrowawayPostgres {
 impl ThrowawayPostgres {
     /// Starts one, or `None` when the server binaries are not installed.
     pub fn start() -> Option<ThrowawayPostgres> {
+        Self::start_with("")
+    }
+
+    /// Starts one with extra `postgres` options (e.g.
+    /// `-c max_prepared_transactions=4`).
+    pub fn start_with(options: &str) -> Option<ThrowawayPostgres> {
         let bindir = bindir()?;
         let run_as = if unsafe { libc::geteuid() } == 0 {
             Some(os_user("postgres")?)
@@ -54,7 +60,7 @@ impl ThrowawayPostgres {
             ],
         );
         let options = format!(
-            "-p {port} -k {} -c listen_addresses=127.0.0.1 -c fsync=off",
+            "-p {port} -k {} -c listen_addresses=127.0.0.1 -c fsync=off {options}",
             server.dir.display()
         );
         let log = server.dir.join("log");
