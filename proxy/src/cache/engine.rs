@@ -249,9 +249,10 @@ impl Cache {
     }
 
     /// The caching decision for a read `sql`, given its analysis from
-    /// [`Cache::classify`] (`None`: unparsable). Loads the catalog only when
-    /// a rule matches and the answer depends on it. Reads are remembered
-    /// (see `decided.rs`).
+    /// [`Cache::classify`] (`None`: unparsable), made from scratch: callers
+    /// try [`Cache::remembered`] first. Loads the catalog only when a rule
+    /// matches and the answer depends on it. Reads are remembered (see
+    /// `decided.rs`).
     pub fn decide<'a>(
         &'a self,
         sql: &'a str,
@@ -274,9 +275,6 @@ impl Cache {
         let Some(analysis) = analysis else {
             return self.read_decision(pgstash_rules::decide_unparsable(sql), database);
         };
-        if let Some(read) = self.remembered(&analysis, facts, database) {
-            return ReadDecision::Serve(read);
-        }
         let rules = self.rules.load_full();
         let first = pgstash_rules::decide(&analysis, &rules, &facts, &*catalog::unknown());
         let (decision, snapshot) = match &first {

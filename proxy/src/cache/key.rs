@@ -17,17 +17,14 @@ use sha2::{Digest, Sha256};
 pub struct KeyBase(pub [u8; 32]);
 
 impl KeyBase {
-    /// Appends the base as 64 lowercase hex digits (once per lookup: two
-    /// table reads per byte into a stack buffer).
+    /// Appends the base as 64 lowercase hex digits (once per lookup: a
+    /// table-driven encode into a stack buffer, not a char-by-char collect).
     pub fn push_hex(&self, out: &mut String) {
-        const HEX: &[u8; 16] = b"0123456789abcdef";
         let mut digits = [0u8; 64];
-        for (pair, byte) in digits.chunks_exact_mut(2).zip(self.0) {
-            pair[0] = HEX[usize::from(byte >> 4)];
-            pair[1] = HEX[usize::from(byte & 0xf)];
-        }
-        if let Ok(digits) = std::str::from_utf8(&digits) {
-            out.push_str(digits);
+        if hex::encode_to_slice(self.0, &mut digits).is_ok() {
+            if let Ok(digits) = std::str::from_utf8(&digits) {
+                out.push_str(digits);
+            }
         }
     }
 }

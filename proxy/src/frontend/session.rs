@@ -852,9 +852,7 @@ impl Session {
     fn drain_due(&mut self) {
         let mut due = Vec::new();
         self.expect.drain_synthetic(&mut due);
-        for bytes in due {
-            self.to_client.extend_from_slice(&bytes);
-        }
+        flush_due(&mut due, &mut self.to_client);
     }
 
     async fn flush(&mut self) -> Result<(), FrontendError> {

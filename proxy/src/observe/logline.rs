@@ -260,33 +260,8 @@ fn push_three_digits(out: &mut Vec<u8>, n: u32) {
 /// Writes `s` as a JSON string: quotes, and escapes for `"`, `\` and
 /// control characters; everything else (UTF-8 included) as it is.
 fn push_str(out: &mut Vec<u8>, s: &str) {
-    const HEX: &[u8; 16] = b"0123456789abcdef";
-    out.push(b'"');
-    let bytes = s.as_bytes();
-    let mut start = 0;
-    for (i, &b) in bytes.iter().enumerate() {
-        let escape: &[u8] = match b {
-            b'"' => b"\\\"",
-            b'\\' => b"\\\\",
-            b'\n' => b"\\n",
-            b'\r' => b"\\r",
-            b'\t' => b"\\t",
-            0..=0x1f => &[
-                b'\\',
-                b'u',
-                b'0',
-                b'0',
-                HEX[usize::from(b >> 4)],
-                HEX[usize::from(b & 0xf)],
-            ],
-            _ => continue,
-        };
-        out.extend_from_slice(&bytes[start..i]);
-        out.extend_from_slice(escape);
-        start = i + 1;
-    }
-    out.extend_from_slice(&bytes[start..]);
-    out.push(b'"');
+    // serde_json's string escaping; writing into a Vec cannot fail.
+    let _ = serde_json::to_writer(out, s);
 }
 
 /// Bytes this module wrote from `&str`s and ASCII: valid UTF-8.
