@@ -6,12 +6,12 @@ import statistics
 
 SYSTEMS = ["direct", "pgbouncer", "pgpool", "pgstash_pass", "pgstash_pass1", "pgstash_log0",
            "pgstash_mem",
-           "pgstash_redis", "pgstash_fast"]
+           "pgstash_redis", "pgstash_fast", "pgstash_always"]
 SHORT = {"direct": "direct", "pgbouncer": "PgBouncer", "pgpool": "pgpool-II",
          "pgstash_pass": "pgstash pass", "pgstash_pass1": "pgstash pass 1w",
          "pgstash_log0": "pgstash pass log-all",
          "pgstash_mem": "pgstash mem", "pgstash_redis": "pgstash redis",
-         "pgstash_fast": "pgstash redis fast"}
+         "pgstash_fast": "pgstash redis fast", "pgstash_always": "pgstash redis adaptive off"}
 
 
 def _median(xs):
@@ -145,7 +145,7 @@ def render(result):
              ("pgstash_mem", "direct"), ("pgstash_mem", "pgpool"),
              ("pgstash_redis", "direct"), ("pgstash_fast", "direct"),
              ("pgstash_mem", "pgstash_pass"), ("pgstash_redis", "pgstash_pass"),
-             ("pgstash_fast", "pgstash_pass")]
+             ("pgstash_fast", "pgstash_pass"), ("pgstash_always", "pgstash_pass")]
     rows = []
     for w in workloads:
         key = "p50_ms" if w["metric"] == "latency" else "tps"
@@ -166,12 +166,12 @@ def render(result):
     for w in workloads:
         cells = summary.get(w["name"], {})
         row = [f"`{w['name']}`"]
-        for s in ("pgpool", "pgstash_mem", "pgstash_redis", "pgstash_fast"):
+        for s in ("pgpool", "pgstash_mem", "pgstash_redis", "pgstash_fast", "pgstash_always"):
             hr = (cells.get(s) or {}).get("hit_ratio")
             row.append("–" if hr is None else f"{hr * 100:.1f}%")
         rows.append(row)
     out += [md_table(["workload", "pgpool-II", "pgstash mem", "pgstash redis",
-                      "pgstash redis fast"], rows), ""]
+                      "pgstash redis fast", "pgstash redis adaptive off"], rows), ""]
 
     out += ["## Proxy CPU per transaction", "",
             "User / system CPU microseconds the proxy process used per transaction during "
@@ -179,7 +179,8 @@ def render(result):
             "each). On a machine where clients, proxy and Postgres share the cores, this "
             "is what a proxy takes away from the others.", ""]
     cpu_systems = [s for s in ("pgbouncer", "pgstash_pass", "pgstash_pass1", "pgstash_log0", "pgstash_mem",
-                               "pgstash_redis", "pgstash_fast") if s in systems]
+                               "pgstash_redis", "pgstash_fast", "pgstash_always")
+                   if s in systems]
     rows = []
     for w in workloads:
         if w["clients"] == 1:

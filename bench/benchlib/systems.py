@@ -11,6 +11,8 @@ stopped at the end:
   pgstash_mem    pgstash with bench rules, in-process cache
   pgstash_redis  pgstash with bench rules, cache in a throwaway redis-server
   pgstash_fast   the same in fast mode (local tier, pub/sub invalidation)
+  pgstash_always pgstash_redis with `adaptive = false` on every rule: every
+                 read is looked up, so its misses measure the miss path itself
 
 The generated configuration files are kept on the System so the report can
 show exactly what was measured.
@@ -318,7 +320,8 @@ def start_pgpool(sup, tmp, port, pcp_port, pgport, children, ttl):
 # ---------------------------------------------------------------- pgstash
 
 def start_pgstash(sup, tmp, binary, key, label, port, mport, pgport, pool,
-                  rules=None, redis_port=None, log_all=False, fast=False, workers=None):
+                  rules=None, redis_port=None, log_all=False, fast=False, workers=None,
+                  prefix=None):
     d = os.path.join(tmp, key)
     os.makedirs(d, exist_ok=True)
     cmd = [binary, "serve"]
@@ -327,6 +330,9 @@ def start_pgstash(sup, tmp, binary, key, label, port, mport, pgport, pool,
         # The consistency mode is a config-file key. A prefix of its own
         # keeps its entries apart from pgstash_redis' in the shared Redis.
         config = '[cache]\nmode = "fast"\nkey_prefix = "pgstash_fast:"\n'
+    elif prefix:
+        config = f'[cache]\nkey_prefix = "{prefix}"\n'
+    if config:
         path = os.path.join(d, "pgstash.toml")
         with open(path, "w") as f:
             f.write(config)

@@ -67,11 +67,11 @@ def evaluate(summary, extras):
     add("Redis-backed hit latency, fast mode ≤ 2× redis-benchmark GET (1 client)",
         _ratio(p50("select_1c_extended", "pgstash_fast"), rb), "<=", 2.0,
         "p50 pgstash_fast (select_1c_extended) / redis-benchmark GET p50")
-    for s in ("pgstash_mem", "pgstash_redis", "pgstash_fast"):
+    for s in ("pgstash_mem", "pgstash_redis", "pgstash_fast", "pgstash_always"):
         add(f"miss path ≥ 0.9× pass-through ({s}, uniform_miss)",
             _ratio(tps("uniform_miss", s), tps("uniform_miss", "pgstash_pass")), ">=", 0.9,
             f"tps {s} / pgstash_pass, uniform_miss")
-    for s in ("pgstash_mem", "pgstash_redis", "pgstash_fast"):
+    for s in ("pgstash_mem", "pgstash_redis", "pgstash_fast", "pgstash_always"):
         add(f"update-heavy mix ≥ 0.9× pass-through ({s}, mix_50_50)",
             _ratio(tps("mix_50_50", s), tps("mix_50_50", "pgstash_pass")), ">=", 0.9,
             f"tps {s} / pgstash_pass, mix_50_50")

@@ -91,6 +91,7 @@ struct RawDefaults {
     allow_stable_functions: Option<bool>,
     allow_rls: Option<bool>,
     cache_in_transactions: Option<bool>,
+    adaptive: Option<bool>,
 }
 
 #[derive(Deserialize)]
@@ -109,6 +110,7 @@ struct RawRule {
     allow_stable_functions: Option<bool>,
     allow_rls: Option<bool>,
     cache_in_transactions: Option<bool>,
+    adaptive: Option<bool>,
 }
 
 /// Reads and validates the rules file at `path`.
@@ -199,6 +201,7 @@ fn resolve_defaults(raw: Option<RawDefaults>) -> Located<Defaults> {
         cache_in_transactions: raw
             .cache_in_transactions
             .unwrap_or(base.cache_in_transactions),
+        adaptive: raw.adaptive.unwrap_or(base.adaptive),
     })
 }
 
@@ -228,6 +231,7 @@ fn resolve_rule(raw: RawRule, d: &Defaults, line: usize) -> Located<Rule> {
             .unwrap_or(d.allow_stable_functions),
         allow_rls: raw.allow_rls.unwrap_or(d.allow_rls),
         cache_in_transactions: raw.cache_in_transactions.unwrap_or(d.cache_in_transactions),
+        adaptive: raw.adaptive.unwrap_or(d.adaptive),
         line,
         name,
     })

@@ -61,6 +61,28 @@ enabled = false
 }
 
 #[test]
+fn adaptive_is_on_unless_the_defaults_or_the_rule_turn_it_off() {
+    let text = r#"
+[[rule]]
+name = "a"
+tables = ["a"]
+
+[[rule]]
+name = "b"
+tables = ["b"]
+adaptive = false
+"#;
+    let set = parse_rules(text, "rules.toml").unwrap();
+    assert!(set.defaults.adaptive);
+    assert!(set.get("a").unwrap().adaptive);
+    assert!(!set.get("b").unwrap().adaptive);
+    let off = format!("[defaults]\nadaptive = false\n{text}");
+    let set = parse_rules(&off, "rules.toml").unwrap();
+    assert!(!set.get("a").unwrap().adaptive);
+    assert!(err("[defaults]\nadaptive = \"yes\"\n").contains("rules.toml:2:12"));
+}
+
+#[test]
 fn an_empty_file_is_valid() {
     let set = parse_rules("", "rules.toml").unwrap();
     assert!(set.rules().is_empty());

@@ -25,6 +25,10 @@ pub struct Defaults {
     /// Serve and fill the cache inside explicit transactions. Default false
     /// (reads in a transaction go upstream so isolation levels keep meaning).
     pub cache_in_transactions: bool,
+    /// Watch whether caching pays and, while it does not, look up only a
+    /// sample of the rule's keys (the rest go straight upstream). Default
+    /// true; false looks every read up whatever its hit ratio.
+    pub adaptive: bool,
 }
 
 impl Default for Defaults {
@@ -35,6 +39,7 @@ impl Default for Defaults {
             allow_stable_functions: false,
             allow_rls: false,
             cache_in_transactions: false,
+            adaptive: true,
         }
     }
 }
@@ -57,6 +62,8 @@ pub struct Rule {
     pub allow_stable_functions: bool,
     pub allow_rls: bool,
     pub cache_in_transactions: bool,
+    /// See [`Defaults::adaptive`].
+    pub adaptive: bool,
     /// 1-based line of the rule's `name` in its file, for messages.
     pub line: usize,
 }

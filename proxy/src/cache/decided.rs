@@ -24,6 +24,7 @@ use quick_cache::sync::Cache;
 
 use super::catalog::CatalogSnapshot;
 use super::key::TableKey;
+use super::payoff::Payoff;
 use crate::observe::Metrics;
 
 /// A read the cache may serve: its rule and the keys of every table whose
@@ -38,14 +39,22 @@ pub struct Read {
     /// rather than on every lookup.
     pub hits: IntCounter,
     pub misses: IntCounter,
+    /// Whether caching pays for the rule (shared by all its reads).
+    pub payoff: Arc<Payoff>,
 }
 
 impl Read {
-    pub fn new(rule: Arc<Rule>, tables: Vec<TableKey>, metrics: &Metrics) -> Read {
+    pub fn new(
+        rule: Arc<Rule>,
+        tables: Vec<TableKey>,
+        metrics: &Metrics,
+        payoff: Arc<Payoff>,
+    ) -> Read {
         let labels = [rule.name.as_str()];
         Read {
             hits: metrics.cache_hits.with_label_values(&labels),
             misses: metrics.cache_misses.with_label_values(&labels),
+            payoff,
             rule_name: rule.name.as_str().into(),
             rule,
             tables,
@@ -147,7 +156,9 @@ mod tests {
 
     fn remember(decided: &Decided, w: &World, snapshot: Option<Arc<CatalogSnapshot>>) {
         let rule = w.rules.rules()[0].clone();
-        let read = Arc::new(Read::new(rule, Vec::new(), &Metrics::new()));
+        let gauge = prometheus::IntGauge::new("g", "g").unwrap();
+        let payoff = Arc::new(Payoff::new(true, gauge));
+        let read = Arc::new(Read::new(rule, Vec::new(), &Metrics::new(), payoff));
         let grounds = Grounds {
             analysis: w.analysis.clone(),
             database: "app".into(),

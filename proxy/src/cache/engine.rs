@@ -3,9 +3,10 @@
 //! Owns the rules (hot-reloaded from rules.toml), the analysis cache, the
 //! catalog snapshots and the store.
 
+use std::collections::HashMap;
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, SystemTime};
+use std::time::{Duration, Instant, SystemTime};
 
 use arc_swap::ArcSwap;
 use bytes::Bytes;
@@ -18,6 +19,7 @@ use super::catalog::{self, Catalogs};
 use super::decided::{Decided, Grounds, Read};
 use super::fill::{FillGuard, FillRole, Fills};
 use super::key::{KeyBase, TableKey};
+use super::payoff::Payoff;
 use super::store::{LocalCounters, MemoryStore, RedisStore, Store, StoreError};
 use crate::backend::connect::ConnectTarget;
 use crate::config::Config;
@@ -64,6 +66,9 @@ pub enum Plan {
     Fill(Fill),
     /// Run the request upstream; nothing to store.
     Upstream,
+    /// Run the request upstream without having asked the store: caching
+    /// does not pay for its rule now (see `payoff.rs`).
+    NotPaying,
 }
 
 /// A fill in progress: the leader's guard and where the answer goes.
@@ -71,7 +76,9 @@ pub struct Fill {
     pub guard: FillGuard,
     pub ttl: Duration,
     pub max_bytes: u64,
-    pub rule: Arc<Rule>,
+    pub read: Arc<Read>,
+    /// When the request went upstream (after its lookup).
+    pub started: Instant,
 }
 
 /// A statement's writes: the tables to invalidate after it commits.
@@ -96,6 +103,10 @@ pub struct Cache {
     metrics: Arc<Metrics>,
     /// `store_call{op="lookup"}`, looked up once.
     lookup_latency: prometheus::Histogram,
+    /// `cache_bypass{reason="not_paying"}`, looked up once.
+    not_paying: prometheus::IntCounter,
+    /// By rule name; replaced when the rules are reloaded.
+    payoffs: Mutex<HashMap<String, Arc<Payoff>>>,
 }
 
 impl Cache {
@@ -138,6 +149,8 @@ impl Cache {
             catalogs,
             coalesce_wait: config.cache.coalesce_wait,
             lookup_latency: metrics.store_call.with_label_values(&["lookup"]),
+            not_paying: metrics.cache_bypass.with_label_values(&["not_paying"]),
+            payoffs: Mutex::new(HashMap::new()),
             metrics,
         });
         tracing::info!(rules = %cache.rules_path.display(), count = cache.rules.load().rules().len(), store = cache.store.kind(), "cache enabled");
@@ -183,6 +196,11 @@ impl Cache {
                 self.rules.store(Arc::new(rules));
                 // Entries of the old rules can never match again; free them.
                 self.decided.clear();
+                // A rule starts over, measured under its new settings.
+                self.payoffs
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .clear();
                 self.metrics.rule_reloads.with_label_values(&["ok"]).inc();
                 Ok(())
             }
@@ -305,30 +323,58 @@ impl Cache {
 
     fn read_decision(&self, decision: Decision, database: &str) -> ReadDecision {
         match decision {
-            Decision::CacheRead { rule, tables } => ReadDecision::Serve(Arc::new(Read::new(
-                rule,
-                table_keys(database, &tables),
-                &self.metrics,
-            ))),
+            Decision::CacheRead { rule, tables } => {
+                let payoff = self.payoff(&rule);
+                ReadDecision::Serve(Arc::new(Read::new(
+                    rule,
+                    table_keys(database, &tables),
+                    &self.metrics,
+                    payoff,
+                )))
+            }
             Decision::Bypass { reason } => ReadDecision::Bypass(reason),
             Decision::Write { .. } => ReadDecision::NotARead,
         }
     }
 
+    /// The measurements of `rule`, shared by all its reads.
+    fn payoff(&self, rule: &Rule) -> Arc<Payoff> {
+        let mut payoffs = self.payoffs.lock().unwrap_or_else(|e| e.into_inner());
+        payoffs
+            .entry(rule.name.clone())
+            .or_insert_with(|| {
+                let gauge = self
+                    .metrics
+                    .rule_bypassing
+                    .with_label_values(&[rule.name.as_str()]);
+                gauge.set(0);
+                Arc::new(Payoff::new(rule.adaptive, gauge))
+            })
+            .clone()
+    }
+
     /// Looks `base` up under the current versions of `tables`. On a miss the
     /// first caller becomes the filler; concurrent callers wait for it.
-    pub fn lookup<'a>(&'a self, base: &'a KeyBase, read: &'a Read) -> Boxed<'a, Plan> {
+    pub fn lookup<'a>(&'a self, base: &'a KeyBase, read: &'a Arc<Read>) -> Boxed<'a, Plan> {
         Box::pin(self.lookup_inline(base, read))
     }
 
-    async fn lookup_inline(&self, base: &KeyBase, read: &Read) -> Plan {
+    async fn lookup_inline(&self, base: &KeyBase, read: &Arc<Read>) -> Plan {
+        if read.payoff.skips(base) {
+            self.not_paying.inc();
+            return Plan::NotPaying;
+        }
         let (tables, rule) = (&read.tables, &read.rule);
-        let started = std::time::Instant::now();
+        let started = Instant::now();
         let result = self.store.lookup(base, tables).await;
-        self.lookup_latency.observe(started.elapsed().as_secs_f64());
+        let spent = started.elapsed();
+        self.lookup_latency.observe(spent.as_secs_f64());
+        let payoff = |hit| read.payoff.lookup(spent, hit, &read.rule_name);
         let lookup = match result {
             Ok(lookup) => lookup,
             Err(e) => {
+                // An outage says nothing of whether caching pays; G4's
+                // recovery handles it.
                 tracing::debug!(error = %e, "cache lookup failed; going upstream");
                 self.metrics
                     .cache_errors
@@ -338,21 +384,25 @@ impl Cache {
             }
         };
         if let Some(value) = lookup.value {
+            payoff(true);
             read.hits.inc();
             return Plan::Hit(value);
         }
         match self.fills.begin(&lookup.key) {
             FillRole::Leader(guard) => {
+                payoff(false);
                 read.misses.inc();
                 Plan::Fill(Fill {
                     guard,
                     ttl: rule.ttl,
                     max_bytes: rule.max_entry_bytes,
-                    rule: rule.clone(),
+                    read: read.clone(),
+                    started: Instant::now(),
                 })
             }
             FillRole::Follower(slot) => match Fills::wait(slot, self.coalesce_wait).await {
                 Some(value) => {
+                    payoff(true);
                     self.metrics
                         .cache_coalesced
                         .with_label_values(&[rule.name.as_str()])
@@ -361,6 +411,7 @@ impl Cache {
                     Plan::Hit(value)
                 }
                 None => {
+                    payoff(false);
                     read.misses.inc();
                     Plan::Upstream
                 }
@@ -371,10 +422,9 @@ impl Cache {
     /// Stores a filled entry and hands it to coalesced waiters. A Redis
     /// write runs in the background: the client does not wait for it.
     pub fn complete_fill(&self, fill: Fill, value: Bytes) {
-        let metrics_fills = self
-            .metrics
-            .cache_fills
-            .with_label_values(&[fill.rule.name.as_str()]);
+        fill.read.payoff.fill(fill.started.elapsed());
+        let rule = fill.read.rule_name.as_ref();
+        let metrics_fills = self.metrics.cache_fills.with_label_values(&[rule]);
         if self.store.keep_local(fill.guard.key(), &value, fill.ttl) {
             // A map insert: cheaper than the task a background write costs.
             metrics_fills.inc();
@@ -385,14 +435,16 @@ impl Cache {
         let store = self.store.clone();
         let errors = self.metrics.cache_errors.with_label_values(&["put"]);
         let latency = self.metrics.store_call.with_label_values(&["put"]);
-        let ttl = fill.ttl;
+        let skipped = self.metrics.fills_skipped.with_label_values(&[rule]);
+        let (ttl, read) = (fill.ttl, fill.read.clone());
         fill.guard.complete(value.clone());
         tokio::spawn(async move {
-            let started = std::time::Instant::now();
-            let result = store.put(&key, value, ttl).await;
+            let started = Instant::now();
+            let result = store.put(&key, value, ttl, &read.tables).await;
             latency.observe(started.elapsed().as_secs_f64());
             match result {
-                Ok(()) => metrics_fills.inc(),
+                Ok(true) => metrics_fills.inc(),
+                Ok(false) => skipped.inc(),
                 Err(e) => {
                     tracing::debug!(error = %e, "cache fill not stored");
                     errors.inc();

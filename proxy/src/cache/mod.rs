@@ -6,6 +6,7 @@ pub mod engine;
 pub mod entry;
 pub mod fill;
 pub mod key;
+pub mod payoff;
 pub mod store;
 
 pub use decided::Read;

@@ -34,6 +34,8 @@ pub mod name {
     pub const LOCAL_HITS: &str = "pgstash_cache_local_hits_total";
     pub const LOCAL_RESETS: &str = "pgstash_cache_local_resets_total";
     pub const LOCAL_DOWN: &str = "pgstash_cache_local_down";
+    pub const FILLS_SKIPPED: &str = "pgstash_cache_fills_skipped_total";
+    pub const RULE_BYPASSING: &str = "pgstash_rule_bypassing";
 }
 
 pub struct Metrics {
@@ -42,6 +44,12 @@ pub struct Metrics {
     pub cache_hits: IntCounterVec,
     pub cache_misses: IntCounterVec,
     pub cache_fills: IntCounterVec,
+    /// Fills not written because a write had already made their key
+    /// unreachable (label `rule`).
+    pub fills_skipped: IntCounterVec,
+    /// 1 while caching does not pay for a rule and only a sample of its
+    /// keys is looked up (label `rule`; see `cache/payoff.rs`).
+    pub rule_bypassing: IntGaugeVec,
     pub cache_coalesced: IntCounterVec,
     /// Label `reason` (a fixed word per bypass reason).
     pub cache_bypass: IntCounterVec,
@@ -183,8 +191,17 @@ impl Metrics {
             ),
         )
         .expect("valid");
+        let rule_bypassing = IntGaugeVec::new(
+            Opts::new(
+                name::RULE_BYPASSING,
+                "1 while caching does not pay for a rule and only a sample of its keys is looked up",
+            ),
+            &["rule"],
+        )
+        .expect("valid");
         for metric in [
             Box::new(cache_bytes_served.clone()) as Box<dyn prometheus::core::Collector>,
+            Box::new(rule_bypassing.clone()),
             Box::new(cache_entries.clone()),
             Box::new(cache_bytes.clone()),
             Box::new(query_duration.clone()),
@@ -217,6 +234,13 @@ impl Metrics {
                 &["rule"],
             ),
             cache_fills: counter_vec(r, name::CACHE_FILLS, "Entries stored", &["rule"]),
+            fills_skipped: counter_vec(
+                r,
+                name::FILLS_SKIPPED,
+                "Fills not stored because a write had already made them unreachable",
+                &["rule"],
+            ),
+            rule_bypassing,
             cache_coalesced: counter_vec(
                 r,
                 name::CACHE_COALESCED,
@@ -295,10 +319,12 @@ impl Metrics {
                 &self.cache_hits,
                 &self.cache_misses,
                 &self.cache_fills,
+                &self.fills_skipped,
                 &self.cache_coalesced,
             ] {
                 counter.with_label_values(&[rule]);
             }
+            self.rule_bypassing.with_label_values(&[rule]);
         }
     }
 

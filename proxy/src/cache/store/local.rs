@@ -173,6 +173,18 @@ impl LocalTier {
         }
     }
 
+    /// Whether the mirror holds, for one of `tables`, a version newer
+    /// than the one given for it (a fill keyed by those is unreachable).
+    pub fn knows_newer(&self, tables: &[TableKey], versions: &[u64]) -> bool {
+        let mirror = self.mirror.lock().unwrap_or_else(|e| e.into_inner());
+        tables.iter().zip(versions).any(|(table, version)| {
+            mirror
+                .versions
+                .get(table.as_str())
+                .is_some_and(|known| known > version)
+        })
+    }
+
     /// A fill written to Redis under `key`.
     pub fn store(&self, key: &str, value: Bytes, ttl: Duration) {
         if self.live.load(Ordering::Acquire) {

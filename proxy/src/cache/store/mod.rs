@@ -57,13 +57,23 @@ impl Store {
         }
     }
 
-    pub async fn put(&self, key: &str, value: Bytes, ttl: Duration) -> Result<(), StoreError> {
+    /// Stores a fill under the full `key` a lookup of `tables` returned.
+    /// Returns whether it was stored: a fill a write has already made
+    /// unreachable is not (Redis; the in-process store keeps fills in
+    /// [`Store::keep_local`]).
+    pub async fn put(
+        &self,
+        key: &str,
+        value: Bytes,
+        ttl: Duration,
+        tables: &[TableKey],
+    ) -> Result<bool, StoreError> {
         match self {
             Store::Memory(s) => {
                 s.put(key, value, ttl);
-                Ok(())
+                Ok(true)
             }
-            Store::Redis(s) => s.put(key, value, ttl).await,
+            Store::Redis(s) => s.put(key, value, ttl, tables).await,
         }
     }
 

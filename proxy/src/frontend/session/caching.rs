@@ -283,7 +283,7 @@ impl Session {
         &mut self,
         cache: &Arc<Cache>,
         base: &KeyBase,
-        read: &Read,
+        read: &Arc<Read>,
         prefix: &[&[u8]],
     ) -> Result<bool, FrontendError> {
         self.request().rule = Some(read.rule_name.clone());
@@ -313,6 +313,10 @@ impl Session {
             }
             Plan::Upstream => {
                 self.request_path("miss");
+                Ok(false)
+            }
+            Plan::NotPaying => {
+                self.request_path("bypass");
                 Ok(false)
             }
         }

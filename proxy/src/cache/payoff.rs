@@ -1,0 +1,325 @@
+//! Whether caching a rule pays, measured while it runs. A rule that does
+//! not pay is looked up only for a sample of its keys until it pays again.
+//!
+//! Looking a read up costs its client the lookup's time `L` on every
+//! request; a hit saves the upstream round trip `U` and spares the
+//! database a query. Over a window of lookups a rule pays when either
+//! - at least one lookup in [`OFFLOAD_SHARE`] hits: that share of the
+//!   rule's queries no longer reaches the database, which is often why it
+//!   was marked cacheable, even where a hit saves little time; or
+//! - `hits × mean U ≥ Σ L`: the time the hits saved covers the time every
+//!   lookup took. Expensive queries pay this way at a low hit ratio; a
+//!   slow store needs a higher one than a fast one.
+//!
+//! A rule whose results are rarely read twice before a write invalidates
+//! them, or whose keys are too many to repeat, fails both: every request
+//! then pays a store round trip (with Redis: two commands, a lookup and a
+//! fill) and gains nothing.
+//!
+//! While a rule does not pay, only keys in a fixed one-in-[`SAMPLE`]
+//! sample (by the key's base hash) are looked up and filled; the others go
+//! straight upstream (path `bypass`, reason `not_paying`). Sampling by key
+//! rather than by request keeps every sampled key's entries as warm as
+//! they would be without the bypass, so the sample's hit ratio is the one
+//! the whole rule would have; when it pays again, every key is looked up
+//! again.
+//!
+//! Bypassing is always safe: upstream is the truth, and writes still
+//! invalidate whatever the sample (or another instance) filled.
+//!
+//! # Performance
+//! Two relaxed atomic adds per lookup (three on a hit); the window is
+//! judged by the lookup that completes it.
+
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::Duration;
+
+use prometheus::IntGauge;
+
+use super::key::KeyBase;
+
+/// Lookups judged together. Small enough to notice a change within
+/// seconds of traffic, large enough that a few slow calls do not decide.
+pub const WINDOW: u64 = 512;
+
+/// While bypassing, one key in `SAMPLE` is still looked up.
+pub const SAMPLE: u8 = 16;
+
+/// A window in which at least one lookup in `OFFLOAD_SHARE` hits pays.
+pub const OFFLOAD_SHARE: u64 = 10;
+
+/// A rule's measurements for the current window, and its state.
+#[derive(Debug)]
+pub struct Payoff {
+    adaptive: bool,
+    lookups: AtomicU64,
+    hits: AtomicU64,
+    lookup_nanos: AtomicU64,
+    /// Fills completed in the window, with their upstream time.
+    fills: AtomicU64,
+    upstream_nanos: AtomicU64,
+    bypassing: AtomicBool,
+    /// `pgstash_rule_bypassing{rule}`: 1 while the rule does not pay.
+    gauge: IntGauge,
+}
+
+/// One window's figures, as judged.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Window {
+    pub lookups: u64,
+    pub hits: u64,
+    pub lookup_nanos: u64,
+    pub fills: u64,
+    pub upstream_nanos: u64,
+}
+
+impl Window {
+    /// Whether enough lookups hit to offload the database, or the
+    /// upstream time the hits saved covers the time every lookup cost.
+    /// With no fill measured there is no `U`: the window pays if anything
+    /// hit (nothing missed, or every miss was coalesced).
+    pub fn pays(&self) -> bool {
+        if self.hits * OFFLOAD_SHARE >= self.lookups && self.hits > 0 {
+            return true;
+        }
+        if self.fills == 0 {
+            return self.hits > 0;
+        }
+        let saved =
+            u128::from(self.hits) * u128::from(self.upstream_nanos) / u128::from(self.fills);
+        saved >= u128::from(self.lookup_nanos)
+    }
+}
+
+impl Payoff {
+    /// `adaptive = false` (the rule's setting) never bypasses.
+    pub fn new(adaptive: bool, gauge: IntGauge) -> Payoff {
+        Payoff {
+            adaptive,
+            lookups: AtomicU64::new(0),
+            hits: AtomicU64::new(0),
+            lookup_nanos: AtomicU64::new(0),
+            fills: AtomicU64::new(0),
+            upstream_nanos: AtomicU64::new(0),
+            bypassing: AtomicBool::new(false),
+            gauge,
+        }
+    }
+
+    /// Whether a request with key `base` skips the cache now.
+    pub fn skips(&self, base: &KeyBase) -> bool {
+        self.bypassing.load(Ordering::Relaxed) && !sampled(base)
+    }
+
+    /// A lookup took `spent` and hit (a coalesced wait counts as a hit)
+    /// or not. Returns the window it completed, if it completed one.
+    pub fn lookup(&self, spent: Duration, hit: bool, rule: &str) -> Option<Window> {
+        if !self.adaptive {
+            return None;
+        }
+        self.lookup_nanos.fetch_add(nanos(spent), Ordering::Relaxed);
+        if hit {
+            self.hits.fetch_add(1, Ordering::Relaxed);
+        }
+        if self.lookups.fetch_add(1, Ordering::Relaxed) + 1 < WINDOW {
+            return None;
+        }
+        let window = self.take();
+        self.judge(&window, rule);
+        Some(window)
+    }
+
+    /// A fill's upstream round trip took `upstream`.
+    pub fn fill(&self, upstream: Duration) {
+        if self.adaptive {
+            self.upstream_nanos
+                .fetch_add(nanos(upstream), Ordering::Relaxed);
+            self.fills.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+
+    fn take(&self) -> Window {
+        Window {
+            lookups: self.lookups.swap(0, Ordering::Relaxed),
+            hits: self.hits.swap(0, Ordering::Relaxed),
+            lookup_nanos: self.lookup_nanos.swap(0, Ordering::Relaxed),
+            fills: self.fills.swap(0, Ordering::Relaxed),
+            upstream_nanos: self.upstream_nanos.swap(0, Ordering::Relaxed),
+        }
+    }
+
+    fn judge(&self, window: &Window, rule: &str) {
+        let bypass = !window.pays();
+        if self.bypassing.swap(bypass, Ordering::Relaxed) == bypass {
+            return;
+        }
+        self.gauge.set(i64::from(bypass));
+        let mean = |total: u64, n: u64| Duration::from_nanos(total / n.max(1));
+        let (lookup, upstream) = (
+            mean(window.lookup_nanos, window.lookups),
+            mean(window.upstream_nanos, window.fills),
+        );
+        if bypass {
+            tracing::info!(
+                rule,
+                hits = window.hits,
+                lookups = window.lookups,
+                ?lookup,
+                ?upstream,
+                "caching does not pay for this rule: looking up one key in {SAMPLE} until it does"
+            );
+        } else {
+            tracing::info!(
+                rule,
+                hits = window.hits,
+                lookups = window.lookups,
+                ?lookup,
+                ?upstream,
+                "caching pays again for this rule: looking up every key"
+            );
+        }
+    }
+
+    pub fn is_bypassing(&self) -> bool {
+        self.bypassing.load(Ordering::Relaxed)
+    }
+}
+
+/// The fixed sample of keys that is looked up while a rule bypasses.
+pub fn sampled(base: &KeyBase) -> bool {
+    base.0[0] % SAMPLE == 0
+}
+
+fn nanos(d: Duration) -> u64 {
+    u64::try_from(d.as_nanos()).unwrap_or(u64::MAX)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn payoff() -> Payoff {
+        Payoff::new(true, IntGauge::new("g", "g").unwrap())
+    }
+
+    fn run(p: &Payoff, hit_every: u64, lookup: Duration, upstream: Duration) -> Window {
+        for i in 1.. {
+            let hit = i % hit_every == 0;
+            if !hit {
+                p.fill(upstream);
+            }
+            if let Some(w) = p.lookup(lookup, hit, "r") {
+                return w;
+            }
+        }
+        unreachable!()
+    }
+
+    #[test]
+    fn rarely_hit_cheap_reads_on_a_slow_store_do_not_pay() {
+        let p = payoff();
+        // 2% hits, lookup 100 µs, upstream 300 µs: saves 6 µs a lookup.
+        let w = run(
+            &p,
+            50,
+            Duration::from_micros(100),
+            Duration::from_micros(300),
+        );
+        assert_eq!(w.lookups, WINDOW);
+        assert!(!w.pays());
+        assert!(p.is_bypassing());
+        assert_eq!(p.gauge.get(), 1);
+    }
+
+    #[test]
+    fn the_same_hit_ratio_pays_for_an_expensive_query_or_a_fast_store() {
+        let p = payoff();
+        run(&p, 50, Duration::from_micros(100), Duration::from_millis(9));
+        assert!(!p.is_bypassing());
+        run(&p, 50, Duration::from_micros(2), Duration::from_micros(300));
+        assert!(!p.is_bypassing());
+    }
+
+    #[test]
+    fn a_fair_share_of_hits_pays_even_when_a_hit_saves_no_time() {
+        let p = payoff();
+        // Half the lookups hit, but a lookup takes as long as upstream.
+        run(
+            &p,
+            2,
+            Duration::from_micros(300),
+            Duration::from_micros(300),
+        );
+        assert!(!p.is_bypassing());
+        // One in eleven is under the offload share, and saves no time.
+        run(
+            &p,
+            11,
+            Duration::from_micros(300),
+            Duration::from_micros(300),
+        );
+        assert!(p.is_bypassing());
+    }
+
+    #[test]
+    fn a_bypassing_rule_returns_once_its_sample_pays() {
+        let p = payoff();
+        run(
+            &p,
+            1_000_000,
+            Duration::from_micros(100),
+            Duration::from_micros(300),
+        );
+        assert!(p.is_bypassing());
+        run(
+            &p,
+            2,
+            Duration::from_micros(100),
+            Duration::from_micros(300),
+        );
+        assert!(!p.is_bypassing());
+        assert_eq!(p.gauge.get(), 0);
+    }
+
+    #[test]
+    fn only_sampled_keys_are_looked_up_while_bypassing() {
+        let p = payoff();
+        run(
+            &p,
+            1_000_000,
+            Duration::from_micros(100),
+            Duration::from_micros(300),
+        );
+        let keys: Vec<KeyBase> = (0..=255u8).map(|b| KeyBase([b; 32])).collect();
+        let looked_up = keys.iter().filter(|k| !p.skips(k)).count();
+        assert_eq!(looked_up, 256 / usize::from(SAMPLE));
+        assert!(keys.iter().filter(|k| !p.skips(k)).all(sampled));
+    }
+
+    #[test]
+    fn a_rule_that_is_not_adaptive_never_bypasses() {
+        let p = Payoff::new(false, IntGauge::new("g", "g").unwrap());
+        for _ in 0..WINDOW * 2 {
+            assert_eq!(p.lookup(Duration::from_millis(1), false, "r"), None);
+        }
+        assert!(!p.is_bypassing());
+        assert!(!p.skips(&KeyBase([1; 32])));
+    }
+
+    #[test]
+    fn all_hits_pay_and_nothing_measured_does_not() {
+        let all_hits = Window {
+            lookups: 10,
+            hits: 10,
+            lookup_nanos: 1_000,
+            fills: 0,
+            upstream_nanos: 0,
+        };
+        assert!(all_hits.pays());
+        assert!(!Window {
+            hits: 0,
+            ..all_hits
+        }
+        .pays());
+    }
+}

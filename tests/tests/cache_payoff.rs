@@ -1,0 +1,215 @@
+//! The cache spends store calls only where they can pay: a rule whose
+//! reads never hit is looked up for a sample of its keys only (unless the
+//! rule says `adaptive = false`), and a fill that a write overtook is not
+//! written to Redis, where no lookup could ever reach it.
+//!
+//! All against the shared Redis under a prefix of the test's own.
+
+use std::time::{Duration, Instant};
+
+use pgstash_tests::cache::{CachingProxy, RedisPrefix};
+use pgstash_tests::postgres::describe;
+use pgstash_tests::TestPostgres;
+use tokio_postgres::Client;
+
+/// Lookups judged together (`pgstash::cache::payoff::WINDOW`).
+const WINDOW: i32 = pgstash::cache::payoff::WINDOW as i32;
+
+const FIXTURE: &str = r#"
+CREATE TABLE t (id int PRIMARY KEY, v int NOT NULL);
+INSERT INTO t SELECT i, i * 10 FROM generate_series(1, 2000) i;
+CREATE TABLE u (id serial PRIMARY KEY, note text);
+"#;
+
+fn rules(adaptive: bool) -> String {
+    format!(
+        r#"
+[[rule]]
+name = "r"
+query = "SELECT v FROM t WHERE id = $1"
+invalidate_on = ["u"]
+ttl = "60s"
+adaptive = {adaptive}
+"#
+    )
+}
+
+async fn start(pg: &TestPostgres, redis: &RedisPrefix, adaptive: bool) -> CachingProxy {
+    CachingProxy::start(pg, &rules(adaptive), |c| {
+        c.redis = Some(redis.url());
+        c.cache.key_prefix = redis.prefix();
+    })
+    .await
+}
+
+async fn read(client: &Client, id: i32) -> i32 {
+    client
+        .query_one("SELECT v FROM t WHERE id = $1", &[&id])
+        .await
+        .unwrap_or_else(|e| panic!("id {id}: {}", describe(&e)))
+        .get(0)
+}
+
+fn bypassing(proxy: &CachingProxy) -> i64 {
+    proxy
+        .metrics()
+        .rule_bypassing
+        .with_label_values(&["r"])
+        .get()
+}
+
+fn lookups(proxy: &CachingProxy) -> u64 {
+    proxy
+        .metrics()
+        .store_call
+        .with_label_values(&["lookup"])
+        .get_sample_count()
+}
+
+/// Reads `ids` once each, checking every answer.
+async fn read_each(client: &Client, ids: std::ops::RangeInclusive<i32>) {
+    for id in ids {
+        assert_eq!(read(client, id).await, id * 10, "the answer for id {id}");
+    }
+}
+
+#[tokio::test]
+async fn reads_that_never_hit_are_looked_up_only_for_a_sample_of_keys() {
+    let pg = TestPostgres::new().await;
+    pg.execute(FIXTURE).await;
+    let redis = RedisPrefix::new();
+    let proxy = start(&pg, &redis, true).await;
+    let client = proxy.connect().await;
+
+    // A window of reads of distinct keys: every one misses.
+    read_each(&client, 1..=WINDOW).await;
+    assert_eq!(proxy.misses("r"), WINDOW as u64);
+    assert_eq!(bypassing(&proxy), 1, "a rule with no hits does not pay");
+
+    // From now on most reads go straight upstream, still answered right.
+    let (misses, lookups_before) = (proxy.misses("r"), lookups(&proxy));
+    let more = 800;
+    read_each(&client, WINDOW + 1..=WINDOW + more).await;
+    let looked_up = proxy.misses("r") - misses + proxy.hits("r");
+    let skipped = proxy.bypassed("not_paying");
+    assert_eq!(looked_up + skipped, more as u64);
+    assert_eq!(lookups(&proxy) - lookups_before, looked_up);
+    // One key in 16 is sampled: 50 expected of 800.
+    assert!(
+        (15..=110).contains(&looked_up),
+        "{looked_up} of {more} reads were looked up, expected about 1 in 16"
+    );
+
+    // The sample is by key: the same keys are looked up again, and the
+    // entries they filled are hits.
+    read_each(&client, WINDOW + 1..=WINDOW + more).await;
+    let hits = proxy.hits("r");
+    assert!(
+        hits + 2 >= looked_up && hits <= looked_up,
+        "{hits} hits on the second pass over {looked_up} sampled keys"
+    );
+}
+
+#[tokio::test]
+async fn a_rule_with_adaptive_false_looks_every_read_up() {
+    let pg = TestPostgres::new().await;
+    pg.execute(FIXTURE).await;
+    let redis = RedisPrefix::new();
+    let proxy = start(&pg, &redis, false).await;
+    let client = proxy.connect().await;
+
+    read_each(&client, 1..=WINDOW + 300).await;
+    assert_eq!(proxy.misses("r"), (WINDOW + 300) as u64);
+    assert_eq!(lookups(&proxy), (WINDOW + 300) as u64);
+    assert_eq!(proxy.bypassed("not_paying"), 0);
+    assert_eq!(bypassing(&proxy), 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_fill_overtaken_by_a_write_is_not_written_to_redis() {
+    let pg = TestPostgres::new().await;
+    pg.execute(FIXTURE).await;
+    let redis = RedisPrefix::new();
+    let proxy = start(&pg, &redis, true).await;
+    let reader = proxy.connect().await;
+    let writer = proxy.connect().await;
+    let entries = || {
+        redis
+            .keys()
+            .into_iter()
+            .filter(|k| k.contains("}e:"))
+            .count()
+    };
+
+    // One ordinary fill first (it also settles the read's decision).
+    assert_eq!(read(&reader, 1).await, 10);
+    proxy.wait_for_fills("r", 1).await;
+    assert_eq!(entries(), 1);
+
+    // Hold the reader's query upstream after its lookup, with a lock
+    // (prepared before: Postgres would hold a Parse of it too).
+    let statement = reader
+        .prepare("SELECT v FROM t WHERE id = $1")
+        .await
+        .unwrap();
+    let locker = pg.connect().await;
+    locker
+        .batch_execute("BEGIN; LOCK TABLE t IN ACCESS EXCLUSIVE MODE")
+        .await
+        .unwrap();
+    let blocked = tokio::spawn(async move {
+        let row = reader.query_one(&statement, &[&2]).await;
+        row.map(|r| r.get::<_, i32>(0)).map_err(|e| describe(&e))
+    });
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let waiting: i64 = locker
+            .query_one(
+                "SELECT count(*) FROM pg_stat_activity \
+                 WHERE wait_event_type = 'Lock' AND query LIKE 'SELECT v FROM t%'",
+                &[],
+            )
+            .await
+            .unwrap()
+            .get(0);
+        if waiting == 1 {
+            break;
+        }
+        assert!(Instant::now() < deadline, "the read never reached the lock");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert_eq!(proxy.misses("r"), 2, "the held read looked up and missed");
+
+    // A write the rule is invalidated by commits and is acknowledged
+    // while the read is still upstream.
+    writer
+        .execute("INSERT INTO u (note) VALUES ('x')", &[])
+        .await
+        .unwrap();
+    locker.batch_execute("COMMIT").await.unwrap();
+    assert_eq!(blocked.await.unwrap(), Ok(20));
+
+    // Its fill names the version before the write: it is not stored.
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while proxy
+        .metrics()
+        .fills_skipped
+        .with_label_values(&["r"])
+        .get()
+        < 1
+    {
+        assert!(
+            Instant::now() < deadline,
+            "the overtaken fill was not skipped"
+        );
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    assert_eq!(proxy.fills("r"), 1, "only the first fill was stored");
+    assert_eq!(entries(), 1, "no entry was written for the overtaken fill");
+
+    // The next read fills normally under the new version.
+    let reader = proxy.connect().await;
+    assert_eq!(read(&reader, 2).await, 20);
+    proxy.wait_for_fills("r", 2).await;
+    assert_eq!(entries(), 2);
+}
