@@ -1,14 +1,17 @@
-//! The cache spends store calls only where they can pay: a rule whose
-//! reads never hit is looked up for a sample of its keys only (unless the
-//! rule says `adaptive = false`), and a fill that a write overtook is not
-//! written to Redis, where no lookup could ever reach it.
+//! The cache spends store calls only where they count: a rule whose reads
+//! never hit is looked up for a sample of its keys only (unless the rule
+//! says `adaptive = false`), a fill that a write overtook is not written to
+//! Redis, where no lookup could ever reach it, and writers waiting for an
+//! invalidation share the next script call.
 //!
-//! All against the shared Redis under a prefix of the test's own.
+//! Against the shared Redis under a prefix of the test's own, except where
+//! Redis is frozen (a redis-server of the test's own).
 
 use std::time::{Duration, Instant};
 
 use pgstash_tests::cache::{CachingProxy, RedisPrefix};
 use pgstash_tests::postgres::describe;
+use pgstash_tests::redis_process::RedisProcess;
 use pgstash_tests::TestPostgres;
 use tokio_postgres::Client;
 
@@ -212,4 +215,105 @@ async fn a_fill_overtaken_by_a_write_is_not_written_to_redis() {
     assert_eq!(read(&reader, 2).await, 20);
     proxy.wait_for_fills("r", 2).await;
     assert_eq!(entries(), 2);
+}
+
+/// `calls` of `command` in this Redis (`INFO commandstats`; commands run
+/// by scripts count too).
+fn redis_calls(redis: &RedisProcess, command: &str) -> u64 {
+    let stats = redis.cli(&["INFO", "commandstats"]);
+    let prefix = format!("cmdstat_{command}:calls=");
+    stats
+        .lines()
+        .find_map(|l| l.strip_prefix(&prefix))
+        .and_then(|rest| rest.split(',').next())
+        .map(|n| n.parse().expect("calls is a number"))
+        .unwrap_or(0)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn writes_waiting_for_an_invalidation_share_the_next_one() {
+    let pg = TestPostgres::new().await;
+    pg.execute(FIXTURE).await;
+    let mut redis = RedisProcess::start();
+    let proxy = CachingProxy::start(&pg, &rules(true), |c| {
+        c.redis = Some(redis.url());
+        // Long enough to hold a call across the freeze below.
+        c.cache.store_timeout = Duration::from_secs(20);
+    })
+    .await;
+    let reader = proxy.connect().await;
+    assert_eq!(read(&reader, 1).await, 10);
+    proxy.wait_for_fills("r", 1).await;
+    assert_eq!(read(&reader, 1).await, 10);
+    assert_eq!(proxy.hits("r"), 1, "the entry is cached");
+
+    // Redis stops answering: the first writer's invalidation is sent and
+    // waits; three more writers commit and queue behind it.
+    let incr_before = redis_calls(&redis, "incr");
+    redis.freeze();
+    let write = |id: i32| {
+        let proxy = &proxy;
+        async move {
+            let client = proxy.connect().await;
+            let update = format!("UPDATE t SET v = v + 1 WHERE id = {id}");
+            client
+                .execute(update.as_str(), &[])
+                .await
+                .map_err(|e| describe(&e))
+        }
+    };
+    let direct = pg.connect().await;
+    let committed = |id: i32| {
+        let direct = &direct;
+        async move {
+            let row = direct
+                .query_one("SELECT v FROM t WHERE id = $1", &[&id])
+                .await;
+            row.unwrap().get::<_, i32>(0) == id * 10 + 1
+        }
+    };
+    let first = tokio::spawn({
+        let url = proxy.url(&pg.database, pg.superuser());
+        async move {
+            let client = pgstash_tests::postgres::connect(&url).await;
+            client
+                .execute("UPDATE t SET v = v + 1 WHERE id = 1", &[])
+                .await
+                .map_err(|e| describe(&e))
+        }
+    });
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !committed(1).await {
+        assert!(Instant::now() < deadline, "the first write never committed");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    // Its acknowledgement now waits for the frozen Redis.
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    assert!(
+        !first.is_finished(),
+        "a write was acknowledged before its invalidation"
+    );
+    let rest = async { tokio::join!(write(2), write(3), write(4)) };
+    let thaw = async {
+        for id in 2..=4 {
+            let deadline = Instant::now() + Duration::from_secs(10);
+            while !committed(id).await {
+                assert!(Instant::now() < deadline, "write {id} never committed");
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        redis.thaw();
+    };
+    let (results, ()) = tokio::join!(rest, thaw);
+    assert_eq!(first.await.unwrap(), Ok(1));
+    assert_eq!(results, (Ok(1), Ok(1), Ok(1)));
+
+    // Four writes, two script calls: the first one's, then one for the
+    // three that waited (one table, bumped once).
+    assert_eq!(redis_calls(&redis, "incr") - incr_before, 2);
+    // Every acknowledged write is seen (G2).
+    for id in 1..=4 {
+        assert_eq!(read(&reader, id).await, id * 10 + 1);
+    }
 }

@@ -3,6 +3,7 @@
 //! `store_timeout`; a failed or slow call is an error the caller answers by
 //! going upstream.
 
+mod coalesce;
 mod entries;
 mod local;
 mod memory;
@@ -18,7 +19,7 @@ use bytes::Bytes;
 
 use super::key::{KeyBase, TableKey};
 
-#[derive(Debug, Clone, thiserror::Error)]
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum StoreError {
     #[error("cache store timed out after {0:?}")]
     Timeout(Duration),

@@ -35,6 +35,7 @@ use fred::prelude::*;
 use fred::types::scripts::Script;
 use fred::types::Expiration;
 
+use super::coalesce::Coalescer;
 use super::local::{LocalCounters, LocalTier};
 use super::{Lookup, StoreError};
 use crate::cache::key::{KeyBase, TableKey};
@@ -109,6 +110,8 @@ pub struct RedisStore {
     /// A renewal is running: concurrent lookups go upstream instead of
     /// renewing again (each renewal empties every fast-mode tier).
     renewing: AtomicBool,
+    /// Invalidations waiting for the next script call.
+    coalescer: Coalescer,
 }
 
 /// Whether an invalidation may have been lost since the epoch was last
@@ -183,6 +186,7 @@ impl RedisStore {
             local,
             dirty: Arc::new(Dirt::default()),
             renewing: AtomicBool::new(false),
+            coalescer: Coalescer::default(),
             generation: Arc::new(AtomicU64::new(0)),
             written: Mutex::new(HashMap::new()),
             bumps: AtomicU64::new(0),
@@ -424,10 +428,28 @@ impl RedisStore {
         })
     }
 
-    pub async fn invalidate(&self, tables: &[TableKey]) -> Result<(), StoreError> {
+    /// Bumps the versions of `tables`, in a call shared with the other
+    /// writers waiting at the time (see `coalesce.rs`).
+    pub async fn invalidate(self: &Arc<Self>, tables: &[TableKey]) -> Result<(), StoreError> {
         if tables.is_empty() {
             return Ok(());
         }
+        let (done, start) = self.coalescer.push(tables);
+        if start {
+            let store = self.clone();
+            tokio::spawn(async move {
+                while let Some(batch) = store.coalescer.take() {
+                    let result = store.invalidate_now(&batch.tables).await;
+                    batch.finish(result);
+                }
+            });
+        }
+        // The runner ended without answering only if the runtime is
+        // shutting down; nothing is acknowledged then.
+        done.await.unwrap_or(Err(StoreError::Recovering))
+    }
+
+    async fn invalidate_now(&self, tables: &[TableKey]) -> Result<(), StoreError> {
         let keys: Vec<String> = tables.iter().map(|t| self.version_key(t)).collect();
         let client = self.pool.next();
         let result = self
