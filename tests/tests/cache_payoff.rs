@@ -15,12 +15,12 @@ use pgstash_tests::redis_process::RedisProcess;
 use pgstash_tests::TestPostgres;
 use tokio_postgres::Client;
 
-/// Lookups judged together (`pgstash::cache::payoff::WINDOW`).
-const WINDOW: i32 = pgstash::cache::payoff::WINDOW as i32;
+/// Requests of a rule in which its sample makes one window, on average.
+const WINDOW: i32 = (pgstash::cache::payoff::WINDOW * pgstash::cache::payoff::SAMPLE as u64) as i32;
 
 const FIXTURE: &str = r#"
 CREATE TABLE t (id int PRIMARY KEY, v int NOT NULL);
-INSERT INTO t SELECT i, i * 10 FROM generate_series(1, 3000) i;
+INSERT INTO t SELECT i, i * 10 FROM generate_series(1, 30000) i;
 CREATE TABLE u (id serial PRIMARY KEY, note text);
 "#;
 
@@ -84,15 +84,25 @@ async fn reads_that_never_hit_are_looked_up_only_for_a_sample_of_keys() {
     let proxy = start(&pg, &redis, true).await;
     let client = proxy.connect().await;
 
-    // A window of reads of distinct keys: every one misses.
-    read_each(&client, 1..=WINDOW).await;
-    assert_eq!(proxy.misses("r"), WINDOW as u64);
-    assert_eq!(bypassing(&proxy), 1, "a rule with no hits does not pay");
+    // Reads of distinct keys: every one misses, until the sample's window
+    // is complete (4,096 reads on average).
+    let mut id = 0;
+    while bypassing(&proxy) == 0 {
+        id += 1;
+        assert!(
+            id <= 3 * WINDOW,
+            "no hits in {id} reads, and still looked up"
+        );
+        assert_eq!(read(&client, id).await, id * 10);
+    }
+    assert!(id >= WINDOW / 2, "judged after only {id} reads");
+    assert_eq!(proxy.misses("r"), id as u64);
+    assert_eq!(proxy.hits("r"), 0);
 
     // From now on most reads go straight upstream, still answered right.
     let (misses, lookups_before) = (proxy.misses("r"), lookups(&proxy));
-    let more = 1600;
-    read_each(&client, WINDOW + 1..=WINDOW + more).await;
+    let (first, more) = (id + 1, 1600);
+    read_each(&client, first..=first + more - 1).await;
     let looked_up = proxy.misses("r") - misses + proxy.hits("r");
     let skipped = proxy.bypassed("not_paying");
     assert_eq!(looked_up + skipped, more as u64);
@@ -106,7 +116,7 @@ async fn reads_that_never_hit_are_looked_up_only_for_a_sample_of_keys() {
 
     // The sample is by key: the same keys are looked up again, and the
     // entries they filled are hits.
-    read_each(&client, WINDOW + 1..=WINDOW + more).await;
+    read_each(&client, first..=first + more - 1).await;
     let hits = proxy.hits("r");
     assert!(
         hits + 2 >= looked_up && hits <= looked_up,
@@ -122,9 +132,10 @@ async fn a_rule_with_adaptive_false_looks_every_read_up() {
     let proxy = start(&pg, &redis, false).await;
     let client = proxy.connect().await;
 
-    read_each(&client, 1..=WINDOW + 300).await;
-    assert_eq!(proxy.misses("r"), (WINDOW + 300) as u64);
-    assert_eq!(lookups(&proxy), (WINDOW + 300) as u64);
+    let reads = 2 * WINDOW;
+    read_each(&client, 1..=reads).await;
+    assert_eq!(proxy.misses("r"), reads as u64);
+    assert_eq!(lookups(&proxy), reads as u64);
     assert_eq!(proxy.bypassed("not_paying"), 0);
     assert_eq!(bypassing(&proxy), 0);
 }

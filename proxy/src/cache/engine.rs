@@ -79,6 +79,8 @@ pub struct Fill {
     pub read: Arc<Read>,
     /// When the request went upstream (after its lookup).
     pub started: Instant,
+    /// The key is in its rule's payoff sample.
+    pub measured: bool,
 }
 
 /// A statement's writes: the tables to invalidate after it commits.
@@ -369,7 +371,12 @@ impl Cache {
         let result = self.store.lookup(base, tables).await;
         let spent = started.elapsed();
         self.lookup_latency.observe(spent.as_secs_f64());
-        let payoff = |hit| read.payoff.lookup(spent, hit, &read.rule_name);
+        let measured = read.payoff.measures(base);
+        let payoff = |hit| {
+            if measured {
+                read.payoff.lookup(spent, hit, &read.rule_name);
+            }
+        };
         let lookup = match result {
             Ok(lookup) => lookup,
             Err(e) => {
@@ -398,6 +405,7 @@ impl Cache {
                     max_bytes: rule.max_entry_bytes,
                     read: read.clone(),
                     started: Instant::now(),
+                    measured,
                 })
             }
             FillRole::Follower(slot) => match Fills::wait(slot, self.coalesce_wait).await {
@@ -422,7 +430,9 @@ impl Cache {
     /// Stores a filled entry and hands it to coalesced waiters. A Redis
     /// write runs in the background: the client does not wait for it.
     pub fn complete_fill(&self, fill: Fill, value: Bytes) {
-        fill.read.payoff.fill(fill.started.elapsed());
+        if fill.measured {
+            fill.read.payoff.fill(fill.started.elapsed());
+        }
         let rule = fill.read.rule_name.as_ref();
         let metrics_fills = self.metrics.cache_fills.with_label_values(&[rule]);
         if self.store.keep_local(fill.guard.key(), &value, fill.ttl) {
