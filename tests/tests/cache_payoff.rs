@@ -85,7 +85,7 @@ async fn reads_that_never_hit_are_looked_up_only_for_a_sample_of_keys() {
     let client = proxy.connect().await;
 
     // Reads of distinct keys: every one misses, until the sample's window
-    // is complete (4,096 reads on average).
+    // is complete (8,192 reads on average).
     let mut id = 0;
     while bypassing(&proxy) == 0 {
         id += 1;
@@ -101,13 +101,13 @@ async fn reads_that_never_hit_are_looked_up_only_for_a_sample_of_keys() {
 
     // From now on most reads go straight upstream, still answered right.
     let (misses, lookups_before) = (proxy.misses("r"), lookups(&proxy));
-    let (first, more) = (id + 1, 1600);
+    let (first, more) = (id + 1, 3200);
     read_each(&client, first..=first + more - 1).await;
     let looked_up = proxy.misses("r") - misses + proxy.hits("r");
     let skipped = proxy.bypassed("not_paying");
     assert_eq!(looked_up + skipped, more as u64);
     assert_eq!(lookups(&proxy) - lookups_before, looked_up);
-    // One key in 32 is sampled: 50 expected of 1600.
+    // One key in 64 is sampled: 50 expected of 3200.
     let sample = pgstash::cache::payoff::SAMPLE;
     assert!(
         (20..=100).contains(&looked_up),
@@ -132,7 +132,7 @@ async fn a_rule_with_adaptive_false_looks_every_read_up() {
     let proxy = start(&pg, &redis, false).await;
     let client = proxy.connect().await;
 
-    let reads = 2 * WINDOW;
+    let reads = WINDOW * 3 / 2;
     read_each(&client, 1..=reads).await;
     assert_eq!(proxy.misses("r"), reads as u64);
     assert_eq!(lookups(&proxy), reads as u64);

@@ -44,7 +44,7 @@ use prometheus::IntGauge;
 
 use super::key::KeyBase;
 
-/// Sampled lookups judged together (`SAMPLE × WINDOW` = 4,096 requests
+/// Sampled lookups judged together (`SAMPLE × WINDOW` = 8,192 requests
 /// of the rule): enough that a few slow calls do not decide, few enough
 /// to follow a change within seconds of busy traffic.
 pub const WINDOW: u64 = 128;
@@ -53,10 +53,14 @@ pub const WINDOW: u64 = 128;
 /// sample costs its store calls even then: with Redis on the same two
 /// cores as the clients, 1 in 16 cost a whole-miss workload 14% of its
 /// throughput.
-pub const SAMPLE: u8 = 32;
+pub const SAMPLE: u8 = 64;
 
 /// A window in which at least one lookup in `OFFLOAD_SHARE` hits pays.
 pub const OFFLOAD_SHARE: u64 = 10;
+
+/// A bypassing rule returns when its sample pays by this margin (one
+/// lookup in five hits, or the hits saved twice the lookups' time).
+pub const RETURN_MARGIN: u64 = 2;
 
 /// A rule's measurements for the current window, and its state.
 #[derive(Debug)]
@@ -89,7 +93,12 @@ impl Window {
     /// With no fill measured there is no `U`: the window pays if anything
     /// hit (nothing missed, or every miss was coalesced).
     pub fn pays(&self) -> bool {
-        if self.hits * OFFLOAD_SHARE >= self.lookups && self.hits > 0 {
+        self.pays_by(1)
+    }
+
+    /// [`Window::pays`] with both bars raised `margin` times.
+    pub fn pays_by(&self, margin: u64) -> bool {
+        if self.hits * OFFLOAD_SHARE >= self.lookups * margin && self.hits > 0 {
             return true;
         }
         if self.fills == 0 {
@@ -97,7 +106,7 @@ impl Window {
         }
         let saved =
             u128::from(self.hits) * u128::from(self.upstream_nanos) / u128::from(self.fills);
-        saved >= u128::from(self.lookup_nanos)
+        saved >= u128::from(self.lookup_nanos) * u128::from(margin)
     }
 }
 
@@ -160,7 +169,13 @@ impl Payoff {
     }
 
     fn judge(&self, window: &Window, rule: &str) {
-        let bypass = !window.pays();
+        // Hysteresis: a bypassing rule must pay twice over to return, so a
+        // hit ratio near the bar does not flip it back and forth.
+        let bypass = if self.is_bypassing() {
+            !window.pays_by(RETURN_MARGIN)
+        } else {
+            !window.pays()
+        };
         if self.bypassing.swap(bypass, Ordering::Relaxed) == bypass {
             return;
         }
@@ -271,6 +286,21 @@ mod tests {
             Duration::from_micros(300),
         );
         assert!(p.is_bypassing());
+    }
+
+    #[test]
+    fn a_bypassing_rule_returns_only_when_its_sample_pays_twice_over() {
+        let p = payoff();
+        let (lookup, upstream) = (Duration::from_micros(300), Duration::from_micros(300));
+        run(&p, 1_000_000, lookup, upstream);
+        assert!(p.is_bypassing());
+        // One in eight hits: enough to stay, not to return.
+        run(&p, 8, lookup, upstream);
+        assert!(p.is_bypassing());
+        run(&p, 4, lookup, upstream);
+        assert!(!p.is_bypassing());
+        run(&p, 8, lookup, upstream);
+        assert!(!p.is_bypassing(), "one in eight still pays a caching rule");
     }
 
     #[test]
