@@ -35,10 +35,12 @@ pub struct Read {
     /// The rule's name, for per-request accounting without a copy.
     pub rule_name: Arc<str>,
     pub tables: Vec<TableKey>,
-    /// The rule's hit and miss counters, looked up by label once here
-    /// rather than on every lookup.
+    /// The rule's counters, looked up by label once here rather than on
+    /// every lookup or fill.
     pub hits: IntCounter,
     pub misses: IntCounter,
+    pub fills: IntCounter,
+    pub fills_skipped: IntCounter,
     /// Whether caching pays for the rule (shared by all its reads).
     pub payoff: Arc<Payoff>,
 }
@@ -54,6 +56,8 @@ impl Read {
         Read {
             hits: metrics.cache_hits.with_label_values(&labels),
             misses: metrics.cache_misses.with_label_values(&labels),
+            fills: metrics.cache_fills.with_label_values(&labels),
+            fills_skipped: metrics.fills_skipped.with_label_values(&labels),
             payoff,
             rule_name: rule.name.as_str().into(),
             rule,

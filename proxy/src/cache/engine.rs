@@ -103,8 +103,11 @@ pub struct Cache {
     catalogs: Arc<Catalogs>,
     coalesce_wait: Duration,
     metrics: Arc<Metrics>,
-    /// `store_call{op="lookup"}`, looked up once.
+    /// `store_call{op=…}` and `cache_errors{op="put"}`, looked up once.
     lookup_latency: prometheus::Histogram,
+    put_latency: prometheus::Histogram,
+    invalidate_latency: prometheus::Histogram,
+    put_errors: prometheus::IntCounter,
     /// `cache_bypass{reason="not_paying"}`, looked up once.
     not_paying: prometheus::IntCounter,
     /// By rule name; replaced when the rules are reloaded.
@@ -151,6 +154,9 @@ impl Cache {
             catalogs,
             coalesce_wait: config.cache.coalesce_wait,
             lookup_latency: metrics.store_call.with_label_values(&["lookup"]),
+            put_latency: metrics.store_call.with_label_values(&["put"]),
+            invalidate_latency: metrics.store_call.with_label_values(&["invalidate"]),
+            put_errors: metrics.cache_errors.with_label_values(&["put"]),
             not_paying: metrics.cache_bypass.with_label_values(&["not_paying"]),
             payoffs: Mutex::new(HashMap::new()),
             metrics,
@@ -433,19 +439,15 @@ impl Cache {
         if fill.measured {
             fill.read.payoff.fill(fill.started.elapsed());
         }
-        let rule = fill.read.rule_name.as_ref();
-        let metrics_fills = self.metrics.cache_fills.with_label_values(&[rule]);
         if self.store.keep_local(fill.guard.key(), &value, fill.ttl) {
             // A map insert: cheaper than the task a background write costs.
-            metrics_fills.inc();
+            fill.read.fills.inc();
             fill.guard.complete(value);
             return;
         }
         let key = fill.guard.key().to_owned();
         let store = self.store.clone();
-        let errors = self.metrics.cache_errors.with_label_values(&["put"]);
-        let latency = self.metrics.store_call.with_label_values(&["put"]);
-        let skipped = self.metrics.fills_skipped.with_label_values(&[rule]);
+        let (errors, latency) = (self.put_errors.clone(), self.put_latency.clone());
         let (ttl, read) = (fill.ttl, fill.read.clone());
         fill.guard.complete(value.clone());
         tokio::spawn(async move {
@@ -453,8 +455,8 @@ impl Cache {
             let result = store.put(&key, value, ttl, &read.tables).await;
             latency.observe(started.elapsed().as_secs_f64());
             match result {
-                Ok(true) => metrics_fills.inc(),
-                Ok(false) => skipped.inc(),
+                Ok(true) => read.fills.inc(),
+                Ok(false) => read.fills_skipped.inc(),
                 Err(e) => {
                     tracing::debug!(error = %e, "cache fill not stored");
                     errors.inc();
@@ -487,9 +489,7 @@ impl Cache {
             }
             self.store.invalidate(&keys).await
         };
-        self.metrics
-            .store_call
-            .with_label_values(&["invalidate"])
+        self.invalidate_latency
             .observe(started.elapsed().as_secs_f64());
         if let Err(e) = result {
             tracing::warn!(error = %e, "invalidation not recorded");
