@@ -90,6 +90,19 @@ impl RedisProcess {
         String::from_utf8_lossy(&out.stdout).into_owned()
     }
 
+    /// How many times `command` ran in this server (`INFO commandstats`;
+    /// commands run by scripts count too).
+    pub fn calls(&self, command: &str) -> u64 {
+        let stats = self.cli(&["INFO", "commandstats"]);
+        let prefix = format!("cmdstat_{command}:calls=");
+        stats
+            .lines()
+            .find_map(|l| l.strip_prefix(&prefix))
+            .and_then(|rest| rest.split(',').next())
+            .map(|n| n.parse().expect("calls is a number"))
+            .unwrap_or(0)
+    }
+
     /// Writes the data to dump.rdb now (the state a later restart returns to).
     pub fn save(&self) {
         let reply = self.cli(&["SAVE"]);

@@ -94,18 +94,6 @@ async fn converges(client: &tokio_postgres::Client, want: &str, what: &str) -> D
     }
 }
 
-/// `calls` of `command` in this Redis (`INFO commandstats`).
-fn redis_calls(redis: &RedisProcess, command: &str) -> u64 {
-    let stats = redis.cli(&["INFO", "commandstats"]);
-    let prefix = format!("cmdstat_{command}:calls=");
-    stats
-        .lines()
-        .find_map(|l| l.strip_prefix(&prefix))
-        .and_then(|rest| rest.split(',').next())
-        .map(|n| n.parse().expect("calls is a number"))
-        .unwrap_or(0)
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn repeat_hits_are_served_without_calling_redis() {
     let pg = setup().await;
@@ -116,7 +104,7 @@ async fn repeat_hits_are_served_without_calling_redis() {
 
     assert_eq!(read(&client).await, "0");
     proxy.wait_for_fills("counters", 1).await;
-    let lookups_before = redis_calls(&redis, "evalsha");
+    let lookups_before = redis.calls("evalsha");
     let executions_before = executions(&pg).await;
     for _ in 0..50 {
         assert_eq!(read(&client).await, "0");
@@ -124,7 +112,7 @@ async fn repeat_hits_are_served_without_calling_redis() {
     assert_eq!(proxy.hits("counters"), 50);
     assert_eq!(proxy.metrics().local_hits.get(), 50, "served locally");
     assert_eq!(
-        redis_calls(&redis, "evalsha"),
+        redis.calls("evalsha"),
         lookups_before,
         "a local hit made a Redis call"
     );

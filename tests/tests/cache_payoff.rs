@@ -37,12 +37,18 @@ adaptive = {adaptive}
     )
 }
 
-async fn start(pg: &TestPostgres, redis: &RedisPrefix, adaptive: bool) -> CachingProxy {
-    CachingProxy::start(pg, &rules(adaptive), |c| {
+/// The fixture in a fresh database, and a pgstash caching it in the
+/// shared Redis under a prefix of its own.
+async fn setup(adaptive: bool) -> (TestPostgres, RedisPrefix, CachingProxy) {
+    let pg = TestPostgres::new().await;
+    pg.execute(FIXTURE).await;
+    let redis = RedisPrefix::new();
+    let proxy = CachingProxy::start(&pg, &rules(adaptive), |c| {
         c.redis = Some(redis.url());
         c.cache.key_prefix = redis.prefix();
     })
-    .await
+    .await;
+    (pg, redis, proxy)
 }
 
 async fn read(client: &Client, id: i32) -> i32 {
@@ -78,10 +84,7 @@ async fn read_each(client: &Client, ids: std::ops::RangeInclusive<i32>) {
 
 #[tokio::test]
 async fn reads_that_never_hit_are_looked_up_only_for_a_sample_of_keys() {
-    let pg = TestPostgres::new().await;
-    pg.execute(FIXTURE).await;
-    let redis = RedisPrefix::new();
-    let proxy = start(&pg, &redis, true).await;
+    let (_pg, _redis, proxy) = setup(true).await;
     let client = proxy.connect().await;
 
     // Reads of distinct keys: every one misses, until the sample's window
@@ -126,10 +129,7 @@ async fn reads_that_never_hit_are_looked_up_only_for_a_sample_of_keys() {
 
 #[tokio::test]
 async fn a_rule_with_adaptive_false_looks_every_read_up() {
-    let pg = TestPostgres::new().await;
-    pg.execute(FIXTURE).await;
-    let redis = RedisPrefix::new();
-    let proxy = start(&pg, &redis, false).await;
+    let (_pg, _redis, proxy) = setup(false).await;
     let client = proxy.connect().await;
 
     let reads = WINDOW * 3 / 2;
@@ -142,10 +142,7 @@ async fn a_rule_with_adaptive_false_looks_every_read_up() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_fill_overtaken_by_a_write_is_not_written_to_redis() {
-    let pg = TestPostgres::new().await;
-    pg.execute(FIXTURE).await;
-    let redis = RedisPrefix::new();
-    let proxy = start(&pg, &redis, true).await;
+    let (pg, redis, proxy) = setup(true).await;
     let reader = proxy.connect().await;
     let writer = proxy.connect().await;
     let entries = || {
@@ -229,19 +226,6 @@ async fn a_fill_overtaken_by_a_write_is_not_written_to_redis() {
     assert_eq!(entries(), 2);
 }
 
-/// `calls` of `command` in this Redis (`INFO commandstats`; commands run
-/// by scripts count too).
-fn redis_calls(redis: &RedisProcess, command: &str) -> u64 {
-    let stats = redis.cli(&["INFO", "commandstats"]);
-    let prefix = format!("cmdstat_{command}:calls=");
-    stats
-        .lines()
-        .find_map(|l| l.strip_prefix(&prefix))
-        .and_then(|rest| rest.split(',').next())
-        .map(|n| n.parse().expect("calls is a number"))
-        .unwrap_or(0)
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn writes_waiting_for_an_invalidation_share_the_next_one() {
     let pg = TestPostgres::new().await;
@@ -261,7 +245,7 @@ async fn writes_waiting_for_an_invalidation_share_the_next_one() {
 
     // Redis stops answering: the first writer's invalidation is sent and
     // waits; three more writers commit and queue behind it.
-    let incr_before = redis_calls(&redis, "incr");
+    let incr_before = redis.calls("incr");
     redis.freeze();
     let write = |id: i32| {
         let proxy = &proxy;
@@ -323,7 +307,7 @@ async fn writes_waiting_for_an_invalidation_share_the_next_one() {
 
     // Four writes, two script calls: the first one's, then one for the
     // three that waited (one table, bumped once).
-    assert_eq!(redis_calls(&redis, "incr") - incr_before, 2);
+    assert_eq!(redis.calls("incr") - incr_before, 2);
     // Every acknowledged write is seen (G2).
     for id in 1..=4 {
         assert_eq!(read(&reader, id).await, id * 10 + 1);

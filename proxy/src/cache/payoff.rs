@@ -185,25 +185,20 @@ impl Payoff {
             mean(window.lookup_nanos, window.lookups),
             mean(window.upstream_nanos, window.fills),
         );
-        if bypass {
-            tracing::info!(
-                rule,
-                hits = window.hits,
-                lookups = window.lookups,
-                ?lookup,
-                ?upstream,
-                "caching does not pay for this rule: looking up one key in {SAMPLE} until it does"
-            );
+        let change = if bypass {
+            "caching does not pay for this rule: only its key sample is looked up until it does"
         } else {
-            tracing::info!(
-                rule,
-                hits = window.hits,
-                lookups = window.lookups,
-                ?lookup,
-                ?upstream,
-                "caching pays again for this rule: looking up every key"
-            );
-        }
+            "caching pays again for this rule: every key is looked up"
+        };
+        tracing::info!(
+            rule,
+            hits = window.hits,
+            lookups = window.lookups,
+            ?lookup,
+            ?upstream,
+            sample = SAMPLE,
+            "{change}"
+        );
     }
 
     pub fn is_bypassing(&self) -> bool {
@@ -229,7 +224,13 @@ mod tests {
         Payoff::new(true, IntGauge::new("g", "g").unwrap())
     }
 
-    fn run(p: &Payoff, hit_every: u64, lookup: Duration, upstream: Duration) -> Window {
+    /// Lookups until a window is judged: one in `hit_every` hits, each
+    /// takes `lookup_us`, each miss's fill `upstream_us` upstream.
+    fn run(p: &Payoff, hit_every: u64, lookup_us: u64, upstream_us: u64) -> Window {
+        let (lookup, upstream) = (
+            Duration::from_micros(lookup_us),
+            Duration::from_micros(upstream_us),
+        );
         for i in 1.. {
             let hit = i % hit_every == 0;
             if !hit {
@@ -242,16 +243,17 @@ mod tests {
         unreachable!()
     }
 
+    /// A window with no hit at all: the rule bypasses after it.
+    fn never_hit(p: &Payoff) {
+        run(p, u64::MAX, 100, 300);
+        assert!(p.is_bypassing());
+    }
+
     #[test]
     fn rarely_hit_cheap_reads_on_a_slow_store_do_not_pay() {
         let p = payoff();
         // 2% hits, lookup 100 µs, upstream 300 µs: saves 6 µs a lookup.
-        let w = run(
-            &p,
-            50,
-            Duration::from_micros(100),
-            Duration::from_micros(300),
-        );
+        let w = run(&p, 50, 100, 300);
         assert_eq!(w.lookups, WINDOW);
         assert!(!w.pays());
         assert!(p.is_bypassing());
@@ -261,9 +263,9 @@ mod tests {
     #[test]
     fn the_same_hit_ratio_pays_for_an_expensive_query_or_a_fast_store() {
         let p = payoff();
-        run(&p, 50, Duration::from_micros(100), Duration::from_millis(9));
+        run(&p, 50, 100, 9000);
         assert!(!p.is_bypassing());
-        run(&p, 50, Duration::from_micros(2), Duration::from_micros(300));
+        run(&p, 50, 2, 300);
         assert!(!p.is_bypassing());
     }
 
@@ -271,54 +273,32 @@ mod tests {
     fn a_fair_share_of_hits_pays_even_when_a_hit_saves_no_time() {
         let p = payoff();
         // Half the lookups hit, but a lookup takes as long as upstream.
-        run(
-            &p,
-            2,
-            Duration::from_micros(300),
-            Duration::from_micros(300),
-        );
+        run(&p, 2, 300, 300);
         assert!(!p.is_bypassing());
         // One in eleven is under the offload share, and saves no time.
-        run(
-            &p,
-            11,
-            Duration::from_micros(300),
-            Duration::from_micros(300),
-        );
+        run(&p, 11, 300, 300);
         assert!(p.is_bypassing());
     }
 
     #[test]
     fn a_bypassing_rule_returns_only_when_its_sample_pays_twice_over() {
         let p = payoff();
-        let (lookup, upstream) = (Duration::from_micros(300), Duration::from_micros(300));
-        run(&p, 1_000_000, lookup, upstream);
+        never_hit(&p);
+        // One in eight hits, and a hit saves no time: enough to stay, not
+        // to return.
+        run(&p, 8, 300, 300);
         assert!(p.is_bypassing());
-        // One in eight hits: enough to stay, not to return.
-        run(&p, 8, lookup, upstream);
-        assert!(p.is_bypassing());
-        run(&p, 4, lookup, upstream);
+        run(&p, 4, 300, 300);
         assert!(!p.is_bypassing());
-        run(&p, 8, lookup, upstream);
+        run(&p, 8, 300, 300);
         assert!(!p.is_bypassing(), "one in eight still pays a caching rule");
     }
 
     #[test]
     fn a_bypassing_rule_returns_once_its_sample_pays() {
         let p = payoff();
-        run(
-            &p,
-            1_000_000,
-            Duration::from_micros(100),
-            Duration::from_micros(300),
-        );
-        assert!(p.is_bypassing());
-        let w = run(
-            &p,
-            2,
-            Duration::from_micros(100),
-            Duration::from_micros(300),
-        );
+        never_hit(&p);
+        let w = run(&p, 2, 100, 300);
         assert_eq!(w.lookups, WINDOW);
         assert!(!p.is_bypassing());
         assert_eq!(p.gauge.get(), 0);
@@ -327,12 +307,7 @@ mod tests {
     #[test]
     fn only_sampled_keys_are_looked_up_while_bypassing() {
         let p = payoff();
-        run(
-            &p,
-            1_000_000,
-            Duration::from_micros(100),
-            Duration::from_micros(300),
-        );
+        never_hit(&p);
         let keys: Vec<KeyBase> = (0..=255u8).map(|b| KeyBase([b; 32])).collect();
         let looked_up = keys.iter().filter(|k| !p.skips(k)).count();
         assert_eq!(looked_up, 256 / usize::from(SAMPLE));
