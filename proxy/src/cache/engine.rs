@@ -79,8 +79,8 @@ pub struct Fill {
     pub read: Arc<Read>,
     /// When the request went upstream (after its lookup).
     pub started: Instant,
-    /// The key is in its rule's payoff sample.
-    pub measured: bool,
+    /// The key's base, for its rule's payoff measurements.
+    pub base: KeyBase,
 }
 
 /// A statement's writes: the tables to invalidate after it commits.
@@ -201,14 +201,24 @@ impl Cache {
                 tracing::info!(count = rules.rules().len(), "rules reloaded");
                 self.metrics
                     .register_labels(rules.rules().iter().map(|r| r.name.as_str()));
+                // Every rule starts over, measured under its new settings:
+                // first, so reads decided under the new rules find none of
+                // the old measurements (one decided under the old rules
+                // meanwhile may bring them back: see `Cache::payoff`).
+                for (rule, _) in self
+                    .payoffs
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .drain()
+                {
+                    self.metrics
+                        .rule_bypassing
+                        .with_label_values(&[rule.as_str()])
+                        .set(0);
+                }
                 self.rules.store(Arc::new(rules));
                 // Entries of the old rules can never match again; free them.
                 self.decided.clear();
-                // A rule starts over, measured under its new settings.
-                self.payoffs
-                    .lock()
-                    .unwrap_or_else(|e| e.into_inner())
-                    .clear();
                 self.metrics.rule_reloads.with_label_values(&["ok"]).inc();
                 Ok(())
             }
@@ -345,20 +355,23 @@ impl Cache {
         }
     }
 
-    /// The measurements of `rule`, shared by all its reads.
+    /// The measurements of `rule`, shared by all its reads. Ones made
+    /// under another `adaptive` setting (a read decided under the rules
+    /// before a reload can race the reload's reset) are replaced.
     fn payoff(&self, rule: &Rule) -> Arc<Payoff> {
         let mut payoffs = self.payoffs.lock().unwrap_or_else(|e| e.into_inner());
-        payoffs
-            .entry(rule.name.clone())
-            .or_insert_with(|| {
-                let gauge = self
-                    .metrics
-                    .rule_bypassing
-                    .with_label_values(&[rule.name.as_str()]);
-                gauge.set(0);
-                Arc::new(Payoff::new(rule.adaptive, gauge))
-            })
-            .clone()
+        if let Some(payoff) = payoffs.get(&rule.name) {
+            if payoff.adaptive() == rule.adaptive {
+                return payoff.clone();
+            }
+        }
+        let gauge = self
+            .metrics
+            .rule_bypassing
+            .with_label_values(&[rule.name.as_str()]);
+        let payoff = Arc::new(Payoff::new(rule.adaptive, gauge));
+        payoffs.insert(rule.name.clone(), payoff.clone());
+        payoff
     }
 
     /// Looks `base` up under the current versions of `tables`. On a miss the
@@ -377,12 +390,7 @@ impl Cache {
         let result = self.store.lookup(base, tables).await;
         let spent = started.elapsed();
         self.lookup_latency.observe(spent.as_secs_f64());
-        let measured = read.payoff.measures(base);
-        let payoff = |hit| {
-            if measured {
-                read.payoff.lookup(spent, hit, &read.rule_name);
-            }
-        };
+        let measure = |hit| read.payoff.lookup(base, spent, hit, &read.rule_name);
         let lookup = match result {
             Ok(lookup) => lookup,
             Err(e) => {
@@ -397,13 +405,13 @@ impl Cache {
             }
         };
         if let Some(value) = lookup.value {
-            payoff(true);
+            measure(true);
             read.hits.inc();
             return Plan::Hit(value);
         }
         match self.fills.begin(&lookup.key) {
             FillRole::Leader(guard) => {
-                payoff(false);
+                measure(false);
                 read.misses.inc();
                 Plan::Fill(Fill {
                     guard,
@@ -411,12 +419,12 @@ impl Cache {
                     max_bytes: rule.max_entry_bytes,
                     read: read.clone(),
                     started: Instant::now(),
-                    measured,
+                    base: *base,
                 })
             }
             FillRole::Follower(slot) => match Fills::wait(slot, self.coalesce_wait).await {
                 Some(value) => {
-                    payoff(true);
+                    measure(true);
                     self.metrics
                         .cache_coalesced
                         .with_label_values(&[rule.name.as_str()])
@@ -425,7 +433,7 @@ impl Cache {
                     Plan::Hit(value)
                 }
                 None => {
-                    payoff(false);
+                    measure(false);
                     read.misses.inc();
                     Plan::Upstream
                 }
@@ -436,9 +444,7 @@ impl Cache {
     /// Stores a filled entry and hands it to coalesced waiters. A Redis
     /// write runs in the background: the client does not wait for it.
     pub fn complete_fill(&self, fill: Fill, value: Bytes) {
-        if fill.measured {
-            fill.read.payoff.fill(fill.started.elapsed());
-        }
+        fill.read.payoff.fill(&fill.base, fill.started.elapsed());
         if self.store.keep_local(fill.guard.key(), &value, fill.ttl) {
             // A map insert: cheaper than the task a background write costs.
             fill.read.fills.inc();

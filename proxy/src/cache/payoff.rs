@@ -3,9 +3,7 @@
 //!
 //! Looking a read up costs its client the lookup's time `L` on every
 //! request; a hit saves the upstream round trip `U` and spares the
-//! database a query. Over a window of lookups of a fixed sample of the
-//! rule's keys (one in [`SAMPLE`], by the key's base hash) a rule pays
-//! when either
+//! database a query. A window of lookups pays when either
 //! - at least one lookup in [`OFFLOAD_SHARE`] hits: that share of the
 //!   rule's queries no longer reaches the database, which is often why it
 //!   was marked cacheable, even where a hit saves little time; or
@@ -18,24 +16,28 @@
 //! then pays a store round trip (with Redis: two commands, a lookup and a
 //! fill) and gains nothing.
 //!
-//! While a rule does not pay, only the sampled keys are looked up and
-//! filled; the others go straight upstream (path `bypass`, reason
-//! `not_paying`). The sample is by key, not by request, and it is cached
-//! in both states, so its entries are as warm as every key's would be with
-//! caching always on: its hit ratio is the one the whole rule would have
-//! once warm, whichever state the rule is in. Judging the whole population
-//! instead would compare a warm sample with keys the bypass kept cold, and
-//! flap between the states (it did, every ~150 ms, on a uniform read over
-//! 1M keys whose sample had warmed up). When the sample pays, every key is
-//! looked up again.
+//! Two windows are kept. One covers every lookup while the rule caches
+//! (what caching gives now); the other covers a fixed sample of the keys
+//! (one in [`SAMPLE`], by the key's base hash), which stays cached in both
+//! states, so its entries are as warm as every key's would be with caching
+//! always on. A caching rule starts to bypass only when neither pays:
+//! - the whole window alone would miss a rule whose keys are warming up:
+//!   judged against a warm sample after a bypass, it flapped every ~150 ms
+//!   on a uniform read over 1M keys;
+//! - the sample alone would miss a rule whose traffic is carried by a few
+//!   hot keys, none of them in the sample.
+//!
+//! While a rule bypasses, only the sampled keys are looked up and filled;
+//! the others go straight upstream (path `bypass`, reason `not_paying`).
+//! It returns when the sample pays by [`RETURN_MARGIN`], so a hit ratio
+//! near the bar does not flip it back and forth.
 //!
 //! Bypassing is always safe: upstream is the truth, and writes still
 //! invalidate whatever the sample (or another instance) filled.
 //!
 //! # Performance
-//! Nothing for a key outside the sample; two relaxed atomic adds per
-//! sampled lookup (three on a hit). The window is judged by the lookup
-//! that completes it.
+//! Two or three relaxed atomic adds per lookup, twice that for a sampled
+//! one. A window is judged by the one lookup that completes it.
 
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Duration;
@@ -49,8 +51,11 @@ use super::key::KeyBase;
 /// to follow a change within seconds of busy traffic.
 pub const WINDOW: u64 = 128;
 
-/// One key in `SAMPLE` is measured, and looked up while bypassing. The
-/// sample costs its store calls even then: with Redis on the same two
+/// Lookups of every key judged together while the rule caches.
+pub const ALL_WINDOW: u64 = 512;
+
+/// One key in `SAMPLE` is measured apart, and looked up while bypassing.
+/// The sample costs its store calls even then: with Redis on the same two
 /// cores as the clients, 1 in 16 cost a whole-miss workload 14% of its
 /// throughput.
 pub const SAMPLE: u8 = 64;
@@ -62,16 +67,55 @@ pub const OFFLOAD_SHARE: u64 = 10;
 /// lookup in five hits, or the hits saved twice the lookups' time).
 pub const RETURN_MARGIN: u64 = 2;
 
-/// A rule's measurements for the current window, and its state.
-#[derive(Debug)]
-pub struct Payoff {
-    adaptive: bool,
+/// Running totals of one window.
+#[derive(Debug, Default)]
+struct Meter {
     lookups: AtomicU64,
     hits: AtomicU64,
     lookup_nanos: AtomicU64,
     /// Fills completed in the window, with their upstream time.
     fills: AtomicU64,
     upstream_nanos: AtomicU64,
+}
+
+impl Meter {
+    /// Counts a lookup; returns the window when this lookup completes one
+    /// of `size` (exactly one caller does, however many race).
+    fn lookup(&self, spent: Duration, hit: bool, size: u64) -> Option<Window> {
+        self.lookup_nanos.fetch_add(nanos(spent), Ordering::Relaxed);
+        if hit {
+            self.hits.fetch_add(1, Ordering::Relaxed);
+        }
+        (self.lookups.fetch_add(1, Ordering::Relaxed) + 1 == size).then(|| self.take())
+    }
+
+    fn fill(&self, upstream: Duration) {
+        self.upstream_nanos
+            .fetch_add(nanos(upstream), Ordering::Relaxed);
+        self.fills.fetch_add(1, Ordering::Relaxed);
+    }
+
+    fn take(&self) -> Window {
+        Window {
+            lookups: self.lookups.swap(0, Ordering::Relaxed),
+            hits: self.hits.swap(0, Ordering::Relaxed),
+            lookup_nanos: self.lookup_nanos.swap(0, Ordering::Relaxed),
+            fills: self.fills.swap(0, Ordering::Relaxed),
+            upstream_nanos: self.upstream_nanos.swap(0, Ordering::Relaxed),
+        }
+    }
+}
+
+/// A rule's measurements and its state.
+#[derive(Debug)]
+pub struct Payoff {
+    adaptive: bool,
+    /// Every lookup, while the rule caches.
+    all: Meter,
+    /// Lookups of the sampled keys, in both states.
+    sample: Meter,
+    /// The verdict of the last complete sample window (true before one).
+    sample_pays: AtomicBool,
     bypassing: AtomicBool,
     /// `pgstash_rule_bypassing{rule}`: 1 while the rule does not pay.
     gauge: IntGauge,
@@ -80,9 +124,13 @@ pub struct Payoff {
 /// One window's figures, as judged.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Window {
+    /// Lookups counted (a coalesced wait for another client's fill is one).
     pub lookups: u64,
+    /// Of those, answered from the cache.
     pub hits: u64,
+    /// Time all the lookups took.
     pub lookup_nanos: u64,
+    /// Fills completed, and the time their requests spent upstream.
     pub fills: u64,
     pub upstream_nanos: u64,
 }
@@ -111,18 +159,22 @@ impl Window {
 }
 
 impl Payoff {
-    /// `adaptive = false` (the rule's setting) never bypasses.
+    /// `adaptive = false` (the rule's setting) never measures nor bypasses.
     pub fn new(adaptive: bool, gauge: IntGauge) -> Payoff {
+        gauge.set(0);
         Payoff {
             adaptive,
-            lookups: AtomicU64::new(0),
-            hits: AtomicU64::new(0),
-            lookup_nanos: AtomicU64::new(0),
-            fills: AtomicU64::new(0),
-            upstream_nanos: AtomicU64::new(0),
+            all: Meter::default(),
+            sample: Meter::default(),
+            sample_pays: AtomicBool::new(true),
             bypassing: AtomicBool::new(false),
             gauge,
         }
+    }
+
+    /// The rule's `adaptive` setting this was made under.
+    pub fn adaptive(&self) -> bool {
+        self.adaptive
     }
 
     /// Whether a request with key `base` skips the cache now.
@@ -130,52 +182,53 @@ impl Payoff {
         self.bypassing.load(Ordering::Relaxed) && !sampled(base)
     }
 
-    /// Whether lookups and fills of `base` are measured.
-    pub fn measures(&self, base: &KeyBase) -> bool {
-        self.adaptive && sampled(base)
-    }
-
-    /// A sampled lookup (see [`Payoff::measures`]) took `spent` and hit
-    /// (a coalesced wait counts as a hit) or not. Returns the window it
-    /// completed, if it completed one.
-    pub fn lookup(&self, spent: Duration, hit: bool, rule: &str) -> Option<Window> {
-        self.lookup_nanos.fetch_add(nanos(spent), Ordering::Relaxed);
-        if hit {
-            self.hits.fetch_add(1, Ordering::Relaxed);
+    /// A lookup of `base` took `spent` and hit (a coalesced wait counts as
+    /// a hit) or not.
+    pub fn lookup(&self, base: &KeyBase, spent: Duration, hit: bool, rule: &str) {
+        if !self.adaptive {
+            return;
         }
-        if self.lookups.fetch_add(1, Ordering::Relaxed) + 1 < WINDOW {
-            return None;
+        if sampled(base) {
+            if let Some(window) = self.sample.lookup(spent, hit, WINDOW) {
+                self.judge_sample(&window, rule);
+            }
         }
-        let window = self.take();
-        self.judge(&window, rule);
-        Some(window)
-    }
-
-    /// A sampled fill's upstream round trip took `upstream`.
-    pub fn fill(&self, upstream: Duration) {
-        self.upstream_nanos
-            .fetch_add(nanos(upstream), Ordering::Relaxed);
-        self.fills.fetch_add(1, Ordering::Relaxed);
-    }
-
-    fn take(&self) -> Window {
-        Window {
-            lookups: self.lookups.swap(0, Ordering::Relaxed),
-            hits: self.hits.swap(0, Ordering::Relaxed),
-            lookup_nanos: self.lookup_nanos.swap(0, Ordering::Relaxed),
-            fills: self.fills.swap(0, Ordering::Relaxed),
-            upstream_nanos: self.upstream_nanos.swap(0, Ordering::Relaxed),
+        if !self.is_bypassing() {
+            if let Some(window) = self.all.lookup(spent, hit, ALL_WINDOW) {
+                self.judge_all(&window, rule);
+            }
         }
     }
 
-    fn judge(&self, window: &Window, rule: &str) {
-        // Hysteresis: a bypassing rule must pay twice over to return, so a
-        // hit ratio near the bar does not flip it back and forth.
-        let bypass = if self.is_bypassing() {
-            !window.pays_by(RETURN_MARGIN)
-        } else {
-            !window.pays()
-        };
+    /// A fill of `base` spent `upstream` in its request's round trip.
+    pub fn fill(&self, base: &KeyBase, upstream: Duration) {
+        if !self.adaptive {
+            return;
+        }
+        if sampled(base) {
+            self.sample.fill(upstream);
+        }
+        if !self.is_bypassing() {
+            self.all.fill(upstream);
+        }
+    }
+
+    fn judge_sample(&self, window: &Window, rule: &str) {
+        self.sample_pays.store(window.pays(), Ordering::Relaxed);
+        if self.is_bypassing() && window.pays_by(RETURN_MARGIN) {
+            // The whole window starts afresh: what it held is from before.
+            self.all.take();
+            self.switch(false, window, rule);
+        }
+    }
+
+    fn judge_all(&self, window: &Window, rule: &str) {
+        if !window.pays() && !self.sample_pays.load(Ordering::Relaxed) {
+            self.switch(true, window, rule);
+        }
+    }
+
+    fn switch(&self, bypass: bool, window: &Window, rule: &str) {
         if self.bypassing.swap(bypass, Ordering::Relaxed) == bypass {
             return;
         }
@@ -201,13 +254,14 @@ impl Payoff {
         );
     }
 
+    /// Whether the rule bypasses all but its sampled keys now.
     pub fn is_bypassing(&self) -> bool {
         self.bypassing.load(Ordering::Relaxed)
     }
 }
 
-/// The fixed sample of keys that is measured, and looked up while a rule
-/// bypasses.
+/// The fixed sample of keys that is measured apart, and looked up while a
+/// rule bypasses.
 pub fn sampled(base: &KeyBase) -> bool {
     base.0[0] % SAMPLE == 0
 }
@@ -220,32 +274,44 @@ fn nanos(d: Duration) -> u64 {
 mod tests {
     use super::*;
 
+    const IN: KeyBase = KeyBase([0; 32]);
+    const OUT: KeyBase = KeyBase([1; 32]);
+
     fn payoff() -> Payoff {
         Payoff::new(true, IntGauge::new("g", "g").unwrap())
     }
 
-    /// Lookups until a window is judged: one in `hit_every` hits, each
-    /// takes `lookup_us`, each miss's fill `upstream_us` upstream.
-    fn run(p: &Payoff, hit_every: u64, lookup_us: u64, upstream_us: u64) -> Window {
+    /// `n` lookups of `key`: one in `hit_every` hits, each takes
+    /// `lookup_us`, each miss's fill spends `upstream_us` upstream.
+    fn feed(p: &Payoff, key: &KeyBase, n: u64, hit_every: u64, lookup_us: u64, upstream_us: u64) {
         let (lookup, upstream) = (
             Duration::from_micros(lookup_us),
             Duration::from_micros(upstream_us),
         );
-        for i in 1.. {
+        for i in 1..=n {
             let hit = i % hit_every == 0;
             if !hit {
-                p.fill(upstream);
+                p.fill(key, upstream);
             }
-            if let Some(w) = p.lookup(lookup, hit, "r") {
-                return w;
-            }
+            p.lookup(key, lookup, hit, "r");
         }
-        unreachable!()
     }
 
-    /// A window with no hit at all: the rule bypasses after it.
+    /// A sample window and then a whole window with these figures.
+    fn windows(p: &Payoff, hit_every: u64, lookup_us: u64, upstream_us: u64) {
+        feed(p, &IN, WINDOW, hit_every, lookup_us, upstream_us);
+        feed(
+            p,
+            &OUT,
+            ALL_WINDOW - WINDOW,
+            hit_every,
+            lookup_us,
+            upstream_us,
+        );
+    }
+
     fn never_hit(p: &Payoff) {
-        run(p, u64::MAX, 100, 300);
+        windows(p, u64::MAX, 100, 300);
         assert!(p.is_bypassing());
     }
 
@@ -253,19 +319,36 @@ mod tests {
     fn rarely_hit_cheap_reads_on_a_slow_store_do_not_pay() {
         let p = payoff();
         // 2% hits, lookup 100 µs, upstream 300 µs: saves 6 µs a lookup.
-        let w = run(&p, 50, 100, 300);
-        assert_eq!(w.lookups, WINDOW);
-        assert!(!w.pays());
+        feed(&p, &IN, WINDOW, 50, 100, 300);
+        assert!(!p.is_bypassing(), "the whole window is not complete yet");
+        feed(&p, &OUT, ALL_WINDOW - WINDOW, 50, 100, 300);
         assert!(p.is_bypassing());
         assert_eq!(p.gauge.get(), 1);
     }
 
     #[test]
+    fn hot_keys_outside_the_sample_keep_a_rule_cached() {
+        let p = payoff();
+        // The sample never hits; the traffic's hot keys, all outside it, do.
+        feed(&p, &IN, WINDOW, u64::MAX, 100, 300);
+        feed(&p, &OUT, ALL_WINDOW * 2, 2, 100, 300);
+        assert!(!p.is_bypassing());
+    }
+
+    #[test]
+    fn a_warm_sample_keeps_a_rule_whose_keys_are_still_cold_cached() {
+        let p = payoff();
+        feed(&p, &IN, WINDOW, 2, 100, 300);
+        feed(&p, &OUT, ALL_WINDOW * 2, u64::MAX, 100, 300);
+        assert!(!p.is_bypassing());
+    }
+
+    #[test]
     fn the_same_hit_ratio_pays_for_an_expensive_query_or_a_fast_store() {
         let p = payoff();
-        run(&p, 50, 100, 9000);
+        windows(&p, 50, 100, 9000);
         assert!(!p.is_bypassing());
-        run(&p, 50, 2, 300);
+        windows(&p, 50, 2, 300);
         assert!(!p.is_bypassing());
     }
 
@@ -273,10 +356,10 @@ mod tests {
     fn a_fair_share_of_hits_pays_even_when_a_hit_saves_no_time() {
         let p = payoff();
         // Half the lookups hit, but a lookup takes as long as upstream.
-        run(&p, 2, 300, 300);
+        windows(&p, 2, 300, 300);
         assert!(!p.is_bypassing());
         // One in eleven is under the offload share, and saves no time.
-        run(&p, 11, 300, 300);
+        windows(&p, 11, 300, 300);
         assert!(p.is_bypassing());
     }
 
@@ -284,24 +367,15 @@ mod tests {
     fn a_bypassing_rule_returns_only_when_its_sample_pays_twice_over() {
         let p = payoff();
         never_hit(&p);
-        // One in eight hits, and a hit saves no time: enough to stay, not
-        // to return.
-        run(&p, 8, 300, 300);
+        // While bypassing only sampled keys are looked up. One in eight
+        // hits, and a hit saves no time: enough to stay, not to return.
+        feed(&p, &IN, WINDOW, 8, 300, 300);
         assert!(p.is_bypassing());
-        run(&p, 4, 300, 300);
-        assert!(!p.is_bypassing());
-        run(&p, 8, 300, 300);
-        assert!(!p.is_bypassing(), "one in eight still pays a caching rule");
-    }
-
-    #[test]
-    fn a_bypassing_rule_returns_once_its_sample_pays() {
-        let p = payoff();
-        never_hit(&p);
-        let w = run(&p, 2, 100, 300);
-        assert_eq!(w.lookups, WINDOW);
+        feed(&p, &IN, WINDOW, 4, 300, 300);
         assert!(!p.is_bypassing());
         assert_eq!(p.gauge.get(), 0);
+        windows(&p, 8, 300, 300);
+        assert!(!p.is_bypassing(), "one in eight still pays a caching rule");
     }
 
     #[test]
@@ -317,9 +391,25 @@ mod tests {
     #[test]
     fn a_rule_that_is_not_adaptive_never_bypasses() {
         let p = Payoff::new(false, IntGauge::new("g", "g").unwrap());
-        let keys: Vec<KeyBase> = (0..=255u8).map(|b| KeyBase([b; 32])).collect();
-        assert!(keys.iter().all(|k| !p.measures(k) && !p.skips(k)));
+        windows(&p, u64::MAX, 100, 300);
+        windows(&p, u64::MAX, 100, 300);
         assert!(!p.is_bypassing());
+        assert!(!p.skips(&OUT));
+    }
+
+    #[test]
+    fn lookups_racing_past_a_window_do_not_judge_an_empty_one() {
+        let m = Meter::default();
+        for _ in 1..WINDOW {
+            assert_eq!(m.lookup(Duration::from_micros(1), true, WINDOW), None);
+        }
+        // Thread A counts the window's last lookup (and will take it); B
+        // counts one more before A has taken it: B must not take a second,
+        // nearly empty window.
+        m.lookups.fetch_add(1, Ordering::Relaxed);
+        assert_eq!(m.lookup(Duration::from_micros(1), true, WINDOW), None);
+        let w = m.take();
+        assert_eq!(w.lookups, WINDOW + 1);
     }
 
     #[test]

@@ -7,7 +7,9 @@
 //! that arrive while it runs are never folded into it, only into the next.
 //! At most one call runs at a time; its runner is a task of its own, so a
 //! writer that goes away while waiting (its future dropped) neither stops
-//! the call nor leaves the queue without a runner.
+//! the call nor leaves the queue without a runner. A runner that stops
+//! without finishing [`Coalescer::abandon`]s the queue: its writers get an
+//! error (and the store turns dirty, G4) rather than waiting forever.
 //!
 //! # Performance
 //! Under an update-heavy load every write bumps a table version before
@@ -47,6 +49,7 @@ pub struct Batch {
 }
 
 impl Batch {
+    /// Tells every writer of the batch how its call went.
     pub fn finish(self, result: Result<(), StoreError>) {
         for waiter in self.waiters {
             let _ = waiter.send(result.clone());
@@ -70,6 +73,15 @@ impl Coalescer {
         let start = !queue.running;
         queue.running = true;
         (rx, start)
+    }
+
+    /// The runner stopped without finishing: every queued writer gets an
+    /// error (its sender is dropped), and the next `push` starts another.
+    pub fn abandon(&self) {
+        let mut queue = self.inner.lock().unwrap_or_else(|e| e.into_inner());
+        queue.running = false;
+        queue.tables.clear();
+        queue.waiters.clear();
     }
 
     /// The next batch; `None` when nothing is queued, and then the runner
@@ -120,5 +132,21 @@ mod tests {
         assert!(c.take().is_none());
         let (_, start) = c.push(&keys(&["c"]));
         assert!(start, "an idle queue needs a new runner");
+    }
+
+    #[tokio::test]
+    async fn an_abandoned_queue_fails_its_writers_and_takes_a_new_runner() {
+        let c = Coalescer::default();
+        let (first, _) = c.push(&keys(&["a"]));
+        let batch = c.take().unwrap();
+        let (second, start) = c.push(&keys(&["b"]));
+        assert!(!start);
+        // The runner dies holding `batch`.
+        drop(batch);
+        c.abandon();
+        assert!(first.await.is_err());
+        assert!(second.await.is_err());
+        let (_, start) = c.push(&keys(&["c"]));
+        assert!(start, "the next writer starts a runner");
     }
 }

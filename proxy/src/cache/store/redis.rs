@@ -436,17 +436,14 @@ impl RedisStore {
         }
         let (done, start) = self.coalescer.push(tables);
         if start {
-            let store = self.clone();
-            tokio::spawn(async move {
-                while let Some(batch) = store.coalescer.take() {
-                    let result = store.invalidate_now(&batch.tables).await;
-                    batch.finish(result);
-                }
-            });
+            tokio::spawn(run_invalidations(self.clone()));
         }
-        // The runner ended without answering only if the runtime is
-        // shutting down; nothing is acknowledged then.
-        done.await.unwrap_or(Err(StoreError::Recovering))
+        done.await.unwrap_or_else(|_| {
+            // The runner went away without an answer (it panicked, or the
+            // runtime is shutting down): the bump may not have happened.
+            self.dirty.mark();
+            Err(StoreError::Recovering)
+        })
     }
 
     async fn invalidate_now(&self, tables: &[TableKey]) -> Result<(), StoreError> {
@@ -540,6 +537,46 @@ impl RedisStore {
         }
         let client = self.pool.next();
         self.bounded(client.ping::<String>(None)).await.is_ok()
+    }
+}
+
+/// Takes queued invalidations until none is left (see `coalesce.rs`).
+/// While the store is dirty a batch fails at once, marked again: its
+/// entries are unreachable once the epoch is renewed (a mark made now
+/// keeps the store dirty until a renewal that begins after it), and a
+/// Redis that is down or slow must not hold writes for a timeout each.
+async fn run_invalidations(store: Arc<RedisStore>) {
+    let mut runner = Runner {
+        store: &store,
+        finished: false,
+    };
+    while let Some(batch) = store.coalescer.take() {
+        let result = if store.dirty.is_dirty() {
+            store.dirty.mark();
+            Err(StoreError::Recovering)
+        } else {
+            store.invalidate_now(&batch.tables).await
+        };
+        batch.finish(result);
+    }
+    runner.finished = true;
+}
+
+/// Dropped only if the runner did not finish (a panic, or its task
+/// cancelled at shutdown): the batch in hand may not have been written,
+/// so the store turns dirty, and the queue is failed and left ready for
+/// a new runner instead of waiting forever for this one.
+struct Runner<'a> {
+    store: &'a RedisStore,
+    finished: bool,
+}
+
+impl Drop for Runner<'_> {
+    fn drop(&mut self) {
+        if !self.finished {
+            self.store.dirty.mark();
+            self.store.coalescer.abandon();
+        }
     }
 }
 
