@@ -71,12 +71,14 @@ pub enum Plan {
     NotPaying,
 }
 
-/// A fill in progress: the leader's guard and where the answer goes.
+/// A fill in progress: the leader's guard and where the answer goes (its
+/// rule's `ttl` and `max_entry_bytes` apply).
 pub struct Fill {
     pub guard: FillGuard,
-    pub ttl: Duration,
-    pub max_bytes: u64,
     pub read: Arc<Read>,
+    /// The table versions its key names (see
+    /// [`Lookup::versions`](super::store::Lookup::versions)).
+    pub versions: Vec<u64>,
     /// When the request went upstream (after its lookup).
     pub started: Instant,
     /// The key's base, for its rule's payoff measurements.
@@ -415,8 +417,7 @@ impl Cache {
                 read.misses.inc();
                 Plan::Fill(Fill {
                     guard,
-                    ttl: rule.ttl,
-                    max_bytes: rule.max_entry_bytes,
+                    versions: lookup.versions,
                     read: read.clone(),
                     started: Instant::now(),
                     base: *base,
@@ -445,7 +446,8 @@ impl Cache {
     /// write runs in the background: the client does not wait for it.
     pub fn complete_fill(&self, fill: Fill, value: Bytes) {
         fill.read.payoff.fill(&fill.base, fill.started.elapsed());
-        if self.store.keep_local(fill.guard.key(), &value, fill.ttl) {
+        let ttl = fill.read.rule.ttl;
+        if self.store.keep_local(fill.guard.key(), &value, ttl) {
             // A map insert: cheaper than the task a background write costs.
             fill.read.fills.inc();
             fill.guard.complete(value);
@@ -454,11 +456,11 @@ impl Cache {
         let key = fill.guard.key().to_owned();
         let store = self.store.clone();
         let (errors, latency) = (self.put_errors.clone(), self.put_latency.clone());
-        let (ttl, read) = (fill.ttl, fill.read.clone());
+        let (read, versions) = (fill.read.clone(), fill.versions);
         fill.guard.complete(value.clone());
         tokio::spawn(async move {
             let started = Instant::now();
-            let result = store.put(&key, value, ttl, &read.tables).await;
+            let result = store.put(&key, value, ttl, &read.tables, &versions).await;
             latency.observe(started.elapsed().as_secs_f64());
             match result {
                 Ok(true) => read.fills.inc(),

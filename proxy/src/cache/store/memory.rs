@@ -42,7 +42,11 @@ impl MemoryStore {
             }
         }
         let value = self.entries.get(&key);
-        super::Lookup { key, value }
+        super::Lookup {
+            key,
+            value,
+            versions: Vec::new(),
+        }
     }
 
     pub fn put(&self, key: &str, value: Bytes, ttl: Duration) {

@@ -38,6 +38,10 @@ pub enum StoreError {
 pub struct Lookup {
     pub key: String,
     pub value: Option<Bytes>,
+    /// The table versions `key` names, in the order of the lookup's
+    /// tables, for [`Store::put`] to tell a dead fill (Redis; empty where
+    /// nothing later asks).
+    pub versions: Vec<u64>,
 }
 
 /// The configured store.
@@ -58,23 +62,24 @@ impl Store {
         }
     }
 
-    /// Stores a fill under the full `key` a lookup of `tables` returned.
-    /// Returns whether it was stored: a fill a write has already made
-    /// unreachable is not (Redis; the in-process store keeps fills in
-    /// [`Store::keep_local`]).
+    /// Stores a fill under the full `key` a lookup of `tables` returned,
+    /// with the `versions` it read. Returns whether it was stored: a fill
+    /// a write has already made unreachable is not (Redis; the in-process
+    /// store keeps fills in [`Store::keep_local`]).
     pub async fn put(
         &self,
         key: &str,
         value: Bytes,
         ttl: Duration,
         tables: &[TableKey],
+        versions: &[u64],
     ) -> Result<bool, StoreError> {
         match self {
             Store::Memory(s) => {
                 s.put(key, value, ttl);
                 Ok(true)
             }
-            Store::Redis(s) => s.put(key, value, ttl, tables).await,
+            Store::Redis(s) => s.put(key, value, ttl, tables, versions).await,
         }
     }
 

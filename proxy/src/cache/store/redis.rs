@@ -291,6 +291,7 @@ impl RedisStore {
                 return Ok(Lookup {
                     key,
                     value: Some(value),
+                    versions: Vec::new(),
                 });
             }
         }
@@ -340,7 +341,11 @@ impl RedisStore {
             let entry = value.as_ref().zip(remaining);
             local.learn(ticket, epoch, &version_keys, &versions, &key, entry);
         }
-        Ok(Lookup { key, value })
+        Ok(Lookup {
+            key,
+            value,
+            versions,
+        })
     }
 
     /// A lookup that began after this instance's bump of a table to v must
@@ -366,19 +371,20 @@ impl RedisStore {
     }
 
     /// Writes a fill under `key` (the full key a lookup of `tables`
-    /// built). Returns `Ok(false)` without a Redis call when the fill is
-    /// already dead (see [`RedisStore::is_dead`]).
+    /// built from `versions`). Returns `Ok(false)` without a Redis call
+    /// when the fill is already dead (see `is_dead`).
     pub async fn put(
         &self,
         key: &str,
         value: Bytes,
         ttl: Duration,
         tables: &[TableKey],
+        versions: &[u64],
     ) -> Result<bool, StoreError> {
         if self.dirty.is_dirty() {
             return Err(StoreError::Recovering);
         }
-        if self.is_dead(key, tables) {
+        if self.is_dead(tables, versions) {
             return Ok(false);
         }
         let ms = ttl.as_millis().clamp(1, i64::MAX as u128) as i64;
@@ -388,7 +394,8 @@ impl RedisStore {
         Ok(true)
     }
 
-    /// Whether a fill's key names a version of one of its tables older
+    /// Whether a fill's versions (those its lookup read, one per table of
+    /// `tables`) name a version of one of its tables older
     /// than one that table is known to have reached since: this
     /// instance's own invalidations (acknowledged, so already in Redis)
     /// and, in fast mode, versions heard from other instances. Every
@@ -399,21 +406,12 @@ impl RedisStore {
     /// Under writes to a table its reads miss, and most of their fills
     /// are dead before they complete (an update-heavy mix at 8 clients):
     /// skipping them saves a Redis command per miss.
-    fn is_dead(&self, key: &str, tables: &[TableKey]) -> bool {
-        let Some(stamp) = key.rsplit(':').next() else {
-            return false;
-        };
-        // `epoch.v1.v2…`, one version per table in `tables`' order.
-        let versions: Vec<u64> = stamp
-            .split('.')
-            .skip(1)
-            .map_while(|v| v.parse().ok())
-            .collect();
+    fn is_dead(&self, tables: &[TableKey], versions: &[u64]) -> bool {
         if versions.len() != tables.len() {
             return false;
         }
         if let Some(local) = &self.local {
-            if local.knows_newer(tables, &versions) {
+            if local.knows_newer(tables, versions) {
                 return true;
             }
         }
@@ -421,7 +419,7 @@ impl RedisStore {
         if written.is_empty() {
             return false;
         }
-        tables.iter().zip(&versions).any(|(table, version)| {
+        tables.iter().zip(versions).any(|(table, version)| {
             written
                 .get(&self.version_key(table))
                 .is_some_and(|(bumped_to, _)| version < bumped_to)

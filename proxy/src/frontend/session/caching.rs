@@ -67,7 +67,8 @@ pub fn capture(fill: &mut Option<ActiveFill>, frame: FrameRef<'_>, cache: Option
     match frame.tag() {
         tag::ROW_DESCRIPTION | tag::DATA_ROW | tag::COMMAND_COMPLETE => {
             if active.ok {
-                if (active.bytes.len() + frame.len()) as u64 > active.fill.max_bytes {
+                if (active.bytes.len() + frame.len()) as u64 > active.fill.read.rule.max_entry_bytes
+                {
                     active.ok = false;
                     active.bytes = BytesMut::new();
                 } else {
