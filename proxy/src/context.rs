@@ -1,48 +1,63 @@
-//! The state every session shares: configuration, user credentials, pools,
-//! cancel keys and the shutdown signal.
+//! The state every session shares, built once by the server: the live
+//! configuration, what faces clients (users, TLS, cancel keys), the
+//! upstream pools, the cache, and the observers (metrics, digest, query
+//! recorder), plus the shutdown signal. Each part is owned by its module;
+//! this file only holds them together and applies a reload to them.
 
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, OnceLock};
+use std::sync::Arc;
 
-use arc_swap::ArcSwap;
+use arc_swap::{ArcSwap, ArcSwapOption};
+use tokio_rustls::rustls::ServerConfig;
 use tokio_util::sync::CancellationToken;
 
+use crate::backend::cancel::CancelRegistry;
 use crate::backend::connect::ConnectTarget;
 use crate::backend::pool::{PoolEntry, PoolKey};
-use crate::backend::{cancel::CancelRegistry, Pools};
+use crate::backend::Pools;
 use crate::cache::catalog::Catalogs;
 use crate::cache::Cache;
-use crate::config::{Config, ConfigError};
-use crate::frontend::auth::UserDirectory;
+use crate::config::{Config, ConfigError, UserDirectory};
 use crate::observe::digest::Digest;
-use crate::observe::record::Recorder;
+use crate::observe::record::{LogSettings, Recorder};
 use crate::observe::Metrics;
 
-pub struct Context {
-    pub config: ArcSwap<Config>,
+/// What faces clients, shared by every connection.
+pub struct FrontDoor {
     pub users: ArcSwap<UserDirectory>,
-    pub pools: Pools,
-    pub cancels: CancelRegistry,
-    /// Cancelled when the server stops accepting; idle sessions then close.
-    pub shutdown: CancellationToken,
-    pub metrics: Arc<Metrics>,
-    /// Present when rules are configured.
-    pub cache: Option<Arc<Cache>>,
-    /// Per query shape statistics (`/queries`).
-    pub digest: Digest,
-    /// Where sessions send finished requests (set once the server starts).
-    pub recorder: OnceLock<Recorder>,
-    /// Set on reload: the slow-query log reopens its file.
-    pub reopen_slow_log: Arc<AtomicBool>,
-    /// Catalog facts per database (caching decisions, digest eligibility).
-    pub catalogs: Arc<Catalogs>,
     /// TLS for clients, when configured.
-    pub tls: arc_swap::ArcSwapOption<tokio_rustls::rustls::ServerConfig>,
+    pub tls: ArcSwapOption<ServerConfig>,
+    pub cancels: CancelRegistry,
     /// What statements do to session state, remembered by text.
     pub session_effects: pgstash_rules::EffectsCache,
 }
 
+pub struct Context {
+    pub config: ArcSwap<Config>,
+    pub front: FrontDoor,
+    pub pools: Pools,
+    /// Present when rules are configured.
+    pub cache: Option<Arc<Cache>>,
+    /// Catalog facts per database (caching decisions, digest eligibility).
+    pub catalogs: Arc<Catalogs>,
+    pub metrics: Arc<Metrics>,
+    /// Per query shape statistics (`/queries`).
+    pub digest: Arc<Digest>,
+    /// Where sessions send finished requests.
+    pub recorder: Recorder,
+    /// Cancelled when the server stops accepting; idle sessions then close.
+    pub shutdown: CancellationToken,
+}
+
+/// The slow-query log settings of a configuration.
+pub fn log_settings(config: &Config) -> LogSettings {
+    LogSettings {
+        threshold: std::time::Duration::from_millis(config.slow_query_ms),
+        log_parameters: config.log_parameters,
+    }
+}
+
 impl Context {
+    /// Starts the query recorder (a task: call inside the runtime).
     pub fn new(
         config: Config,
         metrics: Arc<Metrics>,
@@ -51,20 +66,28 @@ impl Context {
     ) -> Result<Context, ConfigError> {
         let users = UserDirectory::from_config(&config.auth)?;
         let tls = config.tls.server_config()?;
+        let digest = Arc::new(Digest::new(config.digest_size));
+        let recorder = Recorder::start(
+            digest.clone(),
+            metrics.clone(),
+            config.slow_query_log.clone(),
+            log_settings(&config),
+        );
         Ok(Context {
-            tls: arc_swap::ArcSwapOption::new(tls),
-            metrics,
-            cache,
-            digest: Digest::new(config.digest_size),
-            recorder: OnceLock::new(),
-            reopen_slow_log: Arc::new(AtomicBool::new(false)),
-            catalogs,
-            config: ArcSwap::from_pointee(config),
-            users: ArcSwap::from_pointee(users),
+            front: FrontDoor {
+                users: ArcSwap::from_pointee(users),
+                tls: ArcSwapOption::new(tls),
+                cancels: CancelRegistry::default(),
+                session_effects: pgstash_rules::EffectsCache::new(10_000),
+            },
             pools: Pools::new(),
-            cancels: CancelRegistry::default(),
+            cache,
+            catalogs,
+            metrics,
+            digest,
+            recorder,
+            config: ArcSwap::from_pointee(config),
             shutdown: CancellationToken::new(),
-            session_effects: pgstash_rules::EffectsCache::new(10_000),
         })
     }
 
@@ -87,6 +110,7 @@ impl Context {
             database: database.to_owned(),
             user: user.to_owned(),
             password: self
+                .front
                 .users
                 .load()
                 .upstream_password(user)
@@ -95,23 +119,24 @@ impl Context {
     }
 
     /// Swaps in a new configuration. Pools are rebuilt when their settings
-    /// or the upstream changed; sessions pick up auth changes at next login.
+    /// or the upstream changed; sessions pick up auth changes at next login;
+    /// the rules are re-read and the slow-query log reopened.
     pub fn reload(&self, config: Config) -> Result<(), ConfigError> {
         let users = UserDirectory::from_config(&config.auth)?;
-        self.tls.store(config.tls.server_config()?);
+        self.front.tls.store(config.tls.server_config()?);
         let old = self.config.load();
         let pools_changed = format!("{:?}{:?}", old.pool, old.upstream)
             != format!("{:?}{:?}", config.pool, config.upstream)
             || format!("{:?}", old.auth) != format!("{:?}", config.auth);
-        self.users.store(Arc::new(users));
+        self.front.users.store(Arc::new(users));
+        self.recorder.reconfigure(log_settings(&config));
         self.config.store(Arc::new(config));
         if pools_changed {
             self.pools.clear();
         }
         if let Some(cache) = &self.cache {
-            let _ = cache.reload_rules();
+            let _ = cache.decider().reload();
         }
-        self.reopen_slow_log.store(true, Ordering::SeqCst);
         Ok(())
     }
 }

@@ -2,10 +2,14 @@
 //!
 //! The crate is split the way the protocol is: `net` frames bytes, `frontend`
 //! owns client connections, `backend` owns upstream connections and their
-//! pool, `config` resolves settings. [`server::Server`] ties them together and
-//! is what the binary and the integration tests start.
+//! pool, `cache` decides, stores and invalidates, `observe` measures,
+//! `config` resolves settings, `admin` serves the admin port.
+//! [`server::Server`] ties them together and is what the binary and the
+//! integration tests start. See ARCHITECTURE.md.
 
+pub mod admin;
 pub mod backend;
+mod boxed;
 pub mod cache;
 pub mod cli;
 pub mod config;
@@ -16,11 +20,7 @@ pub mod observe;
 pub mod server;
 pub mod tools;
 
+pub(crate) use boxed::Boxed;
 pub use config::{CacheMode, Config};
 
-/// A future on the heap. The deep paths a session rarely suspends in
-/// (store calls, catalog loads, settings round trips, error exits) return
-/// one, so that they do not size every session's state machine: an idle
-/// session would otherwise carry their largest state (about 12 KiB).
-pub(crate) type Boxed<'a, T> = std::pin::Pin<Box<dyn std::future::Future<Output = T> + Send + 'a>>;
 pub use server::{ServeError, Server, ServerHandle};

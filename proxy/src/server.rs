@@ -1,5 +1,6 @@
-//! The listening server: accepts clients on TCP and (optionally) a Unix
-//! socket, hands each to a session task, and shuts down gracefully.
+//! The listening server: builds the shared state, accepts clients on TCP
+//! and (optionally) a Unix socket, hands each to a session task, starts the
+//! admin port and the rules file watch, and shuts down gracefully.
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -18,7 +19,7 @@ pub enum ServeError {
     #[error(transparent)]
     Config(#[from] ConfigError),
     #[error(transparent)]
-    Cache(#[from] crate::cache::engine::CacheError),
+    Cache(#[from] crate::cache::CacheError),
     #[error("cannot listen on {what}: {source}")]
     Listen {
         what: String,
@@ -95,12 +96,13 @@ impl Server {
         {
             tracing::warn!(listen = %config.listen, "auth type is trust on a non-loopback address: anyone who can reach it logs in");
         }
-        let metrics_listener = crate::observe::http::bind(config.metrics_listen)
-            .await
-            .map_err(|source| ServeError::Listen {
-                what: format!("metrics {}", config.metrics_listen),
-                source,
-            })?;
+        let metrics_listener =
+            crate::admin::bind(config.metrics_listen)
+                .await
+                .map_err(|source| ServeError::Listen {
+                    what: format!("metrics {}", config.metrics_listen),
+                    source,
+                })?;
         let metrics_addr = metrics_listener
             .local_addr()
             .map_err(|source| ServeError::Listen {
@@ -113,13 +115,10 @@ impl Server {
             config.cache.catalog_refresh,
         ));
         let cache = crate::cache::Cache::start(&config, metrics.clone(), catalogs.clone()).await?;
-        let slow_log_path = config.slow_query_log.clone();
+        if let Some(cache) = &cache {
+            tokio::spawn(watch_rules(Arc::downgrade(cache)));
+        }
         let context = Arc::new(Context::new(config, metrics, cache, catalogs)?);
-        let slow_log =
-            crate::observe::slowlog::SlowLog::new(slow_log_path, context.reopen_slow_log.clone());
-        let _ = context
-            .recorder
-            .set(crate::observe::record::Recorder::start(&context, slow_log));
         Ok(Server {
             context,
             listener,
@@ -158,10 +157,7 @@ impl Server {
         tracing::info!(metrics = %metrics_addr, "metrics port listening");
         let workers = tokio::runtime::Handle::current().metrics().num_workers();
         context.metrics.workers.set(workers as i64);
-        tokio::spawn(crate::observe::http::serve(
-            metrics_listener,
-            context.clone(),
-        ));
+        tokio::spawn(crate::admin::serve(metrics_listener, context.clone()));
         tracing::info!(listen = %local_addr, upstream = %context.config.load().upstream.display, "pgstash listening");
         let tracker = TaskTracker::new();
         let shutdown = context.shutdown.clone();
@@ -208,6 +204,18 @@ impl Server {
             );
         }
         Ok(())
+    }
+}
+
+/// How often rules.toml is checked for changes.
+const RULES_POLL: std::time::Duration = std::time::Duration::from_secs(1);
+
+/// Re-reads rules.toml whenever it changes, for as long as the cache lives.
+async fn watch_rules(cache: std::sync::Weak<crate::cache::Cache>) {
+    loop {
+        tokio::time::sleep(RULES_POLL).await;
+        let Some(cache) = cache.upgrade() else { return };
+        cache.decider().reload_if_changed();
     }
 }
 

@@ -1,6 +1,8 @@
 //! Unit tests of `analysis.rs`: how tricky statements are classified.
 
 use super::*;
+use crate::names::FunctionRef;
+use crate::statement::{StatementKind, TransactionKind};
 
 fn one(sql: &str) -> Statement {
     let a = analyze(sql).unwrap();

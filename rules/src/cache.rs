@@ -25,8 +25,9 @@ use std::sync::Arc;
 use quick_cache::sync::Cache;
 use sha2::{Digest, Sha256};
 
-use crate::analysis::{analyze_statements, Analysis, AnalyzeError, Statement};
+use crate::analysis::{analyze_statements, Analysis, AnalyzeError};
 use crate::fingerprint::{normalize, Fingerprint};
+use crate::statement::Statement;
 
 /// Texts longer than this (bytes) are not cached by text.
 pub const MAX_CACHED_TEXT: usize = 64 * 1024;

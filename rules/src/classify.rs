@@ -11,10 +11,9 @@
 
 use pg_query::protobuf::{DropBehavior, GrantTargetType, ObjectType, TransactionStmtKind};
 
-use crate::analysis::{Statement, StatementKind, TransactionKind};
 use crate::names::TableRef;
+use crate::statement::{push_unique, Statement, StatementKind, TransactionKind};
 use crate::tree::{Node, Value};
-use crate::walk::push_unique;
 
 /// Utility statements that change no relation content, permissions or
 /// function definitions.

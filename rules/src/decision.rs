@@ -10,12 +10,13 @@
 use std::fmt;
 use std::sync::Arc;
 
-use crate::analysis::{Analysis, StatementKind};
+use crate::analysis::Analysis;
 use crate::catalog::{Catalog, Volatility};
 use crate::fingerprint::{is_time_sensitive_input, LiteralKind};
 use crate::model::{Rule, RuleSet};
 use crate::names::TableRef;
-use crate::walk::push_unique;
+use crate::statement::{push_unique, StatementKind};
+use crate::writes::Writes;
 
 /// What the proxy knows about the client session.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash)]
@@ -37,14 +38,9 @@ pub enum Decision {
         rule: Arc<Rule>,
         tables: Vec<TableRef>,
     },
-    /// Forward, then invalidate `tables` (after COMMIT inside a transaction,
-    /// not at all after ROLLBACK). With `invalidate_all`, the string may
-    /// change results it does not name (`DO`, `CALL`, `DROP … CASCADE`…):
-    /// invalidate everything.
-    Write {
-        tables: Vec<TableRef>,
-        invalidate_all: bool,
-    },
+    /// Forward, then invalidate what it writes (after COMMIT inside a
+    /// transaction, not at all after ROLLBACK): see [`Writes`].
+    Write(Writes),
     /// Forward untouched.
     Bypass { reason: BypassReason },
 }
@@ -132,11 +128,8 @@ pub fn decide(
     session: &SessionFacts,
     catalog: &dyn Catalog,
 ) -> Decision {
-    if analysis.writes() {
-        return Decision::Write {
-            tables: analysis.tables_written(),
-            invalidate_all: analysis.statements.iter().any(|s| s.writes_unknown),
-        };
+    if let Some(writes) = Writes::of(analysis) {
+        return Decision::Write(writes);
     }
     let stmt = match &*analysis.statements {
         [stmt] => stmt,
@@ -164,7 +157,7 @@ pub fn decide(
 /// deeper than its protobuf decoder allows), so an unparsable string may
 /// still write. Its tokens decide: if any keyword that can start or imply a
 /// write appears (`INSERT`, `UPDATE`, `CREATE`, `CALL`, `INTO`…), the
-/// answer is a [`Decision::Write`] that invalidates everything; otherwise,
+/// answer is a [`Decision::Write`] of [`Writes::everything`]; otherwise,
 /// or when even the scanner rejects the text (Postgres will too), a
 /// [`BypassReason::ParseError`] bypass.
 pub fn decide_unparsable(sql: &str) -> Decision {
@@ -198,10 +191,7 @@ pub fn decide_unparsable(sql: &str) -> Decision {
         .iter()
         .any(|t| WRITE_KEYWORDS.iter().any(|k| *k as i32 == t.token));
     if may_write {
-        Decision::Write {
-            tables: Vec::new(),
-            invalidate_all: true,
-        }
+        Decision::Write(Writes::everything())
     } else {
         bypass(BypassReason::ParseError)
     }

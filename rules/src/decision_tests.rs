@@ -149,10 +149,11 @@ fn writes_are_decided_before_anything_else() {
             role_changed: true,
         },
     ) {
-        Decision::Write {
+        Decision::Write(Writes {
             tables,
-            invalidate_all,
-        } => (
+            all: invalidate_all,
+            ..
+        }) => (
             tables.iter().map(|t| t.to_string()).collect::<Vec<_>>(),
             invalidate_all,
         ),
@@ -312,10 +313,11 @@ fn unparsable_strings_that_may_write_invalidate_everything() {
     assert!(analyze(&deep_update).is_err());
     assert_eq!(
         decide_unparsable(&deep_update),
-        Decision::Write {
+        Decision::Write(Writes {
             tables: vec![],
-            invalidate_all: true
-        }
+            all: true,
+            ddl: true
+        })
     );
     let deep_select = format!("select 1{} from t", "+1".repeat(200));
     assert_eq!(

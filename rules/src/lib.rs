@@ -12,6 +12,8 @@
 //!   in plain literals, so a shape is analyzed once, not once per text;
 //! - [`load_rules`] / [`parse_rules`]: the validated rules.toml model
 //!   ([`RuleSet`]), with `file:line:column` errors;
+//! - [`Writes::of`]: whether a string writes, and what to invalidate once it
+//!   commits — decided here once, for the proxy and for [`decide`];
 //! - [`decide`]: cache read, write (what to invalidate), or bypass and why,
 //!   given the session's state and a [`Catalog`] the proxy implements.
 //!
@@ -28,12 +30,12 @@ mod model;
 mod names;
 mod session;
 mod shape;
+mod statement;
 mod tree;
 mod walk;
+mod writes;
 
-pub use analysis::{
-    analyze, Analysis, AnalyzeError, ImplicitCall, Statement, StatementKind, TransactionKind,
-};
+pub use analysis::{analyze, Analysis, AnalyzeError};
 pub use cache::{AnalysisCache, MAX_CACHED_TEXT};
 pub use catalog::{Catalog, Volatility};
 pub use decision::{decide, decide_unparsable, BypassReason, Decision, SessionFacts};
@@ -46,4 +48,6 @@ pub use model::{Defaults, Matcher, Rule, RuleSet};
 pub use names::{FunctionRef, NameError, TableRef};
 pub use session::{session_effects, EffectsCache, SessionEffects};
 pub use shape::literal_mask;
+pub use statement::{ImplicitCall, Statement, StatementKind, TransactionKind};
 pub use tree::{ParseError, TreeError};
+pub use writes::Writes;

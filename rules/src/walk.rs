@@ -9,9 +9,9 @@
 //! count `x` as a table, while a non-recursive `WITH x AS (SELECT * FROM x)`
 //! does read the table `x`.
 
-use crate::analysis::{ImplicitCall, Statement};
 use crate::catalog::Volatility;
 use crate::names::{FunctionRef, TableRef};
+use crate::statement::{push_unique, ImplicitCall, Statement};
 use crate::tree::{Node, Value};
 
 /// Node types that hold a statement whose target relation is written.
@@ -202,11 +202,5 @@ impl Walker<'_> {
                 volatility: Volatility::Stable,
             },
         );
-    }
-}
-
-pub fn push_unique<T: PartialEq>(v: &mut Vec<T>, item: T) {
-    if !v.contains(&item) {
-        v.push(item);
     }
 }

@@ -56,7 +56,7 @@ fn local_live(proxy: &CachingProxy) -> Option<bool> {
         .context()
         .cache
         .as_ref()
-        .and_then(|c| c.store.local_live())
+        .and_then(|c| pgstash::cache::CacheStore::local_live(c.store()))
 }
 
 /// Waits until the proxy's invalidation subscription is up.

@@ -1,74 +1,100 @@
-//! The cache as a session sees it: decide what a statement is, look it up
-//! (coalescing identical misses), fill it, and invalidate after writes.
-//! Owns the rules (hot-reloaded from rules.toml), the analysis cache, the
-//! catalog snapshots and the store.
+//! The cache as a session sees it: one entry point, [`Cache::route`], that
+//! takes a statement the session is about to send upstream and says what to
+//! do with it — note its writes, answer it from the cache, or forward it
+//! (filling the entry with its answer, or not). Misses of the same key are
+//! coalesced into one upstream query (`fill.rs`).
 
-use std::collections::HashMap;
-use std::path::PathBuf;
-use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant, SystemTime};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
 
-use arc_swap::ArcSwap;
 use bytes::Bytes;
-use pgstash_rules::{
-    Analysis, AnalysisCache, BypassReason, Decision, Rule, RuleSet, RulesError, SessionFacts,
-    StatementKind, TableRef,
-};
+use pgstash_rules::{Analysis, SessionFacts, Writes};
 
-use super::catalog::{self, Catalogs};
-use super::decided::{Decided, Grounds, Read};
+use super::catalog::Catalogs;
+use super::decide::{Class, Decider, ReadDecision};
+use super::decided::Read;
 use super::fill::{FillGuard, FillRole, Fills};
-use super::key::{KeyBase, TableKey};
-use super::payoff::Payoff;
-use super::store::{LocalCounters, MemoryStore, RedisStore, Store, StoreError};
+use super::invalidate::Invalidator;
+use super::key::{KeyBase, KeyScope};
+use super::rules::LiveRules;
+use super::store::{CacheStore, LocalCounters, MemoryStore, RedisStore, Store, StoreError};
 use crate::backend::connect::ConnectTarget;
+use crate::backend::SessionParams;
 use crate::config::Config;
 use crate::observe::Metrics;
 use crate::Boxed;
 
-/// Distinct SQL texts (and shapes) whose analysis is kept.
-const ANALYSIS_CACHE_ENTRIES: usize = 10_000;
-
-/// How often rules.toml is checked for changes.
-const RULES_POLL: Duration = Duration::from_secs(1);
-
 #[derive(Debug, thiserror::Error)]
 pub enum CacheError {
     #[error(transparent)]
-    Rules(#[from] RulesError),
+    Rules(#[from] pgstash_rules::RulesError),
     #[error(transparent)]
     Store(#[from] StoreError),
 }
 
-/// What a statement text is to the cache (see [`Cache::classify`]).
-pub enum Classified {
-    /// It writes: these tables are invalidated when it commits.
+/// A statement a session is about to send upstream.
+pub struct Ask<'a> {
+    pub sql: &'a str,
+    /// What besides the text determines its answer.
+    pub form: Form<'a>,
+    /// Whether the session's state lets the cache answer.
+    pub gate: Gate,
+    pub facts: SessionFacts,
+    pub database: &'a str,
+    /// The session's part of the key, under its current settings.
+    pub scope: &'a mut KeyScope,
+    pub settings: &'a SessionParams,
+    /// How to reach the database for catalog facts, if a decision needs them.
+    pub target: &'a (dyn Fn() -> ConnectTarget + Send + Sync),
+}
+
+/// The protocol a statement came in, with the fields of its key.
+pub enum Form<'a> {
+    /// A simple Query: the text is the whole request.
+    Simple,
+    /// `[Parse] Bind [Describe portal] Execute Sync`: parameter types as the
+    /// Parse gave them, the Bind's formats and values, whether the portal
+    /// is described (the answer then carries a RowDescription).
+    Extended {
+        types: &'a [u8],
+        bind: &'a [u8],
+        describe: bool,
+    },
+}
+
+/// Whether the cache may answer the session now.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Gate {
+    Open,
+    /// Only forward (requests in flight, a transaction, COPY…). `counted`
+    /// names the `cache_bypass` reason a matching read is counted under.
+    Closed {
+        counted: Option<&'static str>,
+    },
+}
+
+/// What the session does with the statement.
+pub enum Route {
+    /// It writes: note the writes, then forward.
     Write(Writes),
-    /// It only reads; `None` when pg_query cannot parse it.
-    Read(Option<Arc<Analysis>>),
-}
-
-/// What the cache does with a read (see [`Cache::decide`]).
-pub enum ReadDecision {
-    /// Look it up, and fill it on a miss.
-    Serve(Arc<Read>),
-    /// Send it upstream, for this reason.
-    Bypass(BypassReason),
-    /// It turned out to write (the session's classification missed it).
-    NotARead,
-}
-
-/// What a lookup tells the session to do.
-pub enum Plan {
-    /// Answer with these bytes.
-    Hit(Bytes),
-    /// Run the request upstream and store its answer.
+    /// Forward; the cache takes no part.
+    Forward,
+    /// Answer with these bytes (RowDescription, DataRows, CommandComplete).
+    Hit { rule: Arc<str>, bytes: Bytes },
+    /// Forward and capture the answer for this fill.
     Fill(Fill),
-    /// Run the request upstream; nothing to store.
-    Upstream,
-    /// Run the request upstream without having asked the store: caching
-    /// does not pay for its rule now (see `payoff.rs`).
-    NotPaying,
+    /// Forward as a miss that fills nothing (the store failed, or waiting
+    /// for another client's fill of the same key timed out).
+    Miss { rule: Arc<str> },
+    /// Forward without asking the store: caching does not pay for the rule
+    /// now (see `payoff.rs`).
+    NotPaying { rule: Arc<str> },
+}
+
+/// A route, decided at once or after a lookup (see [`Cache::route`]).
+pub enum Routing<'a> {
+    Done(Route),
+    Lookup(Boxed<'a, Route>),
 }
 
 /// A fill in progress: the leader's guard and where the answer goes (its
@@ -85,35 +111,19 @@ pub struct Fill {
     pub base: KeyBase,
 }
 
-/// A statement's writes: the tables to invalidate after it commits.
-#[derive(Debug, Clone, Default)]
-pub struct Writes {
-    pub tables: Vec<TableRef>,
-    pub all: bool,
-    /// DDL: the catalog snapshot must be re-read.
-    pub ddl: bool,
-}
-
 pub struct Cache {
-    pub store: Arc<Store>,
+    store: Arc<Store>,
     fills: Arc<Fills>,
-    rules: ArcSwap<RuleSet>,
-    rules_path: PathBuf,
-    rules_modified: Mutex<Option<SystemTime>>,
-    analyses: AnalysisCache,
-    decided: Decided,
-    catalogs: Arc<Catalogs>,
+    decider: Decider,
+    invalidator: Arc<Invalidator>,
     coalesce_wait: Duration,
     metrics: Arc<Metrics>,
-    /// `store_call{op=…}` and `cache_errors{op="put"}`, looked up once.
+    /// `store_call{op=…}`, `cache_errors{op="put"}` and
+    /// `cache_bypass{reason="not_paying"}`, looked up once.
     lookup_latency: prometheus::Histogram,
     put_latency: prometheus::Histogram,
-    invalidate_latency: prometheus::Histogram,
     put_errors: prometheus::IntCounter,
-    /// `cache_bypass{reason="not_paying"}`, looked up once.
     not_paying: prometheus::IntCounter,
-    /// By rule name; replaced when the rules are reloaded.
-    payoffs: Mutex<HashMap<String, Arc<Payoff>>>,
 }
 
 impl Cache {
@@ -126,7 +136,7 @@ impl Cache {
         let Some(rules_path) = config.rules.clone() else {
             return Ok(None);
         };
-        let rules = pgstash_rules::load_rules(&rules_path)?;
+        let rules = LiveRules::load(rules_path)?;
         let store = match &config.redis {
             Some(url) => {
                 let counters = LocalCounters {
@@ -142,254 +152,111 @@ impl Cache {
                 Store::Memory(MemoryStore::new(config.cache.max_memory_bytes))
             }
         };
-        let modified = std::fs::metadata(&rules_path)
-            .and_then(|m| m.modified())
-            .ok();
-        let cache = Arc::new(Cache {
-            store: Arc::new(store),
+        let store = Arc::new(store);
+        tracing::info!(rules = %rules.path().display(), count = rules.guard().rules().len(), store = store.kind(), "cache enabled");
+        let invalidator = Invalidator::new(store.clone(), catalogs.clone(), metrics.clone());
+        Ok(Some(Arc::new(Cache {
             fills: Arc::new(Fills::default()),
-            rules: ArcSwap::from_pointee(rules),
-            rules_path,
-            rules_modified: Mutex::new(modified),
-            analyses: AnalysisCache::new(ANALYSIS_CACHE_ENTRIES),
-            decided: Decided::new(ANALYSIS_CACHE_ENTRIES),
-            catalogs,
+            decider: Decider::new(rules, catalogs, metrics.clone()),
+            invalidator: Arc::new(invalidator),
             coalesce_wait: config.cache.coalesce_wait,
             lookup_latency: metrics.store_call.with_label_values(&["lookup"]),
             put_latency: metrics.store_call.with_label_values(&["put"]),
-            invalidate_latency: metrics.store_call.with_label_values(&["invalidate"]),
             put_errors: metrics.cache_errors.with_label_values(&["put"]),
             not_paying: metrics.cache_bypass.with_label_values(&["not_paying"]),
-            payoffs: Mutex::new(HashMap::new()),
+            store,
             metrics,
-        });
-        tracing::info!(rules = %cache.rules_path.display(), count = cache.rules.load().rules().len(), store = cache.store.kind(), "cache enabled");
-        cache
-            .metrics
-            .register_labels(cache.rules.load().rules().iter().map(|r| r.name.as_str()));
-        let weak = Arc::downgrade(&cache);
-        tokio::spawn(async move {
-            loop {
-                tokio::time::sleep(RULES_POLL).await;
-                let Some(cache) = weak.upgrade() else { return };
-                cache.reload_if_changed();
-            }
-        });
-        Ok(Some(cache))
+        })))
     }
 
-    /// Re-reads rules.toml when its modification time changed. A broken file
-    /// is reported (file:line:column) and the running rules stay.
-    pub fn reload_if_changed(&self) {
-        let modified = std::fs::metadata(&self.rules_path)
-            .and_then(|m| m.modified())
-            .ok();
-        {
-            let mut last = self
-                .rules_modified
-                .lock()
-                .unwrap_or_else(|e| e.into_inner());
-            if *last == modified {
-                return;
+    /// Where writes are recorded (every source hands them here).
+    pub fn invalidator(&self) -> &Arc<Invalidator> {
+        &self.invalidator
+    }
+
+    /// The rules, their reload and the decisions made from them.
+    pub fn decider(&self) -> &Decider {
+        &self.decider
+    }
+
+    pub fn store(&self) -> &Store {
+        &self.store
+    }
+
+    /// What to do with `ask` (see [`Route`]): the one call a session makes
+    /// for a statement when caching is configured. Writes, and reads the
+    /// cache may not answer now, are routed at once; a read the cache may
+    /// answer is looked up ([`Routing::Lookup`]).
+    pub fn route<'a>(&'a self, ask: Ask<'a>) -> Routing<'a> {
+        let analysis = match self.decider.classify(ask.sql) {
+            Class::Write(writes) => return Routing::Done(Route::Write(writes)),
+            Class::Read(analysis) => analysis,
+        };
+        if let Gate::Closed { counted } = ask.gate {
+            if let Some(reason) = counted {
+                self.metrics.cache_bypass.with_label_values(&[reason]).inc();
             }
-            *last = modified;
+            return Routing::Done(Route::Forward);
         }
-        let _ = self.reload_rules();
+        Routing::Lookup(Box::pin(self.serve(ask, analysis)))
     }
 
-    pub fn reload_rules(&self) -> Result<(), RulesError> {
-        match pgstash_rules::load_rules(&self.rules_path) {
-            Ok(rules) => {
-                tracing::info!(count = rules.rules().len(), "rules reloaded");
-                self.metrics
-                    .register_labels(rules.rules().iter().map(|r| r.name.as_str()));
-                // Every rule starts over, measured under its new settings:
-                // first, so reads decided under the new rules find none of
-                // the old measurements (one decided under the old rules
-                // meanwhile may bring them back: see `Cache::payoff`).
-                for (rule, _) in self
-                    .payoffs
-                    .lock()
-                    .unwrap_or_else(|e| e.into_inner())
-                    .drain()
-                {
-                    self.metrics
-                        .rule_bypassing
-                        .with_label_values(&[rule.as_str()])
-                        .set(0);
+    /// Decides a read (a remembered decision first), builds its key and
+    /// looks it up.
+    async fn serve(&self, ask: Ask<'_>, analysis: Option<Arc<Analysis>>) -> Route {
+        let remembered = analysis
+            .as_ref()
+            .and_then(|a| self.decider.remembered(a, ask.facts, ask.database));
+        let read = match remembered {
+            Some(read) => read,
+            None => {
+                let decision = self
+                    .decider
+                    .decide(ask.sql, analysis, ask.facts, ask.database, ask.target)
+                    .await;
+                match decision {
+                    ReadDecision::Serve(read) => read,
+                    ReadDecision::Bypass(reason) => {
+                        self.metrics
+                            .cache_bypass
+                            .with_label_values(&[reason.label()])
+                            .inc();
+                        return Route::Forward;
+                    }
                 }
-                self.rules.store(Arc::new(rules));
-                // Entries of the old rules can never match again; free them.
-                self.decided.clear();
-                self.metrics.rule_reloads.with_label_values(&["ok"]).inc();
-                Ok(())
             }
-            Err(e) => {
-                tracing::error!(error = %e, "rules reload failed; keeping the previous rules");
-                self.metrics
-                    .rule_reloads
-                    .with_label_values(&["failed"])
-                    .inc();
-                Err(e)
-            }
-        }
-    }
-
-    /// What `sql` writes, if anything (no catalog needed).
-    pub fn writes(&self, sql: &str) -> Option<Writes> {
-        match self.classify(sql) {
-            Classified::Write(writes) => Some(writes),
-            Classified::Read(_) => None,
-        }
-    }
-
-    /// Whether `sql` writes, from one analysis that a read then hands on to
-    /// [`Cache::decide`].
-    pub fn classify(&self, sql: &str) -> Classified {
-        let Ok(analysis) = self.analyses.analyze(sql) else {
-            // Text pg_query cannot parse but that may write: everything goes.
-            return match pgstash_rules::decide_unparsable(sql) {
-                Decision::Write {
-                    tables,
-                    invalidate_all,
-                } => Classified::Write(Writes {
-                    tables,
-                    all: invalidate_all,
-                    ddl: true,
-                }),
-                _ => Classified::Read(None),
-            };
         };
-        if !analysis.writes() {
-            return Classified::Read(Some(analysis));
-        }
-        let statements = &analysis.statements;
-        Classified::Write(Writes {
-            tables: analysis.tables_written(),
-            all: statements.iter().any(|s| s.writes_unknown),
-            ddl: statements.iter().any(|s| s.kind == StatementKind::Ddl),
-        })
+        let (domain, sql) = (ask.form.domain(), ask.sql);
+        let base = ask
+            .scope
+            .base(domain, read.rule.shared, ask.settings, |k| match ask.form {
+                Form::Simple => {
+                    k.field(sql.as_bytes());
+                }
+                Form::Extended {
+                    types,
+                    bind,
+                    describe,
+                } => {
+                    k.field(sql.as_bytes())
+                        .field(types)
+                        .field(bind)
+                        .field(&[describe as u8]);
+                }
+            });
+        self.lookup(&base, &read).await
     }
 
-    /// A read decision remembered for `analysis` under these grounds, if
-    /// any: the synchronous fast path of [`Cache::decide`] (no future to
-    /// box, nothing to copy), which a caller tries first.
-    pub fn remembered(
-        &self,
-        analysis: &Arc<Analysis>,
-        facts: SessionFacts,
-        database: &str,
-    ) -> Option<Arc<Read>> {
-        let rules = self.rules.load();
-        self.decided.get(analysis, database, facts, &rules, || {
-            self.catalogs.current(database)
-        })
-    }
-
-    /// The caching decision for a read `sql`, given its analysis from
-    /// [`Cache::classify`] (`None`: unparsable), made from scratch: callers
-    /// try [`Cache::remembered`] first. Loads the catalog only when a rule
-    /// matches and the answer depends on it. Reads are remembered (see
-    /// `decided.rs`).
-    pub fn decide<'a>(
-        &'a self,
-        sql: &'a str,
-        analysis: Option<Arc<Analysis>>,
-        facts: SessionFacts,
-        database: &'a str,
-        target: impl FnOnce() -> ConnectTarget + Send + 'a,
-    ) -> Boxed<'a, ReadDecision> {
-        Box::pin(self.decide_inline(sql, analysis, facts, database, target))
-    }
-
-    async fn decide_inline(
-        &self,
-        sql: &str,
-        analysis: Option<Arc<Analysis>>,
-        facts: SessionFacts,
-        database: &str,
-        target: impl FnOnce() -> ConnectTarget,
-    ) -> ReadDecision {
-        let Some(analysis) = analysis else {
-            return self.read_decision(pgstash_rules::decide_unparsable(sql), database);
-        };
-        let rules = self.rules.load_full();
-        let first = pgstash_rules::decide(&analysis, &rules, &facts, &*catalog::unknown());
-        let (decision, snapshot) = match &first {
-            Decision::Bypass {
-                reason:
-                    pgstash_rules::BypassReason::UnknownFunction(_)
-                    | pgstash_rules::BypassReason::UnknownRelation(_),
-            } => {
-                let snapshot = self.catalogs.get(database, &target()).await;
-                let decision = pgstash_rules::decide(&analysis, &rules, &facts, &*snapshot);
-                (decision, Some(snapshot))
-            }
-            _ => (first, None),
-        };
-        let decision = self.read_decision(decision, database);
-        if let ReadDecision::Serve(read) = &decision {
-            let grounds = Grounds {
-                analysis,
-                database: database.to_owned(),
-                facts,
-                rules,
-                snapshot,
-            };
-            self.decided.remember(grounds, read.clone());
-        }
-        decision
-    }
-
-    fn read_decision(&self, decision: Decision, database: &str) -> ReadDecision {
-        match decision {
-            Decision::CacheRead { rule, tables } => {
-                let payoff = self.payoff(&rule);
-                ReadDecision::Serve(Arc::new(Read::new(
-                    rule,
-                    table_keys(database, &tables),
-                    &self.metrics,
-                    payoff,
-                )))
-            }
-            Decision::Bypass { reason } => ReadDecision::Bypass(reason),
-            Decision::Write { .. } => ReadDecision::NotARead,
-        }
-    }
-
-    /// The measurements of `rule`, shared by all its reads. Ones made
-    /// under another `adaptive` setting (a read decided under the rules
-    /// before a reload can race the reload's reset) are replaced.
-    fn payoff(&self, rule: &Rule) -> Arc<Payoff> {
-        let mut payoffs = self.payoffs.lock().unwrap_or_else(|e| e.into_inner());
-        if let Some(payoff) = payoffs.get(&rule.name) {
-            if payoff.adaptive() == rule.adaptive {
-                return payoff.clone();
-            }
-        }
-        let gauge = self
-            .metrics
-            .rule_bypassing
-            .with_label_values(&[rule.name.as_str()]);
-        let payoff = Arc::new(Payoff::new(rule.adaptive, gauge));
-        payoffs.insert(rule.name.clone(), payoff.clone());
-        payoff
-    }
-
-    /// Looks `base` up under the current versions of `tables`. On a miss the
-    /// first caller becomes the filler; concurrent callers wait for it.
-    pub fn lookup<'a>(&'a self, base: &'a KeyBase, read: &'a Arc<Read>) -> Boxed<'a, Plan> {
-        Box::pin(self.lookup_inline(base, read))
-    }
-
-    async fn lookup_inline(&self, base: &KeyBase, read: &Arc<Read>) -> Plan {
+    /// Looks `base` up under the current versions of its tables. On a miss
+    /// the first caller becomes the filler; concurrent callers wait for it.
+    async fn lookup(&self, base: &KeyBase, read: &Arc<Read>) -> Route {
+        let rule = read.rule_name.clone();
         if read.payoff.skips(base) {
             self.not_paying.inc();
-            return Plan::NotPaying;
+            return Route::NotPaying { rule };
         }
-        let (tables, rule) = (&read.tables, &read.rule);
         let started = Instant::now();
-        let result = self.store.lookup(base, tables).await;
+        let result = self.store.lookup(base, &read.tables).await;
         let spent = started.elapsed();
         self.lookup_latency.observe(spent.as_secs_f64());
         let measure = |hit| read.payoff.lookup(base, spent, hit, &read.rule_name);
@@ -403,19 +270,19 @@ impl Cache {
                     .cache_errors
                     .with_label_values(&["lookup"])
                     .inc();
-                return Plan::Upstream;
+                return Route::Miss { rule };
             }
         };
-        if let Some(value) = lookup.value {
+        if let Some(bytes) = lookup.value {
             measure(true);
             read.hits.inc();
-            return Plan::Hit(value);
+            return Route::Hit { rule, bytes };
         }
         match self.fills.begin(&lookup.key) {
             FillRole::Leader(guard) => {
                 measure(false);
                 read.misses.inc();
-                Plan::Fill(Fill {
+                Route::Fill(Fill {
                     guard,
                     versions: lookup.versions,
                     read: read.clone(),
@@ -424,19 +291,19 @@ impl Cache {
                 })
             }
             FillRole::Follower(slot) => match Fills::wait(slot, self.coalesce_wait).await {
-                Some(value) => {
+                Some(bytes) => {
                     measure(true);
                     self.metrics
                         .cache_coalesced
-                        .with_label_values(&[rule.name.as_str()])
+                        .with_label_values(&[read.rule.name.as_str()])
                         .inc();
                     read.hits.inc();
-                    Plan::Hit(value)
+                    Route::Hit { rule, bytes }
                 }
                 None => {
                     measure(false);
                     read.misses.inc();
-                    Plan::Upstream
+                    Route::Miss { rule }
                 }
             },
         }
@@ -472,54 +339,14 @@ impl Cache {
             }
         });
     }
-
-    /// Records that `writes` committed in `database`. Called after the
-    /// commit and before the client sees its acknowledgement.
-    pub fn invalidate<'a>(&'a self, database: &'a str, writes: &'a Writes) -> Boxed<'a, ()> {
-        Box::pin(self.invalidate_inline(database, writes))
-    }
-
-    async fn invalidate_inline(&self, database: &str, writes: &Writes) {
-        if writes.ddl || writes.all {
-            self.catalogs.invalidate(database);
-        }
-        let started = std::time::Instant::now();
-        let result = if writes.all {
-            self.metrics.invalidations.with_label_values(&["*"]).inc();
-            self.store.invalidate_all().await
-        } else {
-            let keys = table_keys(database, &writes.tables);
-            for key in &keys {
-                self.metrics
-                    .invalidations
-                    .with_label_values(&[key.as_str()])
-                    .inc();
-            }
-            self.store.invalidate(&keys).await
-        };
-        self.invalidate_latency
-            .observe(started.elapsed().as_secs_f64());
-        if let Err(e) = result {
-            tracing::warn!(error = %e, "invalidation not recorded");
-            self.metrics
-                .cache_errors
-                .with_label_values(&["invalidate"])
-                .inc();
-        }
-    }
-
-    pub fn metrics(&self) -> &Metrics {
-        &self.metrics
-    }
 }
 
-/// Invalidation keys for tables of `database` (see `TableRef::invalidation_key`).
-pub fn table_keys(database: &str, tables: &[TableRef]) -> Vec<TableKey> {
-    let mut keys: Vec<TableKey> = tables
-        .iter()
-        .map(|t| TableKey::new(database, t.invalidation_key()))
-        .collect();
-    keys.sort();
-    keys.dedup();
-    keys
+impl Form<'_> {
+    /// Keeps the two protocols' keys apart.
+    fn domain(&self) -> &'static str {
+        match self {
+            Form::Simple => "simple/1",
+            Form::Extended { .. } => "extended/1",
+        }
+    }
 }

@@ -12,6 +12,8 @@
 
 use sha2::{Digest, Sha256};
 
+use crate::backend::SessionParams;
+
 /// The data-independent half of a key.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub struct KeyBase(pub [u8; 32]);
@@ -70,6 +72,66 @@ impl KeyBuilder {
     }
 }
 
+/// A session's part of its keys: database, role (unless the rule is
+/// `shared`) and output-affecting settings (guarantee G5). Hashed once per
+/// (domain, shared) and the hash state reused: it was a third of the
+/// SHA-256 work of every lookup. Reset when the session's settings change.
+#[derive(Default)]
+pub struct KeyScope {
+    database: String,
+    user: String,
+    memo: Option<(&'static str, bool, KeyBuilder)>,
+}
+
+impl KeyScope {
+    pub fn new(database: &str, user: &str) -> KeyScope {
+        KeyScope {
+            database: database.to_owned(),
+            user: user.to_owned(),
+            memo: None,
+        }
+    }
+
+    /// The key base of a request: the session's part under `settings`,
+    /// then the request's own fields.
+    pub fn base(
+        &mut self,
+        domain: &'static str,
+        shared: bool,
+        settings: &SessionParams,
+        request: impl FnOnce(&mut KeyBuilder),
+    ) -> KeyBase {
+        let mut key = match &self.memo {
+            Some((d, s, prefix)) if *d == domain && *s == shared => prefix.clone(),
+            _ => {
+                let prefix = self.prefix(domain, shared, settings);
+                self.memo = Some((domain, shared, prefix.clone()));
+                prefix
+            }
+        };
+        request(&mut key);
+        key.finish()
+    }
+
+    /// Forgets the hashed prefix (the settings changed).
+    pub fn reset(&mut self) {
+        self.memo = None;
+    }
+
+    fn prefix(&self, domain: &str, shared: bool, settings: &SessionParams) -> KeyBuilder {
+        let mut key = KeyBuilder::new(domain);
+        key.field(self.database.as_bytes());
+        key.field(if shared { b"" } else { self.user.as_bytes() });
+        for (name, value) in &settings.settings {
+            if name != "application_name" {
+                key.field(name.as_bytes()).field(value.as_bytes());
+            }
+        }
+        key.field(b"--");
+        key
+    }
+}
+
 /// A table as invalidation knows it: database and unqualified name,
 /// lower-cased as Postgres folds unquoted names. Tables of the same name in
 /// different schemas share a version, which can only over-invalidate.
@@ -79,6 +141,18 @@ pub struct TableKey(String);
 impl TableKey {
     pub fn new(database: &str, table: &str) -> TableKey {
         TableKey(format!("{database}.{table}"))
+    }
+
+    /// The keys of `tables` of `database` (see `TableRef::invalidation_key`),
+    /// sorted, each once.
+    pub fn all(database: &str, tables: &[pgstash_rules::TableRef]) -> Vec<TableKey> {
+        let mut keys: Vec<TableKey> = tables
+            .iter()
+            .map(|t| TableKey::new(database, t.invalidation_key()))
+            .collect();
+        keys.sort();
+        keys.dedup();
+        keys
     }
 
     pub fn as_str(&self) -> &str {

@@ -11,12 +11,14 @@ mod cache;
 mod pool;
 mod tls;
 mod upstream;
+mod users;
 
 pub use auth::{AuthConfig, AuthMethod, UserConfig};
 pub use cache::{CacheConfig, CacheMode};
 pub use pool::{PoolConfig, PoolMode};
 pub use tls::TlsConfig;
 pub use upstream::{Upstream, UpstreamHost};
+pub use users::{ScramKeys, UserDirectory};
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};

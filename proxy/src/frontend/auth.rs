@@ -1,119 +1,18 @@
 //! Client authentication: trust, md5 and SCRAM-SHA-256 against the users of
-//! the configuration. The SCRAM server exchange is pgwire's; a wrong password
-//! gets Postgres' own error (`28P01 password authentication failed`).
+//! the configuration (resolved in `config/users.rs`). The SCRAM server
+//! exchange is pgwire's; a wrong password gets Postgres' own error
+//! (`28P01 password authentication failed`).
 
-use std::collections::HashMap;
-
-use base64::Engine;
 use bytes::BytesMut;
 use pgwire::api::auth::md5pass::hash_md5_password;
-use pgwire::api::auth::sasl::scram::{
-    gen_salted_password, ScramSecret, ScramServerAuth, SCRAM_ITERATIONS,
-};
+use pgwire::api::auth::sasl::scram::{ScramSecret, ScramServerAuth, SCRAM_ITERATIONS};
 
 use super::error::FrontendError;
-use crate::config::{AuthConfig, AuthMethod, ConfigError};
+use crate::config::{AuthMethod, ScramKeys, UserDirectory};
 use crate::net::frame::Body;
 use crate::net::message::{self, ftag, Severity};
 use crate::net::{FrameReader, Stream};
 use tokio::io::AsyncWriteExt;
-
-/// SCRAM keys of one user (as in `pg_authid.rolpassword`).
-#[derive(Clone)]
-struct ScramKeys {
-    salt: Vec<u8>,
-    iterations: usize,
-    stored_key: Vec<u8>,
-    server_key: Vec<u8>,
-}
-
-impl std::fmt::Debug for ScramKeys {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("ScramKeys")
-            .field("iterations", &self.iterations)
-            .finish_non_exhaustive()
-    }
-}
-
-#[derive(Debug, Clone)]
-struct UserEntry {
-    password: Option<String>,
-    scram: Option<ScramKeys>,
-}
-
-/// The users clients may log in as, with credentials resolved once at load.
-#[derive(Debug, Default)]
-pub struct UserDirectory {
-    method: AuthMethod,
-    users: HashMap<String, UserEntry>,
-}
-
-impl UserDirectory {
-    pub fn from_config(auth: &AuthConfig) -> Result<UserDirectory, ConfigError> {
-        let mut users = HashMap::new();
-        for user in &auth.users {
-            let password = user.resolve_password()?;
-            let scram = match (&user.scram_verifier, &password) {
-                (Some(verifier), _) => {
-                    Some(
-                        parse_verifier(verifier).ok_or_else(|| ConfigError::Invalid {
-                            key: "auth.users.scram_verifier",
-                            reason: format!("user {:?}: not a SCRAM-SHA-256 verifier", user.name),
-                        })?,
-                    )
-                }
-                (None, Some(password)) if auth.method == AuthMethod::ScramSha256 => {
-                    let salt: [u8; 16] = rand::random();
-                    let salted = gen_salted_password(password, &salt, SCRAM_ITERATIONS);
-                    match ScramSecret::verifier_from_salted_password(
-                        salt.to_vec(),
-                        salted,
-                        SCRAM_ITERATIONS,
-                    ) {
-                        ScramSecret::Verifier {
-                            salt,
-                            iterations,
-                            stored_key,
-                            server_key,
-                        } => Some(ScramKeys {
-                            salt,
-                            iterations,
-                            stored_key,
-                            server_key,
-                        }),
-                        ScramSecret::SaltedPassword { .. } => None,
-                    }
-                }
-                _ => None,
-            };
-            users.insert(user.name.clone(), UserEntry { password, scram });
-        }
-        Ok(UserDirectory {
-            method: auth.method,
-            users,
-        })
-    }
-
-    /// The password pgstash uses when it logs in upstream as `user`.
-    pub fn upstream_password(&self, user: &str) -> Option<String> {
-        self.users.get(user).and_then(|u| u.password.clone())
-    }
-}
-
-/// `SCRAM-SHA-256$<iterations>:<salt>$<StoredKey>:<ServerKey>`, base64 parts.
-fn parse_verifier(text: &str) -> Option<ScramKeys> {
-    let b64 = base64::engine::general_purpose::STANDARD;
-    let rest = text.strip_prefix("SCRAM-SHA-256$")?;
-    let (iter_salt, keys) = rest.split_once('$')?;
-    let (iterations, salt) = iter_salt.split_once(':')?;
-    let (stored, server) = keys.split_once(':')?;
-    Some(ScramKeys {
-        salt: b64.decode(salt).ok()?,
-        iterations: iterations.parse().ok()?,
-        stored_key: b64.decode(stored).ok()?,
-        server_key: b64.decode(server).ok()?,
-    })
-}
 
 /// Runs the authentication exchange with a client. On success nothing has
 /// been written yet for AuthenticationOk (the caller sends it once the
@@ -124,8 +23,7 @@ pub async fn authenticate(
     stream: &mut Stream,
     reader: &mut FrameReader,
 ) -> Result<(), FrontendError> {
-    let entry = directory.users.get(user);
-    match directory.method {
+    match directory.method() {
         AuthMethod::Trust => Ok(()),
         AuthMethod::Md5 => {
             let salt: [u8; 4] = rand::random();
@@ -136,8 +34,8 @@ pub async fn authenticate(
                 .await
                 .map_err(crate::net::NetError::from)?;
             let answer = read_password(stream, reader).await?;
-            let expected = entry
-                .and_then(|e| e.password.as_deref())
+            let expected = directory
+                .password(user)
                 .map(|p| hash_md5_password(user, p, &salt));
             match expected {
                 Some(expected)
@@ -169,8 +67,9 @@ pub async fn authenticate(
             }
             // An unknown user runs the exchange against made-up keys, so
             // that the answer does not tell which users exist.
-            let keys = entry
-                .and_then(|e| e.scram.clone())
+            let keys = directory
+                .scram_keys(user)
+                .cloned()
                 .unwrap_or_else(|| ScramKeys {
                     salt: rand::random::<[u8; 16]>().to_vec(),
                     iterations: SCRAM_ITERATIONS,

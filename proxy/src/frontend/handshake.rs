@@ -11,7 +11,7 @@ use tokio::io::AsyncWriteExt;
 
 use super::auth;
 use super::error::FrontendError;
-use super::session::Session;
+use super::session::{Login, Session};
 use crate::backend::cancel::send_cancel;
 use crate::backend::SessionParams;
 use crate::config::PoolMode;
@@ -90,7 +90,7 @@ async fn handshake(
         .cloned()
         .unwrap_or_else(|| user.clone());
 
-    let directory = context.users.load_full();
+    let directory = context.front.users.load_full();
     auth::authenticate(&directory, &user, stream, reader).await?;
 
     let pool = context.pool(&database, &user);
@@ -119,29 +119,29 @@ async fn handshake(
     for (name, value) in &server.reported {
         message::parameter_status(&mut out, name, value);
     }
-    let (key, slot) = context.cancels.register();
+    let (key, slot) = context.front.cancels.register();
     message::backend_key_data(&mut out, key.0, key.1);
     message::ready_for_query(&mut out, b'I');
     if let Err(e) = stream.write_all(&out).await {
-        context.cancels.unregister(key);
+        context.front.cancels.unregister(key);
         return Err(NetError::from(e).into());
     }
     let mode = context.config.load().pool.mode;
     let held = (mode == PoolMode::Session).then_some(server);
-    Ok(Some(Session::new(
-        context.clone(),
+    let login = Login {
         client,
-        client_reader,
+        reader: client_reader,
         pool,
         user,
         database,
         settings,
         key,
-        slot,
-        held,
+        cancel: slot,
+        server: held,
         mode,
         client_address,
-    )))
+    };
+    Ok(Some(Session::new(context.clone(), login)))
 }
 
 /// Reads startup packets until the StartupMessage: answers SSLRequest
@@ -166,7 +166,7 @@ async fn read_startup(
         };
         match packet {
             StartupPacket::SslRequest => {
-                let tls = context.tls.load_full();
+                let tls = context.front.tls.load_full();
                 let Some(config) = tls.filter(|_| matches!(client, Stream::Tcp(_))) else {
                     client.write_all(b"N").await.map_err(NetError::from)?;
                     continue;
@@ -199,7 +199,7 @@ async fn read_startup(
                 client.write_all(b"N").await.map_err(NetError::from)?;
             }
             StartupPacket::Cancel { pid, secret } => {
-                if let Some(target) = context.cancels.target((pid, secret)) {
+                if let Some(target) = context.front.cancels.target((pid, secret)) {
                     let upstream = context.config.load().upstream.clone();
                     if let Err(e) = send_cancel(&upstream, target).await {
                         tracing::warn!(error = %e, "could not forward a cancel request");

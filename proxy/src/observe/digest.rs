@@ -13,7 +13,7 @@ use std::sync::{Arc, Mutex};
 use pgstash_rules::{Analysis, FingerprintMap};
 use serde::Serialize;
 
-use super::record::QueryEvent;
+use super::event::QueryEvent;
 
 /// Duration samples kept per shape for percentiles.
 const RESERVOIR: usize = 256;

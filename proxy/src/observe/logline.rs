@@ -14,81 +14,18 @@
 //! again. Here the parts that repeat are escaped once and kept: the shape's
 //! fingerprint and normalized text (per analysis, [`ShapeFragments`]), the session's
 //! user, database, application name and address (per session, in
-//! [`SessionInfo`]) and the timestamp up to its second ([`Clock`]). What is
+//! [`SessionInfo`](super::event::SessionInfo)) and the timestamp up to its
+//! second ([`Clock`]). What is
 //! left per line is copying those and writing a few numbers.
 
 use std::collections::HashMap;
-use std::sync::{Arc, OnceLock, Weak};
+use std::sync::{Arc, Weak};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use pgstash_rules::{Analysis, FingerprintHashing};
 
-use super::record::QueryEvent;
-
-/// Who ran a query (shared by all events of a session).
-pub struct SessionInfo {
-    pub user: String,
-    pub database: String,
-    pub application_name: String,
-    pub client: String,
-    /// The session's fields as they end a log line, made on first use.
-    json: OnceLock<Box<str>>,
-}
-
-impl std::fmt::Debug for SessionInfo {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("SessionInfo")
-            .field("user", &self.user)
-            .field("database", &self.database)
-            .field("application_name", &self.application_name)
-            .field("client", &self.client)
-            .finish()
-    }
-}
-
-impl SessionInfo {
-    pub fn new(
-        user: String,
-        database: String,
-        application_name: String,
-        client: String,
-    ) -> SessionInfo {
-        SessionInfo {
-            user,
-            database,
-            application_name,
-            client,
-            json: OnceLock::new(),
-        }
-    }
-
-    /// The same session under another application name.
-    pub fn with_application_name(&self, application_name: String) -> SessionInfo {
-        SessionInfo::new(
-            self.user.clone(),
-            self.database.clone(),
-            application_name,
-            self.client.clone(),
-        )
-    }
-
-    /// `"user":…,"database":…,"application_name":…,"client":…}`
-    fn json_tail(&self) -> &str {
-        self.json.get_or_init(|| {
-            let mut out = Vec::with_capacity(96);
-            out.extend_from_slice(b"\"user\":");
-            push_str(&mut out, &self.user);
-            out.extend_from_slice(b",\"database\":");
-            push_str(&mut out, &self.database);
-            out.extend_from_slice(b",\"application_name\":");
-            push_str(&mut out, &self.application_name);
-            out.extend_from_slice(b",\"client\":");
-            push_str(&mut out, &self.client);
-            out.push(b'}');
-            into_text(out)
-        })
-    }
-}
+use super::event::QueryEvent;
+use super::json::{into_text, push_str};
 
 /// A shape's `"fingerprint":"…","query":"…",`, kept per analysis.
 struct ShapeJson {
@@ -257,23 +194,10 @@ fn push_three_digits(out: &mut Vec<u8>, n: u32) {
     ]);
 }
 
-/// Writes `s` as a JSON string: quotes, and escapes for `"`, `\` and
-/// control characters; everything else (UTF-8 included) as it is.
-fn push_str(out: &mut Vec<u8>, s: &str) {
-    // serde_json's string escaping; writing into a Vec cannot fail.
-    let _ = serde_json::to_writer(out, s);
-}
-
-/// Bytes this module wrote from `&str`s and ASCII: valid UTF-8.
-fn into_text(bytes: Vec<u8>) -> Box<str> {
-    String::from_utf8(bytes)
-        .unwrap_or_else(|e| String::from_utf8_lossy(e.as_bytes()).into_owned())
-        .into_boxed_str()
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::observe::event::SessionInfo;
 
     fn event(text: &str, rule: Option<&str>) -> QueryEvent {
         QueryEvent {

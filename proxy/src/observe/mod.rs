@@ -1,7 +1,10 @@
-//! What operators watch: metrics (and, later, the slow-query log and digest).
+//! What operators watch: metrics, and the path of every finished query
+//! (`event.rs`) to the slow-query log and the per-shape digest
+//! (`record.rs`). Served on the admin port by `admin/`.
 
 pub mod digest;
-pub mod http;
+pub mod event;
+mod json;
 mod logline;
 pub mod metrics;
 pub mod record;

@@ -5,34 +5,20 @@
 //! and writes slow-log lines. When the channel is full
 //! the event is dropped and counted: logging never blocks a query.
 
-use std::sync::{Arc, Mutex};
-use std::time::{Duration, SystemTime};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, Weak};
+use std::time::Duration;
 
+use arc_swap::ArcSwap;
 use pgstash_rules::{literal_mask, Analysis, AnalysisCache, MAX_CACHED_TEXT};
 
 use super::digest::Digest;
+use super::event::QueryEvent;
 use super::slowlog::SlowLog;
-use crate::context::Context;
-
-pub use super::logline::SessionInfo;
+use super::Metrics;
 
 /// Events waiting for the recorder before new ones are dropped.
 const QUEUE: usize = 16_384;
-
-/// One finished request.
-#[derive(Debug)]
-pub struct QueryEvent {
-    pub session: Arc<SessionInfo>,
-    pub text: Arc<str>,
-    pub at: SystemTime,
-    pub duration: Duration,
-    /// hit, miss, bypass or write.
-    pub path: &'static str,
-    pub rows: u64,
-    pub upstream: Duration,
-    pub pool_wait: Duration,
-    pub rule: Option<Arc<str>>,
-}
 
 /// The sessions' handle to the recorder task.
 ///
@@ -44,18 +30,62 @@ pub struct QueryEvent {
 pub struct Recorder {
     batch: Arc<Mutex<Vec<QueryEvent>>>,
     dropped: prometheus::IntCounter,
+    settings: Arc<ArcSwap<LogSettings>>,
+    /// Set to make the slow-query log reopen its file (SIGHUP, logrotate).
+    reopen: Arc<AtomicBool>,
+}
+
+/// What makes a query slow, and what its log line shows.
+#[derive(Debug, Clone)]
+pub struct LogSettings {
+    /// Queries taking at least this long are logged.
+    pub threshold: Duration,
+    /// Log texts as sent (with their values) instead of normalized.
+    pub log_parameters: bool,
+}
+
+/// What the recorder task works with.
+struct Sinks {
+    digest: Arc<Digest>,
+    metrics: Arc<Metrics>,
+    slow_log: SlowLog,
+    settings: Arc<ArcSwap<LogSettings>>,
 }
 
 /// How often the recorder drains the sessions' events.
 const DRAIN_EVERY: Duration = Duration::from_millis(20);
 
 impl Recorder {
-    /// Starts the recorder task for `context`'s digest and slow log.
-    pub fn start(context: &Arc<Context>, slow_log: SlowLog) -> Recorder {
+    /// Starts the recorder task, writing the slow-query log to `path`
+    /// (stderr when `None`). It runs while any handle is left.
+    pub fn start(
+        digest: Arc<Digest>,
+        metrics: Arc<Metrics>,
+        path: Option<std::path::PathBuf>,
+        settings: LogSettings,
+    ) -> Recorder {
         let batch = Arc::new(Mutex::new(Vec::new()));
-        let dropped = context.metrics.events_dropped.clone();
-        tokio::spawn(run(Arc::downgrade(context), batch.clone(), slow_log));
-        Recorder { batch, dropped }
+        let reopen = Arc::new(AtomicBool::new(false));
+        let settings = Arc::new(ArcSwap::from_pointee(settings));
+        let sinks = Sinks {
+            digest,
+            slow_log: SlowLog::new(path, reopen.clone()),
+            settings: settings.clone(),
+            metrics: metrics.clone(),
+        };
+        tokio::spawn(run(Arc::downgrade(&batch), sinks));
+        Recorder {
+            batch,
+            dropped: metrics.events_dropped.clone(),
+            settings,
+            reopen,
+        }
+    }
+
+    /// New settings (a reload); the log file is reopened.
+    pub fn reconfigure(&self, settings: LogSettings) {
+        self.settings.store(Arc::new(settings));
+        self.reopen.store(true, Ordering::SeqCst);
     }
 
     pub fn record(&self, event: QueryEvent) {
@@ -69,26 +99,23 @@ impl Recorder {
     }
 }
 
-async fn run(
-    context: std::sync::Weak<Context>,
-    batch: Arc<Mutex<Vec<QueryEvent>>>,
-    mut slow_log: SlowLog,
-) {
+async fn run(batch: Weak<Mutex<Vec<QueryEvent>>>, mut sinks: Sinks) {
     let analyses = Shapes::new(10_000);
     let mut events = Vec::new();
     loop {
         tokio::time::sleep(DRAIN_EVERY).await;
-        let Some(context) = context.upgrade() else {
+        let Some(batch) = batch.upgrade() else {
             return;
         };
         std::mem::swap(
             &mut events,
             &mut *batch.lock().unwrap_or_else(|e| e.into_inner()),
         );
+        drop(batch);
         for event in events.drain(..) {
-            record_one(&context, &analyses, &mut slow_log, event).await;
+            sinks.record(&analyses, event).await;
         }
-        slow_log.flush().await;
+        sinks.slow_log.flush().await;
     }
 }
 
@@ -133,21 +160,19 @@ impl Shapes {
     }
 }
 
-async fn record_one(context: &Context, shapes: &Shapes, slow_log: &mut SlowLog, event: QueryEvent) {
-    let analysis = shapes.analyze(&event.text);
-    context.digest.record(&event, analysis.as_deref());
-    let config = context.config.load();
-    let threshold = Duration::from_millis(config.slow_query_ms);
-    if event.duration >= threshold {
-        context.metrics.slow_queries.inc();
-        slow_log
-            .write(&event, analysis.as_ref(), config.log_parameters)
-            .await;
+impl Sinks {
+    async fn record(&mut self, shapes: &Shapes, event: QueryEvent) {
+        let analysis = shapes.analyze(&event.text);
+        self.digest.record(&event, analysis.as_deref());
+        let settings = self.settings.load();
+        if event.duration >= settings.threshold {
+            self.metrics.slow_queries.inc();
+            self.slow_log
+                .write(&event, analysis.as_ref(), settings.log_parameters)
+                .await;
+        }
     }
 }
-
-/// The digest type re-exported for the context.
-pub type QueryDigest = Digest;
 
 #[cfg(test)]
 mod tests {

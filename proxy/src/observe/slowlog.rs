@@ -9,8 +9,8 @@ use std::sync::Arc;
 use pgstash_rules::Analysis;
 use tokio::io::AsyncWriteExt;
 
+use super::event::QueryEvent;
 use super::logline::LineParts;
-use super::record::QueryEvent;
 
 enum Sink {
     Stderr(tokio::io::Stderr),

@@ -22,7 +22,7 @@ use std::sync::Mutex;
 
 use tokio::sync::oneshot;
 
-use super::StoreError;
+use super::contract::StoreError;
 use crate::cache::key::TableKey;
 
 type Done = oneshot::Sender<Result<(), StoreError>>;

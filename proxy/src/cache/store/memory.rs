@@ -1,5 +1,6 @@
 //! The in-process store: entries in a byte-bounded map (evicting the least
-//! valuable when full), table versions in a map.
+//! valuable when full), table versions in a map. Every call is a map
+//! operation under a short lock; it cannot fail, so G4 holds trivially.
 
 use std::collections::HashMap;
 use std::sync::Mutex;
@@ -7,6 +8,7 @@ use std::time::Duration;
 
 use bytes::Bytes;
 
+use super::contract::{CacheStore, Lookup, StoreError};
 use super::entries::Entries;
 use crate::cache::key::{KeyBase, TableKey};
 
@@ -26,7 +28,7 @@ impl MemoryStore {
         }
     }
 
-    pub fn lookup(&self, base: &KeyBase, tables: &[TableKey]) -> super::Lookup {
+    pub fn lookup(&self, base: &KeyBase, tables: &[TableKey]) -> Lookup {
         let mut key = String::with_capacity(96);
         let epoch = *self.epoch.lock().unwrap_or_else(|e| e.into_inner());
         base.push_hex(&mut key);
@@ -42,7 +44,7 @@ impl MemoryStore {
             }
         }
         let value = self.entries.get(&key);
-        super::Lookup {
+        Lookup {
             key,
             value,
             versions: Vec::new(),
@@ -67,6 +69,56 @@ impl MemoryStore {
 
     pub fn usage(&self) -> (u64, u64) {
         self.entries.usage()
+    }
+}
+
+impl CacheStore for MemoryStore {
+    async fn lookup(&self, base: &KeyBase, tables: &[TableKey]) -> Result<Lookup, StoreError> {
+        Ok(MemoryStore::lookup(self, base, tables))
+    }
+
+    /// Fills are kept by [`CacheStore::keep_local`]; a `put` stores too.
+    async fn put(
+        &self,
+        key: &str,
+        value: Bytes,
+        ttl: Duration,
+        _tables: &[TableKey],
+        _versions: &[u64],
+    ) -> Result<bool, StoreError> {
+        MemoryStore::put(self, key, value, ttl);
+        Ok(true)
+    }
+
+    fn keep_local(&self, key: &str, value: &Bytes, ttl: Duration) -> bool {
+        MemoryStore::put(self, key, value.clone(), ttl);
+        true
+    }
+
+    async fn invalidate(&self, tables: &[TableKey]) -> Result<(), StoreError> {
+        MemoryStore::invalidate(self, tables);
+        Ok(())
+    }
+
+    async fn invalidate_all(&self) -> Result<(), StoreError> {
+        MemoryStore::invalidate_all(self);
+        Ok(())
+    }
+
+    async fn ready(&self) -> bool {
+        true
+    }
+
+    fn memory_usage(&self) -> Option<(u64, u64)> {
+        Some(self.usage())
+    }
+
+    fn local_live(&self) -> Option<bool> {
+        None
+    }
+
+    fn kind(&self) -> &'static str {
+        "memory"
     }
 }
 

@@ -5,8 +5,9 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
-use super::Session;
-use crate::observe::record::QueryEvent;
+use crate::observe::event::{QueryEvent, SessionInfo};
+use crate::observe::record::Recorder;
+use crate::observe::Metrics;
 
 /// The request a session is serving.
 #[derive(Debug)]
@@ -14,88 +15,147 @@ pub struct Request {
     started: Instant,
     at: SystemTime,
     /// hit, miss, bypass or write.
-    pub path: &'static str,
-    pub text: Option<Arc<str>>,
-    pub rule: Option<Arc<str>>,
-    pub pool_wait: Duration,
+    path: &'static str,
+    text: Option<Arc<str>>,
+    rule: Option<Arc<str>>,
+    pool_wait: Duration,
     /// When the request was first sent upstream.
-    pub upstream_from: Option<Instant>,
-    pub upstream: Duration,
-    pub rows: u64,
+    upstream_from: Option<Instant>,
+    rows: u64,
 }
 
 impl Request {
-    fn new(path: &'static str) -> Request {
+    fn new() -> Request {
         Request {
             started: Instant::now(),
             at: SystemTime::now(),
-            path,
+            path: "bypass",
             text: None,
             rule: None,
             pool_wait: Duration::ZERO,
             upstream_from: None,
-            upstream: Duration::ZERO,
             rows: 0,
         }
     }
 }
 
-impl Session {
+/// A session's requests, and who they are reported as coming from.
+pub struct Requests {
+    current: Option<Request>,
+    metrics: Arc<Metrics>,
+    recorder: Option<Recorder>,
+    session: Arc<SessionInfo>,
+}
+
+impl Requests {
+    pub fn new(
+        metrics: Arc<Metrics>,
+        recorder: Option<Recorder>,
+        session: SessionInfo,
+    ) -> Requests {
+        Requests {
+            current: None,
+            metrics,
+            recorder,
+            session: Arc::new(session),
+        }
+    }
+
     /// The request in flight, started now as a bypass if there is none.
-    pub(super) fn request(&mut self) -> &mut Request {
-        self.request.get_or_insert_with(|| Request::new("bypass"))
+    fn current(&mut self) -> &mut Request {
+        self.current.get_or_insert_with(Request::new)
+    }
+
+    /// Starts a request if none is in flight.
+    pub fn begin(&mut self) {
+        self.current();
     }
 
     /// Marks the request as taking `path` (a write outranks everything).
-    pub(super) fn request_path(&mut self, path: &'static str) {
-        let request = self.request();
+    pub fn path(&mut self, path: &'static str) {
+        let request = self.current();
         if request.path != "write" {
             request.path = path;
         }
     }
 
-    pub(super) fn request_text(&mut self, text: Arc<str>) {
-        let request = self.request();
+    /// The request's text, if none was noted yet.
+    pub fn text(&mut self, text: Arc<str>) {
+        let request = self.current();
         if request.text.is_none() {
             request.text = Some(text);
         }
     }
 
-    /// Notes that the request's first bytes went upstream now.
-    pub(super) fn request_sent(&mut self) {
-        if let Some(request) = self.request.as_mut() {
+    pub fn rule(&mut self, rule: Arc<str>) {
+        self.current().rule = Some(rule);
+    }
+
+    pub fn waited_for_pool(&mut self, waited: Duration) {
+        self.current().pool_wait += waited;
+    }
+
+    /// The request's first bytes went upstream now.
+    pub fn sent(&mut self) {
+        if let Some(request) = self.current.as_mut() {
             request.upstream_from.get_or_insert_with(Instant::now);
         }
     }
 
-    /// Ends the request: metrics, slow-query log and digest.
-    pub(super) fn finish_request(&mut self) {
-        let Some(mut request) = self.request.take() else {
-            return;
-        };
+    /// Rows the request's answer carried.
+    pub fn add_rows(&mut self, rows: u64) {
+        if let Some(request) = self.current.as_mut() {
+            request.rows += rows;
+        }
+    }
+
+    /// The request in flight ends (its ReadyForQuery arrived): taken now,
+    /// reported by [`Requests::finish`].
+    pub fn take(&mut self) -> Option<Request> {
+        self.current.take()
+    }
+
+    /// Ends the request in flight as answered from the cache.
+    pub fn answered(&mut self, rows: u64) {
+        self.path("hit");
+        self.current().rows = rows;
+        let request = self.current.take();
+        self.finish(request);
+    }
+
+    /// Reports a request: metrics, slow-query log and digest.
+    pub fn finish(&self, request: Option<Request>) {
+        let Some(request) = request else { return };
         // One clock read for both spans: this runs once per query.
         let now = Instant::now();
-        if let Some(from) = request.upstream_from {
-            request.upstream = now.saturating_duration_since(from);
-        }
+        let upstream = request
+            .upstream_from
+            .map(|from| now.saturating_duration_since(from))
+            .unwrap_or_default();
         let duration = now.saturating_duration_since(request.started);
-        self.context
-            .metrics
+        self.metrics
             .duration(request.path)
             .observe(duration.as_secs_f64());
-        let (Some(recorder), Some(text)) = (self.context.recorder.get(), request.text) else {
+        let (Some(recorder), Some(text)) = (&self.recorder, request.text) else {
             return;
         };
         recorder.record(QueryEvent {
-            session: self.info.clone(),
+            session: self.session.clone(),
             text,
             at: request.at,
             duration,
             path: request.path,
             rows: request.rows,
-            upstream: request.upstream,
+            upstream,
             pool_wait: request.pool_wait,
             rule: request.rule,
         });
+    }
+
+    /// The client's application_name changed (SET).
+    pub fn set_application_name(&mut self, application_name: String) {
+        if application_name != self.session.application_name {
+            self.session = Arc::new(self.session.with_application_name(application_name));
+        }
     }
 }

@@ -25,9 +25,13 @@
 //! instance subscribes to it and serves hits from its local tier (see
 //! `local.rs`); strict-mode instances ignore it.
 
+mod dirt;
+mod follow;
+mod scripts;
+
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, Weak};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -35,57 +39,20 @@ use fred::prelude::*;
 use fred::types::scripts::Script;
 use fred::types::Expiration;
 
+use self::dirt::Dirt;
+use self::follow::{follow, SUBSCRIBER_BUFFER};
+use self::scripts::{builder, INVALIDATE_LUA, LOOKUP_LUA, RENEW_LUA};
 use super::coalesce::Coalescer;
+use super::contract::{CacheStore, Lookup, StoreError};
 use super::local::{LocalCounters, LocalTier};
-use super::{Lookup, StoreError};
 use crate::cache::key::{KeyBase, TableKey};
 use crate::config::{CacheConfig, CacheMode};
-
-/// KEYS: the epoch, then one version key per table. ARGV[1]: the entry key
-/// up to the versions. Returns `{key}` on a miss, `{key, value, pttl}` on a
-/// hit.
-const LOOKUP_LUA: &str = r#"
-local parts = {}
-for i = 1, #KEYS do
-  parts[i] = redis.call('GET', KEYS[i]) or '0'
-end
-local key = ARGV[1] .. table.concat(parts, '.')
-local value = redis.call('GET', key)
-if value then
-  return {key, value, redis.call('PTTL', key)}
-end
-return {key}
-"#;
-
-/// KEYS: version keys. ARGV[1]: the invalidation channel.
-const INVALIDATE_LUA: &str = r#"
-local versions = {}
-for i = 1, #KEYS do
-  versions[i] = redis.call('INCR', KEYS[i])
-  redis.call('PUBLISH', ARGV[1], 'v ' .. versions[i] .. ' ' .. KEYS[i])
-end
-return versions
-"#;
-
-/// KEYS[1]: the epoch key. ARGV: the new epoch, the invalidation channel.
-const RENEW_LUA: &str = r#"
-redis.call('SET', KEYS[1], ARGV[1])
-redis.call('PUBLISH', ARGV[2], 'e ' .. ARGV[1])
-return 1
-"#;
 
 /// How long startup waits for Redis before serving without it.
 const STARTUP_WAIT: Duration = Duration::from_secs(2);
 
 /// How often the background task retries renewing the epoch while dirty.
 const REPAIR_INTERVAL: Duration = Duration::from_millis(200);
-
-/// How often the subscription task retries subscribing while down, and
-/// checks whether the store is still in use.
-const SUBSCRIBE_RETRY: Duration = Duration::from_millis(500);
-
-/// Invalidation messages buffered for the subscription task.
-const SUBSCRIBER_BUFFER: usize = 4096;
 
 pub struct RedisStore {
     pool: Pool,
@@ -112,40 +79,8 @@ pub struct RedisStore {
     renewing: AtomicBool,
     /// Invalidations waiting for the next script call.
     coalescer: Coalescer,
-}
-
-/// Whether an invalidation may have been lost since the epoch was last
-/// renewed. Marks are counted, so a renewal clears only the marks made
-/// before it began: one made while it runs keeps the store dirty.
-#[derive(Default)]
-struct Dirt {
-    marks: AtomicU64,
-    cleaned: AtomicU64,
-}
-
-impl Dirt {
-    /// Returns whether the store was clean before.
-    fn mark(&self) -> bool {
-        let before = self.marks.fetch_add(1, Ordering::SeqCst);
-        before == self.cleaned.load(Ordering::SeqCst)
-    }
-
-    fn is_dirty(&self) -> bool {
-        self.marks.load(Ordering::SeqCst) != self.cleaned.load(Ordering::SeqCst)
-    }
-
-    /// Taken before a renewal's write.
-    fn seen(&self) -> u64 {
-        self.marks.load(Ordering::SeqCst)
-    }
-
-    /// The renewal that began at `seen` succeeded; returns whether that
-    /// made the store clean.
-    fn clean(&self, seen: u64) -> bool {
-        let was_dirty = self.is_dirty();
-        self.cleaned.fetch_max(seen, Ordering::SeqCst);
-        was_dirty && !self.is_dirty()
-    }
+    /// This store, for the invalidation runner it spawns.
+    me: std::sync::Weak<RedisStore>,
 }
 
 impl RedisStore {
@@ -175,7 +110,8 @@ impl RedisStore {
                 counters,
             ))
         });
-        let store = Arc::new(RedisStore {
+        let store = Arc::new_cyclic(|me| RedisStore {
+            me: me.clone(),
             pool,
             channel: format!("{tag}inv"),
             tag,
@@ -248,23 +184,6 @@ impl RedisStore {
         format!("{}v:{}", self.tag, table.as_str())
     }
 
-    /// Fast mode: keeps a fill in the local tier.
-    pub fn keep_local(&self, key: &str, value: Bytes, ttl: Duration) {
-        if let Some(local) = &self.local {
-            local.store(key, value, ttl);
-        }
-    }
-
-    /// (entries, bytes) held by fast mode's local tier.
-    pub fn local_usage(&self) -> Option<(u64, u64)> {
-        self.local.as_ref().map(|l| l.usage())
-    }
-
-    /// Fast mode: whether the invalidation subscription is up.
-    pub fn local_live(&self) -> Option<bool> {
-        self.local.as_ref().map(|l| l.is_live())
-    }
-
     async fn bounded<T>(
         &self,
         call: impl std::future::Future<Output = Result<T, Error>>,
@@ -277,7 +196,11 @@ impl RedisStore {
         }
     }
 
-    pub async fn lookup(&self, base: &KeyBase, tables: &[TableKey]) -> Result<Lookup, StoreError> {
+    async fn lookup_inline(
+        &self,
+        base: &KeyBase,
+        tables: &[TableKey],
+    ) -> Result<Lookup, StoreError> {
         if self.dirty.is_dirty() {
             self.repair().await?;
         }
@@ -373,7 +296,7 @@ impl RedisStore {
     /// Writes a fill under `key` (the full key a lookup of `tables`
     /// built from `versions`). Returns `Ok(false)` without a Redis call
     /// when the fill is already dead (see `is_dead`).
-    pub async fn put(
+    async fn put_inline(
         &self,
         key: &str,
         value: Bytes,
@@ -426,15 +349,15 @@ impl RedisStore {
         })
     }
 
-    /// Bumps the versions of `tables`, in a call shared with the other
-    /// writers waiting at the time (see `coalesce.rs`).
-    pub async fn invalidate(self: &Arc<Self>, tables: &[TableKey]) -> Result<(), StoreError> {
+    async fn invalidate_inline(&self, tables: &[TableKey]) -> Result<(), StoreError> {
         if tables.is_empty() {
             return Ok(());
         }
         let (done, start) = self.coalescer.push(tables);
         if start {
-            tokio::spawn(run_invalidations(self.clone()));
+            if let Some(store) = self.me.upgrade() {
+                tokio::spawn(run_invalidations(store));
+            }
         }
         done.await.unwrap_or_else(|_| {
             // The runner went away without an answer (it panicked, or the
@@ -528,13 +451,61 @@ impl RedisStore {
         }
         result.map_err(|_| StoreError::Recovering)
     }
+}
 
-    pub async fn ready(&self) -> bool {
+impl CacheStore for RedisStore {
+    async fn lookup(&self, base: &KeyBase, tables: &[TableKey]) -> Result<Lookup, StoreError> {
+        self.lookup_inline(base, tables).await
+    }
+
+    async fn put(
+        &self,
+        key: &str,
+        value: Bytes,
+        ttl: Duration,
+        tables: &[TableKey],
+        versions: &[u64],
+    ) -> Result<bool, StoreError> {
+        self.put_inline(key, value, ttl, tables, versions).await
+    }
+
+    /// Fast mode keeps a local copy before the `SET`; strict mode nothing.
+    fn keep_local(&self, key: &str, value: &Bytes, ttl: Duration) -> bool {
+        if let Some(local) = &self.local {
+            local.store(key, value.clone(), ttl);
+        }
+        false
+    }
+
+    /// Bumps the versions of `tables`, in a call shared with the other
+    /// writers waiting at the time (see `coalesce.rs`).
+    async fn invalidate(&self, tables: &[TableKey]) -> Result<(), StoreError> {
+        self.invalidate_inline(tables).await
+    }
+
+    async fn invalidate_all(&self) -> Result<(), StoreError> {
+        self.renew_epoch().await
+    }
+
+    async fn ready(&self) -> bool {
         if self.dirty.is_dirty() {
             return false;
         }
         let client = self.pool.next();
         self.bounded(client.ping::<String>(None)).await.is_ok()
+    }
+
+    /// (entries, bytes) held by fast mode's local tier.
+    fn memory_usage(&self) -> Option<(u64, u64)> {
+        self.local.as_ref().map(|l| l.usage())
+    }
+
+    fn local_live(&self) -> Option<bool> {
+        self.local.as_ref().map(|l| l.is_live())
+    }
+
+    fn kind(&self) -> &'static str {
+        "redis"
     }
 }
 
@@ -575,112 +546,5 @@ impl Drop for Runner<'_> {
             self.store.dirty.mark();
             self.store.coalescer.abandon();
         }
-    }
-}
-
-/// A client builder with pgstash's timeouts and reconnect policy.
-fn builder(url: &str, timeout: Duration) -> Result<Builder, StoreError> {
-    let mut redis_config = Config::from_url(url).map_err(|e| StoreError::Connect(e.to_string()))?;
-    // Keep reconnecting even when Redis is down at startup.
-    redis_config.fail_fast = false;
-    let mut builder = Builder::from_config(redis_config);
-    builder
-        .with_connection_config(|c| {
-            c.connection_timeout = Duration::from_secs(2);
-            c.internal_command_timeout = Duration::from_secs(2);
-            c.max_command_attempts = 1;
-        })
-        .with_performance_config(|p| {
-            p.default_command_timeout = timeout;
-        })
-        // Reconnect forever, backing off from 100 ms to 2 s.
-        .set_policy(ReconnectPolicy::new_exponential(0, 100, 2000, 2));
-    Ok(builder)
-}
-
-/// Fast mode: follows the invalidation channel into `local` for as long as
-/// the store exists. The tier is live only between a confirmed SUBSCRIBE
-/// and the next sign that a message may have been missed; on every exit
-/// it is left down.
-async fn follow(store: Weak<RedisStore>, local: Arc<LocalTier>, client: Client, channel: String) {
-    follow_inline(&store, &local, &client, &channel).await;
-    local.set_live(false);
-    let _ = client.quit().await;
-}
-
-async fn follow_inline(
-    store: &Weak<RedisStore>,
-    local: &LocalTier,
-    client: &Client,
-    channel: &str,
-) {
-    use tokio::sync::broadcast::error::RecvError;
-    let mut messages = client.message_rx();
-    let mut reconnects = client.reconnect_rx();
-    let mut errors = client.error_rx();
-    let init = client.clone();
-    tokio::spawn(async move { init.init().await.map(|_| ()) });
-    let mut retry = tokio::time::interval(SUBSCRIBE_RETRY);
-    loop {
-        tokio::select! {
-            message = messages.recv() => match message {
-                Ok(message) => match message.value.as_str() {
-                    Some(text) => local.hear(&text),
-                    None => local.reset("a non-text invalidation message"),
-                },
-                Err(RecvError::Lagged(missed)) => {
-                    tracing::warn!(missed, "invalidation messages dropped; local tier reset");
-                    local.reset("invalidation messages were dropped");
-                }
-                Err(RecvError::Closed) => return,
-            },
-            event = reconnects.recv() => {
-                local.set_live(false);
-                if matches!(event, Err(RecvError::Closed)) {
-                    return;
-                }
-                subscribe(client, channel, local).await;
-            }
-            event = errors.recv() => {
-                local.set_live(false);
-                if matches!(event, Err(RecvError::Closed)) {
-                    return;
-                }
-            }
-            _ = retry.tick() => {
-                if store.strong_count() == 0 {
-                    return;
-                }
-                if !local.is_live() {
-                    if client.is_connected() {
-                        subscribe(client, channel, local).await;
-                    }
-                } else if !answers(client).await {
-                    // A half-open connection delivers nothing and reports
-                    // nothing: only a round trip on it tells.
-                    tracing::warn!("fast mode: the invalidation subscription stopped answering");
-                    local.set_live(false);
-                }
-            }
-        }
-    }
-}
-
-/// A PING on the subscribed connection, answered within the retry period.
-async fn answers(client: &Client) -> bool {
-    matches!(
-        tokio::time::timeout(SUBSCRIBE_RETRY, client.ping::<Value>(None)).await,
-        Ok(Ok(_))
-    )
-}
-
-async fn subscribe(client: &Client, channel: &str, local: &LocalTier) {
-    match tokio::time::timeout(SUBSCRIBE_RETRY, client.subscribe(channel)).await {
-        Ok(Ok(())) => {
-            local.set_live(true);
-            tracing::info!(channel, "fast mode: following invalidations");
-        }
-        Ok(Err(e)) => tracing::warn!(error = %e, "fast mode: cannot subscribe to invalidations"),
-        Err(_) => tracing::warn!("fast mode: subscribing to invalidations timed out"),
     }
 }

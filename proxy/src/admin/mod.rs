@@ -1,6 +1,7 @@
-//! The metrics port: `/metrics` (Prometheus text), `/healthz` (the process
-//! is up) and `/readyz` (upstream reachable, and the cache store reachable
-//! unless deliberately absent).
+//! The admin port: `/metrics` (Prometheus text), `/healthz` (the process
+//! is up), `/readyz` (upstream reachable, and the cache store reachable
+//! unless deliberately absent), `/queries` (the digest), and the admin
+//! actions `/admin/invalidate`, `/admin/flush` and `/admin/reload`.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -14,6 +15,7 @@ use axum::Router;
 use tokio::net::TcpListener;
 
 use crate::backend::connect::open_stream;
+use crate::cache::{CacheStore, Source};
 use crate::context::Context;
 
 /// How long `/readyz` waits for the upstream to accept a connection.
@@ -75,11 +77,12 @@ fn refresh_gauges(context: &Context) {
     m.upstream_connections
         .with_label_values(&["active"])
         .set(active);
-    if let Some((entries, bytes)) = context.cache.as_ref().and_then(|c| c.store.memory_usage()) {
+    let store = context.cache.as_ref().map(|c| c.store());
+    if let Some((entries, bytes)) = store.and_then(|s| s.memory_usage()) {
         m.cache_entries.set(entries as i64);
         m.cache_bytes.set(bytes as i64);
     }
-    if let Some(live) = context.cache.as_ref().and_then(|c| c.store.local_live()) {
+    if let Some(live) = store.and_then(|s| s.local_live()) {
         m.local_down.set(i64::from(!live));
     }
 }
@@ -121,7 +124,7 @@ async fn ready(State(context): State<Arc<Context>>) -> impl IntoResponse {
         return (StatusCode::SERVICE_UNAVAILABLE, "upstream unreachable\n");
     }
     if let Some(cache) = &context.cache {
-        if !cache.store.ready().await {
+        if !cache.store().ready().await {
             return (StatusCode::SERVICE_UNAVAILABLE, "cache store unavailable\n");
         }
     }
@@ -196,12 +199,19 @@ async fn admin_invalidate(
         Ok(table) => table,
         Err(e) => return (StatusCode::BAD_REQUEST, format!("{e}\n")),
     };
-    let writes = crate::cache::Writes {
+    let writes = pgstash_rules::Writes {
         tables: vec![table],
         all: false,
         ddl: false,
     };
-    cache.invalidate(&params.database, &writes).await;
+    let invalidator = cache.invalidator();
+    if let Err(e) = invalidator
+        .record(Source::Admin, &params.database, &writes)
+        .await
+    {
+        let text = format!("invalidation not recorded: {e}\n");
+        return (StatusCode::SERVICE_UNAVAILABLE, text);
+    }
     tracing::info!(database = %params.database, table = %params.table, %peer, "admin: table invalidated");
     (
         StatusCode::OK,
@@ -219,7 +229,7 @@ async fn admin_flush(
         Ok(cache) => cache,
         Err(refused) => return refused,
     };
-    match cache.store.invalidate_all().await {
+    match cache.invalidator().flush(Source::Admin).await {
         Ok(()) => {
             tracing::info!(%peer, "admin: cache flushed");
             (StatusCode::OK, "flushed\n".to_owned())
@@ -241,7 +251,7 @@ async fn admin_reload(
         Ok(cache) => cache,
         Err(refused) => return refused,
     };
-    match cache.reload_rules() {
+    match cache.decider().reload() {
         Ok(()) => (StatusCode::OK, "rules reloaded\n".to_owned()),
         Err(e) => (StatusCode::UNPROCESSABLE_ENTITY, format!("{e}\n")),
     }

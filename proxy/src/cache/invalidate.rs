@@ -1,0 +1,115 @@
+//! The one sink of invalidation. Every source of writes — statements seen
+//! on the wire (each session's [`WritePath`](super::write_path::WritePath)),
+//! the admin endpoint, and later Postgres' replication stream — hands the
+//! tables it saw to [`Invalidator::record`], which moves their versions on
+//! in the store (so every entry that read them becomes unreachable, on
+//! every instance sharing the store), drops catalog facts that DDL may have
+//! changed, and counts it.
+//!
+//! Adding a source: a [`Source`] variant, and a call to `record` from where
+//! the source learns of a write (see ARCHITECTURE.md).
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use pgstash_rules::Writes;
+
+use super::catalog::Catalogs;
+use super::key::TableKey;
+use super::store::{CacheStore, Store, StoreError};
+use crate::observe::Metrics;
+use crate::Boxed;
+
+/// Where a write was learned of.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Source {
+    /// A statement a client ran through this pgstash; its acknowledgement
+    /// waits for the record (guarantee G2).
+    Client,
+    /// `POST /admin/invalidate` or `/admin/flush`.
+    Admin,
+}
+
+impl Source {
+    pub fn label(self) -> &'static str {
+        match self {
+            Source::Client => "client",
+            Source::Admin => "admin",
+        }
+    }
+}
+
+pub struct Invalidator {
+    store: Arc<Store>,
+    catalogs: Arc<Catalogs>,
+    metrics: Arc<Metrics>,
+    /// `store_call{op="invalidate"}`, looked up once.
+    latency: prometheus::Histogram,
+}
+
+impl Invalidator {
+    pub fn new(store: Arc<Store>, catalogs: Arc<Catalogs>, metrics: Arc<Metrics>) -> Invalidator {
+        Invalidator {
+            latency: metrics.store_call.with_label_values(&["invalidate"]),
+            store,
+            catalogs,
+            metrics,
+        }
+    }
+
+    /// Records that `writes` committed in `database`. For a client's write
+    /// this runs after the commit and before the client sees its
+    /// acknowledgement. A failure is logged and counted; the store then
+    /// serves nothing it should have invalidated (guarantee G4).
+    pub fn record<'a>(
+        &'a self,
+        source: Source,
+        database: &'a str,
+        writes: &'a Writes,
+    ) -> Boxed<'a, Result<(), StoreError>> {
+        Box::pin(self.record_inline(source, database, writes))
+    }
+
+    async fn record_inline(
+        &self,
+        source: Source,
+        database: &str,
+        writes: &Writes,
+    ) -> Result<(), StoreError> {
+        if writes.ddl || writes.all {
+            self.catalogs.invalidate(database);
+        }
+        let started = Instant::now();
+        let result = if writes.all {
+            self.metrics.invalidations.with_label_values(&["*"]).inc();
+            self.store.invalidate_all().await
+        } else {
+            let keys = TableKey::all(database, &writes.tables);
+            for key in &keys {
+                self.metrics
+                    .invalidations
+                    .with_label_values(&[key.as_str()])
+                    .inc();
+            }
+            self.store.invalidate(&keys).await
+        };
+        self.latency.observe(started.elapsed().as_secs_f64());
+        if let Err(e) = &result {
+            tracing::warn!(error = %e, source = source.label(), "invalidation not recorded");
+            self.metrics
+                .cache_errors
+                .with_label_values(&["invalidate"])
+                .inc();
+        }
+        result
+    }
+
+    /// Makes every entry unreachable.
+    pub async fn flush(&self, source: Source) -> Result<(), StoreError> {
+        let result = self.store.invalidate_all().await;
+        if result.is_ok() {
+            tracing::info!(source = source.label(), "cache flushed");
+        }
+        result
+    }
+}

@@ -1,0 +1,38 @@
+//! Whether the Redis store may have lost an invalidation since its epoch
+//! was last renewed (guarantee G4: while it may have, nothing is served).
+
+use std::sync::atomic::{AtomicU64, Ordering};
+
+/// Whether an invalidation may have been lost since the epoch was last
+/// renewed. Marks are counted, so a renewal clears only the marks made
+/// before it began: one made while it runs keeps the store dirty.
+#[derive(Default)]
+pub struct Dirt {
+    marks: AtomicU64,
+    cleaned: AtomicU64,
+}
+
+impl Dirt {
+    /// Returns whether the store was clean before.
+    pub fn mark(&self) -> bool {
+        let before = self.marks.fetch_add(1, Ordering::SeqCst);
+        before == self.cleaned.load(Ordering::SeqCst)
+    }
+
+    pub fn is_dirty(&self) -> bool {
+        self.marks.load(Ordering::SeqCst) != self.cleaned.load(Ordering::SeqCst)
+    }
+
+    /// Taken before a renewal's write.
+    pub fn seen(&self) -> u64 {
+        self.marks.load(Ordering::SeqCst)
+    }
+
+    /// The renewal that began at `seen` succeeded; returns whether that
+    /// made the store clean.
+    pub fn clean(&self, seen: u64) -> bool {
+        let was_dirty = self.is_dirty();
+        self.cleaned.fetch_max(seen, Ordering::SeqCst);
+        was_dirty && !self.is_dirty()
+    }
+}

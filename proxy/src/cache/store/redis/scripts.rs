@@ -1,0 +1,62 @@
+//! The Lua scripts the Redis store runs (each one round trip, atomic in
+//! Redis), and the client builder with pgstash's timeouts and reconnect
+//! policy.
+
+use std::time::Duration;
+
+use fred::prelude::*;
+
+use crate::cache::store::contract::StoreError;
+
+/// KEYS: the epoch, then one version key per table. ARGV[1]: the entry key
+/// up to the versions. Returns `{key}` on a miss, `{key, value, pttl}` on a
+/// hit.
+pub const LOOKUP_LUA: &str = r#"
+local parts = {}
+for i = 1, #KEYS do
+  parts[i] = redis.call('GET', KEYS[i]) or '0'
+end
+local key = ARGV[1] .. table.concat(parts, '.')
+local value = redis.call('GET', key)
+if value then
+  return {key, value, redis.call('PTTL', key)}
+end
+return {key}
+"#;
+
+/// KEYS: version keys. ARGV[1]: the invalidation channel.
+pub const INVALIDATE_LUA: &str = r#"
+local versions = {}
+for i = 1, #KEYS do
+  versions[i] = redis.call('INCR', KEYS[i])
+  redis.call('PUBLISH', ARGV[1], 'v ' .. versions[i] .. ' ' .. KEYS[i])
+end
+return versions
+"#;
+
+/// KEYS[1]: the epoch key. ARGV: the new epoch, the invalidation channel.
+pub const RENEW_LUA: &str = r#"
+redis.call('SET', KEYS[1], ARGV[1])
+redis.call('PUBLISH', ARGV[2], 'e ' .. ARGV[1])
+return 1
+"#;
+
+/// A client builder with pgstash's timeouts and reconnect policy.
+pub fn builder(url: &str, timeout: Duration) -> Result<Builder, StoreError> {
+    let mut redis_config = Config::from_url(url).map_err(|e| StoreError::Connect(e.to_string()))?;
+    // Keep reconnecting even when Redis is down at startup.
+    redis_config.fail_fast = false;
+    let mut builder = Builder::from_config(redis_config);
+    builder
+        .with_connection_config(|c| {
+            c.connection_timeout = Duration::from_secs(2);
+            c.internal_command_timeout = Duration::from_secs(2);
+            c.max_command_attempts = 1;
+        })
+        .with_performance_config(|p| {
+            p.default_command_timeout = timeout;
+        })
+        // Reconnect forever, backing off from 100 ms to 2 s.
+        .set_policy(ReconnectPolicy::new_exponential(0, 100, 2000, 2));
+    Ok(builder)
+}

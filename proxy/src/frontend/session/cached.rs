@@ -1,0 +1,246 @@
+//! The session's side of the cache: extended-protocol messages held until
+//! their Sync (so that a whole one-statement request can be answered from
+//! the cache without a server connection), the answer being captured to
+//! fill an entry, and the session's part of its cache keys.
+//!
+//! Simple queries are routed as they arrive. A held request of one
+//! statement (`[Parse] Bind [Describe] Execute Sync`) is routed at its
+//! Sync; anything else held is sent on unchanged, each Bind's statement
+//! routed only for the writes it makes.
+
+use std::sync::Arc;
+
+use bytes::BytesMut;
+use pgstash_rules::SessionFacts;
+
+use crate::backend::connect::ConnectTarget;
+use crate::backend::SessionParams;
+use crate::cache::{Ask, Cache, Fill, Form, Gate, KeyScope, Routing};
+use crate::frontend::statements::{self, ParseMessage};
+use crate::net::frame::FrameRef;
+use crate::net::message::{ftag, tag};
+use crate::net::Frame;
+
+/// Extended messages held before they are sent on without caching.
+pub const MAX_BATCH: usize = 64;
+
+/// A BindComplete message.
+pub const BIND_COMPLETE: &[u8] = b"2\0\0\0\x04";
+
+/// What to do with a client message (see [`CachePath::intake`]).
+pub enum Intake {
+    /// Held until the request's Sync.
+    Held,
+    /// Send these on, in order: the messages held so far (they are not a
+    /// request the cache can answer whole), then `then`.
+    Release {
+        held: Vec<Frame>,
+        then: Option<Frame>,
+    },
+    /// A whole request up to its Sync: route it, then send it on unless
+    /// the cache answered it.
+    Request { held: Vec<Frame>, sync: Frame },
+}
+
+/// The parts of a one-statement extended request, as indices into it.
+pub struct Unit {
+    pub parse: Option<usize>,
+    pub bind: usize,
+    pub describe: bool,
+}
+
+/// An answer being captured for a cache fill.
+struct ActiveFill {
+    fill: Fill,
+    bytes: BytesMut,
+    ok: bool,
+}
+
+pub struct CachePath {
+    cache: Arc<Cache>,
+    held: Vec<Frame>,
+    fill: Option<ActiveFill>,
+    scope: KeyScope,
+}
+
+impl CachePath {
+    pub fn new(cache: Arc<Cache>, database: &str, user: &str) -> CachePath {
+        CachePath {
+            cache,
+            held: Vec::new(),
+            fill: None,
+            scope: KeyScope::new(database, user),
+        }
+    }
+
+    /// Holds extended messages until their Sync (unless the session skips
+    /// them anyway), and says when what is held must go.
+    pub fn intake(&mut self, frame: Frame, skipping: bool) -> Intake {
+        match frame.tag() {
+            ftag::PARSE | ftag::BIND | ftag::DESCRIBE | ftag::EXECUTE | ftag::CLOSE
+                if !skipping =>
+            {
+                self.held.push(frame);
+                if self.held.len() > MAX_BATCH {
+                    return Intake::Release {
+                        held: std::mem::take(&mut self.held),
+                        then: None,
+                    };
+                }
+                Intake::Held
+            }
+            ftag::SYNC if !self.held.is_empty() => Intake::Request {
+                held: std::mem::take(&mut self.held),
+                sync: frame,
+            },
+            _ => Intake::Release {
+                held: std::mem::take(&mut self.held),
+                then: Some(frame),
+            },
+        }
+    }
+
+    /// Messages are held: the session is not idle.
+    pub fn is_holding(&self) -> bool {
+        !self.held.is_empty()
+    }
+
+    /// An answer is being captured.
+    pub fn is_filling(&self) -> bool {
+        self.fill.is_some()
+    }
+
+    /// Asks the cache about one statement (see [`Cache::route`]).
+    #[allow(clippy::too_many_arguments)]
+    pub fn route<'a>(
+        &'a mut self,
+        sql: &'a str,
+        form: Form<'a>,
+        gate: Gate,
+        facts: SessionFacts,
+        database: &'a str,
+        settings: &'a SessionParams,
+        target: &'a (dyn Fn() -> ConnectTarget + Send + Sync),
+    ) -> Routing<'a> {
+        let ask = Ask {
+            sql,
+            form,
+            gate,
+            facts,
+            database,
+            scope: &mut self.scope,
+            settings,
+            target,
+        };
+        self.cache.route(ask)
+    }
+
+    /// The session's settings changed: keys are built anew.
+    pub fn settings_changed(&mut self) {
+        self.scope.reset();
+    }
+
+    /// Captures the answer of a request that goes upstream for `fill`.
+    pub fn start_fill(&mut self, fill: Fill) {
+        self.fill = Some(ActiveFill {
+            fill,
+            bytes: BytesMut::new(),
+            ok: true,
+        });
+    }
+
+    /// The request will not run: waiters for the fill go upstream.
+    pub fn drop_fill(&mut self) {
+        self.fill = None;
+    }
+
+    /// Adds a server message to the fill being captured, or abandons the
+    /// fill when the answer is not one that can be replayed (notices,
+    /// errors, COPY, suspended portals) or grows past the rule's limit. At
+    /// ReadyForQuery a whole answer fills the entry.
+    pub fn capture(&mut self, frame: FrameRef<'_>) {
+        let Some(active) = self.fill.as_mut() else {
+            return;
+        };
+        match frame.tag() {
+            tag::ROW_DESCRIPTION | tag::DATA_ROW | tag::COMMAND_COMPLETE => {
+                if !active.ok {
+                    return;
+                }
+                let limit = active.fill.read.rule.max_entry_bytes;
+                if (active.bytes.len() + frame.len()) as u64 > limit {
+                    active.ok = false;
+                    active.bytes = BytesMut::new();
+                } else {
+                    active.bytes.extend_from_slice(frame.as_bytes());
+                }
+            }
+            tag::READY_FOR_QUERY => {
+                if let Some(done) = self.fill.take() {
+                    let idle = frame.body().first() == Some(&b'I');
+                    if done.ok && idle && !done.bytes.is_empty() {
+                        self.cache.complete_fill(done.fill, done.bytes.freeze());
+                    }
+                }
+            }
+            tag::PARSE_COMPLETE | tag::BIND_COMPLETE | tag::PARAMETER_STATUS => {}
+            _ => active.ok = false,
+        }
+    }
+}
+
+/// Recognizes `[Parse] Bind [Describe portal] Execute` on the unnamed
+/// portal with no row limit: the requests the cache answers.
+pub fn single_unit(batch: &[Frame]) -> Option<Unit> {
+    let mut i = 0;
+    let mut parse = None;
+    let mut parse_name: Option<Vec<u8>> = None;
+    if batch.get(i)?.tag() == ftag::PARSE {
+        let p = ParseMessage::decode(batch[i].body()).ok()?;
+        parse_name = Some(p.name.to_vec());
+        parse = Some(i);
+        i += 1;
+    }
+    let bind_index = i;
+    if batch.get(i)?.tag() != ftag::BIND {
+        return None;
+    }
+    let bind = statements::bind_parts(batch[i].body()).ok()?;
+    if !bind.portal.is_empty() || parse_name.as_deref().is_some_and(|n| n != bind.statement) {
+        return None;
+    }
+    i += 1;
+    let mut describe = false;
+    if batch.get(i)?.tag() == ftag::DESCRIBE {
+        let (kind, name) = statements::decode_target(batch[i].body(), "Describe").ok()?;
+        if kind != b'P' || !name.is_empty() {
+            return None;
+        }
+        describe = true;
+        i += 1;
+    }
+    if batch.get(i)?.tag() != ftag::EXECUTE {
+        return None;
+    }
+    let (portal, max_rows) = statements::execute_parts(batch[i].body()).ok()?;
+    if !portal.is_empty() || max_rows != 0 || i + 1 != batch.len() {
+        return None;
+    }
+    Some(Unit {
+        parse,
+        bind: bind_index,
+        describe,
+    })
+}
+
+/// Whether a Bind's text-format values include one whose meaning depends
+/// on when it is read (`'now'`, `'today'`…): such a request is not cached.
+pub fn binds_time_sensitive_values(bind_rest: &[u8]) -> Option<bool> {
+    let values = statements::bind_values(bind_rest).ok()?;
+    Some(values.iter().any(|(format, value)| {
+        *format == 0
+            && value
+                .and_then(|v| std::str::from_utf8(v).ok())
+                .is_some_and(pgstash_rules::is_time_sensitive_input)
+    }))
+}

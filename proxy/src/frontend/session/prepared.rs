@@ -1,0 +1,355 @@
+//! A client's prepared statements as the session keeps them: its named
+//! statements, its last unnamed one, and — in transaction mode — the
+//! rewriting that lets them run on whichever server connection the client
+//! holds (see `frontend/statements.rs` for the naming scheme). Session
+//! mode forwards Parse, Bind and Describe as they are: the statements live
+//! on the client's own server.
+
+use std::sync::Arc;
+
+use bytes::Bytes;
+
+use super::settings::StatementEffects;
+use super::upstream::Upstream;
+use crate::frontend::expect::Expect;
+use crate::frontend::statements::{self, ParseMessage, Statements};
+use crate::net::message::{self, ftag};
+use crate::net::{Frame, NetError};
+
+/// The client's last unnamed statement.
+struct Unnamed {
+    /// Its Parse message, re-sent when a later batch binds the statement on
+    /// another server connection.
+    parse: Bytes,
+    text: Arc<str>,
+    /// Its parameter types as the Parse gave them.
+    types: Bytes,
+    /// What its text does to the session, once that was looked at.
+    effects: Option<StatementEffects>,
+}
+
+/// The statement a Bind names, as the cache sees it.
+pub struct Bound {
+    pub text: Arc<str>,
+    pub types: Bytes,
+    /// The client's unnamed statement, already known from an earlier Parse.
+    pub known_unnamed: bool,
+}
+
+#[derive(Default)]
+pub struct ClientStatements {
+    named: Statements,
+    unnamed: Option<Unnamed>,
+    /// The held server connection has the client's unnamed statement.
+    unnamed_on_server: bool,
+    /// The client ran DISCARD or DEALLOCATE (transaction mode): the server
+    /// connection's statements are gone, forgotten when it is released.
+    forget_on_release: bool,
+}
+
+impl ClientStatements {
+    /// A new server connection is held: it has no unnamed statement.
+    pub fn on_attach(&mut self) {
+        self.unnamed_on_server = false;
+    }
+
+    /// A simple Query ran: Postgres dropped the unnamed statement.
+    pub fn on_simple_query(&mut self) {
+        self.unnamed_on_server = false;
+    }
+
+    /// The client dropped server-side statements (DISCARD, DEALLOCATE).
+    pub fn forget_on_release(&mut self) {
+        self.forget_on_release = true;
+    }
+
+    /// Whether the released connection must forget its statements.
+    pub fn take_forget(&mut self) -> bool {
+        std::mem::take(&mut self.forget_on_release)
+    }
+
+    /// The text of the statement a Bind names (`name` empty: the unnamed one).
+    pub fn text_of(&self, name: &[u8]) -> Option<Arc<str>> {
+        if name.is_empty() {
+            self.unnamed.as_ref().map(|u| u.text.clone())
+        } else {
+            self.named.get(name).map(|s| s.query.clone())
+        }
+    }
+
+    /// What a one-statement request binds: the unnamed statement when the
+    /// request has no Parse and an unnamed Bind, or re-sends the same
+    /// Parse as last time (drivers do, before every execution); else the
+    /// request's own Parse, or a named statement.
+    pub fn bound(&self, parse: Option<(&Frame, &ParseMessage)>, name: &[u8]) -> Option<Bound> {
+        let unnamed = self.unnamed.as_ref().filter(|u| match parse {
+            Some((frame, _)) => u.parse[..] == *frame.as_bytes(),
+            None => name.is_empty(),
+        });
+        if let Some(u) = unnamed {
+            return Some(Bound {
+                text: u.text.clone(),
+                types: u.types.clone(),
+                known_unnamed: true,
+            });
+        }
+        let (text, types) = match parse {
+            Some((_, p)) => (p.query_text().into(), Bytes::copy_from_slice(p.types)),
+            None if name.is_empty() => return None,
+            None => {
+                let s = self.named.get(name)?;
+                (s.query.clone(), s.types.clone())
+            }
+        };
+        Some(Bound {
+            text,
+            types,
+            known_unnamed: false,
+        })
+    }
+
+    /// A request answered from the cache carried this Parse: remember the
+    /// statement as if the server had parsed it.
+    pub fn served_parse(&mut self, frame: &Frame, parse: &ParseMessage, bound: Bound) {
+        if parse.name.is_empty() {
+            if !bound.known_unnamed {
+                self.unnamed = Some(Unnamed {
+                    parse: Bytes::copy_from_slice(frame.as_bytes()),
+                    text: bound.text,
+                    types: bound.types,
+                    effects: None,
+                });
+            }
+            self.unnamed_on_server = false;
+        } else {
+            self.named.insert(parse);
+        }
+    }
+
+    /// Answers a named Parse whose statement is known to parse in this pool
+    /// without taking a server connection (transaction mode). Clients such
+    /// as pgbench prepare synchronously while other connections of theirs
+    /// hold transactions open; needing a server here could deadlock them on
+    /// a small pool. Returns the effects to apply when it answered.
+    pub fn parse_without_server(
+        &mut self,
+        frame: &Frame,
+        upstream: &mut Upstream,
+        client: &mut bytes::BytesMut,
+        effects_of: impl Fn(&str) -> StatementEffects,
+    ) -> Result<Option<StatementEffects>, NetError> {
+        // The unnamed statement (an empty name first in the body) always
+        // goes to a server; drivers send one per query, so it is not decoded
+        // here only to be decoded again.
+        if frame.body().first() == Some(&0) {
+            return Ok(None);
+        }
+        let parse = ParseMessage::decode(frame.body())?;
+        if parse.name.is_empty() || self.named.contains(parse.name) {
+            return Ok(None);
+        }
+        let server_name = statements::server_name(parse.query, parse.types);
+        if !upstream.pool().statement_known(&server_name) {
+            return Ok(None);
+        }
+        let effects = effects_of(&parse.query_text());
+        self.named.insert(&parse);
+        client.extend_from_slice(&message::parse_complete());
+        Ok(Some(effects))
+    }
+
+    /// A Close of a named statement in transaction mode is answered here
+    /// (the server-side statement stays for other clients). Returns false
+    /// when the Close must go to the server.
+    pub fn close_locally(
+        &mut self,
+        frame: &Frame,
+        upstream: &mut Upstream,
+        client: &mut bytes::BytesMut,
+    ) -> Result<bool, NetError> {
+        let (kind, name) = statements::decode_target(frame.body(), "Close")?;
+        if kind != b'S' || name.is_empty() {
+            return Ok(false);
+        }
+        self.named.remove(name);
+        upstream.answer_locally(message::close_complete(), client);
+        Ok(true)
+    }
+
+    /// Parse, Bind, Describe, Execute and (session-mode) Close, with a
+    /// server connection held. Returns the effects of a parsed text.
+    pub fn forward(
+        &mut self,
+        frame: &Frame,
+        upstream: &mut Upstream,
+        client: &mut bytes::BytesMut,
+        rewrite: bool,
+        effects_of: impl Fn(&str) -> StatementEffects,
+    ) -> Result<Option<StatementEffects>, NetError> {
+        match frame.tag() {
+            ftag::PARSE => return self.parse(frame, upstream, client, rewrite, effects_of),
+            ftag::BIND => {
+                let name = statements::bind_statement(frame.body())?;
+                if !rewrite || name.is_empty() {
+                    if name.is_empty() {
+                        self.ensure_unnamed(upstream);
+                    }
+                    upstream.send(frame.as_bytes(), Expect::Bind);
+                } else if let Some(server_name) = self.ensure_prepared(name, upstream) {
+                    let bind = statements::rewrite_bind(frame.body(), &server_name)?;
+                    upstream.send(&bind, Expect::Bind);
+                } else {
+                    // Unknown name: Postgres reports 26000 with the client's name.
+                    upstream.send(frame.as_bytes(), Expect::Bind);
+                }
+            }
+            ftag::DESCRIBE => {
+                let (kind, name) = statements::decode_target(frame.body(), "Describe")?;
+                if kind == b'P' {
+                    upstream.send(frame.as_bytes(), Expect::DescribePortal);
+                } else if !rewrite {
+                    upstream.send(frame.as_bytes(), Expect::DescribeStatement);
+                } else if name.is_empty() {
+                    self.ensure_unnamed(upstream);
+                    upstream.send(frame.as_bytes(), Expect::DescribeStatement);
+                } else if let Some(server_name) = self.ensure_prepared(name, upstream) {
+                    let describe = statements::target_frame(ftag::DESCRIBE, b'S', &server_name);
+                    upstream.send(&describe, Expect::DescribeStatement);
+                } else {
+                    upstream.send(frame.as_bytes(), Expect::DescribeStatement);
+                }
+            }
+            ftag::EXECUTE => upstream.send(frame.as_bytes(), Expect::Execute),
+            _ => upstream.send(frame.as_bytes(), Expect::Close),
+        }
+        Ok(None)
+    }
+
+    fn parse(
+        &mut self,
+        frame: &Frame,
+        upstream: &mut Upstream,
+        client: &mut bytes::BytesMut,
+        rewrite: bool,
+        effects_of: impl Fn(&str) -> StatementEffects,
+    ) -> Result<Option<StatementEffects>, NetError> {
+        let parse = ParseMessage::decode(frame.body())?;
+        let effects = if parse.name.is_empty() {
+            self.parse_unnamed(frame, &parse, effects_of)
+        } else {
+            effects_of(&parse.query_text())
+        };
+        // Session mode forwards every Parse as it is (the names live on the
+        // client's own server); transaction mode forwards the unnamed one
+        // and manages named ones below.
+        if !rewrite || parse.name.is_empty() {
+            if parse.name.is_empty() {
+                self.unnamed_on_server = true;
+            } else {
+                self.named.insert(&parse);
+            }
+            let expect = Expect::Parse {
+                forward: true,
+                prepared: None,
+                rename: None,
+            };
+            upstream.send(frame.as_bytes(), expect);
+        } else if self.named.contains(parse.name) {
+            // Let Postgres raise its own 42P05: re-parse under the existing
+            // server-side name, then show the client's name.
+            let client_name: Arc<str> = String::from_utf8_lossy(parse.name).into();
+            if let Some(server_name) = self.ensure_prepared(parse.name, upstream) {
+                let frame = statements::parse_frame(&server_name, parse.query, parse.types);
+                let expect = Expect::Parse {
+                    forward: true,
+                    prepared: None,
+                    rename: Some((server_name, client_name)),
+                };
+                upstream.send(&frame, expect);
+            }
+        } else {
+            let statement = self.named.insert(&parse);
+            let prepared_here = upstream
+                .conn()
+                .is_some_and(|c| !c.prepared.insert(statement.server_name.clone()));
+            if prepared_here {
+                upstream.answer_locally(message::parse_complete(), client);
+            } else {
+                let expect = Expect::Parse {
+                    forward: true,
+                    prepared: Some(statement.server_name),
+                    rename: None,
+                };
+                upstream.send(&statement.parse, expect);
+            }
+        }
+        Ok(Some(effects))
+    }
+
+    /// Makes sure the held server connection has the client's statement
+    /// `name`; returns its server-side name (None for an unknown name).
+    fn ensure_prepared(&mut self, name: &[u8], upstream: &mut Upstream) -> Option<Arc<str>> {
+        let statement = self.named.get(name)?.clone();
+        if upstream.skipping() {
+            return Some(statement.server_name);
+        }
+        let missing = upstream
+            .conn()
+            .is_some_and(|c| c.prepared.insert(statement.server_name.clone()));
+        if missing {
+            let expect = Expect::Parse {
+                forward: false,
+                prepared: Some(statement.server_name.clone()),
+                rename: None,
+            };
+            upstream.send(&statement.parse, expect);
+        }
+        Some(statement.server_name)
+    }
+
+    /// Re-sends the client's unnamed statement if this server has not seen it.
+    fn ensure_unnamed(&mut self, upstream: &mut Upstream) {
+        if self.unnamed_on_server || upstream.skipping() {
+            return;
+        }
+        if let Some(parse) = self.unnamed.as_ref().map(|u| u.parse.clone()) {
+            upstream.send(
+                &parse,
+                Expect::Parse {
+                    forward: false,
+                    prepared: None,
+                    rename: None,
+                },
+            );
+            self.unnamed_on_server = true;
+        }
+    }
+
+    /// Notes the client's unnamed Parse. Drivers send the same one before
+    /// every execution; what was learned of its text is then reused instead
+    /// of being worked out again.
+    fn parse_unnamed(
+        &mut self,
+        frame: &Frame,
+        parse: &ParseMessage,
+        effects_of: impl Fn(&str) -> StatementEffects,
+    ) -> StatementEffects {
+        let known = self
+            .unnamed
+            .as_ref()
+            .filter(|u| u.parse[..] == *frame.as_bytes())
+            .and_then(|u| u.effects);
+        if let Some(effects) = known {
+            return effects;
+        }
+        let text: Arc<str> = parse.query_text().into();
+        let effects = effects_of(&text);
+        self.unnamed = Some(Unnamed {
+            parse: Bytes::copy_from_slice(frame.as_bytes()),
+            text,
+            types: Bytes::copy_from_slice(parse.types),
+            effects: Some(effects),
+        });
+        effects
+    }
+}

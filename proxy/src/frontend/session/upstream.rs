@@ -1,0 +1,337 @@
+//! The server's side of a session: the pooled connection it holds (if
+//! any), the bytes waiting to go to it, and the answers expected back in
+//! order (`expect.rs`). Acquiring and releasing the connection, and reading
+//! its answers one by one for the relay (`relay.rs`), happen here.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use bytes::{Bytes, BytesMut};
+
+use super::phase::Tx;
+use crate::backend::cancel::{CancelSlot, CancelTarget};
+use crate::backend::pool::{PoolEntry, Pooled};
+use crate::backend::{BackendError, ServerConn, SessionParams};
+use crate::frontend::expect::{Effects, Expect, ExpectQueue, Verdict};
+use crate::net::frame::FrameRef;
+use crate::net::message::{self, tag};
+use crate::observe::Metrics;
+use crate::Boxed;
+
+/// Bytes kept for the server beyond this size are given back after they
+/// are written, so an idle session does not pin a large buffer.
+const SHRINK_ABOVE: usize = 64 * 1024;
+
+pub struct Upstream {
+    pool: Arc<PoolEntry>,
+    conn: Option<Pooled>,
+    out: BytesMut,
+    expect: ExpectQueue,
+    /// Effects of the answers relayed since the last [`Upstream::end_relay`].
+    effects: Effects,
+    /// Where a cancel request for this client goes (the held connection).
+    cancel: CancelSlot,
+}
+
+/// One server message, read for the relay.
+pub struct Answer<'a> {
+    pub frame: FrameRef<'a>,
+    /// Whether it goes on to the client: not when it answers a message
+    /// pgstash injected (a re-sent Parse).
+    pub forward: bool,
+    /// An error with the client's statement name in place of the
+    /// server-side one, to send instead of `frame`.
+    pub renamed: Option<Bytes>,
+    /// A CopyInResponse to an Execute: Syncs are ignored until CopyDone.
+    pub copy_in_extended: bool,
+    /// A FATAL or PANIC error: the server ends the session.
+    pub fatal: bool,
+}
+
+impl Upstream {
+    pub fn new(pool: Arc<PoolEntry>, cancel: CancelSlot) -> Upstream {
+        Upstream {
+            pool,
+            conn: None,
+            out: BytesMut::new(),
+            expect: ExpectQueue::default(),
+            effects: Effects::default(),
+            cancel,
+        }
+    }
+
+    pub fn pool(&self) -> &PoolEntry {
+        &self.pool
+    }
+
+    pub fn is_held(&self) -> bool {
+        self.conn.is_some()
+    }
+
+    pub fn conn(&mut self) -> Option<&mut ServerConn> {
+        self.conn.as_deref_mut().map(|c| &mut **c)
+    }
+
+    /// Every expected answer arrived and no Sync is outstanding.
+    pub fn settled(&self) -> bool {
+        self.expect.settled()
+    }
+
+    /// The server ignores messages after an error until the next Sync.
+    pub fn skipping(&self) -> bool {
+        self.expect.skipping()
+    }
+
+    /// Queues `bytes` for the server with the answer they call for (while
+    /// the server skips after an error, only a Sync goes).
+    pub fn send(&mut self, bytes: &[u8], expect: Expect) {
+        if !self.expect.skipping() || matches!(expect, Expect::Sync) {
+            self.out.extend_from_slice(bytes);
+        }
+        self.expect.push(expect);
+    }
+
+    /// Queues bytes that call for no answer (Flush, COPY data, a Sync
+    /// during COPY FROM STDIN), if a connection is held.
+    pub fn send_raw(&mut self, bytes: &[u8]) {
+        if self.conn.is_some() {
+            self.out.extend_from_slice(bytes);
+        }
+    }
+
+    /// An answer pgstash gives itself, in its place among the server's.
+    pub fn answer_locally(&mut self, bytes: Bytes, client: &mut BytesMut) {
+        if self.conn.is_some() {
+            self.expect.push(Expect::Synthetic(bytes));
+        } else {
+            client.extend_from_slice(&bytes);
+        }
+    }
+
+    /// Moves answers pgstash made itself that are now due into `client`.
+    pub fn drain_synthetic(&mut self, client: &mut BytesMut) {
+        self.expect.drain_synthetic(&mut self.effects.due);
+        flush_due(&mut self.effects.due, client);
+    }
+
+    /// Whether bytes wait for the server.
+    pub fn has_output(&self) -> bool {
+        !self.out.is_empty()
+    }
+
+    /// Writes what waits for the server. An error means the connection is
+    /// lost (it is marked broken).
+    pub async fn flush(&mut self) -> Result<(), BackendError> {
+        let result = match self.conn.as_mut() {
+            Some(server) => server.send(&self.out).await,
+            None => Ok(()),
+        };
+        self.out.clear();
+        if self.out.capacity() > SHRINK_ABOVE {
+            self.out = BytesMut::new();
+        }
+        result
+    }
+
+    /// Takes a connection from the pool and brings it to `settings`.
+    /// Returns how long the pool made the client wait, and the result.
+    pub async fn acquire(
+        &mut self,
+        settings: &SessionParams,
+        metrics: &Metrics,
+    ) -> (Duration, Result<Tx, BackendError>) {
+        let started = Instant::now();
+        metrics.clients_waiting.inc();
+        let acquired = self.pool.acquire().await;
+        metrics.clients_waiting.dec();
+        let waited = started.elapsed();
+        metrics.pool_acquire_wait.observe(waited.as_secs_f64());
+        let mut server = match acquired {
+            Ok(server) => server,
+            Err(e) => return (waited, Err(e)),
+        };
+        if let Some(sql) = settings.transition_sql(&server.applied) {
+            if let Err(e) = apply_settings(&mut server, sql).await {
+                return (waited, Err(e));
+            }
+            server.applied = settings.clone();
+        }
+        (waited, Ok(self.attach(server)))
+    }
+
+    /// Holds `server`; returns its transaction status.
+    pub fn attach(&mut self, server: Pooled) -> Tx {
+        *self.cancel.lock().unwrap_or_else(|e| e.into_inner()) = Some(CancelTarget {
+            pid: server.pid,
+            secret: server.secret,
+        });
+        let tx = Tx::from_status(server.status);
+        self.conn = Some(server);
+        tx
+    }
+
+    /// Gives the connection back to the pool; `forget_statements` when the
+    /// client dropped server-side statements (DISCARD, DEALLOCATE).
+    pub fn release(&mut self, forget_statements: bool) {
+        let Some(mut server) = self.conn.take() else {
+            return;
+        };
+        *self.cancel.lock().unwrap_or_else(|e| e.into_inner()) = None;
+        if forget_statements {
+            server.prepared.clear();
+        }
+        server.last_used = Instant::now();
+    }
+
+    /// The connection must not be reused.
+    pub fn mark_broken(&mut self) {
+        if let Some(server) = self.conn.as_mut() {
+            server.broken = true;
+        }
+    }
+
+    /// Waits until the server sent something (or failed).
+    ///
+    /// # Cancellation safety
+    /// Bytes are appended to the buffer only on completion.
+    pub async fn read(&mut self) -> Result<(), crate::net::NetError> {
+        match self.conn.as_deref_mut() {
+            Some(server) => {
+                let conn: &mut ServerConn = server;
+                conn.reader.fill(&mut conn.stream).await
+            }
+            None => std::future::pending().await,
+        }
+    }
+
+    /// The next whole server message already read, with what it means for
+    /// the connection (accounted here: transaction status, FATAL errors,
+    /// COPY, the expected answers). Synthetic answers due before it are
+    /// moved into `client` first. The caller forwards it if
+    /// [`Answer::forward`], then calls [`Upstream::consume`].
+    pub fn next_answer(
+        &mut self,
+        client: &mut BytesMut,
+    ) -> Result<Option<Answer<'_>>, BackendError> {
+        let Some(server) = self.conn.as_deref_mut() else {
+            return Ok(None);
+        };
+        let conn: &mut ServerConn = server;
+        let frame = match conn.reader.peek() {
+            Ok(Some(frame)) => frame,
+            Ok(None) => return Ok(None),
+            Err(e) => {
+                conn.broken = true;
+                return Err(e.into());
+            }
+        };
+        let tag = frame.tag();
+        let verdict = self.expect.on_server_message(tag, &mut self.effects);
+        flush_due(&mut self.effects.due, client);
+        let mut answer = Answer {
+            frame,
+            forward: verdict == Verdict::Forward,
+            renamed: None,
+            copy_in_extended: false,
+            fatal: false,
+        };
+        match tag {
+            tag::READY_FOR_QUERY => {
+                conn.status = frame.body().first().copied().unwrap_or(b'I');
+            }
+            tag::COPY_IN_RESPONSE => answer.copy_in_extended = self.expect.copy_in_started(),
+            tag::ERROR_RESPONSE => {
+                let (severity, _, _) = message::error_fields(frame.body());
+                if severity == "FATAL" || severity == "PANIC" {
+                    conn.broken = true;
+                    answer.fatal = true;
+                }
+                if let Some((server_name, client_name)) = self.effects.rename.take() {
+                    answer.renamed = Some(message::rename_in_error(
+                        frame.as_bytes(),
+                        &server_name,
+                        &client_name,
+                    ));
+                }
+            }
+            _ => {}
+        }
+        Ok(Some(answer))
+    }
+
+    /// Done with the message [`Upstream::next_answer`] returned.
+    pub fn consume(&mut self) {
+        let Some(server) = self.conn.as_deref_mut() else {
+            return;
+        };
+        let conn: &mut ServerConn = server;
+        let (len, status) = match conn.reader.peek() {
+            Ok(Some(frame)) => (
+                frame.len(),
+                (frame.tag() == tag::PARAMETER_STATUS).then(|| frame.body().to_vec()),
+            ),
+            _ => return,
+        };
+        conn.reader.consume(len);
+        if let Some(body) = status {
+            conn.note_parameter_status(&body);
+        }
+    }
+
+    /// After a relay: statements whose Parse failed are not prepared on
+    /// this connection after all; those that parsed are known to the pool.
+    pub fn end_relay(&mut self) {
+        let unprepared = std::mem::take(&mut self.effects.unprepared);
+        let prepared = std::mem::take(&mut self.effects.prepared);
+        if let Some(conn) = self.conn() {
+            for name in unprepared {
+                conn.prepared.remove(&name);
+            }
+        }
+        for name in prepared {
+            self.pool.statement_parsed(name);
+        }
+        self.effects.rename = None;
+    }
+
+    /// At the end of the session: the connection goes back to the pool
+    /// only if `clean`; a session-mode connection is reset first.
+    pub fn finish(&mut self, clean: bool, session_mode: bool) -> Boxed<'_, ()> {
+        Box::pin(async move {
+            let Some(mut server) = self.conn.take() else {
+                return;
+            };
+            if !clean {
+                server.broken = true;
+            } else if session_mode && !server.broken {
+                match server.run_internal("DISCARD ALL").await {
+                    Ok(_) => {
+                        server.applied = SessionParams::default();
+                        server.prepared.clear();
+                    }
+                    Err(_) => server.broken = true,
+                }
+            }
+            server.last_used = Instant::now();
+        })
+    }
+}
+
+/// Moves answers due to the client into its buffer.
+fn flush_due(due: &mut Vec<Bytes>, client: &mut BytesMut) {
+    for bytes in due.drain(..) {
+        client.extend_from_slice(&bytes);
+    }
+}
+
+/// Brings a server connection's settings to the client's (off the
+/// session's state machine: most acquisitions need no round trip).
+fn apply_settings(server: &mut Pooled, sql: String) -> Boxed<'_, Result<(), BackendError>> {
+    Box::pin(async move {
+        let result = server.run_internal(&sql).await.map(|_| ());
+        if result.is_err() {
+            server.broken = true;
+        }
+        result
+    })
+}
