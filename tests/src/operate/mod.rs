@@ -1,4 +1,4 @@
-//! Helpers for the operator-facing tests (`tests/operate_*.rs`): a pgstash
+//! Helpers for the operator-facing tests (`tests/operate/`): a pgstash
 //! whose metrics port the test can reach over HTTP, its slow-query log in a
 //! file of its own, a rules file that can be edited in place, and the
 //! `pgstash` binary when it has been built.
