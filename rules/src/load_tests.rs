@@ -204,7 +204,7 @@ fn load_rules_reports_unreadable_files() {
 
 #[test]
 fn the_example_file_is_valid() {
-    let path = concat!(env!("CARGO_MANIFEST_DIR"), "/examples/rules.toml");
+    let path = concat!(env!("CARGO_MANIFEST_DIR"), "/../deploy/rules.toml");
     let set = load_rules(path).unwrap();
     assert!(!set.rules().is_empty());
 }

@@ -1,6 +1,7 @@
 //! Helpers for the caching tests: a rules file of the test's own, a pgstash
-//! started with it, counters read from the server's metrics, and a way to
-//! count how many times Postgres really executed a query.
+//! started with it, counters read from the server's metrics, a key prefix of
+//! the test's own on the shared Redis, and a way to count how many times
+//! Postgres really executed a query.
 //!
 //! Counting executions is what lets a cache test fail without the cache:
 //! metrics are pgstash's own account of what it did, while the
@@ -124,6 +125,34 @@ impl CachingProxy {
         self.metrics().cache_errors.with_label_values(&[op]).get()
     }
 
+    /// 1 while `rule` has been judged not to pay and most of its reads
+    /// skip the store, else 0.
+    pub fn rule_bypassing(&self, rule: &str) -> i64 {
+        self.metrics()
+            .rule_bypassing
+            .with_label_values(&[rule])
+            .get()
+    }
+
+    /// Lookups sent to the store (timed calls, every rule).
+    pub fn store_lookups(&self) -> u64 {
+        self.metrics()
+            .store_call
+            .with_label_values(&["lookup"])
+            .get_sample_count()
+    }
+
+    /// Whether the fast mode's invalidation subscription is up (the gauge
+    /// is refreshed on scrape; the store answers directly); `None` without
+    /// a local tier.
+    pub fn local_live(&self) -> Option<bool> {
+        self.handle()
+            .context()
+            .cache
+            .as_ref()
+            .and_then(|c| pgstash::cache::CacheStore::local_live(c.store()))
+    }
+
     /// Invalidations recorded for `table` of the test database.
     pub fn invalidations(&self, table: &str) -> u64 {
         let label = format!("{}.{table}", self.database);
@@ -169,6 +198,12 @@ impl RedisPrefix {
     /// The value for `cache.key_prefix`.
     pub fn prefix(&self) -> String {
         self.redis.prefix.clone()
+    }
+
+    /// Points pgstash's `config` at the shared Redis, under this prefix.
+    pub fn configure(&self, config: &mut Config) {
+        config.redis = Some(self.url());
+        config.cache.key_prefix = self.prefix();
     }
 
     /// Keys pgstash wrote under this prefix.

@@ -1,12 +1,14 @@
 //! Test harness for pgstash: a real Postgres and Redis per test, a pgstash
-//! in-process, a raw wire client, and the differential runner that compares
-//! what Postgres sends with what pgstash relays.
+//! in-process, the fixtures that set both up for a test, a raw wire client,
+//! and the differential runner that compares what Postgres sends with what
+//! pgstash relays.
 //!
 //! See `tests/README.md` for the environment variables and how to run.
 
 pub mod cache;
 pub mod differential;
 pub mod files;
+pub mod fixture;
 pub mod operate;
 pub mod postgres;
 pub mod proxy;

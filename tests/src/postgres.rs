@@ -189,3 +189,44 @@ pub async fn column(client: &Client, sql: &str) -> Vec<Option<String>> {
         })
         .collect()
 }
+
+/// The rows of a simple query's answer, every column as text.
+pub fn simple_rows(messages: Vec<tokio_postgres::SimpleQueryMessage>) -> Vec<Vec<Option<String>>> {
+    messages
+        .into_iter()
+        .filter_map(|m| match m {
+            tokio_postgres::SimpleQueryMessage::Row(r) => {
+                Some((0..r.len()).map(|i| r.get(i).map(str::to_owned)).collect())
+            }
+            _ => None,
+        })
+        .collect()
+}
+
+/// The value `sql` (no parameters) returns: the first column of its first row,
+/// through the extended protocol or the simple one.
+pub async fn value(client: &Client, sql: &str, extended: bool) -> String {
+    try_value(client, sql, extended)
+        .await
+        .unwrap_or_else(|e| panic!("{sql}: {e}"))
+}
+
+/// Like [`value`], with an error, a missing row or a NULL returned as text
+/// (for readers in the background, which report rather than panic).
+pub async fn try_value(client: &Client, sql: &str, extended: bool) -> Result<String, String> {
+    if extended {
+        match client.query_one(sql, &[]).await {
+            Ok(row) => Ok(row.get(0)),
+            Err(e) => Err(describe(&e)),
+        }
+    } else {
+        let messages = client.simple_query(sql).await.map_err(|e| describe(&e))?;
+        messages
+            .into_iter()
+            .find_map(|m| match m {
+                tokio_postgres::SimpleQueryMessage::Row(r) => r.get(0).map(str::to_owned),
+                _ => None,
+            })
+            .ok_or_else(|| "no row, or NULL".to_owned())
+    }
+}

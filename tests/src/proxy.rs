@@ -20,6 +20,8 @@ use crate::wire::{RawClient, Startup, WireError};
 pub struct TestProxy {
     /// Where clients connect.
     pub addr: SocketAddr,
+    /// The metrics (and admin) HTTP port.
+    pub metrics_addr: SocketAddr,
     /// The test database (clients' database names pass through upstream).
     pub database: String,
     /// The user tests log in as by default (the Postgres superuser).
@@ -57,12 +59,19 @@ impl TestProxy {
     pub async fn start(pg: &TestPostgres, configure: impl FnOnce(&mut Config)) -> TestProxy {
         let mut config = Self::base_config(pg);
         configure(&mut config);
+        Self::bind(pg, config).await
+    }
+
+    /// Binds `config` as given (clients log in to `pg`'s database as its
+    /// superuser by default) and spawns `run()`.
+    pub async fn bind(pg: &TestPostgres, config: Config) -> TestProxy {
         let server = Server::bind(config).await.expect("pgstash failed to bind");
-        let addr = server.local_addr();
+        let (addr, metrics_addr) = (server.local_addr(), server.metrics_addr());
         let handle = server.handle();
         let task = tokio::spawn(server.run());
         TestProxy {
             addr,
+            metrics_addr,
             database: pg.database.clone(),
             user: pg.superuser().to_owned(),
             handle,
@@ -105,6 +114,11 @@ impl TestProxy {
     /// A `tokio-postgres` client through the proxy (test database, default user).
     pub async fn connect(&self) -> Client {
         connect(&self.db_url()).await
+    }
+
+    /// A `tokio-postgres` client through the proxy to the test database, as `user`.
+    pub async fn connect_as(&self, user: &str) -> Client {
+        connect(&self.url(&self.database, user)).await
     }
 
     /// Like [`Self::connect`], returning the error.

@@ -38,6 +38,12 @@ impl RedisProcess {
         format!("redis://127.0.0.1:{}", self.port)
     }
 
+    /// Points pgstash's `config` at this server (the default key prefix:
+    /// the server is the test's alone, and instances sharing it agree).
+    pub fn configure(&self, config: &mut pgstash::Config) {
+        config.redis = Some(self.url());
+    }
+
     fn addr(&self) -> SocketAddr {
         SocketAddr::from(([127, 0, 0, 1], self.port))
     }

@@ -4,6 +4,7 @@
 //! pgstash's.
 
 use pgstash_tests::differential::{self, corpus, Endpoint};
+use pgstash_tests::fixture::database;
 use pgstash_tests::wire::text_rows;
 use pgstash_tests::{TestPostgres, TestRedis};
 
@@ -50,8 +51,7 @@ async fn redis_answers_and_prefix_is_unique() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn corpus_is_deterministic_against_postgres_itself() {
-    let pg = TestPostgres::new().await;
-    pg.execute(corpus::FIXTURES).await;
+    let pg = database(&[corpus::FIXTURES]).await;
     let one = Endpoint::new("postgres", pg.addr(), pg.startup());
     let two = Endpoint::new("postgres again", pg.addr(), pg.startup());
     differential::compare(&one, &two, &corpus::all())

@@ -18,6 +18,10 @@ use std::fmt::Write as _;
 use std::net::SocketAddr;
 use std::time::Duration;
 
+use pgstash::config::PoolMode;
+
+use crate::postgres::TestPostgres;
+use crate::proxy::TestProxy;
 use crate::wire::{BackendMessage, RawClient, Startup, WireError};
 
 /// How long one read in a case may wait (a hung proxy fails fast).
@@ -46,6 +50,34 @@ impl Endpoint {
         let mut c = RawClient::connect_with(self.addr, self.startup.clone()).await?;
         c.timeout = CASE_TIMEOUT;
         Ok(c)
+    }
+}
+
+/// The two sides a case is compared on: Postgres itself and a pgstash in
+/// front of it, over a fresh database holding the corpus fixtures.
+pub struct Sides {
+    pub direct: Endpoint,
+    pub through: Endpoint,
+    _proxy: TestProxy,
+    _pg: TestPostgres,
+}
+
+impl Sides {
+    /// pgstash pools `pool_size` server connections in `mode`.
+    pub async fn start(mode: PoolMode, pool_size: u32) -> Sides {
+        let (pg, proxy) = crate::fixture::pooled(&[corpus::FIXTURES], mode, pool_size).await;
+        let direct = Endpoint::new("postgres", pg.addr(), pg.startup());
+        let through = Endpoint::new(
+            &format!("pgstash ({mode:?} pooling)"),
+            proxy.addr,
+            proxy.startup(),
+        );
+        Sides {
+            direct,
+            through,
+            _proxy: proxy,
+            _pg: pg,
+        }
     }
 }
 

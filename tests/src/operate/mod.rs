@@ -1,4 +1,4 @@
-//! Helpers for the operator-facing tests (`tests/operate_*.rs`): a pgstash
+//! Helpers for the operator-facing tests (`tests/operate/`): a pgstash
 //! whose metrics port the test can reach over HTTP, its slow-query log in a
 //! file of its own, a rules file that can be edited in place, and the
 //! `pgstash` binary when it has been built.
@@ -13,16 +13,13 @@ pub mod json;
 pub mod prom;
 pub mod throwaway;
 
-use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use pgstash::observe::digest::ShapeReport;
-use pgstash::{Config, ServeError, Server, ServerHandle};
-use tokio::task::JoinHandle;
-use tokio_postgres::Client;
+use pgstash::Config;
 
-pub use crate::files::{temp_path, RulesToml};
+pub use crate::files::{temp_path, RulesToml, TempFile};
 pub use crate::postgres::column;
 use crate::postgres::TestPostgres;
 use crate::proxy::TestProxy;
@@ -33,64 +30,69 @@ pub use prom::Scrape;
 /// How long the waiting helpers poll before failing the test.
 const WAIT: Duration = Duration::from_secs(5);
 
-/// A running pgstash with its metrics address and slow-query log file.
+/// A running pgstash with its slow-query log in a file of its own (and
+/// its rules file, when started [`with_rules`](OpsProxy::with_rules)); the
+/// address, metrics address, database and user are its [`TestProxy`]'s.
 pub struct OpsProxy {
-    pub addr: SocketAddr,
-    pub metrics_addr: SocketAddr,
-    /// The test database and the superuser (from [`TestProxy::base_config`]).
-    pub database: String,
-    pub user: String,
-    /// The slow-query log file (a temp file unless the config named one).
-    pub slow_log: PathBuf,
-    handle: ServerHandle,
-    task: Option<JoinHandle<Result<(), ServeError>>>,
+    proxy: TestProxy,
+    slow_log: TempFile,
+    rules: Option<RulesToml>,
+}
+
+impl std::ops::Deref for OpsProxy {
+    type Target = TestProxy;
+    fn deref(&self) -> &TestProxy {
+        &self.proxy
+    }
 }
 
 impl OpsProxy {
     /// Starts pgstash on `pg` from the harness's base config, with a slow-log
     /// file of its own; `configure` adjusts the config before binding.
     pub async fn start(pg: &TestPostgres, configure: impl FnOnce(&mut Config)) -> OpsProxy {
+        let slow_log = TempFile::new("slow", "log");
         let mut config = TestProxy::base_config(pg);
-        config.slow_query_log = Some(temp_path("slow", "log"));
+        config.slow_query_log = Some(slow_log.path().to_owned());
         configure(&mut config);
-        Self::bind(config, &pg.database, pg.superuser())
-            .await
-            .expect("pgstash failed to bind")
+        OpsProxy {
+            proxy: TestProxy::bind(pg, config).await,
+            slow_log,
+            rules: None,
+        }
     }
 
-    /// Binds `config` as given and spawns `run()`.
-    pub async fn bind(config: Config, database: &str, user: &str) -> Result<OpsProxy, ServeError> {
-        let slow_log = config
-            .slow_query_log
-            .clone()
-            .unwrap_or_else(|| temp_path("unused-slow", "log"));
-        let server = Server::bind(config).await?;
-        let (addr, metrics_addr, handle) =
-            (server.local_addr(), server.metrics_addr(), server.handle());
-        let task = tokio::spawn(server.run());
-        Ok(OpsProxy {
-            addr,
-            metrics_addr,
-            database: database.to_owned(),
-            user: user.to_owned(),
-            slow_log,
-            handle,
-            task: Some(task),
+    /// Like [`OpsProxy::start`], reading `rules` (TOML text) from a file of
+    /// its own, which the test may rewrite through [`OpsProxy::rules`].
+    pub async fn with_rules(
+        pg: &TestPostgres,
+        rules: &str,
+        configure: impl FnOnce(&mut Config),
+    ) -> OpsProxy {
+        let file = RulesToml::new(rules);
+        let path = file.path().to_owned();
+        let mut proxy = Self::start(pg, move |c| {
+            c.rules = Some(path);
+            configure(c);
         })
+        .await;
+        proxy.rules = Some(file);
+        proxy
+    }
+
+    /// The rules file of a proxy started [`with_rules`](OpsProxy::with_rules).
+    pub fn rules(&self) -> &RulesToml {
+        self.rules
+            .as_ref()
+            .expect("the proxy was started with_rules")
     }
 
     /// `postgres://user@proxy/db`, with `application_name` when given.
-    pub fn url(&self, user: &str, application_name: Option<&str>) -> String {
-        let mut url = format!("postgres://{user}@{}/{}", self.addr, self.database);
+    pub fn app_url(&self, user: &str, application_name: Option<&str>) -> String {
+        let mut url = self.url(&self.database, user);
         if let Some(app) = application_name {
             url.push_str(&format!("?application_name={app}"));
         }
         url
-    }
-
-    /// A `tokio-postgres` client through the proxy (superuser, test database).
-    pub async fn connect(&self) -> Client {
-        crate::postgres::connect(&self.url(&self.user, None)).await
     }
 
     /// `http://127.0.0.1:PORT`, as given to `pgstash top --metrics`.
@@ -171,7 +173,7 @@ impl OpsProxy {
 
     /// Every line of the slow-query log so far, each parsed as JSON.
     pub fn slow_lines(&self) -> Vec<Json> {
-        let text = std::fs::read_to_string(&self.slow_log).unwrap_or_default();
+        let text = std::fs::read_to_string(self.slow_log.path()).unwrap_or_default();
         text.lines()
             .map(|line| {
                 json::parse(line)
@@ -196,31 +198,9 @@ impl OpsProxy {
         }
     }
 
-    pub fn handle(&self) -> &ServerHandle {
-        &self.handle
-    }
-
     /// Stops the server and waits for `run()` to return.
-    pub async fn shutdown(mut self) {
-        self.handle.shutdown();
-        if let Some(task) = self.task.take() {
-            match tokio::time::timeout(Duration::from_secs(10), task).await {
-                Ok(joined) => joined
-                    .expect("the proxy task panicked")
-                    .expect("run() failed"),
-                Err(_) => panic!("pgstash did not stop within 10s of shutdown()"),
-            }
-        }
-    }
-}
-
-impl Drop for OpsProxy {
-    fn drop(&mut self) {
-        if let Some(task) = self.task.take() {
-            self.handle.shutdown();
-            task.abort();
-        }
-        let _ = std::fs::remove_file(&self.slow_log);
+    pub async fn shutdown(self) {
+        self.proxy.shutdown().await.expect("run() failed");
     }
 }
 

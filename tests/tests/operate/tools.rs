@@ -7,8 +7,8 @@
 //! (`tools::fetch_queries`, `tools::suggest::suggest`, `tools::top::render`)
 //! and, when `target/debug/pgstash` has been built, through the binary too.
 
+use pgstash_tests::fixture::{database, operated};
 use pgstash_tests::operate::{column, pgstash_binary, run_pgstash, OpsProxy, RulesToml};
-use pgstash_tests::TestPostgres;
 
 const SCHEMA: &str = "CREATE TABLE accounts (id int PRIMARY KEY, owner text, balance int);
                       INSERT INTO accounts SELECT g, 'owner ' || g, g * 10 FROM generate_series(1, 50) g;
@@ -69,15 +69,8 @@ fn rule_name(block: &str) -> String {
 
 #[tokio::test]
 async fn suggested_rule_is_valid_and_makes_the_hot_query_a_hit() {
-    let pg = TestPostgres::new().await;
-    pg.execute(SCHEMA).await;
-    let rules = RulesToml::new(START_RULES);
-    let rules_path = rules.path().to_owned();
-    let proxy = OpsProxy::start(&pg, move |c| {
-        c.rules = Some(rules_path);
-        c.admin.enabled = true;
-    })
-    .await;
+    let (pg, proxy) = operated(&[SCHEMA], START_RULES, |c| c.admin.enabled = true).await;
+    let rules = proxy.rules();
     let client = proxy.connect().await;
     workload(&client).await;
 
@@ -195,8 +188,7 @@ async fn rules_check_reports_line_and_column_of_a_mistake() {
 
 #[tokio::test]
 async fn top_shows_the_hot_query_with_its_call_count() {
-    let pg = TestPostgres::new().await;
-    pg.execute(SCHEMA).await;
+    let pg = database(&[SCHEMA]).await;
     let proxy = OpsProxy::start(&pg, |_| {}).await;
     let client = proxy.connect().await;
     workload(&client).await;
@@ -246,8 +238,7 @@ async fn one_worker_serves_caches_and_stops_on_a_single_thread() {
         eprintln!("skipped: target/debug/pgstash not built");
         return;
     };
-    let pg = TestPostgres::new().await;
-    pg.execute(SCHEMA).await;
+    let pg = database(&[SCHEMA]).await;
     let rules = RulesToml::new(&format!("[[rule]]\nname = \"hot\"\nquery = \"{HOT}\"\n"));
     let free = || {
         std::net::TcpListener::bind("127.0.0.1:0")

@@ -9,11 +9,10 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use pgstash_tests::cache::{executions, CachingProxy, COUNTER_FUNCTIONS};
-use pgstash_tests::postgres::describe;
+use pgstash_tests::cache::{executions, COUNTER_FUNCTIONS};
+use pgstash_tests::fixture::caching;
+use pgstash_tests::postgres::{describe, simple_rows as rows};
 use pgstash_tests::wire::{BackendMessage, Frontend, RawClient};
-use pgstash_tests::TestPostgres;
-use tokio_postgres::SimpleQueryMessage;
 
 const RULES: &str = r#"
 [[rule]]
@@ -31,29 +30,9 @@ INSERT INTO items VALUES
   (3, 'ünïcødé', 7.99, '{}', '2024-03-01 00:00+00', '', 'NaN');
 "#;
 
-async fn setup() -> (TestPostgres, CachingProxy) {
-    let pg = TestPostgres::new().await;
-    pg.execute(FIXTURE).await;
-    pg.execute(COUNTER_FUNCTIONS).await;
-    let proxy = CachingProxy::start(&pg, RULES, |_| {}).await;
-    (pg, proxy)
-}
-
-fn rows(messages: Vec<SimpleQueryMessage>) -> Vec<Vec<Option<String>>> {
-    messages
-        .into_iter()
-        .filter_map(|m| match m {
-            SimpleQueryMessage::Row(r) => {
-                Some((0..r.len()).map(|i| r.get(i).map(str::to_owned)).collect())
-            }
-            _ => None,
-        })
-        .collect()
-}
-
 #[tokio::test]
 async fn second_simple_query_is_a_hit_and_does_not_run_upstream() {
-    let (pg, proxy) = setup().await;
+    let (pg, proxy) = caching(&[FIXTURE, COUNTER_FUNCTIONS], RULES, |_| {}).await;
     let client = proxy.connect().await;
     let sql = "SELECT id, name, price, counted(id) AS c FROM items WHERE id = 2";
 
@@ -88,7 +67,7 @@ async fn second_simple_query_is_a_hit_and_does_not_run_upstream() {
 
 #[tokio::test]
 async fn second_extended_query_is_a_hit_and_does_not_run_upstream() {
-    let (pg, proxy) = setup().await;
+    let (pg, proxy) = caching(&[FIXTURE, COUNTER_FUNCTIONS], RULES, |_| {}).await;
     let client = proxy.connect().await;
     let sql = "SELECT name, counted(id) AS c FROM items WHERE id = $1";
     let run = |id: i32| {
@@ -141,7 +120,7 @@ async fn exchange(client: &mut RawClient, messages: &[Frontend]) -> Vec<BackendM
 /// The answer through pgstash on a miss and then on a hit must both be the
 /// answer of Postgres, byte for byte.
 async fn assert_hit_is_byte_identical(messages: &[Frontend]) {
-    let (pg, proxy) = setup().await;
+    let (pg, proxy) = caching(&[FIXTURE, COUNTER_FUNCTIONS], RULES, |_| {}).await;
     let mut direct = pg.raw().await.expect("direct connect");
     let want = exchange(&mut direct, messages).await;
     assert!(
@@ -197,7 +176,7 @@ async fn extended_binary_hit_is_byte_identical_to_postgres() {
 
 #[tokio::test]
 async fn text_and_binary_results_are_separate_entries() {
-    let (pg, proxy) = setup().await;
+    let (pg, proxy) = caching(&[FIXTURE, COUNTER_FUNCTIONS], RULES, |_| {}).await;
     let mut direct = pg.raw().await.unwrap();
     let want_text = exchange(&mut direct, &extended(0)).await;
     let want_binary = exchange(&mut direct, &extended(1)).await;
@@ -221,7 +200,7 @@ async fn text_and_binary_results_are_separate_entries() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn concurrent_identical_misses_run_upstream_once() {
     const CLIENTS: usize = 50;
-    let (pg, proxy) = setup().await;
+    let (pg, proxy) = caching(&[FIXTURE, COUNTER_FUNCTIONS], RULES, |_| {}).await;
     // 200 ms upstream: every client asks while the first is still running.
     let sql = "SELECT counted_slow(id, 0.2) AS v FROM items WHERE id = 3";
     let mut clients = Vec::new();

@@ -6,8 +6,8 @@
 
 use std::net::SocketAddr;
 
-use pgstash_tests::operate::{column, OpsProxy, RulesToml};
-use pgstash_tests::TestPostgres;
+use pgstash_tests::fixture::operated;
+use pgstash_tests::operate::{column, OpsProxy};
 
 const TABLES: &str = "CREATE TABLE items (id int PRIMARY KEY, name text);
                       INSERT INTO items VALUES (1, 'one');
@@ -23,21 +23,6 @@ ttl = "60s"
 
 const ITEMS_READ: &str = "SELECT name FROM items WHERE id = 1";
 const OTHER_READ: &str = "SELECT name FROM other WHERE id = 1";
-
-async fn setup(
-    configure: impl FnOnce(&mut pgstash::Config),
-) -> (TestPostgres, RulesToml, OpsProxy) {
-    let pg = TestPostgres::new().await;
-    pg.execute(TABLES).await;
-    let rules = RulesToml::new(ITEMS_RULE);
-    let path = rules.path().to_owned();
-    let proxy = OpsProxy::start(&pg, move |c| {
-        c.rules = Some(path);
-        configure(c);
-    })
-    .await;
-    (pg, rules, proxy)
-}
 
 /// (hits, misses, fills) of `rule`, scraped.
 async fn counts(proxy: &OpsProxy, rule: &str) -> (f64, f64, f64) {
@@ -84,7 +69,7 @@ async fn was_miss(
 
 #[tokio::test]
 async fn admin_actions_are_not_found_unless_enabled() {
-    let (pg, _rules, proxy) = setup(|_| {}).await;
+    let (pg, proxy) = operated(&[TABLES], ITEMS_RULE, |_| {}).await;
     for path in [
         format!("/admin/invalidate?database={}&table=items", pg.database),
         "/admin/flush".to_owned(),
@@ -102,7 +87,7 @@ async fn admin_actions_are_not_found_unless_enabled() {
 
 #[tokio::test]
 async fn invalidate_and_flush_from_loopback_make_the_next_read_a_miss() {
-    let (pg, _rules, proxy) = setup(|c| c.admin.enabled = true).await;
+    let (pg, proxy) = operated(&[TABLES], ITEMS_RULE, |c| c.admin.enabled = true).await;
     let client = proxy.connect().await;
 
     cache_it(&proxy, &client, "items", ITEMS_READ).await;
@@ -155,7 +140,7 @@ async fn admin_without_a_token_refuses_non_loopback_clients() {
         eprintln!("skipped: this host has no non-loopback address");
         return;
     };
-    let (_pg, _rules, proxy) = setup(|c| {
+    let (_pg, proxy) = operated(&[TABLES], ITEMS_RULE, |c| {
         c.admin.enabled = true;
         c.metrics_listen = "0.0.0.0:0".parse().unwrap();
     })
@@ -170,7 +155,7 @@ async fn admin_without_a_token_refuses_non_loopback_clients() {
 
 #[tokio::test]
 async fn admin_with_a_token_needs_the_bearer_token() {
-    let (_pg, _rules, proxy) = setup(|c| {
+    let (_pg, proxy) = operated(&[TABLES], ITEMS_RULE, |c| {
         c.admin.enabled = true;
         c.admin.token = Some("s3cret-token".into());
     })
@@ -207,7 +192,8 @@ async fn admin_with_a_token_needs_the_bearer_token() {
 
 #[tokio::test]
 async fn reload_applies_an_edited_rules_file_and_refuses_a_broken_one() {
-    let (_pg, rules, proxy) = setup(|c| c.admin.enabled = true).await;
+    let (_pg, proxy) = operated(&[TABLES], ITEMS_RULE, |c| c.admin.enabled = true).await;
+    let rules = proxy.rules();
     let client = proxy.connect().await;
 
     // No rule for `other` yet: repeated reads are never hits.
@@ -272,7 +258,7 @@ async fn invalidate_with_a_schema_qualified_table_invalidates_it_or_refuses() {
     // rules.toml accepts `schema.name`; an operator will type it here too.
     // Answering 200 "invalidated" while the entry is still served would be
     // the worst outcome: the operator believes the stale data is gone.
-    let (pg, _rules, proxy) = setup(|c| c.admin.enabled = true).await;
+    let (pg, proxy) = operated(&[TABLES], ITEMS_RULE, |c| c.admin.enabled = true).await;
     let client = proxy.connect().await;
     cache_it(&proxy, &client, "items", ITEMS_READ).await;
     let r = proxy

@@ -11,12 +11,13 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use pgstash_tests::cache::CachingProxy;
-use pgstash_tests::postgres::column;
-use pgstash_tests::postgres::describe;
+use pgstash_tests::fixture::caching;
+use pgstash_tests::postgres::{describe, try_value, value};
 use pgstash_tests::redis_process::RedisProcess;
 use pgstash_tests::TestPostgres;
 use tokio_postgres::Client;
 
+const TABLE: &str = "CREATE TABLE t (id int PRIMARY KEY, v text); INSERT INTO t VALUES (1, 'old')";
 const RULES: &str = "[[rule]]\nname = \"t\"\ntables = [\"t\"]\nttl = \"5m\"\n";
 const READ: &str = "SELECT v FROM t WHERE id = 1";
 const STORE_TIMEOUT: Duration = Duration::from_millis(100);
@@ -24,54 +25,23 @@ const STORE_TIMEOUT: Duration = Duration::from_millis(100);
 /// the store timeout plus a generous margin for a loaded test machine.
 const QUERY_BOUND: Duration = Duration::from_secs(1);
 
-async fn setup(redis_url: String) -> (TestPostgres, CachingProxy) {
-    let pg = TestPostgres::new().await;
-    pg.execute("CREATE TABLE t (id int PRIMARY KEY, v text); INSERT INTO t VALUES (1, 'old')")
-        .await;
-    let proxy = CachingProxy::start(&pg, RULES, move |c| {
-        c.redis = Some(redis_url);
+/// The table in a fresh database, and a pgstash caching it in `redis`
+/// with a short store timeout.
+async fn cached_in(redis: &RedisProcess) -> (TestPostgres, CachingProxy) {
+    caching(&[TABLE], RULES, |c| {
+        redis.configure(c);
         c.cache.key_prefix = pgstash_tests::unique_name("g4");
         c.cache.store_timeout = STORE_TIMEOUT;
     })
-    .await;
-    (pg, proxy)
+    .await
 }
 
 /// Row 1's value through the simple or the extended protocol, and how long
 /// the query took.
 async fn timed_read(client: &Client, extended: bool) -> (String, Duration) {
     let started = Instant::now();
-    let value = if extended {
-        client
-            .query_one(READ, &[])
-            .await
-            .unwrap_or_else(|e| panic!("{READ}: {}", describe(&e)))
-            .get(0)
-    } else {
-        column(client, READ).await[0]
-            .clone()
-            .expect("v is not null")
-    };
-    (value, started.elapsed())
-}
-
-/// Like [`timed_read`], with errors returned (for background readers).
-async fn try_read(client: &Client, extended: bool) -> Result<String, String> {
-    if extended {
-        match client.query_one(READ, &[]).await {
-            Ok(row) => Ok(row.get(0)),
-            Err(e) => Err(describe(&e)),
-        }
-    } else {
-        let messages = client.simple_query(READ).await.map_err(|e| describe(&e))?;
-        messages
-            .into_iter()
-            .find_map(|m| match m {
-                tokio_postgres::SimpleQueryMessage::Row(r) => r.get(0).map(str::to_owned),
-                _ => None,
-            })
-            .ok_or_else(|| "no row".to_owned())
-    }
+    let got = value(client, READ, extended).await;
+    (got, started.elapsed())
 }
 
 /// Reads in both protocols; each must return `want` within QUERY_BOUND.
@@ -143,7 +113,7 @@ impl Hammer {
                 while !stop.load(Ordering::SeqCst) {
                     for extended in [false, true] {
                         let started = Instant::now();
-                        let got = try_read(&client, extended).await;
+                        let got = try_value(&client, READ, extended).await;
                         let took = started.elapsed();
                         reads += 1;
                         if got.as_deref() != Ok(want) || took >= QUERY_BOUND {
@@ -203,7 +173,7 @@ async fn caching_resumes(proxy: &CachingProxy, client: &Client, want: &str) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn write_while_redis_is_down_is_never_undone_by_its_old_data() {
     let mut redis = RedisProcess::start();
-    let (_pg, proxy) = setup(redis.url()).await;
+    let (_pg, proxy) = cached_in(&redis).await;
     let client = proxy.connect().await;
     fill(&proxy, &client, "old").await;
 
@@ -235,7 +205,7 @@ async fn write_while_redis_is_down_is_never_undone_by_its_old_data() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn redis_restarted_from_an_older_snapshot_never_serves_invalidated_entries() {
     let mut redis = RedisProcess::start();
-    let (_pg, proxy) = setup(redis.url()).await;
+    let (_pg, proxy) = cached_in(&redis).await;
     let client = proxy.connect().await;
     fill(&proxy, &client, "old").await;
     // The snapshot holds the entries and the table versions before the write.
@@ -270,7 +240,7 @@ async fn redis_restarted_from_an_older_snapshot_never_serves_invalidated_entries
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn lost_invalidation_while_redis_still_answers_reads_never_serves_the_old_entry() {
     let redis = RedisProcess::start();
-    let (_pg, proxy) = setup(redis.url()).await;
+    let (_pg, proxy) = cached_in(&redis).await;
     let client = proxy.connect().await;
     fill(&proxy, &client, "old").await;
 
@@ -307,7 +277,7 @@ async fn lost_invalidation_while_redis_still_answers_reads_never_serves_the_old_
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn frozen_redis_delays_queries_by_at_most_the_store_timeout() {
     let mut redis = RedisProcess::start();
-    let (_pg, proxy) = setup(redis.url()).await;
+    let (_pg, proxy) = cached_in(&redis).await;
     let client = proxy.connect().await;
     fill(&proxy, &client, "old").await;
 
@@ -337,7 +307,7 @@ async fn unreachable_redis_at_startup_still_serves_queries_from_upstream() {
     let mut redis = RedisProcess::start();
     redis.stop_saving();
     let started = Instant::now();
-    let (_pg, proxy) = setup(redis.url()).await;
+    let (_pg, proxy) = cached_in(&redis).await;
     assert!(
         started.elapsed() < Duration::from_secs(5),
         "pgstash took {:?} to start without redis",
@@ -360,7 +330,7 @@ async fn unreachable_redis_at_startup_still_serves_queries_from_upstream() {
 async fn redis_that_comes_up_after_startup_is_used_once_it_answers() {
     let mut redis = RedisProcess::start();
     redis.stop_saving();
-    let (_pg, proxy) = setup(redis.url()).await;
+    let (_pg, proxy) = cached_in(&redis).await;
     let client = proxy.connect().await;
     read_both(&client, "old", "redis unreachable").await;
     redis.restart();

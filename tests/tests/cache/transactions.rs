@@ -4,38 +4,19 @@
 //! invalidates nothing.
 
 use pgstash_tests::cache::CachingProxy;
-use pgstash_tests::postgres::column;
-use pgstash_tests::postgres::describe;
+use pgstash_tests::fixture::caching;
+use pgstash_tests::postgres::{describe, value};
 use pgstash_tests::TestPostgres;
 use tokio_postgres::Client;
 
+const TABLE: &str = "CREATE TABLE t (id int PRIMARY KEY, v text); \
+                     INSERT INTO t VALUES (1, 'old'), (2, 'other')";
 const RULES: &str = "[[rule]]\nname = \"t\"\ntables = [\"t\"]\nttl = \"60s\"\n";
 const READ: &str = "SELECT v FROM t WHERE id = 1";
 
-async fn setup() -> (TestPostgres, CachingProxy) {
-    let pg = TestPostgres::new().await;
-    pg.execute(
-        "CREATE TABLE t (id int PRIMARY KEY, v text); \
-         INSERT INTO t VALUES (1, 'old'), (2, 'other')",
-    )
-    .await;
-    let proxy = CachingProxy::start(&pg, RULES, |_| {}).await;
-    (pg, proxy)
-}
-
 /// Row 1's value through the simple or the extended protocol.
 async fn read(client: &Client, extended: bool) -> String {
-    if extended {
-        client
-            .query_one(READ, &[])
-            .await
-            .unwrap_or_else(|e| panic!("{READ}: {}", describe(&e)))
-            .get(0)
-    } else {
-        column(client, READ).await[0]
-            .clone()
-            .expect("v is not null")
-    }
+    value(client, READ, extended).await
 }
 
 /// Reads row 1 in both protocols until both entries are filled and hit.
@@ -56,7 +37,7 @@ async fn fill(proxy: &CachingProxy, client: &Client, want: &str) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn repeatable_read_keeps_its_snapshot_while_others_write_and_cache() {
-    let (_pg, proxy) = setup().await;
+    let (_pg, proxy) = caching(&[TABLE], RULES, |_| {}).await;
     let reader = proxy.connect().await;
     let writer = proxy.connect().await;
     let tx = proxy.connect().await;
@@ -93,7 +74,7 @@ async fn repeatable_read_keeps_its_snapshot_while_others_write_and_cache() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn write_in_transaction_invalidates_only_after_commit() {
-    let (_pg, proxy) = setup().await;
+    let (_pg, proxy) = caching(&[TABLE], RULES, |_| {}).await;
     let reader = proxy.connect().await;
     let writer = proxy.connect().await;
     fill(&proxy, &reader, "old").await;
@@ -153,7 +134,7 @@ async fn write_in_transaction_invalidates_only_after_commit() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn rollback_invalidates_nothing() {
-    let (_pg, proxy) = setup().await;
+    let (_pg, proxy) = caching(&[TABLE], RULES, |_| {}).await;
     let reader = proxy.connect().await;
     let mut writer = proxy.connect().await;
     fill(&proxy, &reader, "old").await;
@@ -202,10 +183,7 @@ async fn commit_prepared_invalidates_what_was_cached_while_it_was_pending() {
     let url = server.url();
     pgstash_tests::postgres::connect(&url)
         .await
-        .batch_execute(
-            "CREATE TABLE t (id int PRIMARY KEY, v text); \
-             INSERT INTO t VALUES (1, 'old'), (2, 'other')",
-        )
+        .batch_execute(TABLE)
         .await
         .expect("schema on the throwaway server");
     let pg = TestPostgres::new().await;

@@ -6,6 +6,7 @@
 use std::time::{Duration, Instant};
 
 use pgstash::config::PoolMode;
+use pgstash_tests::fixture::pooled;
 use pgstash_tests::postgres::{describe, sqlstate};
 use pgstash_tests::wire::{
     text_rows, BackendMessage, Ending, Frontend, RawClient, SSL_REQUEST_CODE,
@@ -329,9 +330,7 @@ async fn assert_clean_connection(proxy: &TestProxy, pg: &TestPostgres, table: &s
 }
 
 async fn vanished_mid_transaction(mode: PoolMode) {
-    let pg = TestPostgres::new().await;
-    pg.execute("CREATE TABLE leak (id int)").await;
-    let proxy = TestProxy::with_pool(&pg, mode, 1).await;
+    let (pg, proxy) = pooled(&["CREATE TABLE leak (id int)"], mode, 1).await;
     let mut c = proxy.raw().await.unwrap();
     c.simple_query("BEGIN").await.unwrap();
     let inserted = c.simple_query("INSERT INTO leak VALUES (1)").await.unwrap();
@@ -354,9 +353,7 @@ async fn client_gone_mid_transaction_leaves_no_rows_and_a_clean_connection_in_se
 }
 
 async fn vanished_mid_copy(mode: PoolMode) {
-    let pg = TestPostgres::new().await;
-    pg.execute("CREATE TABLE leak (id int)").await;
-    let proxy = TestProxy::with_pool(&pg, mode, 1).await;
+    let (pg, proxy) = pooled(&["CREATE TABLE leak (id int)"], mode, 1).await;
     let mut c = proxy.raw().await.unwrap();
     c.push(&Frontend::query("COPY leak FROM STDIN"))
         .send()

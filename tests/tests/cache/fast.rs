@@ -9,7 +9,8 @@
 use std::time::{Duration, Instant};
 
 use pgstash_tests::cache::{executions, CachingProxy, COUNTER_FUNCTIONS};
-use pgstash_tests::postgres::column;
+use pgstash_tests::fixture::database;
+use pgstash_tests::postgres::value;
 use pgstash_tests::redis_process::RedisProcess;
 use pgstash_tests::TestPostgres;
 
@@ -27,43 +28,24 @@ const READ: &str = "SELECT counted(v) FROM counters WHERE id = 1";
 /// well under a millisecond here; the bound leaves room for a loaded CI.
 const CONVERGE: Duration = Duration::from_secs(3);
 
-async fn setup() -> TestPostgres {
-    let pg = TestPostgres::new().await;
-    pg.execute(COUNTER_FUNCTIONS).await;
-    pg.execute(
-        "CREATE TABLE counters (id int PRIMARY KEY, v int NOT NULL); \
-         INSERT INTO counters VALUES (1, 0), (2, 0)",
-    )
-    .await;
-    pg
-}
+const COUNTERS: &str = "CREATE TABLE counters (id int PRIMARY KEY, v int NOT NULL); \
+                        INSERT INTO counters VALUES (1, 0), (2, 0)";
 
+/// A fast-mode instance on `redis`, caching the counters of `pg`.
 async fn fast(pg: &TestPostgres, redis: &RedisProcess) -> CachingProxy {
-    let url = redis.url();
-    CachingProxy::start(pg, RULES, move |c| {
-        c.redis = Some(url);
+    CachingProxy::start(pg, RULES, |c| {
+        redis.configure(c);
         c.cache.mode = pgstash::CacheMode::Fast;
         c.cache.local_max_age = Duration::from_secs(60);
     })
     .await
 }
 
-/// Whether the proxy's invalidation subscription is up (the gauge is
-/// refreshed on scrape; the store answers directly).
-fn local_live(proxy: &CachingProxy) -> Option<bool> {
-    proxy
-        .handle()
-        .context()
-        .cache
-        .as_ref()
-        .and_then(|c| pgstash::cache::CacheStore::local_live(c.store()))
-}
-
 /// Waits until the proxy's invalidation subscription is up.
 async fn wait_live(proxy: &CachingProxy) {
     let deadline = Instant::now() + Duration::from_secs(10);
     loop {
-        if local_live(proxy) == Some(true) {
+        if proxy.local_live() == Some(true) {
             return;
         }
         assert!(Instant::now() < deadline, "fast mode never subscribed");
@@ -72,9 +54,7 @@ async fn wait_live(proxy: &CachingProxy) {
 }
 
 async fn read(client: &tokio_postgres::Client) -> String {
-    column(client, READ).await[0]
-        .clone()
-        .expect("v is not null")
+    value(client, READ, false).await
 }
 
 /// Reads through `client` until it returns `want`, or fails after
@@ -96,7 +76,7 @@ async fn converges(client: &tokio_postgres::Client, want: &str, what: &str) -> D
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn repeat_hits_are_served_without_calling_redis() {
-    let pg = setup().await;
+    let pg = database(&[COUNTER_FUNCTIONS, COUNTERS]).await;
     let redis = RedisProcess::start();
     let proxy = fast(&pg, &redis).await;
     wait_live(&proxy).await;
@@ -163,7 +143,7 @@ async fn two_instances(
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn another_instances_write_arrives_over_pubsub() {
-    let pg = setup().await;
+    let pg = database(&[COUNTER_FUNCTIONS, COUNTERS]).await;
     let redis = RedisProcess::start();
     let (_a, b, client_a, client_b) = two_instances(&pg, &redis).await;
 
@@ -197,7 +177,7 @@ async fn another_instances_write_arrives_over_pubsub() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_lost_subscription_stops_local_hits_until_it_is_back() {
-    let pg = setup().await;
+    let pg = database(&[COUNTER_FUNCTIONS, COUNTERS]).await;
     let redis = RedisProcess::start();
     let (_a, b, client_a, client_b) = two_instances(&pg, &redis).await;
     let resets = b.metrics().local_resets.get();
@@ -226,7 +206,7 @@ async fn a_lost_subscription_stops_local_hits_until_it_is_back() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_unresponsive_subscription_is_noticed() {
-    let pg = setup().await;
+    let pg = database(&[COUNTER_FUNCTIONS, COUNTERS]).await;
     let mut redis = RedisProcess::start();
     let proxy = fast(&pg, &redis).await;
     wait_live(&proxy).await;
@@ -235,7 +215,7 @@ async fn an_unresponsive_subscription_is_noticed() {
     // the heartbeat can tell, and then nothing is served locally.
     redis.freeze();
     let deadline = Instant::now() + Duration::from_secs(5);
-    while local_live(&proxy) != Some(false) {
+    while proxy.local_live() != Some(false) {
         assert!(
             Instant::now() < deadline,
             "the frozen subscription still counts as live"

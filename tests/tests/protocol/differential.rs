@@ -7,40 +7,14 @@
 //! state a client builds up — settings, statements — must survive pooling).
 
 use pgstash::config::PoolMode;
-use pgstash_tests::differential::{self, corpus, Case, Endpoint};
+use pgstash_tests::differential::{self, corpus, Case, Sides};
 use pgstash_tests::wire::{BackendMessage, RawClient, Startup};
-use pgstash_tests::{TestPostgres, TestProxy};
 
 /// A pool smaller than the number of cases, so server connections are reused.
 const POOL_SIZE: u32 = 2;
 
-struct Setup {
-    _pg: TestPostgres,
-    _proxy: TestProxy,
-    direct: Endpoint,
-    through: Endpoint,
-}
-
-async fn setup(mode: PoolMode) -> Setup {
-    let pg = TestPostgres::new().await;
-    pg.execute(corpus::FIXTURES).await;
-    let proxy = TestProxy::with_pool(&pg, mode, POOL_SIZE).await;
-    let direct = Endpoint::new("postgres", pg.addr(), pg.startup());
-    let through = Endpoint::new(
-        &format!("pgstash ({mode:?} pooling)"),
-        proxy.addr,
-        proxy.startup(),
-    );
-    Setup {
-        _pg: pg,
-        _proxy: proxy,
-        direct,
-        through,
-    }
-}
-
 async fn each_case_identical(cases: Vec<Case>, mode: PoolMode) {
-    let s = setup(mode).await;
+    let s = Sides::start(mode, POOL_SIZE).await;
     differential::compare(&s.direct, &s.through, &cases)
         .await
         .assert_identical();
@@ -98,7 +72,7 @@ async fn extended_protocol_is_byte_identical_in_session_mode() {
 
 #[tokio::test]
 async fn whole_corpus_on_one_connection_is_byte_identical_in_transaction_mode() {
-    let s = setup(PoolMode::Transaction).await;
+    let s = Sides::start(PoolMode::Transaction, POOL_SIZE).await;
     differential::compare_on_one_connection(&s.direct, &s.through, &corpus::all())
         .await
         .assert_identical();
@@ -106,7 +80,7 @@ async fn whole_corpus_on_one_connection_is_byte_identical_in_transaction_mode() 
 
 #[tokio::test]
 async fn whole_corpus_on_one_connection_is_byte_identical_in_session_mode() {
-    let s = setup(PoolMode::Session).await;
+    let s = Sides::start(PoolMode::Session, POOL_SIZE).await;
     differential::compare_on_one_connection(&s.direct, &s.through, &corpus::all())
         .await
         .assert_identical();
@@ -117,7 +91,7 @@ async fn whole_corpus_on_one_connection_is_byte_identical_in_session_mode() {
 /// between clients, and statement names they share (`stmt_a`) must not clash.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn concurrent_clients_over_a_small_transaction_pool_get_their_own_answers() {
-    let s = setup(PoolMode::Transaction).await;
+    let s = Sides::start(PoolMode::Transaction, POOL_SIZE).await;
     let mut cases = corpus::types();
     cases.extend(corpus::errors());
     cases.extend(corpus::extended());
@@ -138,7 +112,7 @@ fn startup_parameters(c: &RawClient) -> Vec<(String, String)> {
 }
 
 async fn startup_parameters_match(mode: PoolMode) {
-    let s = setup(mode).await;
+    let s = Sides::start(mode, POOL_SIZE).await;
     let with_params = |base: &Startup| {
         base.clone()
             .param("application_name", "startup_check")

@@ -6,7 +6,8 @@
 use std::time::Duration;
 
 use pgstash::config::Upstream;
-use pgstash_tests::operate::{column, Json, OpsProxy, RulesToml, Scrape};
+use pgstash_tests::fixture::operated;
+use pgstash_tests::operate::{column, Json, OpsProxy, Scrape};
 use pgstash_tests::TestPostgres;
 use tokio::net::TcpSocket;
 
@@ -21,7 +22,8 @@ async fn slow_query_is_logged_once_with_the_contract_fields_and_no_literals() {
     let pg = TestPostgres::new().await;
     let role = pg.create_role("ops_reader", None).await;
     let proxy = OpsProxy::start(&pg, |c| c.slow_query_ms = 100).await;
-    let client = pgstash_tests::postgres::connect(&proxy.url(&role, Some("ops_slowlog_app"))).await;
+    let client =
+        pgstash_tests::postgres::connect(&proxy.app_url(&role, Some("ops_slowlog_app"))).await;
 
     // A warm-up (it opens the upstream connection), then a fast query and a slow one.
     column(&client, "SELECT 'warm' AS warmup").await;
@@ -186,11 +188,7 @@ fn delta(after: &Scrape, before: &Scrape, name: &str, labels: &[(&str, &str)]) -
 
 #[tokio::test]
 async fn metrics_are_prometheus_text_and_counters_follow_misses_hits_and_writes() {
-    let pg = TestPostgres::new().await;
-    pg.execute(ITEMS).await;
-    let rules = RulesToml::new(ITEMS_RULE);
-    let path_buf = rules.path().to_owned();
-    let proxy = OpsProxy::start(&pg, move |c| c.rules = Some(path_buf)).await;
+    let (pg, proxy) = operated(&[ITEMS], ITEMS_RULE, |_| {}).await;
 
     let response = proxy.get("/metrics").await;
     assert!(
@@ -348,9 +346,7 @@ async fn readyz_follows_the_upstream_and_healthz_does_not() {
     let pg = TestPostgres::new().await;
 
     // Against the real Postgres (and with the in-process store): ready.
-    let rules = RulesToml::new(ITEMS_RULE);
-    let path_buf = rules.path().to_owned();
-    let healthy = OpsProxy::start(&pg, move |c| c.rules = Some(path_buf)).await;
+    let healthy = OpsProxy::with_rules(&pg, ITEMS_RULE, |_| {}).await;
     assert_eq!(healthy.get("/healthz").await.status, 200);
     let ready = healthy.get("/readyz").await;
     assert_eq!(ready.status, 200, "{}", ready.body);
@@ -462,7 +458,7 @@ async fn slow_log_shows_the_application_name_set_during_the_session() {
     let pg = TestPostgres::new().await;
     let proxy = OpsProxy::start(&pg, |c| c.slow_query_ms = 100).await;
     let client =
-        pgstash_tests::postgres::connect(&proxy.url(&proxy.user, Some("at_startup"))).await;
+        pgstash_tests::postgres::connect(&proxy.app_url(&proxy.user, Some("at_startup"))).await;
     client
         .simple_query("SET application_name = 'set_later'")
         .await

@@ -6,11 +6,11 @@
 //! pgpool-II's CVE-2024-45624 and their relatives.
 
 use pgstash_tests::cache::{executions, CachingProxy, COUNTER_FUNCTIONS};
-use pgstash_tests::postgres::column;
-use pgstash_tests::postgres::{connect, describe, sqlstate};
+use pgstash_tests::fixture::caching;
+use pgstash_tests::postgres::{column, connect, describe, simple_rows as text_of, sqlstate};
 use pgstash_tests::wire::{text_rows, RawClient, Startup};
 use pgstash_tests::TestPostgres;
-use tokio_postgres::{Client, SimpleQueryMessage};
+use tokio_postgres::Client;
 
 /// A table whose policy shows each role its own rows; `owner` holds role names.
 async fn rls_fixture(pg: &TestPostgres) -> (String, String) {
@@ -60,8 +60,8 @@ async fn rls_rows_cached_for_one_role_are_never_served_to_another() {
     let (alice, bob) = rls_fixture(&pg).await;
     let rules = "[[rule]]\nname = \"docs\"\ntables = [\"docs\"]\nallow_rls = true\n";
     let proxy = CachingProxy::start(&pg, rules, |_| {}).await;
-    let as_alice = connect(&proxy.url(&proxy.database, &alice)).await;
-    let as_bob = connect(&proxy.url(&proxy.database, &bob)).await;
+    let as_alice = proxy.connect_as(&alice).await;
+    let as_bob = proxy.connect_as(&bob).await;
 
     for extended in [false, true] {
         let hits = proxy.hits("docs");
@@ -92,7 +92,7 @@ async fn rls_tables_are_not_cached_without_allow_rls() {
     let (alice, _) = rls_fixture(&pg).await;
     let rules = "[[rule]]\nname = \"docs\"\ntables = [\"docs\"]\n";
     let proxy = CachingProxy::start(&pg, rules, |_| {}).await;
-    let as_alice = connect(&proxy.url(&proxy.database, &alice)).await;
+    let as_alice = proxy.connect_as(&alice).await;
     let before = executions(&pg).await;
     for extended in [false, true, false, true] {
         assert_eq!(bodies(&as_alice, extended).await, strings(&["a1", "a2"]));
@@ -122,7 +122,7 @@ async fn enabling_rls_through_pgstash_stops_caching_at_once() {
     .await;
     let rules = "[[rule]]\nname = \"docs\"\ntables = [\"docs\"]\n";
     let proxy = CachingProxy::start(&pg, rules, |_| {}).await;
-    let as_alice = connect(&proxy.url(&proxy.database, &alice)).await;
+    let as_alice = proxy.connect_as(&alice).await;
     for extended in [false, true] {
         bodies(&as_alice, extended).await;
     }
@@ -210,8 +210,8 @@ async fn a_role_without_privilege_gets_an_error_not_cached_rows() {
     .await;
     let rules = "[[rule]]\nname = \"secrets\"\ntables = [\"secrets\"]\n";
     let proxy = CachingProxy::start(&pg, rules, |_| {}).await;
-    let as_alice = connect(&proxy.url(&proxy.database, &alice)).await;
-    let as_bob = connect(&proxy.url(&proxy.database, &bob)).await;
+    let as_alice = proxy.connect_as(&alice).await;
+    let as_bob = proxy.connect_as(&bob).await;
     let sql = "SELECT s FROM secrets";
     column(&as_alice, sql).await;
     as_alice.query(sql, &[]).await.unwrap();
@@ -240,10 +240,10 @@ async fn shared_rule_serves_one_entry_to_every_role() {
     let rules = "[[rule]]\nname = \"catalog\"\ntables = [\"catalog_items\"]\nshared = true\n";
     let proxy = CachingProxy::start(&pg, rules, |_| {}).await;
     let sql = "SELECT n FROM catalog_items ORDER BY n";
-    let as_alice = connect(&proxy.url(&proxy.database, &alice)).await;
+    let as_alice = proxy.connect_as(&alice).await;
     column(&as_alice, sql).await;
     proxy.wait_for_fills("catalog", 1).await;
-    let as_bob = connect(&proxy.url(&proxy.database, &bob)).await;
+    let as_bob = proxy.connect_as(&bob).await;
     assert_eq!(
         column(&as_bob, sql).await,
         vec![Some("1".into()), Some("2".into())]
@@ -252,14 +252,9 @@ async fn shared_rule_serves_one_entry_to_every_role() {
 }
 
 /// Two schemas with a `things` table each; the rule names it unqualified.
-async fn schemas_fixture(pg: &TestPostgres) {
-    pg.execute(
-        "CREATE SCHEMA s1; CREATE SCHEMA s2;
-         CREATE TABLE s1.things (name text); CREATE TABLE s2.things (name text);
-         INSERT INTO s1.things VALUES ('one'); INSERT INTO s2.things VALUES ('two');",
-    )
-    .await;
-}
+const SCHEMAS: &str = "CREATE SCHEMA s1; CREATE SCHEMA s2;
+    CREATE TABLE s1.things (name text); CREATE TABLE s2.things (name text);
+    INSERT INTO s1.things VALUES ('one'); INSERT INTO s2.things VALUES ('two');";
 
 const THINGS_RULES: &str = "[[rule]]\nname = \"things\"\ntables = [\"things\"]\n";
 
@@ -274,9 +269,7 @@ async fn raw_things(client: &mut RawClient) -> Vec<Vec<Option<String>>> {
 
 #[tokio::test]
 async fn same_named_tables_in_other_schemas_are_not_cross_served() {
-    let pg = TestPostgres::new().await;
-    schemas_fixture(&pg).await;
-    let proxy = CachingProxy::start(&pg, THINGS_RULES, |_| {}).await;
+    let (_pg, proxy) = caching(&[SCHEMAS], THINGS_RULES, |_| {}).await;
     let sql = "SELECT name FROM things";
     let one = vec![Some("one".to_owned())];
     let two = vec![Some("two".to_owned())];
@@ -348,28 +341,12 @@ async fn entries_are_not_shared_between_databases() {
     assert_eq!(proxy.hits("things"), 1);
 }
 
-fn text_of(messages: Vec<SimpleQueryMessage>) -> Vec<Vec<Option<String>>> {
-    messages
-        .into_iter()
-        .filter_map(|m| match m {
-            SimpleQueryMessage::Row(r) => {
-                Some((0..r.len()).map(|i| r.get(i).map(str::to_owned)).collect())
-            }
-            _ => None,
-        })
-        .collect()
-}
-
 #[tokio::test]
 async fn each_time_zone_gets_its_own_rendering() {
-    let pg = TestPostgres::new().await;
-    pg.execute(
-        "CREATE TABLE events (id int, at timestamptz); \
-         INSERT INTO events VALUES (1, '2024-06-01 12:00:00+00')",
-    )
-    .await;
+    let events = "CREATE TABLE events (id int, at timestamptz); \
+                  INSERT INTO events VALUES (1, '2024-06-01 12:00:00+00')";
     let rules = "[[rule]]\nname = \"events\"\ntables = [\"events\"]\n";
-    let proxy = CachingProxy::start(&pg, rules, |_| {}).await;
+    let (_pg, proxy) = caching(&[events], rules, |_| {}).await;
     let sql = "SELECT at FROM events WHERE id = 1";
     let zones = [
         ("UTC", "2024-06-01 12:00:00+00"),
@@ -408,14 +385,10 @@ async fn each_time_zone_gets_its_own_rendering() {
 
 #[tokio::test]
 async fn output_affecting_settings_are_part_of_the_key() {
-    let pg = TestPostgres::new().await;
-    pg.execute(
-        "CREATE TABLE samples (d date, i interval, f float8, b bytea, t text); \
-         INSERT INTO samples VALUES ('2024-02-03', '1 day 02:03:04', 0.1::float8 + 0.2, '\\x00ff41', 'café')",
-    )
-    .await;
+    let samples = "CREATE TABLE samples (d date, i interval, f float8, b bytea, t text); \
+                   INSERT INTO samples VALUES ('2024-02-03', '1 day 02:03:04', 0.1::float8 + 0.2, '\\x00ff41', 'café')";
     let rules = "[[rule]]\nname = \"samples\"\ntables = [\"samples\"]\n";
-    let proxy = CachingProxy::start(&pg, rules, |_| {}).await;
+    let (pg, proxy) = caching(&[samples], rules, |_| {}).await;
     let sql = "SELECT d, i, f, b FROM samples";
 
     // Fill with the default settings.

@@ -9,10 +9,10 @@
 
 use std::time::{Duration, Instant};
 
-use pgstash_tests::cache::{CachingProxy, RedisPrefix};
+use pgstash_tests::cache::RedisPrefix;
+use pgstash_tests::fixture::caching;
 use pgstash_tests::postgres::describe;
 use pgstash_tests::redis_process::RedisProcess;
-use pgstash_tests::TestPostgres;
 use tokio_postgres::Client;
 
 /// Requests of a rule in which its sample makes one window, on average.
@@ -37,42 +37,12 @@ adaptive = {adaptive}
     )
 }
 
-/// The fixture in a fresh database, and a pgstash caching it in the
-/// shared Redis under a prefix of its own.
-async fn setup(adaptive: bool) -> (TestPostgres, RedisPrefix, CachingProxy) {
-    let pg = TestPostgres::new().await;
-    pg.execute(FIXTURE).await;
-    let redis = RedisPrefix::new();
-    let proxy = CachingProxy::start(&pg, &rules(adaptive), |c| {
-        c.redis = Some(redis.url());
-        c.cache.key_prefix = redis.prefix();
-    })
-    .await;
-    (pg, redis, proxy)
-}
-
 async fn read(client: &Client, id: i32) -> i32 {
     client
         .query_one("SELECT v FROM t WHERE id = $1", &[&id])
         .await
         .unwrap_or_else(|e| panic!("id {id}: {}", describe(&e)))
         .get(0)
-}
-
-fn bypassing(proxy: &CachingProxy) -> i64 {
-    proxy
-        .metrics()
-        .rule_bypassing
-        .with_label_values(&["r"])
-        .get()
-}
-
-fn lookups(proxy: &CachingProxy) -> u64 {
-    proxy
-        .metrics()
-        .store_call
-        .with_label_values(&["lookup"])
-        .get_sample_count()
 }
 
 /// Reads `ids` once each, checking every answer.
@@ -84,13 +54,14 @@ async fn read_each(client: &Client, ids: std::ops::RangeInclusive<i32>) {
 
 #[tokio::test]
 async fn reads_that_never_hit_are_looked_up_only_for_a_sample_of_keys() {
-    let (_pg, _redis, proxy) = setup(true).await;
+    let redis = RedisPrefix::new();
+    let (_pg, proxy) = caching(&[FIXTURE], &rules(true), |c| redis.configure(c)).await;
     let client = proxy.connect().await;
 
     // Reads of distinct keys: every one misses, until the sample's window
     // is complete (8,192 reads on average).
     let mut id = 0;
-    while bypassing(&proxy) == 0 {
+    while proxy.rule_bypassing("r") == 0 {
         id += 1;
         assert!(
             id <= 3 * WINDOW,
@@ -103,13 +74,13 @@ async fn reads_that_never_hit_are_looked_up_only_for_a_sample_of_keys() {
     assert_eq!(proxy.hits("r"), 0);
 
     // From now on most reads go straight upstream, still answered right.
-    let (misses, lookups_before) = (proxy.misses("r"), lookups(&proxy));
+    let (misses, lookups_before) = (proxy.misses("r"), proxy.store_lookups());
     let (first, more) = (id + 1, 3200);
     read_each(&client, first..=first + more - 1).await;
     let looked_up = proxy.misses("r") - misses + proxy.hits("r");
     let skipped = proxy.bypassed("not_paying");
     assert_eq!(looked_up + skipped, more as u64);
-    assert_eq!(lookups(&proxy) - lookups_before, looked_up);
+    assert_eq!(proxy.store_lookups() - lookups_before, looked_up);
     // One key in 64 is sampled: 50 expected of 3200.
     let sample = pgstash::cache::payoff::SAMPLE;
     assert!(
@@ -129,20 +100,22 @@ async fn reads_that_never_hit_are_looked_up_only_for_a_sample_of_keys() {
 
 #[tokio::test]
 async fn a_rule_with_adaptive_false_looks_every_read_up() {
-    let (_pg, _redis, proxy) = setup(false).await;
+    let redis = RedisPrefix::new();
+    let (_pg, proxy) = caching(&[FIXTURE], &rules(false), |c| redis.configure(c)).await;
     let client = proxy.connect().await;
 
     let reads = WINDOW * 3 / 2;
     read_each(&client, 1..=reads).await;
     assert_eq!(proxy.misses("r"), reads as u64);
-    assert_eq!(lookups(&proxy), reads as u64);
+    assert_eq!(proxy.store_lookups(), reads as u64);
     assert_eq!(proxy.bypassed("not_paying"), 0);
-    assert_eq!(bypassing(&proxy), 0);
+    assert_eq!(proxy.rule_bypassing("r"), 0);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_fill_overtaken_by_a_write_is_not_written_to_redis() {
-    let (pg, redis, proxy) = setup(true).await;
+    let redis = RedisPrefix::new();
+    let (pg, proxy) = caching(&[FIXTURE], &rules(true), |c| redis.configure(c)).await;
     let reader = proxy.connect().await;
     let writer = proxy.connect().await;
     let entries = || {
@@ -228,11 +201,9 @@ async fn a_fill_overtaken_by_a_write_is_not_written_to_redis() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn writes_waiting_for_an_invalidation_share_the_next_one() {
-    let pg = TestPostgres::new().await;
-    pg.execute(FIXTURE).await;
     let mut redis = RedisProcess::start();
-    let proxy = CachingProxy::start(&pg, &rules(true), |c| {
-        c.redis = Some(redis.url());
+    let (pg, proxy) = caching(&[FIXTURE], &rules(true), |c| {
+        redis.configure(c);
         // Long enough to hold a call across the freeze below.
         c.cache.store_timeout = Duration::from_secs(20);
     })

@@ -12,8 +12,8 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use pgstash_tests::cache::{CachingProxy, RedisPrefix};
-use pgstash_tests::postgres::column;
-use pgstash_tests::postgres::describe;
+use pgstash_tests::fixture::{caching, database};
+use pgstash_tests::postgres::{column, describe};
 use pgstash_tests::TestPostgres;
 use rand::Rng;
 
@@ -61,14 +61,12 @@ impl Shared {
     }
 }
 
-async fn setup() -> TestPostgres {
-    let pg = TestPostgres::new().await;
-    pg.execute(&format!(
+/// The table the checker writes and reads: ROWS counters at 0.
+fn counters() -> String {
+    format!(
         "CREATE TABLE counters (id int PRIMARY KEY, v bigint NOT NULL); \
          INSERT INTO counters SELECT g, 0 FROM generate_series(1, {ROWS}) g"
-    ))
-    .await;
-    pg
+    )
 }
 
 /// Reads row `id` through the proxy, alternating protocols by reader.
@@ -229,18 +227,15 @@ async fn check_no_stale_reads(pg: &TestPostgres, proxy: &CachingProxy, store: &s
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn concurrent_reads_never_see_acknowledged_writes_undone_in_process_store() {
-    let pg = setup().await;
-    let proxy = CachingProxy::start(&pg, RULES, |c| c.pool.size = 8).await;
+    let (pg, proxy) = caching(&[&counters()], RULES, |c| c.pool.size = 8).await;
     check_no_stale_reads(&pg, &proxy, "in-process store").await;
 }
 
 async fn check_redis(mode: pgstash::CacheMode, store: &str) {
-    let pg = setup().await;
     let redis = RedisPrefix::new();
-    let proxy = CachingProxy::start(&pg, RULES, |c| {
+    let (pg, proxy) = caching(&[&counters()], RULES, |c| {
         c.pool.size = 8;
-        c.redis = Some(redis.url());
-        c.cache.key_prefix = redis.prefix();
+        redis.configure(c);
         c.cache.mode = mode;
     })
     .await;
@@ -259,14 +254,10 @@ async fn concurrent_reads_never_see_acknowledged_writes_undone_redis_fast_mode()
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn write_through_one_instance_is_seen_by_another_sharing_redis() {
-    let pg = setup().await;
+    let pg = database(&[&counters()]).await;
     let redis = RedisPrefix::new();
-    let configure = |c: &mut pgstash::Config| {
-        c.redis = Some(redis.url());
-        c.cache.key_prefix = redis.prefix();
-    };
-    let a = CachingProxy::start(&pg, RULES, configure).await;
-    let b = CachingProxy::start(&pg, RULES, configure).await;
+    let a = CachingProxy::start(&pg, RULES, |c| redis.configure(c)).await;
+    let b = CachingProxy::start(&pg, RULES, |c| redis.configure(c)).await;
     let client_a = a.connect().await;
     let client_b = b.connect().await;
     let stmt_a = client_a

@@ -5,6 +5,7 @@ use std::process::Output;
 use std::time::Duration;
 
 use pgstash::config::PoolMode;
+use pgstash_tests::fixture::pooled;
 use pgstash_tests::postgres::describe;
 use pgstash_tests::wire::{first_error, text_rows, Frontend, RawClient};
 use pgstash_tests::{TestPostgres, TestProxy};
@@ -361,11 +362,7 @@ async fn query_text(client: &Client, sql: &str) -> String {
 /// (pool size 1, transaction mode) and must keep seeing its own value, while
 /// A keeps seeing A's across transactions.
 async fn setting_stays_with_its_client(set: &str, probe: &str, setup: &str) {
-    let pg = TestPostgres::new().await;
-    if !setup.is_empty() {
-        pg.execute(setup).await;
-    }
-    let proxy = TestProxy::with_pool(&pg, PoolMode::Transaction, 1).await;
+    let (_pg, proxy) = pooled(&[setup], PoolMode::Transaction, 1).await;
     let a = proxy.connect().await;
     let b = proxy.connect().await;
     let b_value = query_text(&b, probe).await;

@@ -1,0 +1,17 @@
+//! The cache, from the outside: what a ruled query's second run is answered
+//! with and whether Postgres ran it again (`hits`), that no read is older
+//! than an acknowledged write, under concurrency and across instances
+//! (`consistency`, `transactions`), that an entry never reaches another
+//! identity or setting (`isolation`), that a Redis in trouble is never a
+//! reason to serve stale data (`failures`), the fast mode's local tier
+//! (`fast`), and that store calls are spent only where they pay (`payoff`).
+//!
+//! One test binary: `cargo test -p pgstash-tests --test cache`.
+
+mod consistency;
+mod failures;
+mod fast;
+mod hits;
+mod isolation;
+mod payoff;
+mod transactions;
