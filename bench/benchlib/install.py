@@ -2,6 +2,7 @@
 (apt-get update first), matplotlib for the chart (pip), and pgstash itself
 (cargo build --release)."""
 
+import glob
 import importlib.util
 import os
 import shutil
@@ -18,11 +19,13 @@ DEBIAN = [
     ("pgpool2", "/usr/sbin/pgpool"),
     ("redis-server", "/usr/bin/redis-server"),
     ("redis-tools", "/usr/bin/redis-benchmark"),
+    # pg_query's build runs bindgen, which loads libclang.
+    ("libclang-dev", "/usr/lib/llvm-*/lib/libclang.so*"),
 ]
 
 
 def debian_packages(log):
-    missing = [pkg for pkg, path in DEBIAN if not os.path.exists(path)]
+    missing = [pkg for pkg, path in DEBIAN if not glob.glob(path)]
     if not missing:
         log("packages: all present")
         return
@@ -57,15 +60,25 @@ def target_dir(repo):
     return os.environ.get("CARGO_TARGET_DIR") or os.path.join(repo, "target")
 
 
+def cargo_build(src, target_dir, what):
+    """`cargo build --release -p pgstash` in `src` into `target_dir`; exits
+    with the end of cargo's output when it fails."""
+    cargo = shutil.which("cargo") or os.path.expanduser("~/.cargo/bin/cargo")
+    env = dict(os.environ, CARGO_TARGET_DIR=target_dir)
+    r = subprocess.run([cargo, "build", "--release", "-p", "pgstash"], cwd=src, env=env,
+                       capture_output=True, text=True)
+    if r.returncode != 0:
+        hint = ("\n(pg_query needs libclang: apt-get install libclang-dev)"
+                if "libclang" in r.stderr else "")
+        sys.exit(f"bench/run: cargo build of {what} failed:\n" + r.stderr[-3000:] + hint)
+
+
 def build_pgstash(repo, log, skip=False):
-    binary = os.path.join(target_dir(repo), "release", "pgstash")
+    target = target_dir(repo)
+    binary = os.path.join(target, "release", "pgstash")
     if skip and os.path.exists(binary):
         log(f"pgstash: using existing {binary}")
         return binary
-    cargo = shutil.which("cargo") or os.path.expanduser("~/.cargo/bin/cargo")
     log("pgstash: cargo build --release -p pgstash")
-    r = subprocess.run([cargo, "build", "--release", "-p", "pgstash"], cwd=repo,
-                       capture_output=True, text=True)
-    if r.returncode != 0:
-        sys.exit("bench/run: cargo build failed:\n" + r.stderr[-3000:])
+    cargo_build(repo, target, "pgstash")
     return binary

@@ -4,6 +4,8 @@ numbers only mean something on the machine that produced them."""
 
 import statistics
 
+from . import baseline
+
 SYSTEMS = ["direct", "pgbouncer", "pgpool", "pgstash_pass", "pgstash_pass1", "pgstash_log0",
            "pgstash_mem",
            "pgstash_redis", "pgstash_fast", "pgstash_always"]
@@ -12,6 +14,12 @@ SHORT = {"direct": "direct", "pgbouncer": "PgBouncer", "pgpool": "pgpool-II",
          "pgstash_log0": "pgstash pass log-all",
          "pgstash_mem": "pgstash mem", "pgstash_redis": "pgstash redis",
          "pgstash_fast": "pgstash redis fast", "pgstash_always": "pgstash redis adaptive off"}
+
+
+def short(key):
+    """The report's name of a system, baseline twins included."""
+    name = SHORT.get(baseline.original(key), key)
+    return name + " @base" if baseline.is_twin(key) else name
 
 
 def _median(xs):
@@ -73,6 +81,102 @@ def md_table(header, rows):
     return "\n".join(lines)
 
 
+def against_baseline(result):
+    """New / baseline ratios for every workload and every pgstash system that
+    ran from both binaries: tps on every workload, p50 on the 1-client ones.
+    -> list of rows (the .json's `against_baseline`)."""
+    summary = result["summary"]
+    per_round = {}
+    for r in result["runs"]:
+        per_round.setdefault((r["workload"], r["system"]), {})[r["round"]] = r
+    rows = []
+    for w in result["workloads"]:
+        cells = summary.get(w["name"], {})
+        for s in SYSTEMS:
+            new, old = cells.get(s), cells.get(baseline.twin(s))
+            if not new or not old:
+                continue
+            row = {"workload": w["name"], "system": s, "clients": w["clients"],
+                   "ok": bool(_mark(new) and _mark(old))}
+            for m, key, higher in (("tps", "tps", True), ("p50", "p50_ms", False)):
+                a, b = new.get(key), old.get(key)
+                r = ratio(a, b) if m == "tps" or w["clients"] == 1 else None
+                row.update({f"{m}_new": a, f"{m}_base": b, f"{m}_ratio": r,
+                            f"{m}_verdict": baseline.verdict(r, higher)})
+            rn = per_round.get((w["name"], s), {})
+            ro = per_round.get((w["name"], baseline.twin(s)), {})
+            row["tps_ratio_rounds"] = [ratio(rn[k].get("tps"), ro[k].get("tps"))
+                                       for k in sorted(rn) if k in ro]
+            for m in ("hit_ratio", "cpu_user_us", "cpu_sys_us"):
+                row[f"{m}_new"], row[f"{m}_base"] = new.get(m), old.get(m)
+            rows.append(row)
+    return rows
+
+
+MARK = {"within": "✓", "better": "▲", "worse": "▼", None: ""}
+
+
+def _baseline_section(result):
+    b, rows, v = result["baseline"], result.get("against_baseline") or [], result["versions"]
+    subject = b.get("subject", "")
+    subject = subject if len(subject) <= 72 else subject[:71] + "…"
+    src = (f"built from commit `{b['short']}` “{subject}” with `--baseline-rev {b['rev']}`"
+           if b["source"] == "rev" else f"given as `{b['path']}`")
+    out = ["## Against the baseline", "",
+           f"Every selected pgstash system also ran from the baseline binary **{b['label']}** "
+           f"(`{b['version']}`, {src}) as `<system>@base`: the same configuration (its Redis "
+           "keys under a prefix of their own), its own ports, in the same alternation (the "
+           "twin right after its system, right before it in even rounds). New is this "
+           f"tree's binary (`{v.get('pgstash_git')}`). Ratios are new / baseline of the "
+           "medians over rounds: tps (higher is better) on every workload, p50 latency "
+           "(lower is better) on the 1-client ones. ✓ within ±3%, ▲ more than 3% better, "
+           "▼ more than 3% worse.", "",
+           f"Binaries: new sha256 `{b.get('new_sha256', '?')[:16]}`, baseline sha256 "
+           f"`{b['sha256'][:16]}`.", ""]
+    if not rows:
+        return out + ["No workload ran on both binaries.", ""]
+
+    def rat(r, m):
+        x = r[f"{m}_ratio"]
+        return "–" if x is None else f"{x:.3f}× {MARK[r[f'{m}_verdict']]}"
+
+    def cpu(r, side):
+        u, k = r[f"cpu_user_us_{side}"], r[f"cpu_sys_us_{side}"]
+        return "–" if u is None else f"{u + k:.1f}"
+
+    def hits(r, side):
+        h = r[f"hit_ratio_{side}"]
+        return "–" if h is None else f"{h * 100:.0f}%"
+
+    table = []
+    for r in rows:
+        p50 = r["p50_ratio"] is not None
+        table.append([
+            f"`{r['workload']}`", SHORT[r["system"]] + ("" if r["ok"] else " ✗"),
+            fmt_num(r["tps_new"]), fmt_num(r["tps_base"]), rat(r, "tps"),
+            ", ".join(f"{x:.3f}" for x in r["tps_ratio_rounds"] if x is not None) or "–",
+            f"{r['p50_new']:.3f}" if p50 else "–", f"{r['p50_base']:.3f}" if p50 else "–",
+            rat(r, "p50"), f"{cpu(r, 'new')} / {cpu(r, 'base')}",
+            f"{hits(r, 'new')} / {hits(r, 'base')}"])
+    out += [md_table(["workload", "system", "tps new", "tps base", "tps new/base",
+                      "tps new/base per round", "p50 new ms", "p50 base ms", "p50 new/base",
+                      "proxy CPU µs/tx new / base", "hits new / base"], table), ""]
+    verdicts = [r[f"{m}_verdict"] for r in rows for m in ("tps", "p50")
+                if r[f"{m}_verdict"]]
+    out.append(f"**{verdicts.count('within')} of {len(verdicts)} ratios within ±3%**, "
+               f"{verdicts.count('better')} better, {verdicts.count('worse')} worse.")
+    idle = result.get("idle") or {}
+    n, o = idle.get("pgstash_pass") or {}, idle.get(baseline.twin("pgstash_pass")) or {}
+    if n.get("kb_per_connection") is not None and o.get("kb_per_connection") is not None:
+        out += ["", f"Idle connections (pgstash pass): {n['kb_per_connection']:.2f} KiB per "
+                f"connection new, {o['kb_per_connection']:.2f} baseline."]
+    if result["params"]["quick"] or result["params"]["rounds"] < 3:
+        out += ["", f"{result['params']['rounds']} round(s) of {result['params']['duration_s']} s "
+                "runs: on a shared machine a difference of a few percent is within the noise "
+                "of so short a run; judge ±3% on a full run (3 rounds or more)."]
+    return out + [""]
+
+
 def render(result):
     m, v, p = result["machine"], result["versions"], result["params"]
     summary, workloads = result["summary"], result["workloads"]
@@ -92,6 +196,8 @@ def render(result):
         out.append(f"{t['status']:4}  {t['name']}: {val} (target {t['op']} "
                    f"{t['threshold']:g}; {t['basis']})")
     out += ["```", ""]
+    if result.get("baseline"):
+        out += _baseline_section(result)
 
     tput = [w for w in workloads if w["metric"] == "tps"]
     lat = [w for w in workloads if w["metric"] == "latency"]
@@ -204,11 +310,11 @@ def render(result):
         for mode, e in c["modes"].items():
             h, mi = e.get("hits"), e.get("misses")
             hr = f"{100 * h / (h + mi):.0f}%" if h is not None and (h + mi) else "–"
-            rows.append([SHORT.get(s, s), mode, f"{e['transactions']:,}", e["violations"], hr,
+            rows.append([short(s), mode, f"{e['transactions']:,}", e["violations"], hr,
                          "yes" if e["ok"] else "no: " + "; ".join(e["errors"][:1])])
     out += [md_table(["system", "-M", "transactions", "violations", "cache hits",
                       "pgbench ran clean"], rows), ""]
-    examples = [f"- {SHORT.get(s, s)} -M {m}: `{x}`"
+    examples = [f"- {short(s)} -M {m}: `{x}`"
                 for s, c in (result.get("rw_check") or {}).items()
                 for m, e in c["modes"].items() for x in e.get("examples", [])[:2]]
     if examples:
@@ -220,13 +326,13 @@ def render(result):
     rows = []
     for s, c in (result.get("idle") or {}).items():
         if c.get("not_applicable"):
-            rows.append([SHORT.get(s, s), "n/a", "–", "–", c["not_applicable"]])
+            rows.append([short(s), "n/a", "–", "–", c["not_applicable"]])
             continue
         if not c.get("opened") or c.get("rss_after_kb") is None:
-            rows.append([SHORT.get(s, s), f"0 / {c['requested']:,}", "–", "–",
+            rows.append([short(s), f"0 / {c['requested']:,}", "–", "–",
                          "; ".join(c.get("first_errors") or []) or "failed"])
             continue
-        rows.append([SHORT.get(s, s), f"{c['opened']:,} / {c['requested']:,}",
+        rows.append([short(s), f"{c['opened']:,} / {c['requested']:,}",
                      f"{c['rss_before_kb'] / 1024:.1f} → {c['rss_after_kb'] / 1024:.1f} MiB",
                      fmt_num(c["kb_per_connection"], 2),
                      "; ".join(c.get("first_errors") or []) or "ok"])
@@ -234,19 +340,19 @@ def render(result):
 
     errs = []
     for w in workloads:
-        for s in systems:
+        for s in [x for k in systems for x in (k, baseline.twin(k))]:
             c = summary.get(w["name"], {}).get(s)
             if c and (c["ok_runs"] < c["runs"] or c["failed_transactions"]):
-                errs.append(f"- `{w['name']}` on {SHORT[s]}: {c['runs'] - c['ok_runs']} of "
+                errs.append(f"- `{w['name']}` on {short(s)}: {c['runs'] - c['ok_runs']} of "
                             f"{c['runs']} runs failed, {c['failed_transactions']} failed "
                             f"transactions; {' | '.join(c['errors'][:2])}")
     for s, c in (result.get("rw_check") or {}).items():
         for mode, e in c["modes"].items():
             if not e["ok"]:
-                errs.append(f"- read-your-writes check -M {mode} on {SHORT.get(s, s)}: "
+                errs.append(f"- read-your-writes check -M {mode} on {short(s)}: "
                             f"{' | '.join(e['errors'][:2])}")
     for s, d in (result.get("deaths") or {}).items():
-        errs.append(f"- **{SHORT.get(s, s)} stopped running during the benchmark** "
+        errs.append(f"- **{short(s)} stopped running during the benchmark** "
                     f"(exit code {d['exit_code']}, noticed after `{d['after']}`); last log "
                     f"lines: `{' / '.join(d['log_tail'])[-400:]}`")
     out += ["## Errors", ""] + (errs or ["None: every run completed without errors."]) + [""]
@@ -254,7 +360,7 @@ def render(result):
     if any(logs.values()):
         out += ["Lines of interest in the systems' logs (kept in `results/logs/`):", ""]
         for s, lines in logs.items():
-            who = "Postgres server (behind every system)" if s == "direct" else SHORT.get(s, s)
+            who = "Postgres server (behind every system)" if s == "direct" else short(s)
             for ln in lines[:5]:
                 out.append(f"- {who}: `{ln[:200]}`")
         out.append("")

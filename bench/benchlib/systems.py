@@ -13,6 +13,8 @@ stopped at the end:
   pgstash_fast   the same in fast mode (local tier, pub/sub invalidation)
   pgstash_always pgstash_redis with `adaptive = false` on every rule: every
                  read is looked up, so its misses measure the miss path itself
+  <pgstash_*>@base  with --baseline: the same system run from the baseline
+                 binary (see baseline.py)
 
 The generated configuration files are kept on the System so the report can
 show exactly what was measured.
@@ -326,12 +328,11 @@ def start_pgstash(sup, tmp, binary, key, label, port, mport, pgport, pool,
     os.makedirs(d, exist_ok=True)
     cmd = [binary, "serve"]
     config = None
-    if fast:
-        # The consistency mode is a config-file key. A prefix of its own
-        # keeps its entries apart from pgstash_redis' in the shared Redis.
-        config = '[cache]\nmode = "fast"\nkey_prefix = "pgstash_fast:"\n'
-    elif prefix:
-        config = f'[cache]\nkey_prefix = "{prefix}"\n'
+    if fast or prefix:
+        # The consistency mode is a config-file key. A key prefix of its own
+        # keeps a system's entries apart from the others' in the shared Redis.
+        config = ("[cache]\n" + ('mode = "fast"\n' if fast else "")
+                  + (f'key_prefix = "{prefix}"\n' if prefix else ""))
     if config:
         path = os.path.join(d, "pgstash.toml")
         with open(path, "w") as f:
@@ -353,7 +354,9 @@ def start_pgstash(sup, tmp, binary, key, label, port, mport, pgport, pool,
     log = os.path.join(d, "pgstash.log")
     p = sup.spawn(key, cmd, log, cwd=d)
     if not procs.wait_port(port, 30, p):
-        raise RuntimeError(f"{key} did not start; see {log}")
+        with open(log, errors="replace") as f:
+            tail = "".join(f.readlines()[-5:]).strip()
+        raise RuntimeError(f"{key} did not start ({' '.join(cmd)}); its log ends:\n{tail}")
     deadline = time.monotonic() + 30
     while time.monotonic() < deadline:
         try:
