@@ -13,9 +13,12 @@ use std::sync::Arc;
 use bytes::BytesMut;
 use pgstash_rules::SessionFacts;
 
+use super::prepared::{Bound, ClientStatements};
 use crate::backend::connect::ConnectTarget;
 use crate::backend::SessionParams;
 use crate::cache::{Ask, Cache, Fill, Form, Gate, KeyScope, Routing};
+use crate::config::PoolMode;
+use crate::frontend::error::FrontendError;
 use crate::frontend::statements::{self, ParseMessage};
 use crate::net::frame::FrameRef;
 use crate::net::message::{ftag, tag};
@@ -43,10 +46,10 @@ pub enum Intake {
 }
 
 /// The parts of a one-statement extended request, as indices into it.
-pub struct Unit {
-    pub parse: Option<usize>,
-    pub bind: usize,
-    pub describe: bool,
+struct Unit {
+    parse: Option<usize>,
+    bind: usize,
+    describe: bool,
 }
 
 /// An answer being captured for a cache fill.
@@ -189,9 +192,73 @@ impl CachePath {
     }
 }
 
+/// A held request the cache may answer whole, decoded.
+pub struct UnitRequest<'a> {
+    /// The request's Parse, if it has one.
+    pub parse: Option<(&'a Frame, ParseMessage<'a>)>,
+    /// The statement it binds.
+    pub bound: Bound,
+    /// The Bind's formats and values.
+    bind: &'a [u8],
+    describe: bool,
+}
+
+impl<'a> UnitRequest<'a> {
+    /// `held` as one statement the cache may answer, if it is one: a
+    /// single unit, binding a statement the session knows, whose text
+    /// parameters hold no time-sensitive values, and (session mode) that
+    /// prepares no named statement (it must live on the client's server).
+    pub fn of(
+        held: &'a [Frame],
+        statements: &ClientStatements,
+        mode: PoolMode,
+    ) -> Result<Option<UnitRequest<'a>>, FrontendError> {
+        let Some(unit) = single_unit(held) else {
+            return Ok(None);
+        };
+        let parse = match unit.parse {
+            Some(i) => Some((
+                &held[i],
+                ParseMessage::decode(held[i].body())
+                    .map_err(|e| FrontendError::Protocol(e.to_string()))?,
+            )),
+            None => None,
+        };
+        let Ok(bind) = statements::bind_parts(held[unit.bind].body()) else {
+            return Ok(None);
+        };
+        let parsed = parse.as_ref().map(|(frame, p)| (*frame, p));
+        let Some(bound) = statements.bound(parsed, bind.statement) else {
+            return Ok(None);
+        };
+        let named_parse = parse.as_ref().is_some_and(|(_, p)| !p.name.is_empty());
+        if mode == PoolMode::Session && named_parse {
+            return Ok(None);
+        }
+        if binds_time_sensitive_values(bind.rest) != Some(false) {
+            return Ok(None);
+        }
+        Ok(Some(UnitRequest {
+            parse,
+            bound,
+            bind: bind.rest,
+            describe: unit.describe,
+        }))
+    }
+
+    /// What besides its text determines the answer.
+    pub fn form(&self) -> Form<'_> {
+        Form::Extended {
+            types: &self.bound.types,
+            bind: self.bind,
+            describe: self.describe,
+        }
+    }
+}
+
 /// Recognizes `[Parse] Bind [Describe portal] Execute` on the unnamed
 /// portal with no row limit: the requests the cache answers.
-pub fn single_unit(batch: &[Frame]) -> Option<Unit> {
+fn single_unit(batch: &[Frame]) -> Option<Unit> {
     let mut i = 0;
     let mut parse = None;
     let mut parse_name: Option<Vec<u8>> = None;
@@ -235,7 +302,7 @@ pub fn single_unit(batch: &[Frame]) -> Option<Unit> {
 
 /// Whether a Bind's text-format values include one whose meaning depends
 /// on when it is read (`'now'`, `'today'`…): such a request is not cached.
-pub fn binds_time_sensitive_values(bind_rest: &[u8]) -> Option<bool> {
+fn binds_time_sensitive_values(bind_rest: &[u8]) -> Option<bool> {
     let values = statements::bind_values(bind_rest).ok()?;
     Some(values.iter().any(|(format, value)| {
         *format == 0

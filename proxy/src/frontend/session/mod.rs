@@ -15,15 +15,19 @@
 //! - [`CachePath`] (`cached.rs`) and [`WritePath`]: the cache's side;
 //! - [`Requests`] (`request.rs`): accounting of the request in flight.
 //!
-//! A client message goes: [`Session::on_client_message`] → (the cache path
-//! holds extended messages to their Sync and routes statements) →
-//! [`Session::dispatch`] → the upstream's buffer. The server's answers go
-//! through the relay (`relay.rs`). In transaction mode the server
-//! connection is released whenever the session is idle (see
-//! [`Phase::is_idle`]); session mode keeps it until the client leaves.
+//! This file holds them together and runs the session's loop: read what
+//! the client sent and hand each message to the client → server path
+//! (`inbound.rs`: the cache path holds extended messages to their Sync and
+//! routes statements, then the message is dispatched to the upstream's
+//! buffer); write out; release the server connection when the pool mode
+//! allows; wait for either side. The server's answers go through the relay
+//! (`relay.rs`). In transaction mode the server connection is released
+//! whenever the session is idle (see [`Phase::is_idle`]); session mode
+//! keeps it until the client leaves.
 
 mod cached;
 mod client;
+mod inbound;
 mod phase;
 mod prepared;
 mod relay;
@@ -33,9 +37,7 @@ mod upstream;
 
 use std::sync::Arc;
 
-use pgstash_rules::Writes;
-
-use self::cached::{CachePath, Intake, BIND_COMPLETE};
+use self::cached::CachePath;
 use self::client::ClientConn;
 use self::phase::{Flow, Phase};
 use self::prepared::ClientStatements;
@@ -44,16 +46,14 @@ use self::request::Requests;
 use self::settings::ClientSettings;
 use self::upstream::Upstream;
 use super::error::FrontendError;
-use super::expect::Expect;
-use super::statements::{self, ParseMessage};
 use crate::backend::cancel::CancelSlot;
 use crate::backend::pool::{PoolEntry, Pooled};
 use crate::backend::{BackendError, SessionParams};
-use crate::cache::{entry, Form, Gate, Route, Routing, WritePath};
+use crate::cache::{Gate, WritePath};
 use crate::config::PoolMode;
 use crate::context::Context;
-use crate::net::message::{self, ftag, Severity};
-use crate::net::{Frame, FrameReader, NetError, Stream};
+use crate::net::message::{self, Severity};
+use crate::net::{FrameReader, NetError, Stream};
 use crate::observe::event::SessionInfo;
 use crate::Boxed;
 
@@ -72,33 +72,6 @@ pub struct Login {
     pub server: Option<Pooled>,
     pub mode: PoolMode,
     pub client_address: String,
-}
-
-/// What the cache did with a statement (see [`Session::route`]).
-enum Routed {
-    Answered,
-    Write(Writes),
-    Forward,
-}
-
-/// Why an extended message could not be handled.
-enum Invalid {
-    /// It is malformed: the client is told (08P01) and the session ends.
-    Message(NetError),
-    /// The session ended meanwhile.
-    Session(FrontendError),
-}
-
-impl From<NetError> for Invalid {
-    fn from(e: NetError) -> Invalid {
-        Invalid::Message(e)
-    }
-}
-
-impl From<FrontendError> for Invalid {
-    fn from(e: FrontendError) -> Invalid {
-        Invalid::Session(e)
-    }
 }
 
 enum Event {
@@ -262,348 +235,7 @@ impl Session {
         Gate::Closed { counted }
     }
 
-    // ----- client → server -------------------------------------------------
-
-    /// Handles one client message. Returns false when the client said goodbye.
-    async fn on_client_message(&mut self, frame: Frame) -> Result<bool, FrontendError> {
-        let skipping = self.phase.flow == Flow::Skipping;
-        let Some(cache) = self.cache.as_mut() else {
-            return self.dispatch(frame).await;
-        };
-        let (held, then) = match cache.intake(frame, skipping) {
-            Intake::Held => return Ok(true),
-            Intake::Release { held, then } => (held, then),
-            Intake::Request { held, sync } => {
-                if self.route_request(&held).await? {
-                    // Answered from the cache: the Sync is answered here too.
-                    message::ready_for_query(&mut self.client.out, b'I');
-                    return Ok(true);
-                }
-                (held, Some(sync))
-            }
-        };
-        for frame in held {
-            if !self.dispatch(frame).await? {
-                return Ok(false);
-            }
-        }
-        match then {
-            Some(frame) if frame.tag() == ftag::QUERY => self.query(frame).await,
-            Some(frame) => self.dispatch(frame).await,
-            None => Ok(true),
-        }
-    }
-
-    /// Handles one client message on its way to the server.
-    async fn dispatch(&mut self, frame: Frame) -> Result<bool, FrontendError> {
-        let tag = frame.tag();
-        match tag {
-            ftag::TERMINATE => return Ok(false),
-            ftag::SYNC if self.phase.flow.syncs_ignored() && self.upstream.is_held() => {
-                self.upstream.send_raw(frame.as_bytes());
-            }
-            ftag::SYNC => {
-                if self.upstream.is_held() {
-                    self.requests.begin();
-                    self.upstream.send(frame.as_bytes(), Expect::Sync);
-                } else {
-                    message::ready_for_query(&mut self.client.out, b'I');
-                }
-                self.phase.flow.sent_sync();
-            }
-            _ if matches!(self.phase.flow, Flow::Skipping | Flow::Closing) => {}
-            ftag::FLUSH => self.upstream.send_raw(frame.as_bytes()),
-            ftag::COPY_DATA | ftag::COPY_DONE | ftag::COPY_FAIL => {
-                if tag != ftag::COPY_DATA {
-                    self.phase.flow.client_copy_ended();
-                }
-                // Outside COPY Postgres ignores these; so does pgstash.
-                self.upstream.send_raw(frame.as_bytes());
-            }
-            ftag::QUERY | ftag::FUNCTION_CALL => return self.forward_query(frame).await,
-            ftag::PARSE | ftag::BIND | ftag::DESCRIBE | ftag::EXECUTE | ftag::CLOSE => {
-                return self.extended(frame).await
-            }
-            other => {
-                let text = format!("invalid frontend message type {}", other);
-                let e = FrontendError::Protocol(text.clone());
-                return self.fatal("08P01", &text, e).await.map(|_| false);
-            }
-        }
-        Ok(true)
-    }
-
-    /// A simple Query with caching configured: answered from the cache, or
-    /// sent on.
-    async fn query(&mut self, frame: Frame) -> Result<bool, FrontendError> {
-        if matches!(self.phase.flow, Flow::Skipping | Flow::Closing) {
-            return self.dispatch(frame).await;
-        }
-        let body = frame.body();
-        let sql: Arc<str> = String::from_utf8_lossy(body.strip_suffix(&[0]).unwrap_or(body)).into();
-        self.requests.text(sql.clone());
-        match self.route(&sql, Form::Simple, self.gate(), &[]).await {
-            Routed::Answered => {
-                message::ready_for_query(&mut self.client.out, b'I');
-                return Ok(true);
-            }
-            Routed::Write(writes) => self.note_writes(writes),
-            Routed::Forward => {}
-        }
-        self.dispatch(frame).await
-    }
-
-    /// A simple Query or FunctionCall on its way to the server.
-    async fn forward_query(&mut self, frame: Frame) -> Result<bool, FrontendError> {
-        let query = frame.tag() == ftag::QUERY;
-        let sql = query.then(|| {
-            let body = frame.body();
-            String::from_utf8_lossy(body.strip_suffix(&[0]).unwrap_or(body)).into_owned()
-        });
-        if let Some(sql) = &sql {
-            self.requests.text(sql.as_str().into());
-        }
-        if !self.ensure_server().await? {
-            if let Some(cache) = self.cache.as_mut() {
-                cache.drop_fill();
-            }
-            message::ready_for_query(&mut self.client.out, b'I');
-            self.phase.flow.sent_sync();
-            return Ok(true);
-        }
-        if let Some(sql) = &sql {
-            self.note_effects(sql);
-            self.statements.on_simple_query();
-        }
-        self.upstream.send(frame.as_bytes(), Expect::Query);
-        Ok(true)
-    }
-
-    /// Parse, Bind, Describe, Execute and Close on their way to the server.
-    async fn extended(&mut self, frame: Frame) -> Result<bool, FrontendError> {
-        let rewrite = self.mode == PoolMode::Transaction;
-        match self.extended_inline(&frame, rewrite).await {
-            Ok(going) => Ok(going),
-            Err(Invalid::Message(e)) => self.invalid(e).await,
-            Err(Invalid::Session(e)) => Err(e),
-        }
-    }
-
-    async fn extended_inline(&mut self, frame: &Frame, rewrite: bool) -> Result<bool, Invalid> {
-        let (known, out) = (&self.context.front.session_effects, &mut self.client.out);
-        let settings = &self.settings;
-        if rewrite
-            && frame.tag() == ftag::CLOSE
-            && self
-                .statements
-                .close_locally(frame, &mut self.upstream, out)?
-        {
-            return Ok(true);
-        }
-        if rewrite && frame.tag() == ftag::PARSE && !self.upstream.is_held() {
-            let answered =
-                self.statements
-                    .parse_without_server(frame, &mut self.upstream, out, |sql| {
-                        settings.effects_of(sql, known)
-                    })?;
-            if let Some(effects) = answered {
-                self.apply_effects(effects);
-                return Ok(true);
-            }
-        }
-        if !self.ensure_server().await? {
-            if let Some(cache) = self.cache.as_mut() {
-                cache.drop_fill();
-            }
-            return Ok(true);
-        }
-        if frame.tag() == ftag::BIND {
-            let name = statements::bind_statement(frame.body())?;
-            if let Some(text) = self.statements.text_of(name) {
-                self.requests.text(text.clone());
-                let closed = Gate::Closed { counted: None };
-                if let Routed::Write(writes) = self.route(&text, Form::Simple, closed, &[]).await {
-                    self.note_writes(writes);
-                }
-            }
-        }
-        let (known, out) = (&self.context.front.session_effects, &mut self.client.out);
-        let settings = &self.settings;
-        let effects = self
-            .statements
-            .forward(frame, &mut self.upstream, out, rewrite, |sql| {
-                settings.effects_of(sql, known)
-            })?;
-        if let Some(effects) = effects {
-            self.apply_effects(effects);
-        }
-        self.phase.flow.sent_extended();
-        Ok(true)
-    }
-
-    fn note_effects(&mut self, sql: &str) {
-        let effects = self
-            .settings
-            .effects_of(sql, &self.context.front.session_effects);
-        self.apply_effects(effects);
-    }
-
-    fn apply_effects(&mut self, effects: settings::StatementEffects) {
-        if effects.resets_statements {
-            self.statements.forget_on_release();
-        }
-        self.settings.apply(effects);
-    }
-
-    // ----- the cache --------------------------------------------------------
-
-    /// Asks the cache about a statement on its way upstream. Answers it
-    /// when the cache can (`prefix` — ParseComplete, BindComplete — goes
-    /// before the entry), or prepares to fill the entry and accounts for
-    /// the path taken; a write is the caller's to note.
-    async fn route(&mut self, sql: &str, form: Form<'_>, gate: Gate, prefix: &[&[u8]]) -> Routed {
-        let Some(cache) = self.cache.as_mut() else {
-            return Routed::Forward;
-        };
-        let facts = self.settings.facts(!self.phase.tx.is_idle());
-        let (context, database, user) = (&self.context, &self.database, &self.user);
-        let target = || context.connect_target(database, user);
-        let settings = &self.settings.params;
-        let route = match cache.route(sql, form, gate, facts, database, settings, &target) {
-            Routing::Done(route) => route,
-            Routing::Lookup(lookup) => lookup.await,
-        };
-        match route {
-            Route::Write(writes) => return Routed::Write(writes),
-            Route::Forward => {}
-            Route::Hit { rule, bytes } => {
-                for part in prefix {
-                    self.client.out.extend_from_slice(part);
-                }
-                self.client.out.extend_from_slice(&bytes);
-                self.context
-                    .metrics
-                    .cache_bytes_served
-                    .inc_by(bytes.len() as u64);
-                self.requests.rule(rule);
-                self.requests.answered(entry::rows(&bytes));
-                return Routed::Answered;
-            }
-            Route::Fill(fill) => {
-                self.requests.rule(fill.read.rule_name.clone());
-                self.requests.path("miss");
-                cache.start_fill(fill);
-            }
-            Route::Miss { rule } => {
-                self.requests.rule(rule);
-                self.requests.path("miss");
-            }
-            Route::NotPaying { rule } => {
-                self.requests.rule(rule);
-                self.requests.path("bypass");
-            }
-        }
-        Routed::Forward
-    }
-
-    /// Notes a statement's writes, to invalidate once they commit.
-    fn note_writes(&mut self, writes: Writes) {
-        self.requests.path("write");
-        if let Some(path) = self.writes.as_mut() {
-            path.note(writes, !self.phase.tx.is_idle());
-        }
-    }
-
-    /// At its Sync, a held request: answered from the cache (true) when it
-    /// is one statement that hits; otherwise sent on by the caller.
-    async fn route_request(&mut self, held: &[Frame]) -> Result<bool, FrontendError> {
-        let Some(unit) = cached::single_unit(held) else {
-            return Ok(false);
-        };
-        let parse = match unit.parse {
-            Some(i) => Some(
-                ParseMessage::decode(held[i].body())
-                    .map_err(|e| FrontendError::Protocol(e.to_string()))?,
-            ),
-            None => None,
-        };
-        let Ok(bind) = statements::bind_parts(held[unit.bind].body()) else {
-            return Ok(false);
-        };
-        let parsed = unit.parse.zip(parse.as_ref()).map(|(i, p)| (&held[i], p));
-        let Some(bound) = self.statements.bound(parsed, bind.statement) else {
-            return Ok(false);
-        };
-        // Session mode keeps the client's named statements on its server;
-        // a Parse answered here would leave it missing there.
-        let named_parse = parse.as_ref().is_some_and(|p| !p.name.is_empty());
-        if self.mode == PoolMode::Session && named_parse {
-            return Ok(false);
-        }
-        // The literal values of bound text parameters may be 'now' & co.
-        if cached::binds_time_sensitive_values(bind.rest) != Some(false) {
-            return Ok(false);
-        }
-        self.requests.text(bound.text.clone());
-        let form = Form::Extended {
-            types: &bound.types,
-            bind: bind.rest,
-            describe: unit.describe,
-        };
-        let parse_complete = message::parse_complete();
-        let prefix: &[&[u8]] = match parse {
-            Some(_) => &[&parse_complete, BIND_COMPLETE],
-            None => &[BIND_COMPLETE],
-        };
-        let text = bound.text.clone();
-        let gate = self.gate();
-        // A write is noted when its Bind goes to the server.
-        if !matches!(
-            self.route(&text, form, gate, prefix).await,
-            Routed::Answered
-        ) {
-            return Ok(false);
-        }
-        // Served: remember the statement the client just prepared.
-        if let (Some(i), Some(parse)) = (unit.parse, parse) {
-            self.statements.served_parse(&held[i], &parse, bound);
-        }
-        Ok(true)
-    }
-
     // ----- the server connection -------------------------------------------
-
-    /// Gets a server connection if none is held. Returns false (after
-    /// telling the client) when none could be had; the client's messages up
-    /// to its next Sync are then skipped.
-    async fn ensure_server(&mut self) -> Result<bool, FrontendError> {
-        if self.upstream.is_held() {
-            return Ok(true);
-        }
-        self.client.flush(self.holding()).await?;
-        let (waited, acquired) = self
-            .upstream
-            .acquire(&self.settings.params, &self.context.metrics)
-            .await;
-        self.requests.waited_for_pool(waited);
-        match acquired {
-            Ok(tx) => {
-                self.phase.tx = tx;
-                self.statements.on_attach();
-                Ok(true)
-            }
-            Err(e) => {
-                if matches!(e, BackendError::Server { .. }) || e.is_network() {
-                    tracing::warn!(database = %self.database, error = %e, "no server connection for client");
-                }
-                self.client
-                    .out
-                    .extend_from_slice(&e.to_client(Severity::Error));
-                self.phase.flow.skip();
-                Ok(false)
-            }
-        }
-    }
 
     /// Client output is held back until a write is recorded.
     fn holding(&self) -> bool {

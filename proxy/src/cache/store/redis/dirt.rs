@@ -2,6 +2,9 @@
 //! was last renewed (guarantee G4: while it may have, nothing is served).
 
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+
+use fred::prelude::*;
 
 /// Whether an invalidation may have been lost since the epoch was last
 /// renewed. Marks are counted, so a renewal clears only the marks made
@@ -35,4 +38,28 @@ impl Dirt {
         self.cleaned.fetch_max(seen, Ordering::SeqCst);
         was_dirty && !self.is_dirty()
     }
+}
+
+/// Marks the store dirty, and moves `generation` on, at every error or
+/// reconnection of `client` (Redis may have restarted from an older
+/// snapshot, and a lookup in flight across the event may have run there).
+pub fn watch(client: &Client, dirt: Arc<Dirt>, generation: Arc<AtomicU64>) {
+    let mut reconnects = client.reconnect_rx();
+    let mut errors = client.error_rx();
+    tokio::spawn(async move {
+        loop {
+            let event = tokio::select! {
+                r = reconnects.recv() => r.map(|_| "re-established").map_err(|_| ()),
+                r = errors.recv() => r.map(|_| "failed").map_err(|_| ()),
+            };
+            let Ok(event) = event else { return };
+            generation.fetch_add(1, Ordering::SeqCst);
+            if dirt.mark() {
+                tracing::warn!(
+                    event,
+                    "redis connection {event}; renewing the cache epoch before serving"
+                );
+            }
+        }
+    });
 }

@@ -25,13 +25,13 @@
 //! instance subscribes to it and serves hits from its local tier (see
 //! `local.rs`); strict-mode instances ignore it.
 
+mod bumped;
 mod dirt;
 mod follow;
 mod scripts;
 
-use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -39,6 +39,7 @@ use fred::prelude::*;
 use fred::types::scripts::Script;
 use fred::types::Expiration;
 
+use self::bumped::Bumped;
 use self::dirt::Dirt;
 use self::follow::{follow, SUBSCRIBER_BUFFER};
 use self::scripts::{builder, INVALIDATE_LUA, LOOKUP_LUA, RENEW_LUA};
@@ -69,11 +70,8 @@ pub struct RedisStore {
     dirty: Arc<Dirt>,
     /// Moves on at every connection error or reconnection.
     generation: Arc<AtomicU64>,
-    /// Versions this instance bumped tables to, with the sequence number of
-    /// the bump (since the last epoch renewal).
-    written: Mutex<HashMap<String, (u64, u64)>>,
-    /// Counts completed bumps; a lookup compares only with earlier ones.
-    bumps: AtomicU64,
+    /// Versions this instance bumped tables to.
+    bumped: Bumped,
     /// A renewal is running: concurrent lookups go upstream instead of
     /// renewing again (each renewal empties every fast-mode tier).
     renewing: AtomicBool,
@@ -124,29 +122,10 @@ impl RedisStore {
             renewing: AtomicBool::new(false),
             coalescer: Coalescer::default(),
             generation: Arc::new(AtomicU64::new(0)),
-            written: Mutex::new(HashMap::new()),
-            bumps: AtomicU64::new(0),
+            bumped: Bumped::default(),
         });
         for client in store.pool.clients() {
-            let (dirty, generation) = (store.dirty.clone(), store.generation.clone());
-            let mut reconnects = client.reconnect_rx();
-            let mut errors = client.error_rx();
-            tokio::spawn(async move {
-                loop {
-                    let event = tokio::select! {
-                        r = reconnects.recv() => r.map(|_| "re-established").map_err(|_| ()),
-                        r = errors.recv() => r.map(|_| "failed").map_err(|_| ()),
-                    };
-                    let Ok(event) = event else { return };
-                    generation.fetch_add(1, Ordering::SeqCst);
-                    if dirty.mark() {
-                        tracing::warn!(
-                            event,
-                            "redis connection {event}; renewing the cache epoch before serving"
-                        );
-                    }
-                }
-            });
+            dirt::watch(client, store.dirty.clone(), store.generation.clone());
         }
         if let Some(local) = &store.local {
             let mut builder = builder;
@@ -184,23 +163,135 @@ impl RedisStore {
         format!("{}v:{}", self.tag, table.as_str())
     }
 
+    /// `call` within the store's timeout (see [`scripts::bounded`]).
     async fn bounded<T>(
         &self,
         call: impl std::future::Future<Output = Result<T, Error>>,
     ) -> Result<T, StoreError> {
-        match tokio::time::timeout(self.timeout, call).await {
-            Ok(Ok(v)) => Ok(v),
-            Ok(Err(e)) if *e.kind() == ErrorKind::Timeout => Err(StoreError::Timeout(self.timeout)),
-            Ok(Err(e)) => Err(StoreError::Backend(e.to_string())),
-            Err(_) => Err(StoreError::Timeout(self.timeout)),
+        scripts::bounded(self.timeout, call).await
+    }
+
+    /// A lookup that began after this instance's bump of a table to v must
+    /// read at least v. Less means Redis lost data: the store turns dirty
+    /// and this answer is not used.
+    fn check_versions(
+        &self,
+        keys: &[String],
+        versions: &[u64],
+        bumps_before: u64,
+    ) -> Result<(), StoreError> {
+        match self.bumped.went_backwards(keys, versions, bumps_before) {
+            Some((key, version, bumped_to)) => {
+                tracing::error!(%key, version, bumped_to, "a table version went backwards (redis lost data); renewing the cache epoch");
+                self.dirty.mark();
+                Err(StoreError::Recovering)
+            }
+            None => Ok(()),
         }
     }
 
-    async fn lookup_inline(
-        &self,
-        base: &KeyBase,
-        tables: &[TableKey],
-    ) -> Result<Lookup, StoreError> {
+    /// Whether a fill's versions (those its lookup read, one per table of
+    /// `tables`) name a version of one of its tables older
+    /// than one that table is known to have reached since: this
+    /// instance's own invalidations (acknowledged, so already in Redis)
+    /// and, in fast mode, versions heard from other instances. Every
+    /// lookup from now on reads the newer version and builds another key,
+    /// so the `SET` would only take Redis memory until its TTL.
+    ///
+    /// # Performance
+    /// Under writes to a table its reads miss, and most of their fills
+    /// are dead before they complete (an update-heavy mix at 8 clients):
+    /// skipping them saves a Redis command per miss.
+    fn is_dead(&self, tables: &[TableKey], versions: &[u64]) -> bool {
+        if versions.len() != tables.len() {
+            return false;
+        }
+        if let Some(local) = &self.local {
+            if local.knows_newer(tables, versions) {
+                return true;
+            }
+        }
+        let pairs = tables.iter().map(|t| self.version_key(t)).zip(versions);
+        self.bumped.newer_than(pairs)
+    }
+
+    async fn invalidate_now(&self, tables: &[TableKey]) -> Result<(), StoreError> {
+        let keys: Vec<String> = tables.iter().map(|t| self.version_key(t)).collect();
+        let client = self.pool.next();
+        let result = self
+            .bounded(self.invalidate.evalsha_with_reload::<Vec<i64>, _, _>(
+                client,
+                keys.clone(),
+                vec![self.channel.clone()],
+            ))
+            .await;
+        match result {
+            Ok(versions) => {
+                let versions: Vec<u64> = versions.into_iter().map(|v| v.max(0) as u64).collect();
+                if let Some(local) = &self.local {
+                    // Before the write is acknowledged: this instance's
+                    // next lookups build keys with the new versions.
+                    local.raise(&keys, &versions);
+                }
+                self.bumped.record(keys, &versions);
+                Ok(())
+            }
+            Err(e) => {
+                tracing::error!(error = %e, "invalidation could not be recorded; cache disabled until the epoch is renewed");
+                self.dirty.mark();
+                Err(e)
+            }
+        }
+    }
+
+    /// Renews the epoch unless a renewal is already running (then the
+    /// caller goes upstream).
+    async fn repair(&self) -> Result<(), StoreError> {
+        if self.renewing.swap(true, Ordering::SeqCst) {
+            return Err(StoreError::Recovering);
+        }
+        let result = self.renew_epoch().await;
+        self.renewing.store(false, Ordering::SeqCst);
+        result
+    }
+
+    /// Replaces the epoch with a fresh random value: every entry written
+    /// before becomes unreachable. Clears the marks of lost invalidations
+    /// made before it began.
+    pub async fn renew_epoch(&self) -> Result<(), StoreError> {
+        let seen = self.dirty.seen();
+        let epoch = format!("{:016x}", rand::random::<u64>());
+        let client = self.pool.next();
+        let result = self
+            .bounded(self.renew.evalsha_with_reload::<i64, _, _>(
+                client,
+                vec![self.epoch_key()],
+                vec![epoch, self.channel.clone()],
+            ))
+            .await
+            .map(|_| ());
+        match &result {
+            Ok(()) => {
+                if let Some(local) = &self.local {
+                    local.reset("this instance renewed the epoch");
+                }
+                // Entries under the old epoch are unreachable: versions seen
+                // before no longer matter.
+                self.bumped.clear();
+                if self.dirty.clean(seen) {
+                    tracing::info!("cache epoch renewed; serving from redis again");
+                }
+            }
+            Err(_) => {
+                self.dirty.mark();
+            }
+        }
+        result.map_err(|_| StoreError::Recovering)
+    }
+}
+
+impl CacheStore for RedisStore {
+    async fn lookup(&self, base: &KeyBase, tables: &[TableKey]) -> Result<Lookup, StoreError> {
         if self.dirty.is_dirty() {
             self.repair().await?;
         }
@@ -224,7 +315,7 @@ impl RedisStore {
         keys.extend(tables.iter().map(|t| self.version_key(t)));
         let version_keys: Vec<String> = keys[1..].to_vec();
         let generation = self.generation.load(Ordering::SeqCst);
-        let bumps_before = self.bumps.load(Ordering::SeqCst);
+        let bumps_before = self.bumped.sequence();
         let client = self.pool.next();
         let reply: Value = self
             .bounded(
@@ -271,32 +362,10 @@ impl RedisStore {
         })
     }
 
-    /// A lookup that began after this instance's bump of a table to v must
-    /// read at least v. Less means Redis lost data: the store turns dirty
-    /// and this answer is not used.
-    fn check_versions(
-        &self,
-        keys: &[String],
-        versions: &[u64],
-        bumps_before: u64,
-    ) -> Result<(), StoreError> {
-        let written = self.written.lock().unwrap_or_else(|e| e.into_inner());
-        for (key, version) in keys.iter().zip(versions) {
-            if let Some((bumped_to, sequence)) = written.get(key) {
-                if *sequence <= bumps_before && version < bumped_to {
-                    tracing::error!(%key, version, bumped_to, "a table version went backwards (redis lost data); renewing the cache epoch");
-                    self.dirty.mark();
-                    return Err(StoreError::Recovering);
-                }
-            }
-        }
-        Ok(())
-    }
-
     /// Writes a fill under `key` (the full key a lookup of `tables`
     /// built from `versions`). Returns `Ok(false)` without a Redis call
     /// when the fill is already dead (see `is_dead`).
-    async fn put_inline(
+    async fn put(
         &self,
         key: &str,
         value: Bytes,
@@ -317,39 +386,17 @@ impl RedisStore {
         Ok(true)
     }
 
-    /// Whether a fill's versions (those its lookup read, one per table of
-    /// `tables`) name a version of one of its tables older
-    /// than one that table is known to have reached since: this
-    /// instance's own invalidations (acknowledged, so already in Redis)
-    /// and, in fast mode, versions heard from other instances. Every
-    /// lookup from now on reads the newer version and builds another key,
-    /// so the `SET` would only take Redis memory until its TTL.
-    ///
-    /// # Performance
-    /// Under writes to a table its reads miss, and most of their fills
-    /// are dead before they complete (an update-heavy mix at 8 clients):
-    /// skipping them saves a Redis command per miss.
-    fn is_dead(&self, tables: &[TableKey], versions: &[u64]) -> bool {
-        if versions.len() != tables.len() {
-            return false;
-        }
+    /// Fast mode keeps a local copy before the `SET`; strict mode nothing.
+    fn keep_local(&self, key: &str, value: &Bytes, ttl: Duration) -> bool {
         if let Some(local) = &self.local {
-            if local.knows_newer(tables, versions) {
-                return true;
-            }
+            local.store(key, value.clone(), ttl);
         }
-        let written = self.written.lock().unwrap_or_else(|e| e.into_inner());
-        if written.is_empty() {
-            return false;
-        }
-        tables.iter().zip(versions).any(|(table, version)| {
-            written
-                .get(&self.version_key(table))
-                .is_some_and(|(bumped_to, _)| version < bumped_to)
-        })
+        false
     }
 
-    async fn invalidate_inline(&self, tables: &[TableKey]) -> Result<(), StoreError> {
+    /// Bumps the versions of `tables`, in a call shared with the other
+    /// writers waiting at the time (see `coalesce.rs`).
+    async fn invalidate(&self, tables: &[TableKey]) -> Result<(), StoreError> {
         if tables.is_empty() {
             return Ok(());
         }
@@ -365,122 +412,6 @@ impl RedisStore {
             self.dirty.mark();
             Err(StoreError::Recovering)
         })
-    }
-
-    async fn invalidate_now(&self, tables: &[TableKey]) -> Result<(), StoreError> {
-        let keys: Vec<String> = tables.iter().map(|t| self.version_key(t)).collect();
-        let client = self.pool.next();
-        let result = self
-            .bounded(self.invalidate.evalsha_with_reload::<Vec<i64>, _, _>(
-                client,
-                keys.clone(),
-                vec![self.channel.clone()],
-            ))
-            .await;
-        match result {
-            Ok(versions) => {
-                let versions: Vec<u64> = versions.into_iter().map(|v| v.max(0) as u64).collect();
-                if let Some(local) = &self.local {
-                    // Before the write is acknowledged: this instance's
-                    // next lookups build keys with the new versions.
-                    local.raise(&keys, &versions);
-                }
-                let mut written = self.written.lock().unwrap_or_else(|e| e.into_inner());
-                let sequence = self.bumps.load(Ordering::SeqCst) + 1;
-                for (key, version) in keys.into_iter().zip(versions) {
-                    let slot = written.entry(key).or_insert((version, sequence));
-                    if version >= slot.0 {
-                        *slot = (version, sequence);
-                    }
-                }
-                self.bumps.store(sequence, Ordering::SeqCst);
-                Ok(())
-            }
-            Err(e) => {
-                tracing::error!(error = %e, "invalidation could not be recorded; cache disabled until the epoch is renewed");
-                self.dirty.mark();
-                Err(e)
-            }
-        }
-    }
-
-    /// Renews the epoch unless a renewal is already running (then the
-    /// caller goes upstream).
-    async fn repair(&self) -> Result<(), StoreError> {
-        if self.renewing.swap(true, Ordering::SeqCst) {
-            return Err(StoreError::Recovering);
-        }
-        let result = self.renew_epoch().await;
-        self.renewing.store(false, Ordering::SeqCst);
-        result
-    }
-
-    /// Replaces the epoch with a fresh random value: every entry written
-    /// before becomes unreachable. Clears the marks of lost invalidations
-    /// made before it began.
-    pub async fn renew_epoch(&self) -> Result<(), StoreError> {
-        let seen = self.dirty.seen();
-        let epoch = format!("{:016x}", rand::random::<u64>());
-        let client = self.pool.next();
-        let result = self
-            .bounded(self.renew.evalsha_with_reload::<i64, _, _>(
-                client,
-                vec![self.epoch_key()],
-                vec![epoch, self.channel.clone()],
-            ))
-            .await
-            .map(|_| ());
-        match &result {
-            Ok(()) => {
-                if let Some(local) = &self.local {
-                    local.reset("this instance renewed the epoch");
-                }
-                // Entries under the old epoch are unreachable: versions seen
-                // before no longer matter.
-                self.written
-                    .lock()
-                    .unwrap_or_else(|e| e.into_inner())
-                    .clear();
-                if self.dirty.clean(seen) {
-                    tracing::info!("cache epoch renewed; serving from redis again");
-                }
-            }
-            Err(_) => {
-                self.dirty.mark();
-            }
-        }
-        result.map_err(|_| StoreError::Recovering)
-    }
-}
-
-impl CacheStore for RedisStore {
-    async fn lookup(&self, base: &KeyBase, tables: &[TableKey]) -> Result<Lookup, StoreError> {
-        self.lookup_inline(base, tables).await
-    }
-
-    async fn put(
-        &self,
-        key: &str,
-        value: Bytes,
-        ttl: Duration,
-        tables: &[TableKey],
-        versions: &[u64],
-    ) -> Result<bool, StoreError> {
-        self.put_inline(key, value, ttl, tables, versions).await
-    }
-
-    /// Fast mode keeps a local copy before the `SET`; strict mode nothing.
-    fn keep_local(&self, key: &str, value: &Bytes, ttl: Duration) -> bool {
-        if let Some(local) = &self.local {
-            local.store(key, value.clone(), ttl);
-        }
-        false
-    }
-
-    /// Bumps the versions of `tables`, in a call shared with the other
-    /// writers waiting at the time (see `coalesce.rs`).
-    async fn invalidate(&self, tables: &[TableKey]) -> Result<(), StoreError> {
-        self.invalidate_inline(tables).await
     }
 
     async fn invalidate_all(&self) -> Result<(), StoreError> {

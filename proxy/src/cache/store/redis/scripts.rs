@@ -60,3 +60,17 @@ pub fn builder(url: &str, timeout: Duration) -> Result<Builder, StoreError> {
         .set_policy(ReconnectPolicy::new_exponential(0, 100, 2000, 2));
     Ok(builder)
 }
+
+/// `call` within `timeout`: a slow Redis is an error the caller answers by
+/// going upstream, never a wait longer than the store's bound.
+pub async fn bounded<T>(
+    timeout: Duration,
+    call: impl std::future::Future<Output = Result<T, Error>>,
+) -> Result<T, StoreError> {
+    match tokio::time::timeout(timeout, call).await {
+        Ok(Ok(v)) => Ok(v),
+        Ok(Err(e)) if *e.kind() == ErrorKind::Timeout => Err(StoreError::Timeout(timeout)),
+        Ok(Err(e)) => Err(StoreError::Backend(e.to_string())),
+        Err(_) => Err(StoreError::Timeout(timeout)),
+    }
+}
