@@ -5,6 +5,11 @@
 //!
 //! `cargo bench -p pgstash`
 
+#![allow(
+    clippy::expect_used,
+    reason = "a benchmark: a failure should say where"
+)]
+
 use std::time::Duration;
 
 use bytes::{BufMut, Bytes, BytesMut};

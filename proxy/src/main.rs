@@ -1,5 +1,11 @@
 //! The `pgstash` binary: parses the command line, then serves or checks rules.
 
+#![allow(
+    clippy::print_stdout,
+    clippy::print_stderr,
+    reason = "the command line answers on stdout and stderr"
+)]
+
 use std::process::ExitCode;
 
 use clap::Parser;

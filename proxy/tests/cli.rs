@@ -3,6 +3,8 @@
 //! with its file, line and column before anything listens, and `--workers`
 //! sets the serving threads.
 
+#![allow(clippy::unwrap_used, reason = "a test: a failure should say where")]
+
 use std::process::Command;
 
 fn pgstash() -> Command {

@@ -30,6 +30,7 @@ pub struct Upstream {
 }
 
 impl Default for Upstream {
+    #[allow(clippy::expect_used, reason = "a constant URL, parsed in the tests")]
     fn default() -> Self {
         Upstream::parse("postgres://127.0.0.1:5432").expect("the default upstream URL is valid")
     }

@@ -91,6 +91,10 @@ pub struct Metrics {
     pub local_down: IntGauge,
 }
 
+#[allow(
+    clippy::expect_used,
+    reason = "metric definitions are constants: a mistake fails at startup, in every test"
+)]
 fn counter_vec(registry: &Registry, name: &str, help: &str, labels: &[&str]) -> IntCounterVec {
     let metric =
         IntCounterVec::new(Opts::new(name, help), labels).expect("metric definitions are valid");
@@ -107,6 +111,10 @@ impl Default for Metrics {
 }
 
 impl Metrics {
+    #[allow(
+        clippy::expect_used,
+        reason = "metric definitions are constants: a mistake fails at startup, in every test"
+    )]
     pub fn new() -> Metrics {
         let registry = Registry::new();
         let r = &registry;

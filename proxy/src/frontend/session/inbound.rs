@@ -13,7 +13,6 @@ use super::cached::{Intake, UnitRequest, BIND_COMPLETE};
 use super::phase::Flow;
 use super::settings::StatementEffects;
 use super::Session;
-use crate::backend::BackendError;
 use crate::cache::{entry, Form, Gate, Route, Routing};
 use crate::config::PoolMode;
 use crate::frontend::error::FrontendError;
@@ -329,9 +328,7 @@ impl Session {
                 Ok(true)
             }
             Err(e) => {
-                if matches!(e, BackendError::Server { .. }) || e.is_network() {
-                    tracing::warn!(database = %self.database, error = %e, "no server connection for client");
-                }
+                tracing::warn!(user = %self.user, database = %self.database, error = %e, "no server connection for client");
                 self.client
                     .out
                     .extend_from_slice(&e.to_client(Severity::Error));
