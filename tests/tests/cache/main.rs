@@ -4,7 +4,8 @@
 //! (`consistency`, `transactions`), that an entry never reaches another
 //! identity or setting (`isolation`), that a Redis in trouble is never a
 //! reason to serve stale data (`failures`), the fast mode's local tier
-//! (`fast`), and that store calls are spent only where they pay (`payoff`).
+//! (`fast`), that store calls are spent only where they pay (`payoff`), and
+//! that every store keeps the store contract (`stores`).
 //!
 //! One test binary: `cargo test -p pgstash-tests --test cache`.
 
@@ -14,4 +15,5 @@ mod fast;
 mod hits;
 mod isolation;
 mod payoff;
+mod stores;
 mod transactions;
