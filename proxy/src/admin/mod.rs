@@ -206,7 +206,7 @@ async fn admin_invalidate(
     };
     let invalidator = cache.invalidator();
     if let Err(e) = invalidator
-        .record(Source::Admin, &params.database, &writes)
+        .record(Source::ADMIN, &params.database, &writes)
         .await
     {
         let text = format!("invalidation not recorded: {e}\n");
@@ -229,7 +229,7 @@ async fn admin_flush(
         Ok(cache) => cache,
         Err(refused) => return refused,
     };
-    match cache.invalidator().flush(Source::Admin).await {
+    match cache.invalidator().flush(Source::ADMIN).await {
         Ok(()) => {
             tracing::info!(%peer, "admin: cache flushed");
             (StatusCode::OK, "flushed\n".to_owned())

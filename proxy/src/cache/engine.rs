@@ -15,11 +15,10 @@ use super::decide::{Class, Decider, ReadDecision};
 use super::decided::Read;
 use super::fill::{FillGuard, FillRole, Fills};
 use super::invalidate::Invalidator;
-use super::key::{KeyBase, KeyScope};
+use super::key::{Identity, KeyBase, KeyScope};
 use super::rules::LiveRules;
-use super::store::{CacheStore, LocalCounters, MemoryStore, RedisStore, Store, StoreError};
+use super::store::{CacheStore, Store, StoreError};
 use crate::backend::connect::ConnectTarget;
-use crate::backend::SessionParams;
 use crate::config::Config;
 use crate::observe::Metrics;
 use crate::Boxed;
@@ -40,10 +39,10 @@ pub struct Ask<'a> {
     /// Whether the session's state lets the cache answer.
     pub gate: Gate,
     pub facts: SessionFacts,
-    pub database: &'a str,
-    /// The session's part of the key, under its current settings.
+    /// Who asks: database, role and settings (part of the key).
+    pub who: Identity<'a>,
+    /// The session's hashed part of the key, kept between requests.
     pub scope: &'a mut KeyScope,
-    pub settings: &'a SessionParams,
     /// How to reach the database for catalog facts, if a decision needs them.
     pub target: &'a (dyn Fn() -> ConnectTarget + Send + Sync),
 }
@@ -137,21 +136,7 @@ impl Cache {
             return Ok(None);
         };
         let rules = LiveRules::load(rules_path)?;
-        let store = match &config.redis {
-            Some(url) => {
-                let counters = LocalCounters {
-                    hits: metrics.local_hits.clone(),
-                    resets: metrics.local_resets.clone(),
-                };
-                Store::Redis(RedisStore::connect(url, &config.cache, counters).await?)
-            }
-            None => {
-                if config.cache.mode == crate::config::CacheMode::Fast {
-                    tracing::warn!("cache.mode = \"fast\" applies to a Redis store; the in-process store is always exact");
-                }
-                Store::Memory(MemoryStore::new(config.cache.max_memory_bytes))
-            }
-        };
+        let store = Store::from_config(config, &metrics).await?;
         let store = Arc::new(store);
         tracing::info!(rules = %rules.path().display(), count = rules.guard().rules().len(), store = store.kind(), "cache enabled");
         let invalidator = Invalidator::new(store.clone(), catalogs.clone(), metrics.clone());
@@ -206,13 +191,13 @@ impl Cache {
     async fn serve(&self, ask: Ask<'_>, analysis: Option<Arc<Analysis>>) -> Route {
         let remembered = analysis
             .as_ref()
-            .and_then(|a| self.decider.remembered(a, ask.facts, ask.database));
+            .and_then(|a| self.decider.remembered(a, ask.facts, ask.who.database));
         let read = match remembered {
             Some(read) => read,
             None => {
                 let decision = self
                     .decider
-                    .decide(ask.sql, analysis, ask.facts, ask.database, ask.target)
+                    .decide(ask.sql, analysis, ask.facts, ask.who.database, ask.target)
                     .await;
                 match decision {
                     ReadDecision::Serve(read) => read,
@@ -229,7 +214,7 @@ impl Cache {
         let (domain, sql) = (ask.form.domain(), ask.sql);
         let base = ask
             .scope
-            .base(domain, read.rule.shared, ask.settings, |k| match ask.form {
+            .base(domain, read.rule.shared, &ask.who, |k| match ask.form {
                 Form::Simple => {
                     k.field(sql.as_bytes());
                 }

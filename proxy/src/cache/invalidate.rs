@@ -6,8 +6,8 @@
 //! every instance sharing the store), drops catalog facts that DDL may have
 //! changed, and counts it.
 //!
-//! Adding a source: a [`Source`] variant, and a call to `record` from where
-//! the source learns of a write (see ARCHITECTURE.md).
+//! Adding a source: a call to `record` from where the source learns of a
+//! write, under a [`Source`] of its own (see ARCHITECTURE.md).
 
 use std::sync::Arc;
 use std::time::Instant;
@@ -20,22 +20,24 @@ use super::store::{CacheStore, Store, StoreError};
 use crate::observe::Metrics;
 use crate::Boxed;
 
-/// Where a write was learned of.
+/// Where a write was learned of: a fixed word, for logs.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Source {
-    /// A statement a client ran through this pgstash; its acknowledgement
-    /// waits for the record (guarantee G2).
-    Client,
-    /// `POST /admin/invalidate` or `/admin/flush`.
-    Admin,
-}
+pub struct Source(&'static str);
 
 impl Source {
+    /// A statement a client ran through this pgstash; its acknowledgement
+    /// waits for the record (guarantee G2).
+    pub const CLIENT: Source = Source("client");
+    /// `POST /admin/invalidate` or `/admin/flush`.
+    pub const ADMIN: Source = Source("admin");
+
+    /// A source of another kind (a fixed word, never data).
+    pub const fn new(label: &'static str) -> Source {
+        Source(label)
+    }
+
     pub fn label(self) -> &'static str {
-        match self {
-            Source::Client => "client",
-            Source::Admin => "admin",
-        }
+        self.0
     }
 }
 

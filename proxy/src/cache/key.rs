@@ -78,33 +78,30 @@ impl KeyBuilder {
 /// SHA-256 work of every lookup. Reset when the session's settings change.
 #[derive(Default)]
 pub struct KeyScope {
-    database: String,
-    user: String,
     memo: Option<(&'static str, bool, KeyBuilder)>,
 }
 
-impl KeyScope {
-    pub fn new(database: &str, user: &str) -> KeyScope {
-        KeyScope {
-            database: database.to_owned(),
-            user: user.to_owned(),
-            memo: None,
-        }
-    }
+/// Who a session is, for its keys.
+pub struct Identity<'a> {
+    pub database: &'a str,
+    pub user: &'a str,
+    pub settings: &'a SessionParams,
+}
 
-    /// The key base of a request: the session's part under `settings`,
-    /// then the request's own fields.
+impl KeyScope {
+    /// The key base of a request: the session's part, then the request's
+    /// own fields.
     pub fn base(
         &mut self,
         domain: &'static str,
         shared: bool,
-        settings: &SessionParams,
+        who: &Identity<'_>,
         request: impl FnOnce(&mut KeyBuilder),
     ) -> KeyBase {
         let mut key = match &self.memo {
             Some((d, s, prefix)) if *d == domain && *s == shared => prefix.clone(),
             _ => {
-                let prefix = self.prefix(domain, shared, settings);
+                let prefix = prefix(domain, shared, who);
                 self.memo = Some((domain, shared, prefix.clone()));
                 prefix
             }
@@ -117,19 +114,21 @@ impl KeyScope {
     pub fn reset(&mut self) {
         self.memo = None;
     }
+}
 
-    fn prefix(&self, domain: &str, shared: bool, settings: &SessionParams) -> KeyBuilder {
-        let mut key = KeyBuilder::new(domain);
-        key.field(self.database.as_bytes());
-        key.field(if shared { b"" } else { self.user.as_bytes() });
-        for (name, value) in &settings.settings {
-            if name != "application_name" {
-                key.field(name.as_bytes()).field(value.as_bytes());
-            }
+/// The session's part of a key: database, role (unless `shared`), and
+/// every setting but `application_name`.
+fn prefix(domain: &str, shared: bool, who: &Identity<'_>) -> KeyBuilder {
+    let mut key = KeyBuilder::new(domain);
+    key.field(who.database.as_bytes());
+    key.field(if shared { b"" } else { who.user.as_bytes() });
+    for (name, value) in &who.settings.settings {
+        if name != "application_name" {
+            key.field(name.as_bytes()).field(value.as_bytes());
         }
-        key.field(b"--");
-        key
     }
+    key.field(b"--");
+    key
 }
 
 /// A table as invalidation knows it: database and unqualified name,

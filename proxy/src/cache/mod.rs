@@ -19,6 +19,6 @@ pub mod write_path;
 pub use decided::Read;
 pub use engine::{Ask, Cache, CacheError, Fill, Form, Gate, Route, Routing};
 pub use invalidate::{Invalidator, Source};
-pub use key::{KeyBase, KeyBuilder, KeyScope, TableKey};
+pub use key::{Identity, KeyBase, KeyBuilder, KeyScope, TableKey};
 pub use store::{CacheStore, Lookup, MemoryStore, Store, StoreError};
 pub use write_path::WritePath;

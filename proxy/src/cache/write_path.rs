@@ -52,16 +52,14 @@ enum Ack {
 
 pub struct WritePath {
     invalidator: Arc<Invalidator>,
-    database: String,
     pending: Option<(Writes, Ending)>,
     ack: Ack,
 }
 
 impl WritePath {
-    pub fn new(invalidator: Arc<Invalidator>, database: &str) -> WritePath {
+    pub fn new(invalidator: Arc<Invalidator>) -> WritePath {
         WritePath {
             invalidator,
-            database: database.to_owned(),
             pending: None,
             ack: Ack::Flowing,
         }
@@ -131,13 +129,13 @@ impl WritePath {
         true
     }
 
-    /// Records the writes that [`WritePath::on_ready`] said commit, then
-    /// releases their acknowledgement into `client`.
-    pub async fn record(&mut self, client: &mut BytesMut) {
+    /// Records the writes that [`WritePath::on_ready`] said commit (in
+    /// `database`), then releases their acknowledgement into `client`.
+    pub async fn record(&mut self, database: &str, client: &mut BytesMut) {
         if let Some((writes, _)) = self.pending.take() {
             let _ = self
                 .invalidator
-                .record(Source::Client, &self.database, &writes)
+                .record(Source::CLIENT, database, &writes)
                 .await;
         }
         if let Ack::Deferred(frame) = std::mem::replace(&mut self.ack, Ack::Flowing) {
@@ -147,14 +145,14 @@ impl WritePath {
 
     /// The connection ended between a write and its acknowledgement: if it
     /// may have committed, invalidate anyway.
-    pub async fn on_disconnect(&mut self) {
+    pub async fn on_disconnect(&mut self, database: &str) {
         let Some((writes, ending)) = self.pending.take() else {
             return;
         };
         if matches!(ending, Ending::Autocommit | Ending::Committed) {
             let _ = self
                 .invalidator
-                .record(Source::Client, &self.database, &writes)
+                .record(Source::CLIENT, database, &writes)
                 .await;
         }
     }

@@ -27,7 +27,10 @@ const QUEUE: usize = 16_384;
 /// the recorder; it drains the batch every [`DRAIN_EVERY`]. A wake-up per
 /// query would cost a cross-thread futex call on the query path.
 #[derive(Clone)]
-pub struct Recorder {
+pub struct Recorder(Arc<Shared>);
+
+/// What the sessions' handles share (one pointer per session).
+struct Shared {
     batch: Arc<Mutex<Vec<QueryEvent>>>,
     dropped: prometheus::IntCounter,
     settings: Arc<ArcSwap<LogSettings>>,
@@ -74,25 +77,25 @@ impl Recorder {
             metrics: metrics.clone(),
         };
         tokio::spawn(run(Arc::downgrade(&batch), sinks));
-        Recorder {
+        Recorder(Arc::new(Shared {
             batch,
             dropped: metrics.events_dropped.clone(),
             settings,
             reopen,
-        }
+        }))
     }
 
     /// New settings (a reload); the log file is reopened.
     pub fn reconfigure(&self, settings: LogSettings) {
-        self.settings.store(Arc::new(settings));
-        self.reopen.store(true, Ordering::SeqCst);
+        self.0.settings.store(Arc::new(settings));
+        self.0.reopen.store(true, Ordering::SeqCst);
     }
 
     pub fn record(&self, event: QueryEvent) {
-        let mut batch = self.batch.lock().unwrap_or_else(|e| e.into_inner());
+        let mut batch = self.0.batch.lock().unwrap_or_else(|e| e.into_inner());
         if batch.len() >= QUEUE {
             drop(batch);
-            self.dropped.inc();
+            self.0.dropped.inc();
             return;
         }
         batch.push(event);

@@ -20,12 +20,40 @@ use std::time::Duration;
 use bytes::Bytes;
 
 use super::key::{KeyBase, TableKey};
+use crate::config::{CacheMode, Config};
+use crate::observe::Metrics;
 
 /// The configured store. An enum rather than a `dyn` object: the
 /// in-process lookup stays a direct call with no boxed future.
 pub enum Store {
     Memory(MemoryStore),
     Redis(Arc<RedisStore>),
+}
+
+impl Store {
+    /// The store the configuration asks for: Redis when a URL is given,
+    /// the in-process store otherwise.
+    pub async fn from_config(config: &Config, metrics: &Metrics) -> Result<Store, StoreError> {
+        match &config.redis {
+            Some(url) => {
+                let counters = LocalCounters {
+                    hits: metrics.local_hits.clone(),
+                    resets: metrics.local_resets.clone(),
+                };
+                Ok(Store::Redis(
+                    RedisStore::connect(url, &config.cache, counters).await?,
+                ))
+            }
+            None => {
+                if config.cache.mode == CacheMode::Fast {
+                    tracing::warn!("cache.mode = \"fast\" applies to a Redis store; the in-process store is always exact");
+                }
+                Ok(Store::Memory(MemoryStore::new(
+                    config.cache.max_memory_bytes,
+                )))
+            }
+        }
+    }
 }
 
 impl CacheStore for Store {

@@ -15,8 +15,7 @@ use pgstash_rules::SessionFacts;
 
 use super::prepared::{Bound, ClientStatements};
 use crate::backend::connect::ConnectTarget;
-use crate::backend::SessionParams;
-use crate::cache::{Ask, Cache, Fill, Form, Gate, KeyScope, Routing};
+use crate::cache::{Ask, Cache, Fill, Form, Gate, Identity, KeyScope, Routing};
 use crate::config::PoolMode;
 use crate::frontend::error::FrontendError;
 use crate::frontend::statements::{self, ParseMessage};
@@ -62,17 +61,18 @@ struct ActiveFill {
 pub struct CachePath {
     cache: Arc<Cache>,
     held: Vec<Frame>,
-    fill: Option<ActiveFill>,
+    /// Boxed: most sessions are not filling, and it is a few hundred bytes.
+    fill: Option<Box<ActiveFill>>,
     scope: KeyScope,
 }
 
 impl CachePath {
-    pub fn new(cache: Arc<Cache>, database: &str, user: &str) -> CachePath {
+    pub fn new(cache: Arc<Cache>) -> CachePath {
         CachePath {
             cache,
             held: Vec::new(),
             fill: None,
-            scope: KeyScope::new(database, user),
+            scope: KeyScope::default(),
         }
     }
 
@@ -114,15 +114,13 @@ impl CachePath {
     }
 
     /// Asks the cache about one statement (see [`Cache::route`]).
-    #[allow(clippy::too_many_arguments)]
     pub fn route<'a>(
         &'a mut self,
         sql: &'a str,
         form: Form<'a>,
         gate: Gate,
         facts: SessionFacts,
-        database: &'a str,
-        settings: &'a SessionParams,
+        who: Identity<'a>,
         target: &'a (dyn Fn() -> ConnectTarget + Send + Sync),
     ) -> Routing<'a> {
         let ask = Ask {
@@ -130,9 +128,8 @@ impl CachePath {
             form,
             gate,
             facts,
-            database,
+            who,
             scope: &mut self.scope,
-            settings,
             target,
         };
         self.cache.route(ask)
@@ -145,11 +142,11 @@ impl CachePath {
 
     /// Captures the answer of a request that goes upstream for `fill`.
     pub fn start_fill(&mut self, fill: Fill) {
-        self.fill = Some(ActiveFill {
+        self.fill = Some(Box::new(ActiveFill {
             fill,
             bytes: BytesMut::new(),
             ok: true,
-        });
+        }));
     }
 
     /// The request will not run: waiters for the fill go upstream.
@@ -180,6 +177,7 @@ impl CachePath {
             }
             tag::READY_FOR_QUERY => {
                 if let Some(done) = self.fill.take() {
+                    let done = *done;
                     let idle = frame.body().first() == Some(&b'I');
                     if done.ok && idle && !done.bytes.is_empty() {
                         self.cache.complete_fill(done.fill, done.bytes.freeze());

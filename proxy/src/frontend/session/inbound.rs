@@ -13,13 +13,14 @@ use super::cached::{Intake, UnitRequest, BIND_COMPLETE};
 use super::phase::Flow;
 use super::settings::StatementEffects;
 use super::Session;
-use crate::cache::{entry, Form, Gate, Route, Routing};
+use crate::cache::{entry, Form, Gate, Identity, Route, Routing};
 use crate::config::PoolMode;
 use crate::frontend::error::FrontendError;
 use crate::frontend::expect::Expect;
 use crate::frontend::statements;
 use crate::net::message::{self, ftag, Severity};
 use crate::net::Frame;
+use crate::Boxed;
 
 /// What the cache did with a statement (see [`Session::route`]).
 enum Routed {
@@ -35,7 +36,21 @@ impl Session {
         let Some(cache) = self.cache.as_mut() else {
             return self.dispatch(frame).await;
         };
-        let (held, then) = match cache.intake(frame, skipping) {
+        match cache.intake(frame, skipping) {
+            Intake::Held => Ok(true),
+            intake => self.release(intake).await,
+        }
+    }
+
+    /// What the cache path stopped holding: a request it may answer whole,
+    /// or messages (and the one that ended the hold) to send on. Boxed (see
+    /// [`Session::route_query`]).
+    fn release(&mut self, intake: Intake) -> Boxed<'_, Result<bool, FrontendError>> {
+        Box::pin(self.release_inline(intake))
+    }
+
+    async fn release_inline(&mut self, intake: Intake) -> Result<bool, FrontendError> {
+        let (held, then) = match intake {
             Intake::Held => return Ok(true),
             Intake::Release { held, then } => (held, then),
             Intake::Request { held, sync } => {
@@ -52,11 +67,15 @@ impl Session {
                 return Ok(false);
             }
         }
-        match then {
-            Some(frame) if frame.tag() == ftag::QUERY => self.query(frame).await,
-            Some(frame) => self.dispatch(frame).await,
-            None => Ok(true),
+        let Some(frame) = then else {
+            return Ok(true);
+        };
+        let routable = !matches!(self.phase.flow, Flow::Skipping | Flow::Closing);
+        if frame.tag() == ftag::QUERY && routable && self.route_query(&frame).await {
+            message::ready_for_query(&mut self.client.out, b'I');
+            return Ok(true);
         }
+        self.dispatch(frame).await
     }
 
     /// Handles one client message on its way to the server.
@@ -98,35 +117,35 @@ impl Session {
         Ok(true)
     }
 
-    /// A simple Query with caching configured: answered from the cache, or
-    /// sent on.
-    async fn query(&mut self, frame: Frame) -> Result<bool, FrontendError> {
-        if matches!(self.phase.flow, Flow::Skipping | Flow::Closing) {
-            return self.dispatch(frame).await;
-        }
-        let body = frame.body();
-        let sql: Arc<str> = String::from_utf8_lossy(body.strip_suffix(&[0]).unwrap_or(body)).into();
-        self.requests.text(sql.clone());
-        match self.route(&sql, Form::Simple, self.gate(), &[]).await {
-            Routed::Answered => {
-                message::ready_for_query(&mut self.client.out, b'I');
-                return Ok(true);
+    /// A simple Query with caching configured: answered from the cache
+    /// (true), or to be sent on with its writes noted.
+    ///
+    /// Boxed, like every path that may wait for the store: inline, its
+    /// state would size every session.
+    fn route_query<'a>(&'a mut self, frame: &'a Frame) -> Boxed<'a, bool> {
+        Box::pin(async move {
+            let body = frame.body();
+            let sql: Arc<str> =
+                String::from_utf8_lossy(body.strip_suffix(&[0]).unwrap_or(body)).into();
+            self.requests.text(sql.clone());
+            match self.route(&sql, Form::Simple, self.gate(), &[]).await {
+                Routed::Answered => return true,
+                Routed::Write(writes) => self.note_writes(writes),
+                Routed::Forward => {}
             }
-            Routed::Write(writes) => self.note_writes(writes),
-            Routed::Forward => {}
-        }
-        self.dispatch(frame).await
+            false
+        })
     }
 
     /// A simple Query or FunctionCall on its way to the server.
     async fn forward_query(&mut self, frame: Frame) -> Result<bool, FrontendError> {
         let query = frame.tag() == ftag::QUERY;
-        let sql = query.then(|| {
+        let text = || {
             let body = frame.body();
-            String::from_utf8_lossy(body.strip_suffix(&[0]).unwrap_or(body)).into_owned()
-        });
-        if let Some(sql) = &sql {
-            self.requests.text(sql.as_str().into());
+            String::from_utf8_lossy(body.strip_suffix(&[0]).unwrap_or(body))
+        };
+        if query {
+            self.requests.text(text().into());
         }
         if !self.ensure_server().await? {
             if let Some(cache) = self.cache.as_mut() {
@@ -136,8 +155,8 @@ impl Session {
             self.phase.flow.sent_sync();
             return Ok(true);
         }
-        if let Some(sql) = &sql {
-            self.note_effects(sql);
+        if query {
+            self.note_effects(&text());
             self.statements.on_simple_query();
         }
         self.upstream.send(frame.as_bytes(), Expect::Query);
@@ -190,8 +209,7 @@ impl Session {
             let name = statements::bind_statement(frame.body())?;
             if let Some(text) = self.statements.text_of(name) {
                 self.requests.text(text.clone());
-                let closed = Gate::Closed { counted: None };
-                if let Routed::Write(writes) = self.route(&text, Form::Simple, closed, &[]).await {
+                if let Some(writes) = self.writes_of(&text) {
                     self.note_writes(writes);
                 }
             }
@@ -235,8 +253,12 @@ impl Session {
         let facts = self.settings.facts(!self.phase.tx.is_idle());
         let (context, database, user) = (&self.context, &self.database, &self.user);
         let target = || context.connect_target(database, user);
-        let settings = &self.settings.params;
-        let route = match cache.route(sql, form, gate, facts, database, settings, &target) {
+        let who = Identity {
+            database,
+            user,
+            settings: &self.settings.params,
+        };
+        let route = match cache.route(sql, form, gate, facts, who, &target) {
             Routing::Done(route) => route,
             Routing::Lookup(lookup) => lookup.await,
         };
@@ -271,6 +293,27 @@ impl Session {
             }
         }
         Routed::Forward
+    }
+
+    /// What a statement on its way to the server writes, if caching is
+    /// configured: the cache's route with a closed gate (it looks nothing
+    /// up, so it is decided at once).
+    fn writes_of(&mut self, sql: &str) -> Option<Writes> {
+        let cache = self.cache.as_mut()?;
+        let facts = self.settings.facts(!self.phase.tx.is_idle());
+        let (context, database, user) = (&self.context, &self.database, &self.user);
+        let target = || context.connect_target(database, user);
+        let closed = Gate::Closed { counted: None };
+        let who = Identity {
+            database,
+            user,
+            settings: &self.settings.params,
+        };
+        let writes = match cache.route(sql, Form::Simple, closed, facts, who, &target) {
+            Routing::Done(Route::Write(writes)) => Some(writes),
+            _ => None,
+        };
+        writes
     }
 
     /// Notes a statement's writes, to invalidate once they commit.

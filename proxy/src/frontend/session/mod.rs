@@ -91,8 +91,10 @@ pub struct Session {
     phase: Phase,
     statements: ClientStatements,
     settings: ClientSettings,
-    cache: Option<CachePath>,
-    writes: Option<WritePath>,
+    /// Boxed, like the write path: a session without caching carries a
+    /// pointer, not their few hundred bytes.
+    cache: Option<Box<CachePath>>,
+    writes: Option<Box<WritePath>>,
     requests: Requests,
 }
 
@@ -117,8 +119,8 @@ impl Session {
             settings,
             writes: cache
                 .as_ref()
-                .map(|c| WritePath::new(c.invalidator().clone(), &login.database)),
-            cache: cache.map(|c| CachePath::new(c, &login.database, &login.user)),
+                .map(|c| Box::new(WritePath::new(c.invalidator().clone()))),
+            cache: cache.map(|c| Box::new(CachePath::new(c))),
             requests: Requests::new(
                 context.metrics.clone(),
                 Some(context.recorder.clone()),
@@ -219,8 +221,8 @@ impl Session {
     fn gate(&self) -> Gate {
         let quiet = self.is_idle()
             && self.settings.caching_on()
-            && !self.cache.as_ref().is_some_and(CachePath::is_filling)
-            && !self.writes.as_ref().is_some_and(WritePath::is_pending);
+            && !self.cache.as_ref().is_some_and(|c| c.is_filling())
+            && !self.writes.as_ref().is_some_and(|w| w.is_pending());
         if quiet {
             return Gate::Open;
         }
@@ -239,7 +241,7 @@ impl Session {
 
     /// Client output is held back until a write is recorded.
     fn holding(&self) -> bool {
-        self.writes.as_ref().is_some_and(WritePath::is_holding)
+        self.writes.as_ref().is_some_and(|w| w.is_holding())
     }
 
     /// Relays what the server sent, pausing at each ReadyForQuery that
@@ -250,8 +252,8 @@ impl Session {
                 upstream: &mut self.upstream,
                 phase: &mut self.phase,
                 out: &mut self.client.out,
-                cache: self.cache.as_mut(),
-                writes: self.writes.as_mut(),
+                cache: self.cache.as_deref_mut(),
+                writes: self.writes.as_deref_mut(),
                 requests: &mut self.requests,
             }
             .run()?;
@@ -260,7 +262,7 @@ impl Session {
                 return Ok(());
             }
             if let Some(writes) = self.writes.as_mut() {
-                writes.record(&mut self.client.out).await;
+                writes.record(&self.database, &mut self.client.out).await;
             }
         }
     }
@@ -293,7 +295,7 @@ impl Session {
     /// Reads settings back after the client changed them, and gives the
     /// server connection back when the pool mode allows it.
     async fn maybe_release(&mut self) -> Result<(), FrontendError> {
-        let holding = self.cache.as_ref().is_some_and(CachePath::is_holding);
+        let holding = self.cache.as_ref().is_some_and(|c| c.is_holding());
         if !self.upstream.is_held() || !self.is_idle() || holding {
             return Ok(());
         }
@@ -352,7 +354,7 @@ impl Session {
         Box::pin(async move {
             self.context.front.cancels.unregister(self.key);
             if let Some(writes) = self.writes.as_mut() {
-                writes.on_disconnect().await;
+                writes.on_disconnect(&self.database).await;
             }
             let clean = self.is_idle();
             self.upstream

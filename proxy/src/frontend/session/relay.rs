@@ -12,6 +12,7 @@ use super::request::{Request, Requests};
 use super::upstream::Upstream;
 use crate::backend::BackendError;
 use crate::cache::{entry, WritePath};
+use crate::frontend::expect::Effects;
 use crate::net::message::tag;
 
 /// The parts of a session an answer touches.
@@ -41,7 +42,8 @@ impl Relay<'_> {
         // One request at a time is in flight, so at most one finishes here.
         let mut finished = None;
         let mut commit = false;
-        while let Some(answer) = self.upstream.next_answer(self.out)? {
+        let mut effects = Effects::default();
+        while let Some(answer) = self.upstream.next_answer(self.out, &mut effects)? {
             let frame = answer.frame;
             if let Some(cache) = self.cache.as_deref_mut() {
                 cache.capture(frame);
@@ -90,7 +92,7 @@ impl Relay<'_> {
             self.upstream.drain_synthetic(self.out);
             self.upstream.consume();
         }
-        self.upstream.end_relay();
+        self.upstream.end_relay(effects);
         Ok(Relayed { commit, finished })
     }
 }

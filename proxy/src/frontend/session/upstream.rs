@@ -27,8 +27,6 @@ pub struct Upstream {
     conn: Option<Pooled>,
     out: BytesMut,
     expect: ExpectQueue,
-    /// Effects of the answers relayed since the last [`Upstream::end_relay`].
-    effects: Effects,
     /// Where a cancel request for this client goes (the held connection).
     cancel: CancelSlot,
 }
@@ -55,7 +53,6 @@ impl Upstream {
             conn: None,
             out: BytesMut::new(),
             expect: ExpectQueue::default(),
-            effects: Effects::default(),
             cancel,
         }
     }
@@ -110,8 +107,9 @@ impl Upstream {
 
     /// Moves answers pgstash made itself that are now due into `client`.
     pub fn drain_synthetic(&mut self, client: &mut BytesMut) {
-        self.expect.drain_synthetic(&mut self.effects.due);
-        flush_due(&mut self.effects.due, client);
+        let mut due = Vec::new();
+        self.expect.drain_synthetic(&mut due);
+        flush_due(&mut due, client);
     }
 
     /// Whether bytes wait for the server.
@@ -206,13 +204,15 @@ impl Upstream {
 
     /// The next whole server message already read, with what it means for
     /// the connection (accounted here: transaction status, FATAL errors,
-    /// COPY, the expected answers). Synthetic answers due before it are
+    /// COPY, the expected answers; what the session must apply after the
+    /// relay goes into `effects`). Synthetic answers due before it are
     /// moved into `client` first. The caller forwards it if
     /// [`Answer::forward`], then calls [`Upstream::consume`].
-    pub fn next_answer(
-        &mut self,
+    pub fn next_answer<'a>(
+        &'a mut self,
         client: &mut BytesMut,
-    ) -> Result<Option<Answer<'_>>, BackendError> {
+        effects: &mut Effects,
+    ) -> Result<Option<Answer<'a>>, BackendError> {
         let Some(server) = self.conn.as_deref_mut() else {
             return Ok(None);
         };
@@ -226,8 +226,8 @@ impl Upstream {
             }
         };
         let tag = frame.tag();
-        let verdict = self.expect.on_server_message(tag, &mut self.effects);
-        flush_due(&mut self.effects.due, client);
+        let verdict = self.expect.on_server_message(tag, effects);
+        flush_due(&mut effects.due, client);
         let mut answer = Answer {
             frame,
             forward: verdict == Verdict::Forward,
@@ -246,7 +246,7 @@ impl Upstream {
                     conn.broken = true;
                     answer.fatal = true;
                 }
-                if let Some((server_name, client_name)) = self.effects.rename.take() {
+                if let Some((server_name, client_name)) = effects.rename.take() {
                     answer.renamed = Some(message::rename_in_error(
                         frame.as_bytes(),
                         &server_name,
@@ -280,18 +280,15 @@ impl Upstream {
 
     /// After a relay: statements whose Parse failed are not prepared on
     /// this connection after all; those that parsed are known to the pool.
-    pub fn end_relay(&mut self) {
-        let unprepared = std::mem::take(&mut self.effects.unprepared);
-        let prepared = std::mem::take(&mut self.effects.prepared);
+    pub fn end_relay(&mut self, effects: Effects) {
         if let Some(conn) = self.conn() {
-            for name in unprepared {
+            for name in effects.unprepared {
                 conn.prepared.remove(&name);
             }
         }
-        for name in prepared {
+        for name in effects.prepared {
             self.pool.statement_parsed(name);
         }
-        self.effects.rename = None;
     }
 
     /// At the end of the session: the connection goes back to the pool
