@@ -57,6 +57,7 @@ pub struct WritePath {
 }
 
 impl WritePath {
+    #[inline]
     pub fn new(invalidator: Arc<Invalidator>) -> WritePath {
         WritePath {
             invalidator,
@@ -67,6 +68,7 @@ impl WritePath {
 
     /// Notes a statement's writes as it goes upstream; `in_block` whether
     /// a transaction block is open.
+    #[inline]
     pub fn note(&mut self, writes: Writes, in_block: bool) {
         match &mut self.pending {
             Some((pending, _)) => pending.merge(writes),
@@ -82,17 +84,20 @@ impl WritePath {
     }
 
     /// Writes are noted and not yet recorded or dropped.
+    #[inline]
     pub fn is_pending(&self) -> bool {
         self.pending.is_some()
     }
 
     /// Client output is held back until a write is recorded.
+    #[inline]
     pub fn is_holding(&self) -> bool {
         !matches!(self.ack, Ack::Flowing)
     }
 
     /// A CommandComplete went by: a COMMIT (or an autocommit write) starts
     /// holding client output; a ROLLBACK drops the writes.
+    #[inline]
     pub fn on_command_complete(&mut self, body: &[u8]) {
         let Some((_, ending)) = self.pending.as_mut() else {
             return;
@@ -111,6 +116,7 @@ impl WritePath {
     /// A ReadyForQuery went by (`in_block`: it leaves a transaction block
     /// open). Returns true when it commits writes: the relay must stop,
     /// [`WritePath::record`] them, and only then let the client see `frame`.
+    #[inline]
     pub fn on_ready(&mut self, in_block: bool, frame: FrameRef<'_>) -> bool {
         let Some((_, ending)) = self.pending.as_mut() else {
             return false;

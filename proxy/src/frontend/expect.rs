@@ -71,22 +71,26 @@ pub struct ExpectQueue {
 }
 
 impl ExpectQueue {
+    #[inline]
     pub fn is_empty(&self) -> bool {
         self.queue.is_empty()
     }
 
+    #[inline]
     pub fn clear(&mut self) {
         self.queue.clear();
         self.skipping = false;
     }
 
     /// True while the server ignores messages after an error.
+    #[inline]
     pub fn skipping(&self) -> bool {
         self.skipping
     }
 
     /// Adds the expectation for a message just sent (or answered locally).
     /// While the server skips after an error, nothing but Sync is answered.
+    #[inline]
     pub fn push(&mut self, expect: Expect) {
         if self.skipping {
             if !matches!(expect, Expect::Sync) {
@@ -97,7 +101,18 @@ impl ExpectQueue {
         self.queue.push_back(expect);
     }
 
+    /// Writes answers pgstash made itself that are now due to `out`.
+    #[inline]
+    pub fn write_synthetic(&mut self, out: &mut bytes::BytesMut) {
+        while let Some(Expect::Synthetic(_)) = self.queue.front() {
+            if let Some(Expect::Synthetic(bytes)) = self.queue.pop_front() {
+                out.extend_from_slice(&bytes);
+            }
+        }
+    }
+
     /// Moves answers pgstash made itself that are now due into `out`.
+    #[inline]
     pub fn drain_synthetic(&mut self, out: &mut Vec<Bytes>) {
         while let Some(Expect::Synthetic(_)) = self.queue.front() {
             if let Some(Expect::Synthetic(bytes)) = self.queue.pop_front() {
@@ -107,6 +122,7 @@ impl ExpectQueue {
     }
 
     /// Accounts for one server message; see [`Effects`].
+    #[inline]
     pub fn on_server_message(&mut self, tag: u8, effects: &mut Effects) -> Verdict {
         match tag {
             tag::NOTICE_RESPONSE | tag::NOTIFICATION_RESPONSE | tag::PARAMETER_STATUS => {
@@ -194,6 +210,7 @@ impl ExpectQueue {
     /// messages during copy-in, so the Syncs queued right behind the
     /// Execute will get no ReadyForQuery. Returns whether the copy belongs
     /// to an Execute (extended protocol).
+    #[inline]
     pub fn copy_in_started(&mut self) -> bool {
         if !matches!(self.queue.front(), Some(Expect::Execute)) {
             return false;
@@ -205,6 +222,7 @@ impl ExpectQueue {
     }
 
     /// True when every answer has arrived and no Sync is outstanding.
+    #[inline]
     pub fn settled(&self) -> bool {
         self.queue.is_empty() && !self.skipping
     }

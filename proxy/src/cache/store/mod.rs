@@ -60,9 +60,14 @@ impl CacheStore for Store {
     async fn lookup(&self, base: &KeyBase, tables: &[TableKey]) -> Result<Lookup, StoreError> {
         match self {
             Store::Memory(s) => Ok(s.lookup(base, tables)),
-            // Boxed: inline, the Redis call's large state would size (and be
-            // copied with) every lookup, the in-process store's included.
-            Store::Redis(s) => Box::pin(CacheStore::lookup(&**s, base, tables)).await,
+            // Boxed, in a statement of its own (a temporary in the awaited
+            // expression would stay in this future's state): inline, the
+            // Redis call's state would size (and be copied with) every
+            // lookup, the in-process store's included.
+            Store::Redis(s) => {
+                let lookup = Box::pin(CacheStore::lookup(&**s, base, tables));
+                lookup.await
+            }
         }
     }
 

@@ -67,6 +67,7 @@ pub struct CachePath {
 }
 
 impl CachePath {
+    #[inline]
     pub fn new(cache: Arc<Cache>) -> CachePath {
         CachePath {
             cache,
@@ -78,6 +79,7 @@ impl CachePath {
 
     /// Holds extended messages until their Sync (unless the session skips
     /// them anyway), and says when what is held must go.
+    #[inline]
     pub fn intake(&mut self, frame: Frame, skipping: bool) -> Intake {
         match frame.tag() {
             ftag::PARSE | ftag::BIND | ftag::DESCRIBE | ftag::EXECUTE | ftag::CLOSE
@@ -104,16 +106,19 @@ impl CachePath {
     }
 
     /// Messages are held: the session is not idle.
+    #[inline]
     pub fn is_holding(&self) -> bool {
         !self.held.is_empty()
     }
 
     /// An answer is being captured.
+    #[inline]
     pub fn is_filling(&self) -> bool {
         self.fill.is_some()
     }
 
     /// Asks the cache about one statement (see [`Cache::route`]).
+    #[inline]
     pub fn route<'a>(
         &'a mut self,
         sql: &'a str,
@@ -136,11 +141,13 @@ impl CachePath {
     }
 
     /// The session's settings changed: keys are built anew.
+    #[inline]
     pub fn settings_changed(&mut self) {
         self.scope.reset();
     }
 
     /// Captures the answer of a request that goes upstream for `fill`.
+    #[inline]
     pub fn start_fill(&mut self, fill: Fill) {
         self.fill = Some(Box::new(ActiveFill {
             fill,
@@ -150,6 +157,7 @@ impl CachePath {
     }
 
     /// The request will not run: waiters for the fill go upstream.
+    #[inline]
     pub fn drop_fill(&mut self) {
         self.fill = None;
     }
@@ -158,6 +166,7 @@ impl CachePath {
     /// fill when the answer is not one that can be replayed (notices,
     /// errors, COPY, suspended portals) or grows past the rule's limit. At
     /// ReadyForQuery a whole answer fills the entry.
+    #[inline]
     pub fn capture(&mut self, frame: FrameRef<'_>) {
         let Some(active) = self.fill.as_mut() else {
             return;
@@ -206,6 +215,7 @@ impl<'a> UnitRequest<'a> {
     /// single unit, binding a statement the session knows, whose text
     /// parameters hold no time-sensitive values, and (session mode) that
     /// prepares no named statement (it must live on the client's server).
+    #[inline]
     pub fn of(
         held: &'a [Frame],
         statements: &ClientStatements,
@@ -245,6 +255,7 @@ impl<'a> UnitRequest<'a> {
     }
 
     /// What besides its text determines the answer.
+    #[inline]
     pub fn form(&self) -> Form<'_> {
         Form::Extended {
             types: &self.bound.types,

@@ -19,6 +19,7 @@ pub struct ClientConn {
 }
 
 impl ClientConn {
+    #[inline]
     pub fn new(stream: Stream, reader: FrameReader) -> ClientConn {
         ClientConn {
             stream,
@@ -28,6 +29,7 @@ impl ClientConn {
     }
 
     /// The next whole message already read, if any.
+    #[inline]
     pub fn next_frame(&mut self) -> Result<Option<Frame>, NetError> {
         self.reader.next_frame()
     }
@@ -43,6 +45,7 @@ impl ClientConn {
 
     /// Whether part of a next message is already read (the client is in
     /// the middle of sending more).
+    #[inline]
     pub fn has_buffered(&self) -> bool {
         self.reader.has_buffered()
     }

@@ -79,7 +79,7 @@ impl Session {
     }
 
     /// Handles one client message on its way to the server.
-    async fn dispatch(&mut self, frame: Frame) -> Result<bool, FrontendError> {
+    pub(super) async fn dispatch(&mut self, frame: Frame) -> Result<bool, FrontendError> {
         let tag = frame.tag();
         match tag {
             ftag::TERMINATE => return Ok(false),
@@ -106,7 +106,11 @@ impl Session {
             }
             ftag::QUERY | ftag::FUNCTION_CALL => return self.forward_query(frame).await,
             ftag::PARSE | ftag::BIND | ftag::DESCRIBE | ftag::EXECUTE | ftag::CLOSE => {
-                return self.extended(frame).await
+                return match self.extended(&frame).await {
+                    // A malformed message: 08P01, and the session ends.
+                    Err(FrontendError::Net(e)) => self.invalid(e).await,
+                    other => other,
+                };
             }
             other => {
                 let text = format!("invalid frontend message type {}", other);
@@ -164,20 +168,9 @@ impl Session {
     }
 
     /// Parse, Bind, Describe, Execute and Close on their way to the server.
-    async fn extended(&mut self, frame: Frame) -> Result<bool, FrontendError> {
+    /// A malformed one is a [`FrontendError::Net`] (see [`Session::dispatch`]).
+    async fn extended(&mut self, frame: &Frame) -> Result<bool, FrontendError> {
         let rewrite = self.mode == PoolMode::Transaction;
-        match self.extended_inline(&frame, rewrite).await {
-            // A malformed message: 08P01, and the session ends.
-            Err(FrontendError::Net(e)) => self.invalid(e).await,
-            other => other,
-        }
-    }
-
-    async fn extended_inline(
-        &mut self,
-        frame: &Frame,
-        rewrite: bool,
-    ) -> Result<bool, FrontendError> {
         let (known, out) = (&self.context.front.session_effects, &mut self.client.out);
         let settings = &self.settings;
         if rewrite

@@ -158,7 +158,12 @@ impl Session {
                     Ok(None) => break,
                     Err(e) => return self.fatal(e.sqlstate(), &e.to_string(), e.into()).await,
                 };
-                if !self.on_client_message(frame).await? {
+                // Without a cache nothing is held: straight to dispatch.
+                let going = match self.cache {
+                    None => self.dispatch(frame).await?,
+                    Some(_) => self.on_client_message(frame).await?,
+                };
+                if !going {
                     return Ok(());
                 }
             }

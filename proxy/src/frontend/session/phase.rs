@@ -13,6 +13,7 @@ pub struct Phase {
 }
 
 impl Phase {
+    #[inline]
     pub fn new(tx: Tx) -> Phase {
         Phase {
             flow: Flow::Synced,
@@ -21,6 +22,7 @@ impl Phase {
     }
 
     /// A ReadyForQuery: its transaction status, and the end of any COPY.
+    #[inline]
     pub fn on_ready(&mut self, tx: Tx) {
         self.tx = tx;
         self.flow.copy_ended();
@@ -28,6 +30,7 @@ impl Phase {
 
     /// Between requests and outside a transaction block, given that every
     /// answer expected from the server arrived (`settled`).
+    #[inline]
     pub fn is_idle(&self, settled: bool) -> bool {
         settled && self.flow == Flow::Synced && self.tx.is_idle()
     }
@@ -52,6 +55,7 @@ pub enum Tx {
 impl Tx {
     /// From a ReadyForQuery status byte. An unknown byte counts as a
     /// transaction block: the session then keeps its server connection.
+    #[inline]
     pub fn from_status(status: u8) -> Tx {
         match status {
             b'I' => Tx::Idle,
@@ -60,6 +64,7 @@ impl Tx {
         }
     }
 
+    #[inline]
     pub fn is_idle(self) -> bool {
         self == Tx::Idle
     }
@@ -112,6 +117,7 @@ pub struct Copying {
 
 impl Flow {
     /// An extended-protocol message went to the server.
+    #[inline]
     pub fn sent_extended(&mut self) {
         match self {
             Flow::Synced | Flow::Unsynced => *self = Flow::Unsynced,
@@ -121,6 +127,7 @@ impl Flow {
     }
 
     /// The client's Sync went to the server, or pgstash answered it.
+    #[inline]
     pub fn sent_sync(&mut self) {
         match self {
             Flow::Synced | Flow::Unsynced | Flow::Skipping => *self = Flow::Synced,
@@ -130,6 +137,7 @@ impl Flow {
     }
 
     /// No server connection could be had: skip to the client's Sync.
+    #[inline]
     pub fn skip(&mut self) {
         if *self != Flow::Closing {
             *self = Flow::Skipping;
@@ -137,6 +145,7 @@ impl Flow {
     }
 
     /// The server started a COPY; `syncs_ignored` as in [`Copying`].
+    #[inline]
     pub fn copy_started(&mut self, syncs_ignored: bool) {
         let unsynced = match *self {
             Flow::Unsynced => true,
@@ -151,6 +160,7 @@ impl Flow {
     }
 
     /// The client sent CopyDone or CopyFail.
+    #[inline]
     pub fn client_copy_ended(&mut self) {
         if let Flow::Copying(copy) = self {
             copy.syncs_ignored = false;
@@ -159,6 +169,7 @@ impl Flow {
 
     /// The server ended the COPY (CommandComplete, ErrorResponse or
     /// ReadyForQuery).
+    #[inline]
     pub fn copy_ended(&mut self) {
         if let Flow::Copying(copy) = *self {
             *self = if copy.unsynced {
@@ -170,11 +181,13 @@ impl Flow {
     }
 
     /// The server sent a FATAL error.
+    #[inline]
     pub fn close(&mut self) {
         *self = Flow::Closing;
     }
 
     /// A Sync now would be ignored by the server (see [`Copying`]).
+    #[inline]
     pub fn syncs_ignored(&self) -> bool {
         matches!(self, Flow::Copying(c) if c.syncs_ignored)
     }

@@ -45,10 +45,11 @@ impl Relay<'_> {
         let mut effects = Effects::default();
         while let Some(answer) = self.upstream.next_answer(self.out, &mut effects)? {
             let frame = answer.frame;
+            let (tag, len) = (frame.tag(), frame.len());
             if let Some(cache) = self.cache.as_deref_mut() {
                 cache.capture(frame);
             }
-            match frame.tag() {
+            match tag {
                 tag::READY_FOR_QUERY => {
                     let tx = Tx::from_status(frame.body().first().copied().unwrap_or(b'I'));
                     self.phase.on_ready(tx);
@@ -80,7 +81,7 @@ impl Relay<'_> {
             }
             if commit {
                 // The ReadyForQuery waits in the write path.
-                self.upstream.consume();
+                self.upstream.consume(len, tag);
                 break;
             }
             if answer.forward {
@@ -90,7 +91,7 @@ impl Relay<'_> {
                 }
             }
             self.upstream.drain_synthetic(self.out);
-            self.upstream.consume();
+            self.upstream.consume(len, tag);
         }
         self.upstream.end_relay(effects);
         Ok(Relayed { commit, finished })

@@ -48,6 +48,7 @@ pub struct Requests {
 }
 
 impl Requests {
+    #[inline]
     pub fn new(
         metrics: Arc<Metrics>,
         recorder: Option<Recorder>,
@@ -67,11 +68,13 @@ impl Requests {
     }
 
     /// Starts a request if none is in flight.
+    #[inline]
     pub fn begin(&mut self) {
         self.current();
     }
 
     /// Marks the request as taking `path` (a write outranks everything).
+    #[inline]
     pub fn path(&mut self, path: &'static str) {
         let request = self.current();
         if request.path != "write" {
@@ -80,6 +83,7 @@ impl Requests {
     }
 
     /// The request's text, if none was noted yet.
+    #[inline]
     pub fn text(&mut self, text: Arc<str>) {
         let request = self.current();
         if request.text.is_none() {
@@ -87,15 +91,18 @@ impl Requests {
         }
     }
 
+    #[inline]
     pub fn rule(&mut self, rule: Arc<str>) {
         self.current().rule = Some(rule);
     }
 
+    #[inline]
     pub fn waited_for_pool(&mut self, waited: Duration) {
         self.current().pool_wait += waited;
     }
 
     /// The request's first bytes went upstream now.
+    #[inline]
     pub fn sent(&mut self) {
         if let Some(request) = self.current.as_mut() {
             request.upstream_from.get_or_insert_with(Instant::now);
@@ -103,6 +110,7 @@ impl Requests {
     }
 
     /// Rows the request's answer carried.
+    #[inline]
     pub fn add_rows(&mut self, rows: u64) {
         if let Some(request) = self.current.as_mut() {
             request.rows += rows;
@@ -111,11 +119,13 @@ impl Requests {
 
     /// The request in flight ends (its ReadyForQuery arrived): taken now,
     /// reported by [`Requests::finish`].
+    #[inline]
     pub fn take(&mut self) -> Option<Request> {
         self.current.take()
     }
 
     /// Ends the request in flight as answered from the cache.
+    #[inline]
     pub fn answered(&mut self, rows: u64) {
         self.path("hit");
         self.current().rows = rows;
@@ -124,6 +134,7 @@ impl Requests {
     }
 
     /// Reports a request: metrics, slow-query log and digest.
+    #[inline]
     pub fn finish(&self, request: Option<Request>) {
         let Some(request) = request else { return };
         // One clock read for both spans: this runs once per query.
@@ -153,6 +164,7 @@ impl Requests {
     }
 
     /// The client's application_name changed (SET).
+    #[inline]
     pub fn set_application_name(&mut self, application_name: String) {
         if application_name != self.session.application_name {
             self.session = Arc::new(self.session.with_application_name(application_name));

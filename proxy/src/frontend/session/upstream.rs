@@ -47,6 +47,7 @@ pub struct Answer<'a> {
 }
 
 impl Upstream {
+    #[inline]
     pub fn new(pool: Arc<PoolEntry>, cancel: CancelSlot) -> Upstream {
         Upstream {
             pool,
@@ -57,30 +58,36 @@ impl Upstream {
         }
     }
 
+    #[inline]
     pub fn pool(&self) -> &PoolEntry {
         &self.pool
     }
 
+    #[inline]
     pub fn is_held(&self) -> bool {
         self.conn.is_some()
     }
 
+    #[inline]
     pub fn conn(&mut self) -> Option<&mut ServerConn> {
         self.conn.as_deref_mut().map(|c| &mut **c)
     }
 
     /// Every expected answer arrived and no Sync is outstanding.
+    #[inline]
     pub fn settled(&self) -> bool {
         self.expect.settled()
     }
 
     /// The server ignores messages after an error until the next Sync.
+    #[inline]
     pub fn skipping(&self) -> bool {
         self.expect.skipping()
     }
 
     /// Queues `bytes` for the server with the answer they call for (while
     /// the server skips after an error, only a Sync goes).
+    #[inline]
     pub fn send(&mut self, bytes: &[u8], expect: Expect) {
         if !self.expect.skipping() || matches!(expect, Expect::Sync) {
             self.out.extend_from_slice(bytes);
@@ -90,6 +97,7 @@ impl Upstream {
 
     /// Queues bytes that call for no answer (Flush, COPY data, a Sync
     /// during COPY FROM STDIN), if a connection is held.
+    #[inline]
     pub fn send_raw(&mut self, bytes: &[u8]) {
         if self.conn.is_some() {
             self.out.extend_from_slice(bytes);
@@ -97,6 +105,7 @@ impl Upstream {
     }
 
     /// An answer pgstash gives itself, in its place among the server's.
+    #[inline]
     pub fn answer_locally(&mut self, bytes: Bytes, client: &mut BytesMut) {
         if self.conn.is_some() {
             self.expect.push(Expect::Synthetic(bytes));
@@ -106,13 +115,13 @@ impl Upstream {
     }
 
     /// Moves answers pgstash made itself that are now due into `client`.
+    #[inline]
     pub fn drain_synthetic(&mut self, client: &mut BytesMut) {
-        let mut due = Vec::new();
-        self.expect.drain_synthetic(&mut due);
-        flush_due(&mut due, client);
+        self.expect.write_synthetic(client);
     }
 
     /// Whether bytes wait for the server.
+    #[inline]
     pub fn has_output(&self) -> bool {
         !self.out.is_empty()
     }
@@ -158,6 +167,7 @@ impl Upstream {
     }
 
     /// Holds `server`; returns its transaction status.
+    #[inline]
     pub fn attach(&mut self, server: Pooled) -> Tx {
         *self.cancel.lock().unwrap_or_else(|e| e.into_inner()) = Some(CancelTarget {
             pid: server.pid,
@@ -170,6 +180,7 @@ impl Upstream {
 
     /// Gives the connection back to the pool; `forget_statements` when the
     /// client dropped server-side statements (DISCARD, DEALLOCATE).
+    #[inline]
     pub fn release(&mut self, forget_statements: bool) {
         let Some(mut server) = self.conn.take() else {
             return;
@@ -182,6 +193,7 @@ impl Upstream {
     }
 
     /// The connection must not be reused.
+    #[inline]
     pub fn mark_broken(&mut self) {
         if let Some(server) = self.conn.as_mut() {
             server.broken = true;
@@ -208,6 +220,7 @@ impl Upstream {
     /// relay goes into `effects`). Synthetic answers due before it are
     /// moved into `client` first. The caller forwards it if
     /// [`Answer::forward`], then calls [`Upstream::consume`].
+    #[inline]
     pub fn next_answer<'a>(
         &'a mut self,
         client: &mut BytesMut,
@@ -259,18 +272,21 @@ impl Upstream {
         Ok(Some(answer))
     }
 
-    /// Done with the message [`Upstream::next_answer`] returned.
-    pub fn consume(&mut self) {
+    /// Done with the message [`Upstream::next_answer`] returned, `len`
+    /// bytes long (a ParameterStatus is noted now: the connection's
+    /// reported settings change).
+    #[inline]
+    pub fn consume(&mut self, len: usize, tag: u8) {
         let Some(server) = self.conn.as_deref_mut() else {
             return;
         };
         let conn: &mut ServerConn = server;
-        let (len, status) = match conn.reader.peek() {
-            Ok(Some(frame)) => (
-                frame.len(),
-                (frame.tag() == tag::PARAMETER_STATUS).then(|| frame.body().to_vec()),
-            ),
-            _ => return,
+        let status = match tag {
+            tag::PARAMETER_STATUS => match conn.reader.peek() {
+                Ok(Some(frame)) => Some(frame.body().to_vec()),
+                _ => None,
+            },
+            _ => None,
         };
         conn.reader.consume(len);
         if let Some(body) = status {
@@ -280,6 +296,7 @@ impl Upstream {
 
     /// After a relay: statements whose Parse failed are not prepared on
     /// this connection after all; those that parsed are known to the pool.
+    #[inline]
     pub fn end_relay(&mut self, effects: Effects) {
         if let Some(conn) = self.conn() {
             for name in effects.unprepared {
@@ -293,6 +310,7 @@ impl Upstream {
 
     /// At the end of the session: the connection goes back to the pool
     /// only if `clean`; a session-mode connection is reset first.
+    #[inline]
     pub fn finish(&mut self, clean: bool, session_mode: bool) -> Boxed<'_, ()> {
         Box::pin(async move {
             let Some(mut server) = self.conn.take() else {
@@ -316,6 +334,9 @@ impl Upstream {
 
 /// Moves answers due to the client into its buffer.
 fn flush_due(due: &mut Vec<Bytes>, client: &mut BytesMut) {
+    if due.is_empty() {
+        return;
+    }
     for bytes in due.drain(..) {
         client.extend_from_slice(&bytes);
     }

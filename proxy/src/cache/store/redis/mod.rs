@@ -218,13 +218,12 @@ impl RedisStore {
     async fn invalidate_now(&self, tables: &[TableKey]) -> Result<(), StoreError> {
         let keys: Vec<String> = tables.iter().map(|t| self.version_key(t)).collect();
         let client = self.pool.next();
-        let result = self
-            .bounded(self.invalidate.evalsha_with_reload::<Vec<i64>, _, _>(
-                client,
-                keys.clone(),
-                vec![self.channel.clone()],
-            ))
-            .await;
+        let call = Box::pin(self.invalidate.evalsha_with_reload::<Vec<i64>, _, _>(
+            client,
+            keys.clone(),
+            vec![self.channel.clone()],
+        ));
+        let result = self.bounded(call).await;
         match result {
             Ok(versions) => {
                 let versions: Vec<u64> = versions.into_iter().map(|v| v.max(0) as u64).collect();
@@ -262,14 +261,12 @@ impl RedisStore {
         let seen = self.dirty.seen();
         let epoch = format!("{:016x}", rand::random::<u64>());
         let client = self.pool.next();
-        let result = self
-            .bounded(self.renew.evalsha_with_reload::<i64, _, _>(
-                client,
-                vec![self.epoch_key()],
-                vec![epoch, self.channel.clone()],
-            ))
-            .await
-            .map(|_| ());
+        let call = Box::pin(self.renew.evalsha_with_reload::<i64, _, _>(
+            client,
+            vec![self.epoch_key()],
+            vec![epoch, self.channel.clone()],
+        ));
+        let result = self.bounded(call).await.map(|_| ());
         match &result {
             Ok(()) => {
                 if let Some(local) = &self.local {
@@ -317,12 +314,14 @@ impl CacheStore for RedisStore {
         let generation = self.generation.load(Ordering::SeqCst);
         let bumps_before = self.bumped.sequence();
         let client = self.pool.next();
-        let reply: Value = self
-            .bounded(
-                self.lookup
-                    .evalsha_with_reload(client, keys, vec![prefix.clone()]),
-            )
-            .await?;
+        // Every fred call is boxed in a statement of its own: its state is
+        // ~16 KiB, which would otherwise size (and be copied with) the
+        // caller's — every lookup's, up to the session's.
+        let call = Box::pin(
+            self.lookup
+                .evalsha_with_reload(client, keys, vec![prefix.clone()]),
+        );
+        let reply: Value = self.bounded(call).await?;
         if self.generation.load(Ordering::SeqCst) != generation || self.dirty.is_dirty() {
             // The connection failed or came back while this lookup ran.
             return Err(StoreError::Recovering);
@@ -381,8 +380,9 @@ impl CacheStore for RedisStore {
         }
         let ms = ttl.as_millis().clamp(1, i64::MAX as u128) as i64;
         let client = self.pool.next();
-        self.bounded(client.set::<(), _, _>(key, value, Some(Expiration::PX(ms)), None, false))
-            .await?;
+        let call =
+            Box::pin(client.set::<(), _, _>(key, value, Some(Expiration::PX(ms)), None, false));
+        self.bounded(call).await?;
         Ok(true)
     }
 
@@ -423,7 +423,8 @@ impl CacheStore for RedisStore {
             return false;
         }
         let client = self.pool.next();
-        self.bounded(client.ping::<String>(None)).await.is_ok()
+        let call = Box::pin(client.ping::<String>(None));
+        self.bounded(call).await.is_ok()
     }
 
     /// (entries, bytes) held by fast mode's local tier.
