@@ -32,6 +32,11 @@ pub enum Command {
         #[command(subcommand)]
         command: RulesCommand,
     },
+    /// Prepare the upstream for `--replication`.
+    Replication {
+        #[command(subcommand)]
+        command: ReplicationCommand,
+    },
     /// Show the busiest query shapes of a running pgstash, refreshed live.
     Top {
         /// Base URL of its metrics port.
@@ -70,6 +75,23 @@ pub enum RulesCommand {
         /// Rules printed at most.
         #[arg(long, default_value_t = 10)]
         limit: usize,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum ReplicationCommand {
+    /// Check wal_level, the role's REPLICATION attribute and free slots, and
+    /// create the publication; prints the SQL for what it cannot do.
+    Setup {
+        /// Upstream Postgres URL (its user must be able to replicate).
+        #[arg(long, env = "PGSTASH_UPSTREAM")]
+        upstream: String,
+        /// Databases to check (default: the URL's).
+        #[arg(long = "database")]
+        databases: Vec<String>,
+        /// The publication to create.
+        #[arg(long, default_value = "pgstash")]
+        publication: String,
     },
 }
 
@@ -112,6 +134,10 @@ pub struct ServeArgs {
     /// runtime [default: 0].
     #[arg(long, env = "PGSTASH_WORKERS")]
     pub workers: Option<usize>,
+    /// Invalidate from Postgres' logical replication stream (writes that
+    /// bypass pgstash); see `pgstash replication setup`.
+    #[arg(long, env = "PGSTASH_REPLICATION")]
+    pub replication: bool,
 }
 
 impl ServeArgs {
@@ -159,6 +185,9 @@ impl ServeArgs {
         }
         if let Some(v) = self.workers {
             config.workers = v;
+        }
+        if self.replication {
+            config.replication.enabled = true;
         }
         Ok(())
     }

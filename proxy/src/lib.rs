@@ -17,6 +17,7 @@ pub mod context;
 pub mod frontend;
 pub mod net;
 pub mod observe;
+pub mod replication;
 pub mod server;
 pub mod tools;
 

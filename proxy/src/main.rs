@@ -9,7 +9,7 @@
 use std::process::ExitCode;
 
 use clap::Parser;
-use pgstash::cli::{Cli, Command, RulesCommand, ServeArgs};
+use pgstash::cli::{Cli, Command, ReplicationCommand, RulesCommand, ServeArgs};
 use pgstash::Server;
 
 fn main() -> ExitCode {
@@ -42,8 +42,61 @@ fn main() -> ExitCode {
                 ExitCode::FAILURE
             }
         },
+        Some(Command::Replication {
+            command:
+                ReplicationCommand::Setup {
+                    upstream,
+                    databases,
+                    publication,
+                },
+        }) => replication_setup(&upstream, &databases, &publication),
         Some(Command::Serve(args)) => serve(*args),
         None => serve(cli.serve),
+    }
+}
+
+fn replication_setup(upstream: &str, databases: &[String], publication: &str) -> ExitCode {
+    let upstream = match pgstash::config::Upstream::parse(upstream) {
+        Ok(upstream) => upstream,
+        Err(e) => {
+            eprintln!("pgstash: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    let databases = if databases.is_empty() {
+        vec![upstream
+            .database
+            .clone()
+            .unwrap_or_else(|| "postgres".into())]
+    } else {
+        databases.to_vec()
+    };
+    let runtime = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(runtime) => runtime,
+        Err(e) => {
+            eprintln!("pgstash: cannot start the runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let mut ready = true;
+    for database in databases {
+        let target = pgstash::backend::connect::ConnectTarget {
+            user: upstream.user.clone().unwrap_or_else(|| "postgres".into()),
+            password: upstream.password.clone(),
+            database,
+            upstream: upstream.clone(),
+        };
+        let (report, ok) = runtime.block_on(pgstash::replication::setup::run(&target, publication));
+        print!("{report}");
+        ready &= ok;
+    }
+    if ready {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
     }
 }
 

@@ -119,6 +119,7 @@ impl Server {
             tokio::spawn(watch_rules(Arc::downgrade(cache)));
         }
         let context = Arc::new(Context::new(config, metrics, cache, catalogs)?);
+        start_replication(&context);
         Ok(Server {
             context,
             listener,
@@ -205,6 +206,32 @@ impl Server {
         }
         Ok(())
     }
+}
+
+/// Follows the replication stream of each configured database, when
+/// replication is on and there is a cache to invalidate.
+fn start_replication(context: &Arc<Context>) {
+    let config = context.config.load();
+    if !config.replication.enabled {
+        return;
+    }
+    let Some(cache) = &context.cache else {
+        tracing::warn!("[replication] is on but no rules are configured: nothing is cached, so nothing is followed");
+        return;
+    };
+    let user = config
+        .upstream
+        .user
+        .clone()
+        .unwrap_or_else(|| "postgres".into());
+    let databases = config.replicated_databases();
+    crate::replication::start(
+        &config.replication,
+        &databases,
+        |database| context.connect_target(database, &user),
+        cache,
+        &context.metrics,
+    );
 }
 
 /// How often rules.toml is checked for changes.

@@ -82,6 +82,17 @@ fn refresh_gauges(context: &Context) {
         m.cache_entries.set(entries as i64);
         m.cache_bytes.set(bytes as i64);
     }
+    if let Some(cache) = &context.cache {
+        for (database, proof) in cache.invalidator().freshness().proofs() {
+            let lag = proof.lag().map_or(f64::INFINITY, |l| l.as_secs_f64());
+            m.replication_lag
+                .with_label_values(&[database.as_str()])
+                .set(lag);
+            m.replication_caught_up
+                .with_label_values(&[database.as_str()])
+                .set(i64::from(proof.is_current()));
+        }
+    }
     if let Some(live) = store.and_then(|s| s.local_live()) {
         m.local_down.set(i64::from(!live));
     }
@@ -121,14 +132,31 @@ async fn ready(State(context): State<Arc<Context>>) -> impl IntoResponse {
         Ok(Ok(true))
     );
     if !upstream_ok {
-        return (StatusCode::SERVICE_UNAVAILABLE, "upstream unreachable\n");
+        return (
+            StatusCode::SERVICE_UNAVAILABLE,
+            "upstream unreachable\n".to_owned(),
+        );
     }
+    let mut body = String::from("ready\n");
     if let Some(cache) = &context.cache {
         if !cache.store().ready().await {
-            return (StatusCode::SERVICE_UNAVAILABLE, "cache store unavailable\n");
+            return (
+                StatusCode::SERVICE_UNAVAILABLE,
+                "cache store unavailable\n".to_owned(),
+            );
+        }
+        // A replication stream behind its bound costs cache hits, not
+        // answers: reads go upstream, so the instance stays ready.
+        for (database, proof) in cache.invalidator().freshness().proofs() {
+            let state = match proof.lag() {
+                Some(lag) if proof.is_current() => format!("caught up (lag {lag:.3?})"),
+                Some(lag) => format!("behind (lag {lag:.3?}): reads go upstream"),
+                None => "not proven yet: reads go upstream".to_owned(),
+            };
+            body.push_str(&format!("replication {database}: {state}\n"));
         }
     }
-    (StatusCode::OK, "ready\n")
+    (StatusCode::OK, body)
 }
 
 /// Whether an admin request may proceed; the error response otherwise.

@@ -44,6 +44,14 @@ pub async fn open_stream(upstream: &Upstream) -> Result<Stream, BackendError> {
 
 /// Connects and logs in. The connection is at its first ReadyForQuery.
 pub async fn connect(target: &ConnectTarget) -> Result<ServerConn, BackendError> {
+    connect_with(target, &[]).await
+}
+
+/// [`connect`] with more startup parameters (e.g. `replication`).
+pub async fn connect_with(
+    target: &ConnectTarget,
+    options: &[(&str, &str)],
+) -> Result<ServerConn, BackendError> {
     let stream = open_stream(&target.upstream).await?;
     let mut conn = ServerConn {
         stream,
@@ -59,7 +67,7 @@ pub async fn connect(target: &ConnectTarget) -> Result<ServerConn, BackendError>
         created: Instant::now(),
         last_used: Instant::now(),
     };
-    conn.send(&startup_message(&target.user, &target.database))
+    conn.send(&startup_message(&target.user, &target.database, options))
         .await?;
     authenticate(&mut conn, target).await?;
     loop {
@@ -89,10 +97,11 @@ pub async fn connect(target: &ConnectTarget) -> Result<ServerConn, BackendError>
     }
 }
 
-fn startup_message(user: &str, database: &str) -> BytesMut {
+fn startup_message(user: &str, database: &str, options: &[(&str, &str)]) -> BytesMut {
     let mut body = BytesMut::new();
     body.put_i32(196608);
-    for (k, v) in [("user", user), ("database", database)] {
+    let fixed = [("user", user), ("database", database)];
+    for (k, v) in fixed.iter().chain(options) {
         body.put_slice(k.as_bytes());
         body.put_u8(0);
         body.put_slice(v.as_bytes());

@@ -4,6 +4,7 @@
 
 pub mod cancel;
 pub mod connect;
+pub mod control;
 pub mod error;
 pub mod params;
 pub mod pool;

@@ -15,7 +15,6 @@ use std::time::{Duration, Instant};
 use pgstash_rules::{Catalog, TableRef, Volatility};
 
 use crate::backend::connect::ConnectTarget;
-use crate::config::UpstreamHost;
 
 #[derive(Debug, thiserror::Error)]
 pub enum CatalogError {
@@ -76,7 +75,7 @@ impl CatalogSnapshot {
     }
 
     async fn load(target: &ConnectTarget) -> Result<CatalogSnapshot, CatalogError> {
-        let client = connect(target).await?;
+        let client = crate::backend::control::connect(target, "pgstash-catalog").await?;
         let mut snapshot = CatalogSnapshot {
             loaded: Some(Instant::now()),
             ..Default::default()
@@ -138,28 +137,6 @@ impl CatalogSnapshot {
         }
         Ok(snapshot)
     }
-}
-
-async fn connect(target: &ConnectTarget) -> Result<tokio_postgres::Client, CatalogError> {
-    let mut config = tokio_postgres::Config::new();
-    config
-        .user(&target.user)
-        .dbname(&target.database)
-        .port(target.upstream.port)
-        .application_name("pgstash-catalog")
-        .connect_timeout(Duration::from_secs(5));
-    if let Some(password) = &target.password {
-        config.password(password);
-    }
-    match &target.upstream.host {
-        UpstreamHost::Tcp(host) => config.host(host),
-        UpstreamHost::Unix(dir) => config.host_path(dir),
-    };
-    let (client, connection) = config.connect(tokio_postgres::NoTls).await?;
-    tokio::spawn(async move {
-        let _ = connection.await;
-    });
-    Ok(client)
 }
 
 impl Catalog for CatalogSnapshot {

@@ -118,11 +118,12 @@ pub struct Cache {
     coalesce_wait: Duration,
     metrics: Arc<Metrics>,
     /// `store_call{op=…}`, `cache_errors{op="put"}` and
-    /// `cache_bypass{reason="not_paying"}`, looked up once.
+    /// `cache_bypass{reason="not_paying" | "replication_lag"}`, looked up once.
     lookup_latency: prometheus::Histogram,
     put_latency: prometheus::Histogram,
     put_errors: prometheus::IntCounter,
     not_paying: prometheus::IntCounter,
+    replication_lag: prometheus::IntCounter,
 }
 
 impl Cache {
@@ -149,6 +150,7 @@ impl Cache {
             put_latency: metrics.store_call.with_label_values(&["put"]),
             put_errors: metrics.cache_errors.with_label_values(&["put"]),
             not_paying: metrics.cache_bypass.with_label_values(&["not_paying"]),
+            replication_lag: metrics.cache_bypass.with_label_values(&["replication_lag"]),
             store,
             metrics,
         })))
@@ -183,7 +185,14 @@ impl Cache {
             }
             return Routing::Done(Route::Forward);
         }
-        Routing::Lookup(Box::pin(self.serve(ask, analysis)))
+        // Fail closed (G8): a source of invalidation cannot prove it has
+        // seen every write older than its bound.
+        if !self.invalidator.freshness().is_current(ask.who.database) {
+            self.replication_lag.inc();
+            return Routing::Done(Route::Forward);
+        }
+        let serve = Box::pin(self.serve(ask, analysis));
+        Routing::Lookup(serve)
     }
 
     /// Decides a read (a remembered decision first), builds its key and

@@ -6,6 +6,10 @@
 //! every instance sharing the store), drops catalog facts that DDL may have
 //! changed, and counts it.
 //!
+//! A source that does not see every write as it happens (the replication
+//! stream) also proves, in [`Freshness`], how current it is; while it
+//! cannot, the cache answers nothing for the databases it covers.
+//!
 //! Adding a source: a call to `record` from where the source learns of a
 //! write, under a [`Source`] of its own (see ARCHITECTURE.md).
 
@@ -15,6 +19,7 @@ use std::time::Instant;
 use pgstash_rules::Writes;
 
 use super::catalog::Catalogs;
+use super::freshness::Freshness;
 use super::key::TableKey;
 use super::store::{CacheStore, Store, StoreError};
 use crate::observe::Metrics;
@@ -44,6 +49,7 @@ impl Source {
 pub struct Invalidator {
     store: Arc<Store>,
     catalogs: Arc<Catalogs>,
+    freshness: Freshness,
     metrics: Arc<Metrics>,
     /// `store_call{op="invalidate"}`, looked up once.
     latency: prometheus::Histogram,
@@ -55,8 +61,14 @@ impl Invalidator {
             latency: metrics.store_call.with_label_values(&["invalidate"]),
             store,
             catalogs,
+            freshness: Freshness::default(),
             metrics,
         }
+    }
+
+    /// The sources' proofs of being current (see `freshness.rs`).
+    pub fn freshness(&self) -> &Freshness {
+        &self.freshness
     }
 
     /// Records that `writes` committed in `database`. For a client's write

@@ -9,6 +9,7 @@ pub mod decided;
 pub mod engine;
 pub mod entry;
 pub mod fill;
+pub mod freshness;
 pub mod invalidate;
 pub mod key;
 pub mod payoff;

@@ -9,6 +9,7 @@
 mod auth;
 mod cache;
 mod pool;
+mod replication;
 mod tls;
 mod upstream;
 mod users;
@@ -16,6 +17,7 @@ mod users;
 pub use auth::{AuthConfig, AuthMethod, UserConfig};
 pub use cache::{CacheConfig, CacheMode};
 pub use pool::{PoolConfig, PoolMode};
+pub use replication::ReplicationConfig;
 pub use tls::TlsConfig;
 pub use upstream::{Upstream, UpstreamHost};
 pub use users::{ScramKeys, UserDirectory};
@@ -90,6 +92,7 @@ pub struct Config {
     pub cache: CacheConfig,
     pub admin: AdminConfig,
     pub tls: TlsConfig,
+    pub replication: ReplicationConfig,
 }
 
 /// Admin actions on the metrics port (`POST /admin/…`).
@@ -124,11 +127,25 @@ impl Default for Config {
             cache: CacheConfig::default(),
             admin: AdminConfig::default(),
             tls: TlsConfig::default(),
+            replication: ReplicationConfig::default(),
         }
     }
 }
 
 impl Config {
+    /// The databases the replication stream follows: as configured, or the
+    /// upstream URL's database.
+    pub fn replicated_databases(&self) -> Vec<String> {
+        if !self.replication.databases.is_empty() {
+            return self.replication.databases.clone();
+        }
+        vec![self
+            .upstream
+            .database
+            .clone()
+            .unwrap_or_else(|| "postgres".into())]
+    }
+
     /// Reads and validates a TOML file. Errors carry the file name, line and column.
     pub fn from_file(path: &Path) -> Result<Config, ConfigError> {
         let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
@@ -154,6 +171,7 @@ impl Config {
         self.cache.validate()?;
         self.tls.validate()?;
         self.auth.validate()?;
+        self.replication.validate()?;
         if self.max_message_bytes < 1024 {
             return Err(ConfigError::Invalid {
                 key: "max_message_bytes",

@@ -353,6 +353,13 @@ impl<'a> Body<'a> {
         Ok(i32::from_be_bytes([bytes[0], bytes[1], bytes[2], bytes[3]]))
     }
 
+    pub fn i64(&mut self) -> Result<i64, NetError> {
+        let bytes = self.take(8)?;
+        let mut word = [0u8; 8];
+        word.copy_from_slice(bytes);
+        Ok(i64::from_be_bytes(word))
+    }
+
     pub fn take(&mut self, n: usize) -> Result<&'a [u8], NetError> {
         if self.data.len() < n {
             return Err(self.malformed());

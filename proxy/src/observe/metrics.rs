@@ -5,8 +5,8 @@
 //! names, fixed words; never SQL text or parameters.
 
 use prometheus::{
-    Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts,
-    Registry,
+    GaugeVec, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge,
+    IntGaugeVec, Opts, Registry,
 };
 
 pub mod name {
@@ -36,6 +36,11 @@ pub mod name {
     pub const LOCAL_DOWN: &str = "pgstash_cache_local_down";
     pub const FILLS_SKIPPED: &str = "pgstash_cache_fills_skipped_total";
     pub const RULE_BYPASSING: &str = "pgstash_rule_bypassing";
+    pub const REPLICATION_LAG: &str = "pgstash_replication_lag_seconds";
+    pub const REPLICATION_CAUGHT_UP: &str = "pgstash_replication_caught_up";
+    pub const REPLICATION_RETAINED: &str = "pgstash_replication_retained_bytes";
+    pub const REPLICATION_EVENTS: &str = "pgstash_replication_events_total";
+    pub const REPLICATION_RESTARTS: &str = "pgstash_replication_restarts_total";
 }
 
 pub struct Metrics {
@@ -89,6 +94,19 @@ pub struct Metrics {
     /// Fast mode: 1 while the invalidation subscription is down (nothing is
     /// served locally then); always 0 in strict mode and without Redis.
     pub local_down: IntGauge,
+    /// How old the proof that a database's invalidations are current is
+    /// (label `database`; +Inf while nothing is proven).
+    pub replication_lag: GaugeVec,
+    /// 1 while the proof is within `max_lag` and the cache answers for the
+    /// database (label `database`).
+    pub replication_caught_up: IntGaugeVec,
+    /// WAL the slot keeps Postgres from recycling (label `database`).
+    pub replication_retained_bytes: IntGaugeVec,
+    /// Stream messages read; label `kind`: change, truncate, relation,
+    /// commit, heartbeat.
+    pub replication_events: IntCounterVec,
+    /// Times a stream ended and was started again (label `database`).
+    pub replication_restarts: IntCounterVec,
 }
 
 #[allow(
@@ -207,8 +225,35 @@ impl Metrics {
             &["rule"],
         )
         .expect("valid");
+        let replication_lag = GaugeVec::new(
+            Opts::new(
+                name::REPLICATION_LAG,
+                "Age of the proof that every write to the database is invalidated (+Inf: none)",
+            ),
+            &["database"],
+        )
+        .expect("valid");
+        let replication_caught_up = IntGaugeVec::new(
+            Opts::new(
+                name::REPLICATION_CAUGHT_UP,
+                "1 while the replication stream is proven current within max_lag",
+            ),
+            &["database"],
+        )
+        .expect("valid");
+        let replication_retained_bytes = IntGaugeVec::new(
+            Opts::new(
+                name::REPLICATION_RETAINED,
+                "WAL bytes the replication slot keeps Postgres from recycling",
+            ),
+            &["database"],
+        )
+        .expect("valid");
         for metric in [
             Box::new(cache_bytes_served.clone()) as Box<dyn prometheus::core::Collector>,
+            Box::new(replication_lag.clone()),
+            Box::new(replication_caught_up.clone()),
+            Box::new(replication_retained_bytes.clone()),
             Box::new(rule_bypassing.clone()),
             Box::new(cache_entries.clone()),
             Box::new(cache_bytes.clone()),
@@ -274,6 +319,21 @@ impl Metrics {
                 &["table"],
             ),
             rule_reloads: counter_vec(r, name::RULE_RELOADS, "rules.toml reloads", &["result"]),
+            replication_events: counter_vec(
+                r,
+                name::REPLICATION_EVENTS,
+                "Replication stream messages read",
+                &["kind"],
+            ),
+            replication_restarts: counter_vec(
+                r,
+                name::REPLICATION_RESTARTS,
+                "Replication streams ended and started again",
+                &["database"],
+            ),
+            replication_lag,
+            replication_caught_up,
+            replication_retained_bytes,
             cache_bytes_served,
             cache_entries,
             cache_bytes,

@@ -16,6 +16,8 @@ pub struct ThrowawayPostgres {
     bindir: PathBuf,
     run_as: Option<(u32, u32)>,
     pub port: u16,
+    /// The `postgres` options it was started with.
+    options: String,
     running: bool,
 }
 
@@ -45,6 +47,7 @@ impl ThrowawayPostgres {
             bindir,
             run_as,
             port,
+            options: String::new(),
             running: false,
         };
         let data = server.dir.join("data");
@@ -59,12 +62,21 @@ impl ThrowawayPostgres {
                 "--no-sync".as_ref(),
             ],
         );
-        let options = format!(
+        server.options = format!(
             "-p {port} -k {} -c listen_addresses=127.0.0.1 -c fsync=off {options}",
             server.dir.display()
         );
-        let log = server.dir.join("log");
-        server.run(
+        server.start_again();
+        server.running = true;
+        Some(server)
+    }
+
+    /// Starts the server again after [`ThrowawayPostgres::stop`] (same
+    /// data, port and options).
+    pub fn start_again(&self) {
+        let data = self.dir.join("data");
+        let log = self.dir.join("log");
+        self.run(
             "pg_ctl",
             &[
                 "start".as_ref(),
@@ -74,11 +86,9 @@ impl ThrowawayPostgres {
                 "-l".as_ref(),
                 log.as_os_str(),
                 "-o".as_ref(),
-                options.as_ref(),
+                self.options.as_ref(),
             ],
         );
-        server.running = true;
-        Some(server)
     }
 
     /// The superuser's URL to the `postgres` database.

@@ -4,8 +4,10 @@
 //! (`consistency`, `transactions`), that an entry never reaches another
 //! identity or setting (`isolation`), that a Redis in trouble is never a
 //! reason to serve stale data (`failures`), the fast mode's local tier
-//! (`fast`), that store calls are spent only where they pay (`payoff`), and
-//! that every store keeps the store contract (`stores`).
+//! (`fast`), that store calls are spent only where they pay (`payoff`),
+//! that every store keeps the store contract (`stores`), and that writes
+//! made directly on Postgres are invalidated from its replication stream
+//! within `max_lag` (`replication`).
 //!
 //! One test binary: `cargo test -p pgstash-tests --test cache`.
 
@@ -15,5 +17,6 @@ mod fast;
 mod hits;
 mod isolation;
 mod payoff;
+mod replication;
 mod stores;
 mod transactions;

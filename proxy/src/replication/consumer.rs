@@ -1,0 +1,233 @@
+//! One database's stream, followed into the invalidator: the tables each
+//! committed transaction changed are invalidated as a write through
+//! pgstash would be (`Source` `replication`), and heartbeats read back move
+//! the database's proof on (`heartbeat.rs`). The position confirmed to
+//! Postgres never passes what is recorded, so a persistent slot resumes
+//! without losing an invalidation. Any error ends the stream: the proof is
+//! dropped (the cache fails closed for the database) and the consumer
+//! starts over; a slot made anew means writes may have been missed, so the
+//! whole cache is emptied before anything is proven again.
+
+use std::collections::{HashMap, HashSet};
+use std::sync::Arc;
+use std::time::Duration;
+
+use pgstash_rules::{TableRef, Writes};
+
+use super::error::ReplicationError;
+use super::heartbeat::{Beats, PREFIX};
+use super::protocol::{self, Lsn, Output, Stream};
+use super::stream::ReplicationStream;
+use crate::backend::connect::ConnectTarget;
+use crate::backend::control;
+use crate::cache::freshness::Proof;
+use crate::cache::{Invalidator, Source};
+use crate::config::ReplicationConfig;
+use crate::observe::Metrics;
+
+/// Where the replication stream's writes come from.
+pub const SOURCE: Source = Source::new("replication");
+
+/// How often the position is confirmed while the stream is quiet.
+const CONFIRM_EVERY: Duration = Duration::from_secs(1);
+
+/// Longest pause between attempts after failures.
+const BACKOFF_MAX: Duration = Duration::from_secs(5);
+
+pub struct Consumer {
+    pub target: ConnectTarget,
+    pub config: ReplicationConfig,
+    pub invalidator: Arc<Invalidator>,
+    pub proof: Arc<Proof>,
+    pub beats: Arc<Beats>,
+    pub metrics: Arc<Metrics>,
+    /// The slot in use, for the retained-bytes gauge.
+    pub slot: Arc<std::sync::Mutex<Option<String>>>,
+}
+
+/// A transaction being read.
+#[derive(Default)]
+struct Changes {
+    relations: HashSet<u32>,
+    /// A relation's definition changed (a Relation message for one already
+    /// known): catalog facts must be read again.
+    ddl: bool,
+}
+
+impl Consumer {
+    /// Follows the stream for as long as the task runs.
+    pub async fn run(self) {
+        let database = self.target.database.clone();
+        let mut backoff = Duration::from_millis(100);
+        loop {
+            self.proof.forget();
+            let started = std::time::Instant::now();
+            let result = self.follow().await;
+            self.proof.forget();
+            *self.slot.lock().unwrap_or_else(|e| e.into_inner()) = None;
+            self.metrics
+                .replication_restarts
+                .with_label_values(&[database.as_str()])
+                .inc();
+            if let Err(e) = result {
+                tracing::warn!(%database, error = %e, "replication stream stopped; the cache serves this database upstream until it is back");
+            }
+            if started.elapsed() > BACKOFF_MAX * 2 {
+                backoff = Duration::from_millis(100);
+            }
+            tokio::time::sleep(backoff).await;
+            backoff = (backoff * 2).min(BACKOFF_MAX);
+        }
+    }
+
+    async fn follow(&self) -> Result<(), ReplicationError> {
+        let database = self.target.database.as_str();
+        let control = control::connect(&self.target, "pgstash-replication").await?;
+        // pgoutput reports a missing publication only at the first change.
+        let publication = &self.config.publication;
+        let exists = control
+            .query_opt(
+                "SELECT 1 FROM pg_publication WHERE pubname = $1",
+                &[publication],
+            )
+            .await?;
+        if exists.is_none() {
+            return Err(ReplicationError::NoPublication(publication.clone()));
+        }
+        let mut stream = ReplicationStream::connect(&self.target).await?;
+        let slot = stream
+            .open_slot(&self.config.slot, self.config.temporary)
+            .await?;
+        if slot.created {
+            // Writes before the slot were never streamed: nothing cached
+            // before now can be trusted (for Redis, on every instance).
+            self.invalidator.flush(SOURCE).await?;
+        }
+        stream.start(&slot.name, &self.config.publication).await?;
+        tracing::info!(%database, slot = %slot.name, temporary = self.config.temporary, "following the replication stream");
+        *self.slot.lock().unwrap_or_else(|e| e.into_inner()) = Some(slot.name.clone());
+        let mut names: HashMap<u32, Vec<TableRef>> = HashMap::new();
+        let mut changes: Option<Changes> = None;
+        let mut applied: Lsn = 0;
+        let mut confirmed: Lsn = 0;
+        let mut tick = tokio::time::interval(CONFIRM_EVERY);
+        loop {
+            let frame = tokio::select! {
+                frame = stream.next() => frame?,
+                _ = tick.tick() => {
+                    if applied > confirmed {
+                        stream.confirm(applied).await?;
+                        tracing::trace!(%database, lsn = %protocol::format_lsn(applied), "confirmed");
+                        confirmed = applied;
+                    }
+                    continue;
+                }
+            };
+            let (message, end) = match protocol::decode_stream(frame.body())? {
+                Stream::XLogData { message, end, .. } => (message, end),
+                Stream::Keepalive { end, reply } => {
+                    // Nothing is in flight between transactions: all the
+                    // server has is read once the keepalive is.
+                    if changes.is_none() {
+                        applied = applied.max(end);
+                    }
+                    if reply {
+                        stream.confirm(applied).await?;
+                        confirmed = applied;
+                    }
+                    continue;
+                }
+                Stream::Other(_) => continue,
+            };
+            let _ = end;
+            match protocol::decode_output(message)? {
+                Output::Begin { .. } => changes = Some(Changes::default()),
+                Output::Relation {
+                    oid,
+                    namespace,
+                    name,
+                } => {
+                    self.event("relation");
+                    let mut tables = vec![TableRef::new(Some(namespace), name)];
+                    tables.extend(control::partition_ancestors(&control, oid).await?);
+                    let known = names.insert(oid, tables).is_some();
+                    let tx = changes.get_or_insert_with(Changes::default);
+                    tx.relations.insert(oid);
+                    tx.ddl |= known;
+                }
+                Output::Change { oid } => {
+                    self.event("change");
+                    changes
+                        .get_or_insert_with(Changes::default)
+                        .relations
+                        .insert(oid);
+                }
+                Output::Truncate { oids } => {
+                    self.event("truncate");
+                    changes
+                        .get_or_insert_with(Changes::default)
+                        .relations
+                        .extend(oids);
+                }
+                Output::Commit { end_lsn } => {
+                    self.event("commit");
+                    if let Some(tx) = changes.take() {
+                        self.record(database, &names, tx).await?;
+                    }
+                    applied = applied.max(end_lsn);
+                }
+                Output::Message {
+                    transactional: false,
+                    lsn,
+                    prefix,
+                    content,
+                } if prefix == PREFIX => {
+                    if let Some(sent) = self.beats.read_back(content) {
+                        self.event("heartbeat");
+                        self.proof.prove(sent);
+                    }
+                    if changes.is_none() {
+                        applied = applied.max(lsn);
+                    }
+                }
+                Output::Message { .. } | Output::Other(_) => {}
+            }
+        }
+    }
+
+    /// Invalidates what one committed transaction changed.
+    async fn record(
+        &self,
+        database: &str,
+        names: &HashMap<u32, Vec<TableRef>>,
+        tx: Changes,
+    ) -> Result<(), ReplicationError> {
+        let mut writes = Writes {
+            ddl: tx.ddl,
+            ..Writes::default()
+        };
+        for oid in &tx.relations {
+            match names.get(oid) {
+                Some(tables) => writes.merge(Writes {
+                    tables: tables.clone(),
+                    ..Writes::default()
+                }),
+                // pgoutput names a relation before its first change; one it
+                // did not name is a protocol surprise: invalidate everything.
+                None => writes.all = true,
+            }
+        }
+        if writes.tables.is_empty() && !writes.all {
+            return Ok(());
+        }
+        self.invalidator.record(SOURCE, database, &writes).await?;
+        Ok(())
+    }
+
+    fn event(&self, kind: &str) {
+        self.metrics
+            .replication_events
+            .with_label_values(&[kind])
+            .inc();
+    }
+}
