@@ -231,6 +231,7 @@ fn start_replication(context: &Arc<Context>) {
         |database| context.connect_target(database, &user),
         cache,
         &context.metrics,
+        &context.shutdown,
     );
 }
 

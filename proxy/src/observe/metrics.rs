@@ -41,6 +41,7 @@ pub mod name {
     pub const REPLICATION_RETAINED: &str = "pgstash_replication_retained_bytes";
     pub const REPLICATION_EVENTS: &str = "pgstash_replication_events_total";
     pub const REPLICATION_RESTARTS: &str = "pgstash_replication_restarts_total";
+    pub const REPLICATION_LEADING: &str = "pgstash_replication_leading";
 }
 
 pub struct Metrics {
@@ -107,6 +108,9 @@ pub struct Metrics {
     pub replication_events: IntCounterVec,
     /// Times a stream ended and was started again (label `database`).
     pub replication_restarts: IntCounterVec,
+    /// 1 while this instance follows the database's stream (with a shared
+    /// Redis store, one instance does; label `database`).
+    pub replication_leading: IntGaugeVec,
 }
 
 #[allow(
@@ -241,6 +245,14 @@ impl Metrics {
             &["database"],
         )
         .expect("valid");
+        let replication_leading = IntGaugeVec::new(
+            Opts::new(
+                name::REPLICATION_LEADING,
+                "1 while this instance follows the database's replication stream",
+            ),
+            &["database"],
+        )
+        .expect("valid");
         let replication_retained_bytes = IntGaugeVec::new(
             Opts::new(
                 name::REPLICATION_RETAINED,
@@ -254,6 +266,7 @@ impl Metrics {
             Box::new(replication_lag.clone()),
             Box::new(replication_caught_up.clone()),
             Box::new(replication_retained_bytes.clone()),
+            Box::new(replication_leading.clone()),
             Box::new(rule_bypassing.clone()),
             Box::new(cache_entries.clone()),
             Box::new(cache_bytes.clone()),
@@ -334,6 +347,7 @@ impl Metrics {
             replication_lag,
             replication_caught_up,
             replication_retained_bytes,
+            replication_leading,
             cache_bytes_served,
             cache_entries,
             cache_bytes,

@@ -45,6 +45,22 @@ pub struct Consumer {
     pub slot: Arc<std::sync::Mutex<Option<String>>>,
 }
 
+/// `pgstash_replication_leading` is 1 while one of these lives.
+struct Leading(prometheus::IntGauge);
+
+impl Leading {
+    fn new(gauge: prometheus::IntGauge) -> Leading {
+        gauge.set(1);
+        Leading(gauge)
+    }
+}
+
+impl Drop for Leading {
+    fn drop(&mut self) {
+        self.0.set(0);
+    }
+}
+
 /// A transaction being read.
 #[derive(Default)]
 struct Changes {
@@ -55,8 +71,23 @@ struct Changes {
 }
 
 impl Consumer {
-    /// Follows the stream for as long as the task runs.
-    pub async fn run(self) {
+    /// Follows the stream, and sends heartbeats through it, for as long as
+    /// the future runs.
+    pub async fn run(&self) {
+        let every = self.config.heartbeat_every();
+        let gauge = self
+            .metrics
+            .replication_leading
+            .with_label_values(&[self.target.database.as_str()]);
+        // Reset when the future ends or is dropped (the lease was lost).
+        let _leading = Leading::new(gauge);
+        tokio::select! {
+            _ = self.follow_forever() => {}
+            _ = super::heartbeat::emit(self.target.clone(), self.beats.clone(), every) => {}
+        }
+    }
+
+    async fn follow_forever(&self) {
         let database = self.target.database.clone();
         let mut backoff = Duration::from_millis(100);
         loop {

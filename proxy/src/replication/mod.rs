@@ -14,13 +14,16 @@
 //!
 //! The cache answers for the database only while that proof is younger
 //! than `max_lag` (`cache/freshness.rs`); otherwise reads go upstream.
-//! `setup.rs` is `pgstash replication setup`.
+//! With the in-process store every instance follows the stream itself;
+//! instances sharing a Redis store follow it once between them
+//! (`shared.rs`). `setup.rs` is `pgstash replication setup`.
 
 mod consumer;
 mod error;
 mod heartbeat;
 mod protocol;
 pub mod setup;
+mod shared;
 mod stream;
 
 use std::sync::{Arc, Mutex};
@@ -28,8 +31,10 @@ use std::time::Duration;
 
 use crate::backend::connect::ConnectTarget;
 use crate::backend::control;
+use tokio_util::sync::CancellationToken;
+
 use crate::cache::freshness::Proof;
-use crate::cache::Cache;
+use crate::cache::{Cache, Store};
 use crate::config::ReplicationConfig;
 use crate::observe::Metrics;
 
@@ -38,41 +43,62 @@ pub use error::ReplicationError;
 /// How often the slot's retained WAL is measured.
 const RETAINED_EVERY: Duration = Duration::from_secs(5);
 
-/// Starts following every configured database; from now on the cache
-/// answers only for those databases, and only while they are proven
-/// current.
+/// Starts following every configured database until `shutdown`; from now
+/// on the cache answers only for those databases, and only while they are
+/// proven current.
 pub fn start(
     config: &ReplicationConfig,
     databases: &[String],
     target: impl Fn(&str) -> ConnectTarget,
     cache: &Cache,
     metrics: &Arc<Metrics>,
+    shutdown: &CancellationToken,
 ) {
-    let instance = format!("{:08x}", rand::random::<u32>());
+    let instance = format!("{:016x}", rand::random::<u64>());
     for database in databases {
         let proof = Arc::new(Proof::new(config.max_lag));
         cache
             .invalidator()
             .freshness()
             .require(database, proof.clone());
-        let beats = Arc::new(heartbeat::Beats::new(&instance));
         let slot = Arc::new(Mutex::new(None));
         let consumer = consumer::Consumer {
             target: target(database),
             config: config.clone(),
             invalidator: cache.invalidator().clone(),
             proof,
-            beats: beats.clone(),
+            beats: Arc::new(heartbeat::Beats::new(&instance)),
             metrics: metrics.clone(),
             slot: slot.clone(),
         };
-        tokio::spawn(consumer.run());
-        tokio::spawn(heartbeat::emit(
-            target(database),
-            beats,
-            config.heartbeat_every(),
-        ));
-        tokio::spawn(watch_retained(target(database), slot, metrics.clone()));
+        let shutdown = shutdown.clone();
+        match cache.store() {
+            Store::Redis(redis) => {
+                let follow = shared::lead_or_follow(
+                    redis.clone(),
+                    consumer,
+                    instance.clone(),
+                    shutdown.clone(),
+                );
+                tokio::spawn(follow);
+            }
+            Store::Memory(_) => {
+                let stop = shutdown.clone();
+                tokio::spawn(async move {
+                    tokio::select! {
+                        _ = consumer.run() => {}
+                        _ = stop.cancelled() => {}
+                    }
+                });
+            }
+        }
+        let watch = watch_retained(target(database), slot, metrics.clone());
+        tokio::spawn(async move {
+            tokio::select! {
+                _ = watch => {}
+                _ = shutdown.cancelled() => {}
+            }
+        });
     }
 }
 

@@ -511,3 +511,76 @@ async fn replication_setup_creates_the_publication_and_reports_what_is_missing()
     let (again, _) = pgstash::replication::setup::run(&target, "pgstash").await;
     assert!(again.contains("exists, for all tables"), "{again}");
 }
+
+fn leading(proxy: &CachingProxy) -> bool {
+    proxy
+        .handle()
+        .context()
+        .metrics
+        .replication_leading
+        .with_label_values(&["postgres"])
+        .get()
+        == 1
+}
+
+async fn walsenders(server: &ThrowawayPostgres) -> i64 {
+    connect(&server.url())
+        .await
+        .query_one("SELECT count(*) FROM pg_stat_replication", &[])
+        .await
+        .expect("pg_stat_replication")
+        .get(0)
+}
+
+#[tokio::test]
+async fn instances_sharing_redis_follow_the_stream_once_and_a_standby_takes_over() {
+    let Some(server) = logical_postgres().await else {
+        eprintln!("skipped: no initdb/pg_ctl to start a throwaway Postgres");
+        return;
+    };
+    let redis = pgstash_tests::cache::RedisPrefix::new();
+    let (_pa, a) = following(&server, |c| redis.configure(c)).await;
+    let (_pb, b) = following(&server, |c| redis.configure(c)).await;
+    // One of them follows the stream; the other proves freshness from it.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert_eq!(
+        walsenders(&server).await,
+        1,
+        "one stream for both instances"
+    );
+    assert!(leading(&a) != leading(&b), "exactly one instance leads");
+    let (leader, standby) = if leading(&a) { (a, b) } else { (b, a) };
+    assert!(
+        caught_up(&standby),
+        "the standby is current through the leader"
+    );
+    // A direct write is seen through both.
+    let direct = connect(&server.url()).await;
+    let (rl, rs) = (
+        connect(&through(&leader)).await,
+        connect(&through(&standby)).await,
+    );
+    let read = "SELECT v FROM items WHERE id = 1";
+    cache(&leader, &rl, "items", read).await;
+    cache(&standby, &rs, "items", read).await;
+    direct
+        .batch_execute("UPDATE items SET v = '42' WHERE id = 1")
+        .await
+        .expect("direct write");
+    let written = Instant::now();
+    seen_within(&rl, read, "42", written).await;
+    seen_within(&rs, read, "42", written).await;
+    // The leader goes away mid-run; the standby takes over, and no read
+    // through it is ever older than max_lag.
+    let handle = leader.handle().clone();
+    let fault = async move {
+        tokio::time::sleep(Duration::from_millis(800)).await;
+        handle.shutdown();
+    };
+    let ledger = check(&server, &standby, Duration::from_secs(6), fault).await;
+    assert!(ledger.stale.is_empty(), "stale reads: {:#?}", ledger.stale);
+    wait_caught_up(&standby, Duration::from_secs(20)).await;
+    assert!(leading(&standby), "the standby took the stream over");
+    assert_eq!(walsenders(&server).await, 1);
+    cache(&standby, &rs, "items", "SELECT v FROM items WHERE id = 2").await;
+}

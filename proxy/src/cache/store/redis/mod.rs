@@ -28,7 +28,10 @@
 mod bumped;
 mod dirt;
 mod follow;
+mod lease;
 mod scripts;
+
+pub use lease::Leases;
 
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
@@ -153,6 +156,15 @@ impl RedisStore {
             }
         });
         Ok(store)
+    }
+
+    /// Leases for work one instance does for all that share this store.
+    pub fn leases(&self) -> Leases<'_> {
+        Leases {
+            pool: &self.pool,
+            tag: &self.tag,
+            timeout: self.timeout,
+        }
     }
 
     fn epoch_key(&self) -> String {
