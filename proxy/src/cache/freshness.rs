@@ -14,6 +14,9 @@ use std::time::{Duration, Instant};
 
 use arc_swap::ArcSwap;
 
+/// How far before its creation a proof can reach.
+const ORIGIN_BACK: Duration = Duration::from_secs(3600);
+
 /// One source's proof for one database.
 #[derive(Debug)]
 pub struct Proof {
@@ -26,17 +29,25 @@ pub struct Proof {
 
 impl Proof {
     pub fn new(max_lag: Duration) -> Proof {
+        // Proofs from before the origin cannot be stored; an hour back is
+        // far past any bound (where the clock allows it).
+        let now = Instant::now();
         Proof {
             max_lag,
-            origin: Instant::now(),
+            origin: now.checked_sub(ORIGIN_BACK).unwrap_or(now),
             proven: AtomicU64::new(0),
         }
     }
 
     /// Every write acknowledged before `at` is invalidated. Only moves on.
+    /// A moment from before the proof's origin proves nothing (rounding it
+    /// up would claim more than is known).
     pub fn prove(&self, at: Instant) {
-        let nanos = at.saturating_duration_since(self.origin).as_nanos() as u64;
-        self.proven.fetch_max(nanos.max(1), Ordering::SeqCst);
+        let Some(since) = at.checked_duration_since(self.origin) else {
+            return;
+        };
+        let nanos = (since.as_nanos() as u64).max(1);
+        self.proven.fetch_max(nanos, Ordering::SeqCst);
     }
 
     /// Nothing is proven any more (the stream broke: what it missed is
@@ -115,6 +126,17 @@ mod tests {
         proof.prove(Instant::now());
         proof.forget();
         assert!(!proof.is_current());
+    }
+
+    #[test]
+    fn a_moment_from_before_the_proof_was_made_is_never_rounded_up() {
+        let proof = Proof::new(Duration::from_millis(500));
+        // Another instance's progress, 600 ms old when read.
+        if let Some(at) = Instant::now().checked_sub(Duration::from_millis(600)) {
+            proof.prove(at);
+            assert!(!proof.is_current(), "lag {:?}", proof.lag());
+            assert!(proof.lag() >= Some(Duration::from_millis(600)));
+        }
     }
 
     #[test]

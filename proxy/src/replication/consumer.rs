@@ -134,7 +134,23 @@ impl Consumer {
             // before now can be trusted (for Redis, on every instance).
             self.invalidator.flush(SOURCE).await?;
         }
-        stream.start(&slot.name, &self.config.publication).await?;
+        match stream.start(&slot.name, &self.config.publication).await {
+            Ok(()) => {}
+            // 55000: the slot can no longer stream (it fell behind
+            // max_slot_wal_keep_size and its WAL is gone). Drop it; the
+            // next attempt makes a new one and empties the cache.
+            Err(ReplicationError::Upstream(crate::backend::BackendError::Server {
+                code,
+                message,
+                ..
+            })) if code == "55000" && !slot.created => {
+                tracing::error!(%database, slot = %slot.name, %message, "replication slot lost; making a new one (the cache is emptied)");
+                let mut again = ReplicationStream::connect(&self.target).await?;
+                again.drop_slot(&slot.name).await?;
+                return Err(ReplicationError::SlotLost(slot.name));
+            }
+            Err(e) => return Err(e),
+        }
         tracing::info!(%database, slot = %slot.name, temporary = self.config.temporary, "following the replication stream");
         *self.slot.lock().unwrap_or_else(|e| e.into_inner()) = Some(slot.name.clone());
         let mut names: HashMap<u32, Vec<TableRef>> = HashMap::new();

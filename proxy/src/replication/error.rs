@@ -19,4 +19,6 @@ pub enum ReplicationError {
     Store(#[from] StoreError),
     #[error("publication {0:?} does not exist (run `pgstash replication setup`)")]
     NoPublication(String),
+    #[error("replication slot {0:?} was lost (max_slot_wal_keep_size?) and dropped")]
+    SlotLost(String),
 }

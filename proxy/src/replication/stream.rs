@@ -64,6 +64,14 @@ impl ReplicationStream {
         }
     }
 
+    /// Drops the persistent slot `name`.
+    pub async fn drop_slot(&mut self, name: &str) -> Result<(), ReplicationError> {
+        self.conn
+            .run_internal(&format!("DROP_REPLICATION_SLOT {name}"))
+            .await?;
+        Ok(())
+    }
+
     /// Starts streaming `slot` from where it was confirmed, with the
     /// publication's changes and logical decoding messages.
     pub async fn start(&mut self, slot: &str, publication: &str) -> Result<(), ReplicationError> {

@@ -584,3 +584,76 @@ async fn instances_sharing_redis_follow_the_stream_once_and_a_standby_takes_over
     assert_eq!(walsenders(&server).await, 1);
     cache(&standby, &rs, "items", "SELECT v FROM items WHERE id = 2").await;
 }
+
+#[tokio::test]
+async fn a_persistent_slot_lost_past_max_slot_wal_keep_size_is_made_again_and_the_cache_emptied() {
+    let Some(server) = ThrowawayPostgres::start_with(
+        "-c wal_level=logical -c max_replication_slots=8 -c max_wal_senders=8 \
+         -c max_slot_wal_keep_size=1MB -c wal_keep_size=0 -c max_wal_size=32MB -c min_wal_size=32MB",
+    ) else {
+        eprintln!("skipped: no initdb/pg_ctl to start a throwaway Postgres");
+        return;
+    };
+    let admin = connect(&server.url()).await;
+    admin.batch_execute(SCHEMA).await.expect("schema");
+    let redis = pgstash_tests::cache::RedisPrefix::new();
+    let persistent = |c: &mut pgstash::Config| {
+        redis.configure(c);
+        c.replication.temporary = false;
+    };
+    let read = "SELECT v FROM items WHERE id = 3";
+    let (_pa, first) = following(&server, persistent).await;
+    let reader = connect(&through(&first)).await;
+    assert_eq!(cache(&first, &reader, "items", read).await, "0");
+    first.handle().shutdown();
+    drop(reader);
+    // While no pgstash follows: a direct write, then enough WAL that
+    // Postgres gives the slot up.
+    admin
+        .batch_execute("UPDATE items SET v = 'written while away' WHERE id = 3")
+        .await
+        .expect("direct write");
+    let written = Instant::now();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        admin
+            .batch_execute(
+                "INSERT INTO scratch SELECT generate_series(1, 50000); SELECT pg_switch_wal(); CHECKPOINT",
+            )
+            .await
+            .expect("WAL");
+        let lost = admin
+            .query_one(
+                "SELECT coalesce(bool_or(wal_status = 'lost'), false) FROM pg_replication_slots WHERE slot_name = 'pgstash'",
+                &[],
+            )
+            .await
+            .expect("slot state");
+        if lost.get::<_, bool>(0) {
+            break;
+        }
+        assert!(Instant::now() < deadline, "the slot was never lost");
+    }
+    // The next instance finds the slot lost: it makes a new one and empties
+    // the shared cache, which still holds the old row.
+    let (_pb, second) = following(&server, persistent).await;
+    // G8 allows a write to be unseen for max_lag; past it, it must show.
+    if let Some(left) = (written + MAX_LAG).checked_duration_since(Instant::now()) {
+        tokio::time::sleep(left).await;
+    }
+    wait_caught_up(&second, Duration::from_secs(20)).await;
+    let reader = connect(&through(&second)).await;
+    assert_eq!(
+        value(&reader, read, false).await,
+        "written while away",
+        "a write the lost slot never carried is not hidden by the cache"
+    );
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !leading(&second) {
+        assert!(
+            Instant::now() < deadline,
+            "the new instance never took the stream"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
