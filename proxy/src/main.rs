@@ -7,6 +7,31 @@
 )]
 
 use std::process::ExitCode;
+use std::time::Duration;
+
+/// Writes a line to stderr, ignoring failure: a closed pipe must not panic.
+macro_rules! complain {
+    ($($t:tt)*) => {{
+        use std::io::Write;
+        let _ = writeln!(std::io::stderr(), $($t)*);
+    }};
+}
+
+/// Writes a line to stdout, ignoring failure (`pgstash … | head`).
+macro_rules! tell {
+    ($($t:tt)*) => {{
+        use std::io::Write;
+        let _ = writeln!(std::io::stdout(), $($t)*);
+    }};
+}
+
+/// Writes to stdout without a newline, ignoring failure.
+macro_rules! tell_raw {
+    ($($t:tt)*) => {{
+        use std::io::Write;
+        let _ = write!(std::io::stdout(), $($t)*);
+    }};
+}
 
 use clap::Parser;
 use pgstash::cli::{Cli, Command, ReplicationCommand, RulesCommand, ServeArgs};
@@ -22,11 +47,11 @@ fn main() -> ExitCode {
             command: RulesCommand::Suggest { metrics, limit },
         }) => match pgstash::tools::fetch_queries(&metrics) {
             Ok(shapes) => {
-                print!("{}", pgstash::tools::suggest::suggest(&shapes, limit));
+                tell_raw!("{}", pgstash::tools::suggest::suggest(&shapes, limit));
                 ExitCode::SUCCESS
             }
             Err(e) => {
-                eprintln!("pgstash: {e}");
+                complain!("pgstash: {e}");
                 ExitCode::FAILURE
             }
         },
@@ -38,7 +63,7 @@ fn main() -> ExitCode {
         }) => match pgstash::tools::top::run(&metrics, once, interval, limit) {
             Ok(()) => ExitCode::SUCCESS,
             Err(e) => {
-                eprintln!("pgstash: {e}");
+                complain!("pgstash: {e}");
                 ExitCode::FAILURE
             }
         },
@@ -59,7 +84,7 @@ fn replication_setup(upstream: &str, databases: &[String], publication: &str) ->
     let upstream = match pgstash::config::Upstream::parse(upstream) {
         Ok(upstream) => upstream,
         Err(e) => {
-            eprintln!("pgstash: {e}");
+            complain!("pgstash: {e}");
             return ExitCode::from(2);
         }
     };
@@ -77,7 +102,7 @@ fn replication_setup(upstream: &str, databases: &[String], publication: &str) ->
     {
         Ok(runtime) => runtime,
         Err(e) => {
-            eprintln!("pgstash: cannot start the runtime: {e}");
+            complain!("pgstash: cannot start the runtime: {e}");
             return ExitCode::FAILURE;
         }
     };
@@ -90,7 +115,7 @@ fn replication_setup(upstream: &str, databases: &[String], publication: &str) ->
             upstream: upstream.clone(),
         };
         let (report, ok) = runtime.block_on(pgstash::replication::setup::run(&target, publication));
-        print!("{report}");
+        tell_raw!("{report}");
         ready &= ok;
     }
     if ready {
@@ -103,31 +128,25 @@ fn replication_setup(upstream: &str, databases: &[String], publication: &str) ->
 fn check_rules(file: &std::path::Path) -> ExitCode {
     match pgstash_rules::load_rules(file) {
         Ok(rules) => {
-            println!("{}: ok ({} rules)", file.display(), rules.rules().len());
+            tell!("{}: ok ({} rules)", file.display(), rules.rules().len());
             ExitCode::SUCCESS
         }
         Err(e) => {
-            eprintln!("{e}");
+            complain!("{e}");
             ExitCode::FAILURE
         }
     }
 }
 
 fn serve(args: ServeArgs) -> ExitCode {
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
-        )
-        .with_writer(std::io::stderr)
-        .init();
     let config = match args.load() {
         Ok(config) => config,
         Err(e) => {
-            eprintln!("pgstash: {e}");
+            complain!("pgstash: {e}");
             return ExitCode::from(2);
         }
     };
+    let _log = pgstash::observe::logging::init(config.log_format);
     // One worker is a single-threaded runtime, not a work-stealing one with
     // one thread: no queues shared between threads, no stealing, and 5%
     // fewer instructions per forwarded query (callgrind: 16.8k vs 17.7k).
@@ -142,15 +161,16 @@ fn serve(args: ServeArgs) -> ExitCode {
     let runtime = match builder.enable_all().build() {
         Ok(runtime) => runtime,
         Err(e) => {
-            eprintln!("pgstash: cannot start the runtime: {e}");
+            complain!("pgstash: cannot start the runtime: {e}");
             return ExitCode::FAILURE;
         }
     };
-    runtime.block_on(async move {
+    let shutdown_timeout = config.shutdown_timeout;
+    let code = runtime.block_on(async move {
         let server = match Server::bind(config).await {
             Ok(server) => server,
             Err(e) => {
-                eprintln!("pgstash: {e}");
+                complain!("pgstash: {e}");
                 return ExitCode::FAILURE;
             }
         };
@@ -159,14 +179,20 @@ fn serve(args: ServeArgs) -> ExitCode {
         match server.run().await {
             Ok(()) => ExitCode::SUCCESS,
             Err(e) => {
-                eprintln!("pgstash: {e}");
+                complain!("pgstash: {e}");
                 ExitCode::FAILURE
             }
         }
-    })
+    });
+    // Tasks still running (a log write stuck on a full pipe…) do not hold
+    // the exit up.
+    runtime.shutdown_timeout(shutdown_timeout.min(Duration::from_secs(5)));
+    code
 }
 
-/// SIGTERM and SIGINT shut down gracefully; SIGHUP reloads the configuration.
+/// SIGTERM and SIGINT shut down gracefully (a second one exits at once);
+/// SIGHUP reloads the configuration. The shutdown comes before any log
+/// line about it: nothing may stand between a signal and its effect.
 async fn handle_signals(handle: pgstash::ServerHandle, args: ServeArgs) {
     use tokio::signal::unix::{signal, SignalKind};
     let (Ok(mut term), Ok(mut int), Ok(mut hup)) = (
@@ -177,14 +203,27 @@ async fn handle_signals(handle: pgstash::ServerHandle, args: ServeArgs) {
         tracing::error!("cannot install signal handlers");
         return;
     };
+    let mut stopping = false;
     loop {
-        tokio::select! {
-            _ = term.recv() => { tracing::info!("SIGTERM: shutting down"); handle.shutdown(); }
-            _ = int.recv() => { tracing::info!("SIGINT: shutting down"); handle.shutdown(); }
+        let signal = tokio::select! {
+            _ = term.recv() => "SIGTERM",
+            _ = int.recv() => "SIGINT",
             _ = hup.recv() => match args.load().and_then(|config| handle.reload(config)) {
-                Ok(()) => tracing::info!("SIGHUP: configuration reloaded"),
-                Err(e) => tracing::error!(error = %e, "SIGHUP: reload failed; keeping the running configuration"),
+                Ok(()) => {
+                    tracing::info!("SIGHUP: configuration reloaded");
+                    continue;
+                }
+                Err(e) => {
+                    tracing::error!(error = %e, "SIGHUP: reload failed; keeping the running configuration");
+                    continue;
+                }
             },
+        };
+        if stopping {
+            std::process::exit(1);
         }
+        stopping = true;
+        handle.shutdown();
+        tracing::info!("{signal}: shutting down");
     }
 }

@@ -1,7 +1,8 @@
 //! The `pgstash` binary's own contract: `rules check` exits non-zero with
 //! file:line:column on a broken file, a broken config file stops `serve`
-//! with its file, line and column before anything listens, and `--workers`
-//! sets the serving threads.
+//! with its file, line and column before anything listens, `--workers`
+//! sets the serving threads, and a closed log pipe neither stops pgstash nor
+//! keeps it from shutting down.
 
 #![allow(clippy::unwrap_used, reason = "a test: a failure should say where")]
 
@@ -130,4 +131,63 @@ fn workers_sets_the_number_of_serving_threads() {
     assert_eq!(serve_with_workers("3"), Some(3));
     let cpus = std::thread::available_parallelism().map_or(1, |n| n.get() as u64);
     assert_eq!(serve_with_workers("0"), Some(cpus), "0 means one per CPU");
+}
+
+/// Reads one unlabelled sample from `pgstash serve`'s metrics port.
+fn sample(port: u16, name: &str) -> Option<u64> {
+    let body = ureq::get(&format!("http://127.0.0.1:{port}/metrics"))
+        .call()
+        .ok()
+        .and_then(|mut r| r.body_mut().read_to_string().ok())?;
+    let prefix = format!("{name} ");
+    body.lines()
+        .find_map(|l| l.strip_prefix(prefix.as_str()))
+        .and_then(|n| n.trim().parse().ok())
+}
+
+/// A log reader that went away (`pgstash serve 2>&1 | head -1`, a crashed
+/// log shipper) must cost log lines, counted, and nothing else: SIGTERM
+/// still shuts pgstash down, and it exits cleanly.
+#[test]
+fn a_closed_log_pipe_is_counted_and_sigterm_still_stops_pgstash() {
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .unwrap()
+        .port();
+    let mut child = pgstash()
+        .args(["serve", "--listen", "127.0.0.1:0"])
+        .args(["--metrics-listen", &format!("127.0.0.1:{port}")])
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    drop(child.stderr.take());
+    let mut failed = None;
+    for _ in 0..100 {
+        failed = sample(port, "pgstash_log_write_errors_total").filter(|&n| n > 0);
+        if failed.is_some() {
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    assert!(
+        failed.is_some(),
+        "the lines written to a closed stderr were not counted"
+    );
+    let pid = child.id().to_string();
+    let sent = Command::new("kill").args(["-TERM", &pid]).status().unwrap();
+    assert!(sent.success());
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(15);
+    let status = loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            break Some(status);
+        }
+        if std::time::Instant::now() > deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            break None;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    };
+    let status = status.expect("pgstash did not stop on SIGTERM with its log pipe closed");
+    assert!(status.success(), "pgstash exited with {status}");
 }

@@ -96,6 +96,9 @@ fn refresh_gauges(context: &Context) {
     if let Some(live) = store.and_then(|s| s.local_live()) {
         m.local_down.set(i64::from(!live));
     }
+    let failed = crate::observe::logging::write_errors();
+    m.log_write_errors
+        .inc_by(failed.saturating_sub(m.log_write_errors.get()));
 }
 
 /// The query digest as JSON, most total time first, each shape judged
@@ -125,7 +128,21 @@ async fn speaks_postgres(
     Ok(n == 1 && (answer[0] == b'N' || answer[0] == b'S'))
 }
 
-async fn ready(State(context): State<Arc<Context>>) -> impl IntoResponse {
+/// `?store=1` on `/readyz`: the cache store's health counts too.
+#[derive(serde::Deserialize, Default)]
+struct ReadyParams {
+    #[serde(default)]
+    store: Option<String>,
+}
+
+/// Ready means "can serve queries": the upstream answers. A cache store
+/// that is down costs hits, not answers (queries go upstream), so it makes
+/// the instance unready only when asked for (`/readyz?store=1`); either
+/// way the body says how the store and the replication streams are.
+async fn ready(
+    State(context): State<Arc<Context>>,
+    Query(params): Query<ReadyParams>,
+) -> impl IntoResponse {
     let upstream = context.config.load().upstream.clone();
     let upstream_ok = matches!(
         tokio::time::timeout(READY_PROBE_TIMEOUT, speaks_postgres(&upstream)).await,
@@ -138,23 +155,29 @@ async fn ready(State(context): State<Arc<Context>>) -> impl IntoResponse {
         );
     }
     let mut body = String::from("ready\n");
-    if let Some(cache) = &context.cache {
-        if !cache.store().ready().await {
+    let Some(cache) = &context.cache else {
+        return (StatusCode::OK, body);
+    };
+    let store_ok = cache.store().ready().await;
+    let strict = matches!(params.store.as_deref(), Some("1" | "true" | "yes"));
+    if !store_ok {
+        if strict {
             return (
                 StatusCode::SERVICE_UNAVAILABLE,
                 "cache store unavailable\n".to_owned(),
             );
         }
-        // A replication stream behind its bound costs cache hits, not
-        // answers: reads go upstream, so the instance stays ready.
-        for (database, proof) in cache.invalidator().freshness().proofs() {
-            let state = match proof.lag() {
-                Some(lag) if proof.is_current() => format!("caught up (lag {lag:.3?})"),
-                Some(lag) => format!("behind (lag {lag:.3?}): reads go upstream"),
-                None => "not proven yet: reads go upstream".to_owned(),
-            };
-            body.push_str(&format!("replication {database}: {state}\n"));
-        }
+        body.push_str("cache store unavailable: cached queries go upstream\n");
+    }
+    // A replication stream behind its bound costs cache hits, not answers:
+    // reads go upstream, so the instance stays ready.
+    for (database, proof) in cache.invalidator().freshness().proofs() {
+        let state = match proof.lag() {
+            Some(lag) if proof.is_current() => format!("caught up (lag {lag:.3?})"),
+            Some(lag) => format!("behind (lag {lag:.3?}): reads go upstream"),
+            None => "not proven yet: reads go upstream".to_owned(),
+        };
+        body.push_str(&format!("replication {database}: {state}\n"));
     }
     (StatusCode::OK, body)
 }

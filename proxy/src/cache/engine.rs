@@ -124,6 +124,7 @@ pub struct Cache {
     put_errors: prometheus::IntCounter,
     not_paying: prometheus::IntCounter,
     replication_lag: prometheus::IntCounter,
+    store_down: prometheus::IntCounter,
 }
 
 impl Cache {
@@ -151,6 +152,7 @@ impl Cache {
             put_errors: metrics.cache_errors.with_label_values(&["put"]),
             not_paying: metrics.cache_bypass.with_label_values(&["not_paying"]),
             replication_lag: metrics.cache_bypass.with_label_values(&["replication_lag"]),
+            store_down: metrics.cache_bypass.with_label_values(&["store_down"]),
             store,
             metrics,
         })))
@@ -256,6 +258,11 @@ impl Cache {
         let measure = |hit| read.payoff.lookup(base, spent, hit, &read.rule_name);
         let lookup = match result {
             Ok(lookup) => lookup,
+            // The store is down: no call was made, nothing waited.
+            Err(StoreError::Down) => {
+                self.store_down.inc();
+                return Route::Forward;
+            }
             Err(e) => {
                 // An outage says nothing of whether caching pays; G4's
                 // recovery handles it.
@@ -326,6 +333,8 @@ impl Cache {
             match result {
                 Ok(true) => read.fills.inc(),
                 Ok(false) => read.fills_skipped.inc(),
+                // Down: nothing was asked of the store.
+                Err(StoreError::Down) => {}
                 Err(e) => {
                     tracing::debug!(error = %e, "cache fill not stored");
                     errors.inc();

@@ -83,6 +83,9 @@ pub struct Config {
     /// How long a graceful shutdown waits for running transactions.
     #[serde(with = "humantime_serde")]
     pub shutdown_timeout: Duration,
+    /// The process log's lines on stderr: `text` (coloured only on a
+    /// terminal) or `json`. Read at start only.
+    pub log_format: LogFormat,
     /// Threads that serve connections; 0 means one per CPU, 1 a
     /// single-threaded runtime. Read at start only (a reload does not
     /// change it).
@@ -93,6 +96,15 @@ pub struct Config {
     pub admin: AdminConfig,
     pub tls: TlsConfig,
     pub replication: ReplicationConfig,
+}
+
+/// How the process log is written.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    #[default]
+    Text,
+    Json,
 }
 
 /// Admin actions on the metrics port (`POST /admin/…`).
@@ -122,6 +134,7 @@ impl Default for Config {
             max_message_bytes: 64 * 1024 * 1024,
             shutdown_timeout: Duration::from_secs(30),
             workers: 0,
+            log_format: LogFormat::Text,
             pool: PoolConfig::default(),
             auth: AuthConfig::default(),
             cache: CacheConfig::default(),

@@ -27,6 +27,7 @@ pub mod name {
     pub const POOL_ACQUIRE_WAIT: &str = "pgstash_pool_acquire_wait_seconds";
     pub const RULE_RELOADS: &str = "pgstash_rule_reloads_total";
     pub const EVENTS_DROPPED: &str = "pgstash_query_events_dropped_total";
+    pub const LOG_WRITE_ERRORS: &str = "pgstash_log_write_errors_total";
     pub const STORE_CALL: &str = "pgstash_store_call_seconds";
     pub const CLIENTS_WAITING: &str = "pgstash_clients_waiting";
     pub const POOL_SIZE: &str = "pgstash_pool_size";
@@ -36,6 +37,8 @@ pub mod name {
     pub const LOCAL_DOWN: &str = "pgstash_cache_local_down";
     pub const FILLS_SKIPPED: &str = "pgstash_cache_fills_skipped_total";
     pub const RULE_BYPASSING: &str = "pgstash_rule_bypassing";
+    pub const STORE_UP: &str = "pgstash_cache_store_up";
+    pub const STORE_TRANSITIONS: &str = "pgstash_cache_store_transitions_total";
     pub const REPLICATION_LAG: &str = "pgstash_replication_lag_seconds";
     pub const REPLICATION_CAUGHT_UP: &str = "pgstash_replication_caught_up";
     pub const REPLICATION_RETAINED: &str = "pgstash_replication_retained_bytes";
@@ -79,6 +82,8 @@ pub struct Metrics {
     pub rule_reloads: IntCounterVec,
     /// Query events (slow log, digest) dropped because the recorder lagged.
     pub events_dropped: IntCounter,
+    /// Log lines dropped or not written (set from `logging` at scrape).
+    pub log_write_errors: IntCounter,
     /// Latency of cache store calls; label `op`: lookup, put, invalidate.
     pub store_call: HistogramVec,
     /// Clients waiting for a server connection right now.
@@ -95,6 +100,11 @@ pub struct Metrics {
     /// Fast mode: 1 while the invalidation subscription is down (nothing is
     /// served locally then); always 0 in strict mode and without Redis.
     pub local_down: IntGauge,
+    /// 1 while calls go to the cache store; 0 while it is down and every
+    /// cached query goes straight upstream (the breaker: `store/redis/breaker.rs`).
+    pub store_up: IntGauge,
+    /// Label `to`: down, up.
+    pub store_transitions: IntCounterVec,
     /// How old the proof that a database's invalidations are current is
     /// (label `database`; +Inf while nothing is proven).
     pub replication_lag: GaugeVec,
@@ -190,6 +200,11 @@ impl Metrics {
             "Query events not logged because the recorder was behind",
         )
         .expect("valid");
+        let log_write_errors = IntCounter::new(
+            name::LOG_WRITE_ERRORS,
+            "Process log lines dropped (writer behind) or not written (stderr failed)",
+        )
+        .expect("valid");
         let store_call = HistogramVec::new(
             HistogramOpts::new(name::STORE_CALL, "Cache store call latency").buckets(vec![
                 0.00005, 0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1,
@@ -245,6 +260,12 @@ impl Metrics {
             &["database"],
         )
         .expect("valid");
+        let store_up = IntGauge::new(
+            name::STORE_UP,
+            "1 while the cache store is asked; 0 while it is down and cached queries go upstream",
+        )
+        .expect("valid");
+        store_up.set(1);
         let replication_leading = IntGaugeVec::new(
             Opts::new(
                 name::REPLICATION_LEADING,
@@ -267,12 +288,14 @@ impl Metrics {
             Box::new(replication_caught_up.clone()),
             Box::new(replication_retained_bytes.clone()),
             Box::new(replication_leading.clone()),
+            Box::new(store_up.clone()),
             Box::new(rule_bypassing.clone()),
             Box::new(cache_entries.clone()),
             Box::new(cache_bytes.clone()),
             Box::new(query_duration.clone()),
             Box::new(slow_queries.clone()),
             Box::new(events_dropped.clone()),
+            Box::new(log_write_errors.clone()),
             Box::new(store_call.clone()),
             Box::new(clients_waiting.clone()),
             Box::new(pool_size.clone()),
@@ -344,6 +367,13 @@ impl Metrics {
                 "Replication streams ended and started again",
                 &["database"],
             ),
+            store_transitions: counter_vec(
+                r,
+                name::STORE_TRANSITIONS,
+                "Times the cache store went down (a call failed) or came back up",
+                &["to"],
+            ),
+            store_up,
             replication_lag,
             replication_caught_up,
             replication_retained_bytes,
@@ -356,6 +386,7 @@ impl Metrics {
             query_duration,
             slow_queries,
             events_dropped,
+            log_write_errors,
             store_call,
             clients_waiting,
             pool_size,
@@ -389,6 +420,9 @@ impl Metrics {
         for op in ["lookup", "put", "invalidate"] {
             self.cache_errors.with_label_values(&[op]);
             self.store_call.with_label_values(&[op]);
+        }
+        for to in ["down", "up"] {
+            self.store_transitions.with_label_values(&[to]);
         }
         for state in ["idle", "active"] {
             self.upstream_connections.with_label_values(&[state]);

@@ -5,6 +5,7 @@
 pub mod digest;
 pub mod event;
 mod json;
+pub mod logging;
 mod logline;
 pub mod metrics;
 pub mod record;

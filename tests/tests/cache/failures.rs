@@ -336,3 +336,77 @@ async fn redis_that_comes_up_after_startup_is_used_once_it_answers() {
     redis.restart();
     caching_resumes(&proxy, &client, "old").await;
 }
+
+/// An outage costs a cached query what pass-through costs: after the first
+/// call that fails or times out, the store is not asked (lookups and fills
+/// go straight upstream) until a probe sees it answer again, and `/readyz`
+/// stays 200 while Postgres is up (`/readyz?store=1` reports the store).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_redis_outage_costs_cached_queries_no_store_timeout_and_readiness_holds() {
+    let mut redis = RedisProcess::start();
+    // A store timeout no query may pay more than once: a read that waited
+    // on the frozen Redis would show it.
+    let timeout = Duration::from_secs(2);
+    let (_pg, proxy) = caching(&[TABLE], RULES, |c| {
+        redis.configure(c);
+        c.cache.key_prefix = pgstash_tests::unique_name("outage");
+        c.cache.store_timeout = timeout;
+    })
+    .await;
+    let client = proxy.connect().await;
+    fill(&proxy, &client, "old").await;
+    let get = |path: &'static str| {
+        let addr = proxy.metrics_addr;
+        async move {
+            pgstash_tests::operate::http::request(addr, "GET", path, &[])
+                .await
+                .expect(path)
+        }
+    };
+
+    redis.freeze();
+    let mut took = Vec::new();
+    for i in 0..40 {
+        let (got, t) = timed_read(&client, i % 2 == 1).await;
+        assert_eq!(got, "old");
+        took.push(t);
+    }
+    took.sort();
+    let (p50, p90) = (took[took.len() / 2], took[took.len() * 9 / 10]);
+    assert!(
+        p90 < timeout / 10,
+        "reads during the outage: p50 {p50:?}, p90 {p90:?} (store timeout {timeout:?}): they waited on the store"
+    );
+    assert!(
+        proxy.bypassed("store_down") >= 30,
+        "reads skipped the store"
+    );
+    let ready = get("/readyz").await;
+    assert_eq!(ready.status, 200, "queries are answered: {}", ready.body);
+    assert!(
+        ready.body.contains("cache store unavailable"),
+        "{}",
+        ready.body
+    );
+    assert_eq!(get("/readyz?store=1").await.status, 503);
+    let metrics = get("/metrics").await;
+    assert!(
+        metrics.body.contains("\npgstash_cache_store_up 0\n"),
+        "{}",
+        metrics.body
+    );
+
+    // A write meanwhile: its invalidation fails closed as before.
+    write(&client, "new").await;
+    read_both(&client, "new", "redis frozen, after the write").await;
+    redis.thaw();
+    always(
+        &client,
+        "new",
+        Duration::from_millis(1500),
+        "redis answering again with its old data",
+    )
+    .await;
+    caching_resumes(&proxy, &client, "new").await;
+    assert_eq!(get("/readyz?store=1").await.status, 200);
+}

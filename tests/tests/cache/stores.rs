@@ -8,7 +8,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use pgstash::cache::store::{CacheStore, LocalCounters, MemoryStore, RedisStore, StoreError};
+use pgstash::cache::store::{CacheStore, MemoryStore, RedisStore, StoreError};
 use pgstash::cache::{KeyBase, TableKey};
 use pgstash::config::{CacheConfig, CacheMode};
 use pgstash::observe::Metrics;
@@ -212,12 +212,7 @@ async fn redis_at(url: &str, key_prefix: &str, mode: CacheMode) -> Arc<RedisStor
         store_timeout: Duration::from_millis(500),
         ..CacheConfig::default()
     };
-    let metrics = Metrics::new();
-    let counters = LocalCounters {
-        hits: metrics.local_hits.clone(),
-        resets: metrics.local_resets.clone(),
-    };
-    let store = RedisStore::connect(url, &config, counters)
+    let store = RedisStore::connect(url, &config, &Metrics::new())
         .await
         .expect("connect");
     if mode == CacheMode::Fast {
@@ -274,13 +269,8 @@ async fn an_unreachable_redis_fails_every_call_within_its_timeout() {
             store_timeout: Duration::from_millis(100),
             ..CacheConfig::default()
         };
-        let metrics = Metrics::new();
-        let counters = LocalCounters {
-            hits: metrics.local_hits.clone(),
-            resets: metrics.local_resets.clone(),
-        };
         let url = format!("redis://127.0.0.1:{port}");
-        let store = RedisStore::connect(&url, &config, counters)
+        let store = RedisStore::connect(&url, &config, &Metrics::new())
             .await
             .expect("connect");
         let tables = [table("h1")];

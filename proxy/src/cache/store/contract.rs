@@ -22,7 +22,9 @@
 //!    caller goes upstream. Once an invalidation may have been lost (it
 //!    failed, or the store lost data or its connection), no entry from before
 //!    is served again: lookups fail until the store has renewed its epoch.
-//! 5. **Bounded.** Every call returns within the store's timeout.
+//! 5. **Bounded.** Every call returns within the store's timeout; once a
+//!    call has failed, lookups and fills fail at once ([`StoreError::Down`])
+//!    until the store answers again: an outage costs a query nothing.
 //! 6. [`CacheStore::invalidate_all`] makes every entry unreachable.
 //! 7. TTLs hold: an entry is not served after its time to live.
 //!
@@ -48,6 +50,10 @@ pub enum StoreError {
     Recovering,
     #[error("cannot connect to the cache store: {0}")]
     Connect(String),
+    /// A recent call failed: the store is not asked until it answers a
+    /// probe again (the query goes upstream at once).
+    #[error("cache store down (a recent call failed; probing)")]
+    Down,
 }
 
 /// The answer to a lookup: the full key (for a later fill) and the entry.

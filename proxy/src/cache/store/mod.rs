@@ -35,15 +35,9 @@ impl Store {
     /// the in-process store otherwise.
     pub async fn from_config(config: &Config, metrics: &Metrics) -> Result<Store, StoreError> {
         match &config.redis {
-            Some(url) => {
-                let counters = LocalCounters {
-                    hits: metrics.local_hits.clone(),
-                    resets: metrics.local_resets.clone(),
-                };
-                Ok(Store::Redis(
-                    RedisStore::connect(url, &config.cache, counters).await?,
-                ))
-            }
+            Some(url) => Ok(Store::Redis(
+                RedisStore::connect(url, &config.cache, metrics).await?,
+            )),
             None => {
                 if config.cache.mode == CacheMode::Fast {
                     tracing::warn!("cache.mode = \"fast\" applies to a Redis store; the in-process store is always exact");

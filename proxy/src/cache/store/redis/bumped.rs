@@ -50,6 +50,19 @@ impl Bumped {
         })
     }
 
+    /// Whether a lookup that began after bump number `before` read, for one
+    /// of `keys`, a version lower than this instance bumped it to: Redis
+    /// lost data, and that answer must not be used (logged here).
+    pub fn lost_data(&self, keys: &[String], versions: &[u64], before: u64) -> bool {
+        match self.went_backwards(keys, versions, before) {
+            Some((key, version, bumped_to)) => {
+                tracing::error!(%key, version, bumped_to, "a table version went backwards (redis lost data); renewing the cache epoch");
+                true
+            }
+            None => false,
+        }
+    }
+
     /// Whether one of `keys` was bumped past the version read with it.
     pub fn newer_than<'a>(&self, mut pairs: impl Iterator<Item = (String, &'a u64)>) -> bool {
         let bumped = self.versions.lock().unwrap_or_else(|e| e.into_inner());

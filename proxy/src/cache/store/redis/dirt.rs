@@ -1,5 +1,20 @@
 //! Whether the Redis store may have lost an invalidation since its epoch
 //! was last renewed (guarantee G4: while it may have, nothing is served).
+//!
+//! The store is *dirty* — nothing is served from it until the epoch has
+//! been replaced with a fresh random value, which makes every existing entry
+//! unreachable — whenever an invalidation may have been lost:
+//! - an invalidation could not be written (or was not tried: the store was
+//!   down);
+//! - the connection reported an error or was re-established (Redis may have
+//!   restarted from an older snapshot); a lookup that was in flight across
+//!   such an event is discarded, since it may have run on the restarted
+//!   server before the event was seen;
+//! - a lookup that started after this instance bumped a table to version v
+//!   read a lower version (versions only grow, so Redis lost data: a restart
+//!   from a snapshot, or an evicted version key).
+//!
+//! A background task keeps trying to renew the epoch while dirty.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;

@@ -6,25 +6,16 @@
 //! carry the prefix as a `{hash tag}`, which keeps the script's keys in one
 //! slot under Redis Cluster.
 //!
-//! Fail closed (G4): the store is *dirty* — nothing is served from it until
-//! the epoch has been replaced with a fresh random value, which makes every
-//! existing entry unreachable — whenever an invalidation may have been lost:
-//! - an invalidation could not be written;
-//! - the connection reported an error or was re-established (Redis may have
-//!   restarted from an older snapshot); a lookup that was in flight across
-//!   such an event is discarded, since it may have run on the restarted
-//!   server before the event was seen;
-//! - a lookup that started after this instance bumped a table to version v
-//!   read a lower version (versions only grow, so Redis lost data: a restart
-//!   from a snapshot, or an evicted version key).
-//!
-//! A background task keeps trying to renew the epoch while dirty.
+//! Fail closed (G4): while an invalidation may have been lost the store is
+//! *dirty* and serves nothing until its epoch is renewed (`dirt.rs`); while
+//! a call fails it is *down* and nothing waits on it (`breaker.rs`).
 //!
 //! Every invalidation and epoch renewal is also published on the
 //! `{prefix}inv` channel, in the same script as the write. In fast mode an
 //! instance subscribes to it and serves hits from its local tier (see
 //! `local.rs`); strict-mode instances ignore it.
 
+mod breaker;
 mod bumped;
 mod dirt;
 mod follow;
@@ -42,15 +33,17 @@ use fred::prelude::*;
 use fred::types::scripts::Script;
 use fred::types::Expiration;
 
+use self::breaker::Breaker;
 use self::bumped::Bumped;
 use self::dirt::Dirt;
 use self::follow::{follow, SUBSCRIBER_BUFFER};
-use self::scripts::{builder, INVALIDATE_LUA, LOOKUP_LUA, RENEW_LUA};
+use self::scripts::{builder, LookupReply, INVALIDATE_LUA, LOOKUP_LUA, RENEW_LUA};
 use super::coalesce::Coalescer;
 use super::contract::{CacheStore, Lookup, StoreError};
 use super::local::{LocalCounters, LocalTier};
 use crate::cache::key::{KeyBase, TableKey};
 use crate::config::{CacheConfig, CacheMode};
+use crate::observe::Metrics;
 
 /// How long startup waits for Redis before serving without it.
 const STARTUP_WAIT: Duration = Duration::from_secs(2);
@@ -82,6 +75,7 @@ pub struct RedisStore {
     coalescer: Coalescer,
     /// This store, for the invalidation runner it spawns.
     me: std::sync::Weak<RedisStore>,
+    breaker: Breaker,
 }
 
 impl RedisStore {
@@ -91,8 +85,12 @@ impl RedisStore {
     pub async fn connect(
         url: &str,
         config: &CacheConfig,
-        counters: LocalCounters,
+        metrics: &Metrics,
     ) -> Result<Arc<RedisStore>, StoreError> {
+        let counters = LocalCounters {
+            hits: metrics.local_hits.clone(),
+            resets: metrics.local_resets.clone(),
+        };
         let builder = builder(url, config.store_timeout)?;
         let pool = builder
             .build_pool(config.redis_pool_size)
@@ -126,6 +124,11 @@ impl RedisStore {
             coalescer: Coalescer::default(),
             generation: Arc::new(AtomicU64::new(0)),
             bumped: Bumped::default(),
+            breaker: Breaker::new(
+                metrics.store_up.clone(),
+                metrics.store_transitions.with_label_values(&["down"]),
+                metrics.store_transitions.with_label_values(&["up"]),
+            ),
         });
         for client in store.pool.clients() {
             dirt::watch(client, store.dirty.clone(), store.generation.clone());
@@ -150,12 +153,23 @@ impl RedisStore {
             loop {
                 tokio::time::sleep(REPAIR_INTERVAL).await;
                 let Some(store) = weak.upgrade() else { return };
-                if store.dirty.is_dirty() {
+                if store.breaker.is_down() {
+                    store.probe().await;
+                }
+                if store.dirty.is_dirty() && !store.breaker.is_down() {
                     let _ = store.repair().await;
                 }
             }
         });
         Ok(store)
+    }
+
+    /// Asks Redis for a PING; an answer closes the breaker.
+    async fn probe(&self) {
+        let call = Box::pin(self.pool.next().ping::<String>(None));
+        if scripts::bounded(self.timeout, call).await.is_ok() {
+            self.breaker.reset();
+        }
     }
 
     /// Leases for work one instance does for all that share this store.
@@ -175,31 +189,17 @@ impl RedisStore {
         format!("{}v:{}", self.tag, table.as_str())
     }
 
-    /// `call` within the store's timeout (see [`scripts::bounded`]).
+    /// `call` within the store's timeout (see [`scripts::bounded`]); a
+    /// failure or a timeout trips the breaker.
     async fn bounded<T>(
         &self,
         call: impl std::future::Future<Output = Result<T, Error>>,
     ) -> Result<T, StoreError> {
-        scripts::bounded(self.timeout, call).await
-    }
-
-    /// A lookup that began after this instance's bump of a table to v must
-    /// read at least v. Less means Redis lost data: the store turns dirty
-    /// and this answer is not used.
-    fn check_versions(
-        &self,
-        keys: &[String],
-        versions: &[u64],
-        bumps_before: u64,
-    ) -> Result<(), StoreError> {
-        match self.bumped.went_backwards(keys, versions, bumps_before) {
-            Some((key, version, bumped_to)) => {
-                tracing::error!(%key, version, bumped_to, "a table version went backwards (redis lost data); renewing the cache epoch");
-                self.dirty.mark();
-                Err(StoreError::Recovering)
-            }
-            None => Ok(()),
+        let result = scripts::bounded(self.timeout, call).await;
+        if result.is_err() {
+            self.breaker.trip();
         }
+        result
     }
 
     /// Whether a fill's versions (those its lookup read, one per table of
@@ -301,6 +301,9 @@ impl RedisStore {
 
 impl CacheStore for RedisStore {
     async fn lookup(&self, base: &KeyBase, tables: &[TableKey]) -> Result<Lookup, StoreError> {
+        if self.breaker.is_down() {
+            return Err(StoreError::Down);
+        }
         if self.dirty.is_dirty() {
             self.repair().await?;
         }
@@ -338,30 +341,21 @@ impl CacheStore for RedisStore {
             // The connection failed or came back while this lookup ran.
             return Err(StoreError::Recovering);
         }
-        let Value::Array(parts) = reply else {
-            return Err(StoreError::Backend(
-                "unexpected reply to the lookup script".into(),
-            ));
-        };
-        let mut parts = parts.into_iter();
-        let key = match parts.next() {
-            Some(Value::String(s)) => s.to_string(),
-            Some(Value::Bytes(b)) => String::from_utf8_lossy(&b).into_owned(),
-            _ => return Err(StoreError::Backend("lookup script returned no key".into())),
-        };
-        let value = match parts.next() {
-            Some(Value::Bytes(b)) => Some(b),
-            Some(Value::String(s)) => Some(Bytes::copy_from_slice(s.as_bytes())),
-            _ => None,
-        };
-        let remaining = match parts.next() {
-            Some(Value::Integer(ms)) if ms > 0 => Some(Duration::from_millis(ms as u64)),
-            _ => None,
-        };
+        let LookupReply {
+            key,
+            value,
+            remaining,
+        } = LookupReply::decode(reply)?;
         let mut stamp = key.get(prefix.len()..).unwrap_or_default().split('.');
         let epoch = stamp.next().unwrap_or_default();
         let versions: Vec<u64> = stamp.map(|v| v.parse().unwrap_or(0)).collect();
-        self.check_versions(&version_keys, &versions, bumps_before)?;
+        if self
+            .bumped
+            .lost_data(&version_keys, &versions, bumps_before)
+        {
+            self.dirty.mark();
+            return Err(StoreError::Recovering);
+        }
         if let (Some(local), Some(ticket)) = (&self.local, ticket) {
             let entry = value.as_ref().zip(remaining);
             local.learn(ticket, epoch, &version_keys, &versions, &key, entry);
@@ -384,6 +378,9 @@ impl CacheStore for RedisStore {
         tables: &[TableKey],
         versions: &[u64],
     ) -> Result<bool, StoreError> {
+        if self.breaker.is_down() {
+            return Err(StoreError::Down);
+        }
         if self.dirty.is_dirty() {
             return Err(StoreError::Recovering);
         }
@@ -412,6 +409,12 @@ impl CacheStore for RedisStore {
         if tables.is_empty() {
             return Ok(());
         }
+        if self.breaker.is_down() {
+            // Not recorded: fail closed at once (nothing is served until
+            // the epoch is renewed) instead of waiting on a store that is down.
+            self.dirty.mark();
+            return Err(StoreError::Down);
+        }
         let (done, start) = self.coalescer.push(tables);
         if start {
             if let Some(store) = self.me.upgrade() {
@@ -431,7 +434,7 @@ impl CacheStore for RedisStore {
     }
 
     async fn ready(&self) -> bool {
-        if self.dirty.is_dirty() {
+        if self.dirty.is_dirty() || self.breaker.is_down() {
             return false;
         }
         let client = self.pool.next();

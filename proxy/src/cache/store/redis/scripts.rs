@@ -1,9 +1,10 @@
 //! The Lua scripts the Redis store runs (each one round trip, atomic in
-//! Redis), and the client builder with pgstash's timeouts and reconnect
-//! policy.
+//! Redis) and the lookup script's reply, and the client builder with
+//! pgstash's timeouts and reconnect policy.
 
 use std::time::Duration;
 
+use bytes::Bytes;
 use fred::prelude::*;
 
 use crate::cache::store::contract::StoreError;
@@ -72,5 +73,43 @@ pub async fn bounded<T>(
         Ok(Err(e)) if *e.kind() == ErrorKind::Timeout => Err(StoreError::Timeout(timeout)),
         Ok(Err(e)) => Err(StoreError::Backend(e.to_string())),
         Err(_) => Err(StoreError::Timeout(timeout)),
+    }
+}
+
+/// What the lookup script answered: the full key it built, the entry under
+/// it if any, and the entry's remaining time to live.
+pub struct LookupReply {
+    pub key: String,
+    pub value: Option<Bytes>,
+    pub remaining: Option<Duration>,
+}
+
+impl LookupReply {
+    pub fn decode(reply: Value) -> Result<LookupReply, StoreError> {
+        let Value::Array(parts) = reply else {
+            return Err(StoreError::Backend(
+                "unexpected reply to the lookup script".into(),
+            ));
+        };
+        let mut parts = parts.into_iter();
+        let key = match parts.next() {
+            Some(Value::String(s)) => s.to_string(),
+            Some(Value::Bytes(b)) => String::from_utf8_lossy(&b).into_owned(),
+            _ => return Err(StoreError::Backend("lookup script returned no key".into())),
+        };
+        let value = match parts.next() {
+            Some(Value::Bytes(b)) => Some(b),
+            Some(Value::String(s)) => Some(Bytes::copy_from_slice(s.as_bytes())),
+            _ => None,
+        };
+        let remaining = match parts.next() {
+            Some(Value::Integer(ms)) if ms > 0 => Some(Duration::from_millis(ms as u64)),
+            _ => None,
+        };
+        Ok(LookupReply {
+            key,
+            value,
+            remaining,
+        })
     }
 }
