@@ -3,7 +3,10 @@
 //! pgstash would be (`Source` `replication`), and heartbeats read back move
 //! the database's proof on (`heartbeat.rs`). The position confirmed to
 //! Postgres never passes what is recorded, so a persistent slot resumes
-//! without losing an invalidation. Any error ends the stream: the proof is
+//! without losing an invalidation. A commit is recorded only once Postgres
+//! shows its transaction visible (`visible.rs`): commits are held while
+//! more of the stream is already waiting, then checked and recorded as one
+//! batch. Any error ends the stream: the proof is
 //! dropped (the cache fails closed for the database) and the consumer
 //! starts over; a slot made anew means writes may have been missed, so the
 //! whole cache is emptied before anything is proven again.
@@ -18,6 +21,7 @@ use super::error::ReplicationError;
 use super::heartbeat::{Beats, PREFIX};
 use super::protocol::{self, Lsn, Output, Stream};
 use super::stream::ReplicationStream;
+use super::visible;
 use crate::backend::connect::ConnectTarget;
 use crate::backend::control;
 use crate::cache::freshness::Proof;
@@ -61,13 +65,35 @@ impl Drop for Leading {
     }
 }
 
+/// Commits held before they are recorded, at most this many at once.
+const HOLD_MAX: usize = 1024;
+
 /// A transaction being read.
 #[derive(Default)]
 struct Changes {
+    /// From its Begin message.
+    xid: Option<u32>,
     relations: HashSet<u32>,
     /// A relation's definition changed (a Relation message for one already
     /// known): catalog facts must be read again.
     ddl: bool,
+}
+
+/// Committed transactions read but not yet recorded: they wait until
+/// Postgres shows them visible.
+#[derive(Default)]
+struct Held {
+    /// Transactions with writes to record.
+    xids: Vec<u32>,
+    writes: Writes,
+    /// Where the stream is once they are recorded.
+    end: Lsn,
+}
+
+impl Held {
+    fn is_empty(&self) -> bool {
+        self.xids.is_empty() && self.end == 0
+    }
 }
 
 impl Consumer {
@@ -153,12 +179,26 @@ impl Consumer {
         }
         tracing::info!(%database, slot = %slot.name, temporary = self.config.temporary, "following the replication stream");
         *self.slot.lock().unwrap_or_else(|e| e.into_inner()) = Some(slot.name.clone());
+        let snapshot = control.prepare(visible::SNAPSHOT_SQL).await?;
+        let priority = control
+            .prepare(
+                "SELECT coalesce(max(sync_priority), 0) FROM pg_stat_replication WHERE pid = $1",
+            )
+            .await?;
+        let walsender = stream.pid();
         let mut names: HashMap<u32, Vec<TableRef>> = HashMap::new();
         let mut changes: Option<Changes> = None;
+        let mut held = Held::default();
         let mut applied: Lsn = 0;
         let mut confirmed: Lsn = 0;
         let mut tick = tokio::time::interval(CONFIRM_EVERY);
         loop {
+            if !held.is_empty() && (!stream.has_waiting() || held.xids.len() >= HOLD_MAX) {
+                let end = self
+                    .release(database, &control, &snapshot, &mut held)
+                    .await?;
+                applied = applied.max(end);
+            }
             let frame = tokio::select! {
                 frame = stream.next() => frame?,
                 _ = tick.tick() => {
@@ -166,6 +206,13 @@ impl Consumer {
                         stream.confirm(applied).await?;
                         tracing::trace!(%database, lsn = %protocol::format_lsn(applied), "confirmed");
                         confirmed = applied;
+                    }
+                    // A synchronous standby's commits wait for its
+                    // confirmation, and pgstash confirms a commit only
+                    // once it is visible: they would wait on each other.
+                    let row = control.query_one(&priority, &[&walsender]).await?;
+                    if row.try_get::<_, i32>(0)? > 0 {
+                        return Err(ReplicationError::SynchronousStandby);
                     }
                     continue;
                 }
@@ -175,7 +222,7 @@ impl Consumer {
                 Stream::Keepalive { end, reply } => {
                     // Nothing is in flight between transactions: all the
                     // server has is read once the keepalive is.
-                    if changes.is_none() {
+                    if changes.is_none() && held.is_empty() {
                         applied = applied.max(end);
                     }
                     if reply {
@@ -188,7 +235,12 @@ impl Consumer {
             };
             let _ = end;
             match protocol::decode_output(message)? {
-                Output::Begin { .. } => changes = Some(Changes::default()),
+                Output::Begin { xid, .. } => {
+                    changes = Some(Changes {
+                        xid: Some(xid),
+                        ..Changes::default()
+                    })
+                }
                 Output::Relation {
                     oid,
                     namespace,
@@ -219,9 +271,14 @@ impl Consumer {
                 Output::Commit { end_lsn } => {
                     self.event("commit");
                     if let Some(tx) = changes.take() {
-                        self.record(database, &names, tx).await?;
+                        let xid = tx.xid;
+                        let writes = writes_of(&names, tx);
+                        if !writes.tables.is_empty() || writes.all || writes.ddl {
+                            held.xids.extend(xid);
+                            held.writes.merge(writes);
+                        }
                     }
-                    applied = applied.max(end_lsn);
+                    held.end = held.end.max(end_lsn);
                 }
                 Output::Message {
                     transactional: false,
@@ -229,6 +286,14 @@ impl Consumer {
                     prefix,
                     content,
                 } if prefix == PREFIX => {
+                    // Everything committed before the heartbeat is
+                    // recorded before it proves anything.
+                    if !held.is_empty() {
+                        let end = self
+                            .release(database, &control, &snapshot, &mut held)
+                            .await?;
+                        applied = applied.max(end);
+                    }
                     if let Some(sent) = self.beats.read_back(content) {
                         self.event("heartbeat");
                         self.proof.prove(sent);
@@ -242,33 +307,23 @@ impl Consumer {
         }
     }
 
-    /// Invalidates what one committed transaction changed.
-    async fn record(
+    /// Records the held commits once Postgres shows them visible; returns
+    /// the position they reach.
+    async fn release(
         &self,
         database: &str,
-        names: &HashMap<u32, Vec<TableRef>>,
-        tx: Changes,
-    ) -> Result<(), ReplicationError> {
-        let mut writes = Writes {
-            ddl: tx.ddl,
-            ..Writes::default()
-        };
-        for oid in &tx.relations {
-            match names.get(oid) {
-                Some(tables) => writes.merge(Writes {
-                    tables: tables.clone(),
-                    ..Writes::default()
-                }),
-                // pgoutput names a relation before its first change; one it
-                // did not name is a protocol surprise: invalidate everything.
-                None => writes.all = true,
-            }
+        control: &tokio_postgres::Client,
+        snapshot: &tokio_postgres::Statement,
+        held: &mut Held,
+    ) -> Result<Lsn, ReplicationError> {
+        let batch = std::mem::take(held);
+        if !batch.xids.is_empty() {
+            visible::wait_until_visible(control, snapshot, &batch.xids).await?;
+            self.invalidator
+                .record(SOURCE, database, &batch.writes)
+                .await?;
         }
-        if writes.tables.is_empty() && !writes.all {
-            return Ok(());
-        }
-        self.invalidator.record(SOURCE, database, &writes).await?;
-        Ok(())
+        Ok(batch.end)
     }
 
     fn event(&self, kind: &str) {
@@ -277,4 +332,24 @@ impl Consumer {
             .with_label_values(&[kind])
             .inc();
     }
+}
+
+/// The tables one committed transaction changed.
+fn writes_of(names: &HashMap<u32, Vec<TableRef>>, tx: Changes) -> Writes {
+    let mut writes = Writes {
+        ddl: tx.ddl,
+        ..Writes::default()
+    };
+    for oid in &tx.relations {
+        match names.get(oid) {
+            Some(tables) => writes.merge(Writes {
+                tables: tables.clone(),
+                ..Writes::default()
+            }),
+            // pgoutput names a relation before its first change; one it
+            // did not name is a protocol surprise: invalidate everything.
+            None => writes.all = true,
+        }
+    }
+    writes
 }

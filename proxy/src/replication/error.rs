@@ -19,6 +19,14 @@ pub enum ReplicationError {
     Store(#[from] StoreError),
     #[error("publication {0:?} does not exist (run `pgstash replication setup`)")]
     NoPublication(String),
+    #[error("pg_current_snapshot() answered in an unknown format")]
+    Snapshot,
+    #[error(
+        "a streamed commit did not become visible within 10 s (is pgstash a synchronous standby?)"
+    )]
+    NeverVisible,
+    #[error("Postgres counts pgstash's replication connection (application_name 'pgstash') as a synchronous standby: commits would wait for pgstash. Name your standbys in synchronous_standby_names instead of '*'")]
+    SynchronousStandby,
     #[error("replication slot {0:?} was lost (max_slot_wal_keep_size?) and dropped")]
     SlotLost(String),
 }

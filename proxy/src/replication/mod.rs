@@ -25,6 +25,7 @@ mod protocol;
 pub mod setup;
 mod shared;
 mod stream;
+mod visible;
 
 use std::sync::{Arc, Mutex};
 use std::time::Duration;

@@ -38,8 +38,9 @@ pub enum Stream<'a> {
 /// One `pgoutput` message, as far as invalidation needs it.
 #[derive(Debug, PartialEq, Eq)]
 pub enum Output<'a> {
-    /// A transaction's changes follow; it commits at `final_lsn`.
-    Begin { final_lsn: Lsn },
+    /// A transaction's changes follow; it commits at `final_lsn`. `xid`
+    /// is its (32-bit) transaction id.
+    Begin { final_lsn: Lsn, xid: u32 },
     /// The transaction's changes end; `end_lsn` is where the next one may
     /// start (the position to confirm once it is recorded).
     Commit { end_lsn: Lsn },
@@ -93,9 +94,14 @@ pub fn decode_stream(payload: &[u8]) -> Result<Stream<'_>, NetError> {
 pub fn decode_output(message: &[u8]) -> Result<Output<'_>, NetError> {
     let mut body = Body::new(message, "pgoutput message");
     match body.u8()? {
-        b'B' => Ok(Output::Begin {
-            final_lsn: body.i64()? as Lsn,
-        }),
+        b'B' => {
+            let final_lsn = body.i64()? as Lsn;
+            let _committed_at = body.i64()?;
+            Ok(Output::Begin {
+                final_lsn,
+                xid: body.i32()? as u32,
+            })
+        }
         b'C' => {
             let _flags = body.u8()?;
             let _commit_lsn = body.i64()?;
@@ -178,6 +184,22 @@ mod tests {
         out.extend_from_slice(&0i64.to_be_bytes());
         out.extend_from_slice(message);
         out
+    }
+
+    #[test]
+    fn begin_carries_the_transaction_id() {
+        let mut begin = vec![b'B'];
+        begin.extend_from_slice(&0x0100_0000u64.to_be_bytes());
+        begin.extend_from_slice(&0i64.to_be_bytes());
+        begin.extend_from_slice(&0xfffe_0001u32.to_be_bytes());
+        assert_eq!(
+            decode_output(&begin).unwrap(),
+            Output::Begin {
+                final_lsn: 0x0100_0000,
+                xid: 0xfffe_0001
+            }
+        );
+        assert!(decode_output(&begin[..begin.len() - 1]).is_err());
     }
 
     #[test]

@@ -125,7 +125,36 @@ async fn check(
         }
         Err(e) => checks.push(failed("replication slots", e)),
     }
+    match setting("synchronous_standby_names").await {
+        Ok(names) => {
+            let matches = names_pgstash(&names);
+            checks.push(Check {
+                what: format!("synchronous_standby_names = {names:?}"),
+                ok: !matches,
+                note: if matches {
+                    format!(
+                        "names pgstash's replication connection (application_name '{}'), \
+                         so commits could wait for pgstash: list your standbys by name",
+                        super::stream::APPLICATION_NAME
+                    )
+                } else {
+                    "pgstash is never a synchronous standby".into()
+                },
+            });
+        }
+        Err(e) => checks.push(failed("synchronous_standby_names", e)),
+    }
     checks.push(ensure_publication(client, publication).await);
+}
+
+/// Whether a `synchronous_standby_names` value (`a, b`, `FIRST 1 (a, b)`,
+/// `ANY 2 (*)`) names pgstash's replication connection: `*` or its
+/// application name (compared as Postgres does, without case).
+fn names_pgstash(value: &str) -> bool {
+    value
+        .split(|c: char| c == ',' || c == '(' || c == ')' || c.is_whitespace())
+        .map(|name| name.trim_matches('"'))
+        .any(|name| name == "*" || name.eq_ignore_ascii_case(super::stream::APPLICATION_NAME))
 }
 
 async fn ensure_publication(client: &tokio_postgres::Client, publication: &str) -> Check {
@@ -179,4 +208,20 @@ fn failed(what: &str, e: tokio_postgres::Error) -> Check {
 
 fn quote_ident(name: &str) -> String {
     crate::backend::params::quote_ident(name)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::names_pgstash;
+
+    #[test]
+    fn synchronous_standby_names_that_would_make_pgstash_a_standby() {
+        assert!(names_pgstash("*"));
+        assert!(names_pgstash("FIRST 1 (replica1, *)"));
+        assert!(names_pgstash("ANY 2 (a, \"PGSTASH\")"));
+        assert!(names_pgstash("pgstash"));
+        assert!(!names_pgstash(""));
+        assert!(!names_pgstash("FIRST 1 (replica1, replica2)"));
+        assert!(!names_pgstash("pgstash_replica"));
+    }
 }

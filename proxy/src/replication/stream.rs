@@ -12,6 +12,9 @@ use crate::backend::ServerConn;
 use crate::net::message::tag;
 use crate::net::Frame;
 
+/// How the replication connection shows in `pg_stat_replication`.
+pub const APPLICATION_NAME: &str = "pgstash";
+
 /// A replication connection.
 pub struct ReplicationStream {
     conn: ServerConn,
@@ -27,7 +30,14 @@ pub struct Slot {
 
 impl ReplicationStream {
     pub async fn connect(target: &ConnectTarget) -> Result<ReplicationStream, ReplicationError> {
-        let conn = connect_with(target, &[("replication", "database")]).await?;
+        let conn = connect_with(
+            target,
+            &[
+                ("replication", "database"),
+                ("application_name", APPLICATION_NAME),
+            ],
+        )
+        .await?;
         Ok(ReplicationStream { conn })
     }
 
@@ -125,6 +135,20 @@ impl ReplicationStream {
                 }
             }
         }
+    }
+
+    /// The walsender's process id.
+    pub fn pid(&self) -> i32 {
+        self.conn.pid
+    }
+
+    /// Whether a whole message is already read and waiting: [`next`] would
+    /// answer without waiting for the network.
+    ///
+    /// [`next`]: ReplicationStream::next
+    pub fn has_waiting(&mut self) -> bool {
+        // A malformed frame counts as waiting: `next` reports it.
+        self.conn.reader.peek().map_or(true, |f| f.is_some())
     }
 
     /// Tells the server everything up to `applied` is done with: it may

@@ -16,6 +16,8 @@ use pgstash_tests::postgres::{connect, describe, try_value, value};
 use pgstash_tests::TestPostgres;
 use tokio_postgres::Client;
 
+mod visibility;
+
 const MAX_LAG: Duration = Duration::from_millis(500);
 
 const SCHEMA: &str = r#"
