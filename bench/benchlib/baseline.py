@@ -95,6 +95,13 @@ def check_binary(path):
     return r.stdout.strip()
 
 
+def supports_replication(path):
+    """Whether a pgstash binary knows `serve --replication` (older ones do
+    not: their twins of the replication systems are not started)."""
+    r = subprocess.run([path, "serve", "--help"], capture_output=True, text=True, timeout=30)
+    return "--replication" in r.stdout
+
+
 def sha256(path):
     h = hashlib.sha256()
     with open(path, "rb") as f:

@@ -7,13 +7,14 @@ import statistics
 from . import baseline
 
 SYSTEMS = ["direct", "pgbouncer", "pgpool", "pgstash_pass", "pgstash_pass1", "pgstash_log0",
-           "pgstash_mem",
-           "pgstash_redis", "pgstash_fast", "pgstash_always"]
+           "pgstash_mem", "pgstash_repl",
+           "pgstash_redis", "pgstash_redis_repl", "pgstash_fast", "pgstash_always"]
 SHORT = {"direct": "direct", "pgbouncer": "PgBouncer", "pgpool": "pgpool-II",
          "pgstash_pass": "pgstash pass", "pgstash_pass1": "pgstash pass 1w",
          "pgstash_log0": "pgstash pass log-all",
          "pgstash_mem": "pgstash mem", "pgstash_redis": "pgstash redis",
-         "pgstash_fast": "pgstash redis fast", "pgstash_always": "pgstash redis adaptive off"}
+         "pgstash_fast": "pgstash redis fast", "pgstash_always": "pgstash redis adaptive off",
+         "pgstash_repl": "pgstash mem repl", "pgstash_redis_repl": "pgstash redis repl"}
 
 
 def short(key):
@@ -115,6 +116,9 @@ def against_baseline(result):
 
 MARK = {"within": "✓", "better": "▲", "worse": "▼", None: ""}
 
+HIT_SYSTEMS = ("pgpool", "pgstash_mem", "pgstash_repl", "pgstash_redis", "pgstash_redis_repl",
+               "pgstash_fast", "pgstash_always")
+
 
 def _baseline_section(result):
     b, rows, v = result["baseline"], result.get("against_baseline") or [], result["versions"]
@@ -177,6 +181,70 @@ def _baseline_section(result):
     return out + [""]
 
 
+def lag_cell(res, q):
+    """A commit-to-invalidation percentile in ms, or `never` when it falls on
+    a write no read returned during the run."""
+    if res.get(f"lag_{q}_never"):
+        return "never"
+    v = res.get(f"lag_{q}_ms")
+    return "–" if v is None else f"{v:.1f}"
+
+
+def _direct_writes_section(result):
+    p = result["params"].get("direct_writes") or {}
+    lag_ms = (p.get("max_lag_s") or 0.5) * 1000
+    out = ["## Writes that bypass pgstash", "",
+           f"The `direct_writes` workload (`benchlib/direct_writes.py`): a writer updates "
+           f"{p.get('keys')} hot accounts (aid {p.get('first_aid')}…) *directly on Postgres* "
+           "at a fixed rate (autocommit, `synchronous_commit = on` in its session), while "
+           f"{p.get('readers')} readers read the same rows *through the system* in tight loops "
+           f"(`SELECT abalance … WHERE aid = $1`, extended protocol), for {p.get('seconds')} s "
+           f"of writes + {p.get('tail_s')} s of reads. **Seen after**: from a write's "
+           "acknowledgement to the end of the first read that returned it (or a later "
+           "value): commit-to-invalidation latency plus up to one read of the row (`direct` "
+           "shows that floor); `never`: the percentile falls on writes no read returned "
+           f"before the run ended. **Stale**: reads returning a value older than one "
+           f"acknowledged more than {lag_ms:.0f} ms (pgstash's `max_lag`) before the read "
+           "started; **max staleness**: the most a read's value had been superseded when it "
+           "started. pgstash without `--replication` (and pgpool-II) cannot see these "
+           "writes: their stale reads are expected. **lag bypass**: reads pgstash sent "
+           "upstream because the replication stream was not proven current "
+           "(`pgstash_cache_bypass_total{reason=\"replication_lag\"}`).", ""]
+    rows = []
+    for rate in p.get("rates") or []:
+        for s in SYSTEMS:
+            res = (result["direct_writes"].get(s) or {}).get(str(rate))
+            if res is None:
+                continue
+            if "writes" not in res:
+                rows.append([short(s), f"{rate}/s", "failed: " + "; ".join(res["errors"][:1])]
+                            + ["–"] * 9)
+                continue
+            h, m = res.get("hits"), res.get("misses")
+            hr = f"{100 * h / (h + m):.1f}%" if h is not None and (h + m) else "–"
+            lb = res.get("replication_lag_bypass")
+            rows.append([
+                short(s) + ("" if res["ok"] else " ✗"),
+                f"{rate}/s ({res['writes_per_s']:.0f})", f"{res['writes']:,}",
+                f"{lag_cell(res, 'p50')} / {lag_cell(res, 'p99')} / {lag_cell(res, 'max')}",
+                f"{res['unseen']:,}", f"{res['stale_reads']:,}",
+                f"{res['max_staleness_ms']:.1f}", f"{res['reads_per_s']:,.0f}", hr,
+                "–" if lb is None else f"{lb:,.0f}",
+                f"{res['write_ack_p50_ms']:.2f}" if res.get("write_ack_p50_ms") is not None
+                else "–"])
+    out += [md_table(["system", "writes/s target (achieved)", "writes",
+                      "seen after p50 / p99 / max ms", "never seen", "stale reads",
+                      "max staleness ms", "reads/s", "cache hits", "lag bypass",
+                      "write ack p50 ms"], rows), ""]
+    examples = [f"- {short(s)} at {rate}/s: {x}"
+                for s, per in result["direct_writes"].items() if s.startswith("pgstash_")
+                and "repl" in s for rate, res in per.items()
+                for x in (res.get("stale_examples") or [])[:3]]
+    if examples:
+        out += ["Stale reads with replication on (a pgstash bug):", ""] + examples + [""]
+    return out
+
+
 def render(result):
     m, v, p = result["machine"], result["versions"], result["params"]
     summary, workloads = result["summary"], result["workloads"]
@@ -192,7 +260,7 @@ def render(result):
 
     out += ["## Targets", "", "```"]
     for t in result["targets"]:
-        val = "n/a" if t["ratio"] is None else f"{t['ratio']:.2f}"
+        val = t.get("shown") or ("n/a" if t["ratio"] is None else f"{t['ratio']:.2f}")
         out.append(f"{t['status']:4}  {t['name']}: {val} (target {t['op']} "
                    f"{t['threshold']:g}; {t['basis']})")
     out += ["```", ""]
@@ -251,7 +319,8 @@ def render(result):
              ("pgstash_mem", "direct"), ("pgstash_mem", "pgpool"),
              ("pgstash_redis", "direct"), ("pgstash_fast", "direct"),
              ("pgstash_mem", "pgstash_pass"), ("pgstash_redis", "pgstash_pass"),
-             ("pgstash_fast", "pgstash_pass"), ("pgstash_always", "pgstash_pass")]
+             ("pgstash_fast", "pgstash_pass"), ("pgstash_always", "pgstash_pass"),
+             ("pgstash_repl", "pgstash_mem"), ("pgstash_redis_repl", "pgstash_redis")]
     rows = []
     for w in workloads:
         key = "p50_ms" if w["metric"] == "latency" else "tps"
@@ -272,20 +341,20 @@ def render(result):
     for w in workloads:
         cells = summary.get(w["name"], {})
         row = [f"`{w['name']}`"]
-        for s in ("pgpool", "pgstash_mem", "pgstash_redis", "pgstash_fast", "pgstash_always"):
+        for s in HIT_SYSTEMS:
             hr = (cells.get(s) or {}).get("hit_ratio")
             row.append("–" if hr is None else f"{hr * 100:.1f}%")
         rows.append(row)
-    out += [md_table(["workload", "pgpool-II", "pgstash mem", "pgstash redis",
-                      "pgstash redis fast", "pgstash redis adaptive off"], rows), ""]
+    out += [md_table(["workload"] + [SHORT[s] for s in HIT_SYSTEMS], rows), ""]
 
     out += ["## Proxy CPU per transaction", "",
             "User / system CPU microseconds the proxy process used per transaction during "
             "the measured runs (`/proc/PID/stat`; PgBouncer and pgstash are one process "
             "each). On a machine where clients, proxy and Postgres share the cores, this "
             "is what a proxy takes away from the others.", ""]
-    cpu_systems = [s for s in ("pgbouncer", "pgstash_pass", "pgstash_pass1", "pgstash_log0", "pgstash_mem",
-                               "pgstash_redis", "pgstash_fast", "pgstash_always")
+    cpu_systems = [s for s in ("pgbouncer", "pgstash_pass", "pgstash_pass1", "pgstash_log0",
+                               "pgstash_mem", "pgstash_repl", "pgstash_redis",
+                               "pgstash_redis_repl", "pgstash_fast", "pgstash_always")
                    if s in systems]
     rows = []
     for w in workloads:
@@ -319,6 +388,9 @@ def render(result):
                 for m, e in c["modes"].items() for x in e.get("examples", [])[:2]]
     if examples:
         out += ["Examples of stale reads:", ""] + examples + [""]
+
+    if result.get("direct_writes"):
+        out += _direct_writes_section(result)
 
     out += ["## Idle client connections", "",
             f"{p['idle_connections']:,} connections opened (startup + trust login, then idle); "

@@ -13,6 +13,9 @@ stopped at the end:
   pgstash_fast   the same in fast mode (local tier, pub/sub invalidation)
   pgstash_always pgstash_redis with `adaptive = false` on every rule: every
                  read is looked up, so its misses measure the miss path itself
+  pgstash_repl   pgstash_mem + `--replication`: also invalidated from Postgres'
+                 logical replication stream (writes that bypass pgstash)
+  pgstash_redis_repl  pgstash_redis + `--replication` (its own Redis key prefix)
   <pgstash_*>@base  with --baseline: the same system run from the baseline
                  binary (see baseline.py)
 
@@ -33,6 +36,7 @@ from . import procs
 PG_BIN = "/usr/lib/postgresql/15/bin"
 PG_USER = "postgres"   # OS user that owns the throwaway cluster, and its superuser
 DB = "bench"
+PUBLICATION = "pgstash"   # pgstash's [replication] publication (its default)
 
 
 def owned_dir(path):
@@ -55,6 +59,7 @@ class System:
     log_path: str = None
     command: list = None
     proc: object = None              # the Popen, for systems started in the foreground
+    replication: bool = False        # pgstash following the replication stream of DB
 
     def exit_code(self):
         """None while running; the exit code once the process has ended."""
@@ -105,6 +110,51 @@ def scrape_metrics(port):
     return out
 
 
+def metric_series(port):
+    """Every series on pgstash's /metrics, by its full name with labels as
+    written (`name{label="value"}`), or None when unreachable."""
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as r:
+            text = r.read().decode()
+    except OSError:
+        return None
+    out = {}
+    for line in text.splitlines():
+        if line and not line.startswith("#"):
+            name, _, value = line.rpartition(" ")
+            try:
+                out[name] = float(value)
+            except ValueError:
+                pass
+    return out
+
+
+CAUGHT_UP = f'pgstash_replication_caught_up{{database="{DB}"}}'
+LAG = f'pgstash_replication_lag_seconds{{database="{DB}"}}'
+LAG_BYPASS = 'pgstash_cache_bypass_total{reason="replication_lag"}'
+
+
+def replication_state(port):
+    """(caught up, lag in seconds or None, reads bypassed for replication lag
+    so far) of a pgstash following DB's replication stream."""
+    m = metric_series(port) or {}
+    lag = m.get(LAG)
+    return (m.get(CAUGHT_UP) == 1.0, None if lag in (None, float("inf")) else lag,
+            m.get(LAG_BYPASS, 0.0))
+
+
+def wait_caught_up(port, timeout=60.0):
+    """Poll /metrics until `pgstash_replication_caught_up{database=DB}` is 1.
+    -> seconds waited, or None when it was not within `timeout`."""
+    started = time.monotonic()
+    while True:
+        if replication_state(port)[0]:
+            return time.monotonic() - started
+        if time.monotonic() - started > timeout:
+            return None
+        time.sleep(0.1)
+
+
 def psql(port, sql, db=DB, timeout=60):
     r = subprocess.run(
         [f"{PG_BIN}/psql", "-X", "-A", "-t", "-F", "|", "-h", "127.0.0.1", "-p", str(port),
@@ -138,6 +188,13 @@ shared_buffers = 256MB
 # workloads measure the proxies rather than this machine's fsync.
 synchronous_commit = off
 max_wal_size = 4GB
+# pgstash_repl and pgstash_redis_repl follow the logical replication stream
+# (one temporary slot and one walsender each, baseline twins too). Logical
+# decoding streams only flushed WAL: the direct-writes writer sets
+# synchronous_commit = on in its own session (see direct_writes.py).
+wal_level = logical
+max_replication_slots = 20
+max_wal_senders = 20
 checkpoint_timeout = 30min
 autovacuum = on
 log_min_messages = warning
@@ -174,6 +231,9 @@ def start_postgres(sup, tmp, port, max_connections):
     with open(os.path.join(pgdata, "postmaster.pid")) as f:
         pid = int(f.readline())
     procs.run([f"{PG_BIN}/createdb", "-h", "127.0.0.1", "-p", str(port), "-U", PG_USER, DB])
+    # What `pgstash replication setup` would create; harmless for the others.
+    psql(port, f"CREATE PUBLICATION {PUBLICATION} FOR ALL TABLES")
+    conf += f"\n# and in database {DB}: CREATE PUBLICATION {PUBLICATION} FOR ALL TABLES"
     return System("direct", "Postgres (direct)", port, pid=pid,
                   configs={"postgresql.conf (appended)": conf.strip()}, log_path=log)
 
@@ -323,7 +383,7 @@ def start_pgpool(sup, tmp, port, pcp_port, pgport, children, ttl):
 
 def start_pgstash(sup, tmp, binary, key, label, port, mport, pgport, pool,
                   rules=None, redis_port=None, log_all=False, fast=False, workers=None,
-                  prefix=None):
+                  prefix=None, replication=False):
     d = os.path.join(tmp, key)
     os.makedirs(d, exist_ok=True)
     cmd = [binary, "serve"]
@@ -333,6 +393,11 @@ def start_pgstash(sup, tmp, binary, key, label, port, mport, pgport, pool,
         # keeps a system's entries apart from the others' in the shared Redis.
         config = ("[cache]\n" + ('mode = "fast"\n' if fast else "")
                   + (f'key_prefix = "{prefix}"\n' if prefix else ""))
+    if replication:
+        # --replication below; the benchmark's database is not the upstream
+        # URL's (it has none), so it is named here. max_lag: the default.
+        config = (config or "") + (f'[replication]\ndatabases = ["{DB}"]\n'
+                                   f'publication = "{PUBLICATION}"\nmax_lag = "500ms"\n')
     if config:
         path = os.path.join(d, "pgstash.toml")
         with open(path, "w") as f:
@@ -351,6 +416,8 @@ def start_pgstash(sup, tmp, binary, key, label, port, mport, pgport, pool,
         cmd += ["--rules", rules]
     if redis_port:
         cmd += ["--redis", f"redis://127.0.0.1:{redis_port}"]
+    if replication:
+        cmd.append("--replication")
     log = os.path.join(d, "pgstash.log")
     p = sup.spawn(key, cmd, log, cwd=d)
     if not procs.wait_port(port, 30, p):
@@ -371,7 +438,8 @@ def start_pgstash(sup, tmp, binary, key, label, port, mport, pgport, pool,
     if config:
         configs["pgstash.toml"] = config
     return System(key, label, port, pid=p.pid, caching=bool(rules), metrics_port=mport,
-                  configs=configs, log_path=log, command=cmd, proc=p)
+                  configs=configs, log_path=log, command=cmd, proc=p,
+                  replication=replication)
 
 
 def describe(systems):
