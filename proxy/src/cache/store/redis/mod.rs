@@ -50,7 +50,7 @@ use super::coalesce::Coalescer;
 use super::contract::{CacheStore, Lookup, StoreError};
 use super::local::{LocalCounters, LocalTier};
 use crate::cache::key::{KeyBase, TableKey};
-use crate::config::{CacheConfig, CacheMode};
+use crate::config::{CacheConfig, CacheMode, RedisTarget};
 
 /// How long startup waits for Redis before serving without it.
 const STARTUP_WAIT: Duration = Duration::from_secs(2);
@@ -93,7 +93,9 @@ impl RedisStore {
         config: &CacheConfig,
         counters: LocalCounters,
     ) -> Result<Arc<RedisStore>, StoreError> {
-        let builder = builder(url, config.store_timeout)?;
+        let target =
+            RedisTarget::new(url, config).map_err(|e| StoreError::Connect(e.to_string()))?;
+        let builder = builder(&target, config.store_timeout)?;
         let pool = builder
             .build_pool(config.redis_pool_size)
             .map_err(|e| StoreError::Connect(e.to_string()))?;
