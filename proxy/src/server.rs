@@ -159,7 +159,13 @@ impl Server {
         let workers = tokio::runtime::Handle::current().metrics().num_workers();
         context.metrics.workers.set(workers as i64);
         tokio::spawn(crate::admin::serve(metrics_listener, context.clone()));
-        tracing::info!(listen = %local_addr, upstream = %context.config.load().upstream.display, "pgstash listening");
+        let upstream = context.config.load().upstream.clone();
+        tracing::info!(listen = %local_addr, upstream = %upstream.display, sslmode = upstream.tls.mode.as_str(), "pgstash listening");
+        if matches!(upstream.host, crate::config::UpstreamHost::Unix(_))
+            && !upstream.tls.mode.allows_plain()
+        {
+            tracing::warn!(sslmode = upstream.tls.mode.as_str(), "the upstream is a Unix socket: connections to it are not encrypted, whatever sslmode says (as in libpq)");
+        }
         let tracker = TaskTracker::new();
         let shutdown = context.shutdown.clone();
         loop {

@@ -6,6 +6,7 @@
 //! See `tests/README.md` for the environment variables and how to run.
 
 pub mod cache;
+pub mod certs;
 pub mod differential;
 pub mod files;
 pub mod fixture;

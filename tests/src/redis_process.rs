@@ -6,32 +6,109 @@
 //! temporary directory only when told (`SAVE`, `SHUTDOWN SAVE`): automatic
 //! snapshots are off (`--save ""`), so the test decides exactly which state
 //! a restart comes back with.
+//!
+//! [`RedisOptions`] adds a TLS port (the plain one stays, for the test's
+//! own `redis-cli`) and an ACL user in place of the default user.
 
 use std::net::{SocketAddr, TcpStream};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 pub struct RedisProcess {
     pub port: u16,
+    /// The TLS port, when started with one.
+    pub tls_port: Option<u16>,
+    /// The ACL user (name, password) the test's `redis-cli` logs in as.
+    user: Option<(String, String)>,
+    /// Options for TLS and ACL, kept for restarts.
+    extra: Vec<String>,
     dir: PathBuf,
     child: Option<Child>,
     paused: bool,
 }
 
+/// A TLS listener for [`RedisProcess::start_with`].
+#[derive(Debug, Clone, Copy)]
+pub struct RedisTls<'a> {
+    pub cert: &'a Path,
+    pub key: &'a Path,
+    /// The CA client certificates must chain to.
+    pub ca: &'a Path,
+    /// `tls-auth-clients yes` (otherwise `no`).
+    pub client_certs: bool,
+}
+
+/// What a [`RedisProcess`] starts with besides its plain port.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct RedisOptions<'a> {
+    pub tls: Option<RedisTls<'a>>,
+    /// An ACL user (name, password) allowed everything; the default user
+    /// is then off, so every connection must log in.
+    pub user: Option<(&'a str, &'a str)>,
+}
+
 impl RedisProcess {
     /// Starts a fresh, empty server and waits until it answers.
     pub fn start() -> RedisProcess {
+        Self::start_with(RedisOptions::default())
+    }
+
+    /// Starts a fresh, empty server with `options` and waits until it answers.
+    pub fn start_with(options: RedisOptions<'_>) -> RedisProcess {
         let dir = std::env::temp_dir().join(crate::unique_name("pgstash-test-redis"));
         std::fs::create_dir_all(&dir).expect("create redis dir");
+        let mut extra = Vec::new();
+        let mut tls_port = None;
+        if let Some(tls) = options.tls {
+            let port = crate::servers::free_port();
+            tls_port = Some(port);
+            extra.extend(["--tls-port".to_owned(), port.to_string()]);
+            for (flag, path) in [
+                ("--tls-cert-file", tls.cert),
+                ("--tls-key-file", tls.key),
+                ("--tls-ca-cert-file", tls.ca),
+            ] {
+                extra.extend([flag.to_owned(), path.display().to_string()]);
+            }
+            let auth = if tls.client_certs { "yes" } else { "no" };
+            extra.extend(["--tls-auth-clients".to_owned(), auth.to_owned()]);
+        }
+        if let Some((name, password)) = options.user {
+            extra.extend(
+                [
+                    "--user",
+                    name,
+                    "on",
+                    &format!(">{password}"),
+                    "~*",
+                    "&*",
+                    "+@all",
+                ]
+                .map(str::to_owned),
+            );
+            extra.extend(["--user", "default", "off"].map(str::to_owned));
+        }
         let mut redis = RedisProcess {
             port: crate::servers::free_port(),
+            tls_port,
+            user: options.user.map(|(n, p)| (n.to_owned(), p.to_owned())),
+            extra,
             dir,
             child: None,
             paused: false,
         };
         redis.spawn();
         redis
+    }
+
+    /// How many clients are connected to `port` (`CLIENT LIST`'s `laddr`).
+    pub fn clients_on(&self, port: u16) -> usize {
+        let laddr = format!(" laddr=127.0.0.1:{port} ");
+        self.cli(&["CLIENT", "LIST"])
+            .lines()
+            .filter(|l| l.contains(&laddr))
+            .count()
     }
 
     pub fn url(&self) -> String {
@@ -56,6 +133,7 @@ impl RedisProcess {
             .args(["--dbfilename", "dump.rdb"])
             .arg("--dir")
             .arg(&self.dir)
+            .args(&self.extra)
             .stdout(Stdio::null())
             .stderr(Stdio::null());
         // SAFETY: prctl is async-signal-safe. The signal fires when the
@@ -88,11 +166,12 @@ impl RedisProcess {
 
     /// Runs `redis-cli -p PORT args…` and returns its output.
     pub fn cli(&self, args: &[&str]) -> String {
-        let out = Command::new("redis-cli")
-            .args(["-p", &self.port.to_string()])
-            .args(args)
-            .output()
-            .expect("cannot run redis-cli");
+        let mut cmd = Command::new("redis-cli");
+        cmd.args(["-p", &self.port.to_string()]);
+        if let Some((name, password)) = &self.user {
+            cmd.args(["--user", name, "--pass", password, "--no-auth-warning"]);
+        }
+        let out = cmd.args(args).output().expect("cannot run redis-cli");
         String::from_utf8_lossy(&out.stdout).into_owned()
     }
 

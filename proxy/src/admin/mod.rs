@@ -14,7 +14,7 @@ use axum::routing::{get, post};
 use axum::Router;
 use tokio::net::TcpListener;
 
-use crate::backend::connect::open_stream;
+use crate::backend::negotiate::open_stream;
 use crate::cache::{CacheStore, Source};
 use crate::context::Context;
 
@@ -113,13 +113,22 @@ async fn queries(State(context): State<Arc<Context>>) -> impl IntoResponse {
     axum::Json(report)
 }
 
-/// Sends an SSLRequest: a Postgres server answers with one byte, `S` or
-/// `N` (a plain TCP listener that is not Postgres does not).
+/// Opens the upstream transport as connections do (TLS per `sslmode`) and
+/// checks that Postgres is there: an answered SSLRequest (one byte, `S` or
+/// `N`; a plain TCP listener that is not Postgres sends none) or a TLS
+/// handshake proves it.
 async fn speaks_postgres(
     upstream: &crate::config::Upstream,
 ) -> Result<bool, crate::backend::BackendError> {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let mut stream = open_stream(upstream).await?;
+    // Negotiated as every upstream connection is: with a TLS sslmode, a
+    // server that cannot give it is not ready.
+    let transport = open_stream(upstream).await?;
+    if transport.answered {
+        return Ok(true);
+    }
+    // A plain transport has exchanged nothing yet: ask, as libpq would.
+    let mut stream = transport.stream;
     stream
         .write_all(&[0, 0, 0, 8, 0x04, 0xd2, 0x16, 0x2f])
         .await?;

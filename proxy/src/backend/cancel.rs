@@ -1,5 +1,6 @@
 //! Routing of CancelRequest: clients hold keys pgstash made up; each maps to
-//! the upstream backend running that client's query at the moment.
+//! the upstream backend running that client's query at the moment. The
+//! request goes upstream encrypted as every other upstream connection is.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -7,7 +8,7 @@ use std::sync::{Arc, Mutex};
 use bytes::{BufMut, BytesMut};
 use tokio::io::AsyncWriteExt;
 
-use super::connect::open_stream;
+use super::negotiate::open_stream;
 use crate::config::Upstream;
 
 /// The upstream backend a cancel must reach.
@@ -60,13 +61,15 @@ impl CancelRegistry {
 pub async fn send_cancel(upstream: &Upstream, target: CancelTarget) -> std::io::Result<()> {
     let mut stream = open_stream(upstream)
         .await
-        .map_err(|e| std::io::Error::other(e.to_string()))?;
+        .map_err(|e| std::io::Error::other(e.to_string()))?
+        .stream;
     let mut packet = BytesMut::with_capacity(16);
     packet.put_i32(16);
     packet.put_i32(80877102);
     packet.put_i32(target.pid);
     packet.put_i32(target.secret);
     stream.write_all(&packet).await?;
+    stream.flush().await?;
     // Postgres closes the connection once it has read the request.
     let mut sink = [0u8; 1];
     let _ = tokio::time::timeout(

@@ -1,6 +1,6 @@
-//! Opening a server connection: transport, StartupMessage, authentication
-//! (trust, cleartext, md5, SCRAM-SHA-256) and the greeting up to the first
-//! ReadyForQuery.
+//! Opening a server connection: the transport (`negotiate.rs`: TLS as
+//! `sslmode` says), StartupMessage, authentication (trust, cleartext, md5,
+//! SCRAM-SHA-256) and the greeting up to the first ReadyForQuery.
 
 use std::collections::{BTreeMap, HashSet};
 use std::time::Instant;
@@ -8,12 +8,12 @@ use std::time::Instant;
 use bytes::{BufMut, BytesMut};
 use postgres_protocol::authentication::md5_hash;
 use postgres_protocol::authentication::sasl::{ChannelBinding, ScramSha256};
-use tokio::net::{TcpStream, UnixStream};
 
 use super::error::BackendError;
+use super::negotiate::{self, LoginError};
 use super::params::SessionParams;
 use super::server::{ServerConn, UPSTREAM_FRAME_LIMIT};
-use crate::config::{Upstream, UpstreamHost};
+use crate::config::Upstream;
 use crate::net::frame::Body;
 use crate::net::message::{self, ftag, tag};
 use crate::net::{FrameReader, Stream};
@@ -27,21 +27,6 @@ pub struct ConnectTarget {
     pub password: Option<String>,
 }
 
-/// Opens the transport to the upstream server.
-pub async fn open_stream(upstream: &Upstream) -> Result<Stream, BackendError> {
-    match &upstream.host {
-        UpstreamHost::Tcp(host) => {
-            let stream = TcpStream::connect((host.as_str(), upstream.port)).await?;
-            stream.set_nodelay(true)?;
-            Ok(Stream::Tcp(stream))
-        }
-        UpstreamHost::Unix(dir) => {
-            let path = dir.join(format!(".s.PGSQL.{}", upstream.port));
-            Ok(Stream::Unix(UnixStream::connect(path).await?))
-        }
-    }
-}
-
 /// Connects and logs in. The connection is at its first ReadyForQuery.
 pub async fn connect(target: &ConnectTarget) -> Result<ServerConn, BackendError> {
     connect_with(target, &[]).await
@@ -52,7 +37,20 @@ pub async fn connect_with(
     target: &ConnectTarget,
     options: &[(&str, &str)],
 ) -> Result<ServerConn, BackendError> {
-    let stream = open_stream(&target.upstream).await?;
+    negotiate::login(&target.upstream, |transport| {
+        log_in(transport.stream, target, options)
+    })
+    .await
+}
+
+/// Logs in over `stream`. Postgres' refusal during authentication is
+/// [`LoginError::Refused`] (another encryption may be tried); any error
+/// after it ends the attempt.
+async fn log_in(
+    stream: Stream,
+    target: &ConnectTarget,
+    options: &[(&str, &str)],
+) -> Result<ServerConn, LoginError> {
     let mut conn = ServerConn {
         stream,
         reader: FrameReader::new(UPSTREAM_FRAME_LIMIT),
@@ -68,8 +66,18 @@ pub async fn connect_with(
         last_used: Instant::now(),
     };
     conn.send(&startup_message(&target.user, &target.database, options))
-        .await?;
-    authenticate(&mut conn, target).await?;
+        .await
+        .map_err(LoginError::Failed)?;
+    authenticate(&mut conn, target).await.map_err(|e| match e {
+        BackendError::Server { .. } => LoginError::Refused(e),
+        other => LoginError::Failed(other),
+    })?;
+    greeting(&mut conn).await.map_err(LoginError::Failed)?;
+    Ok(conn)
+}
+
+/// ParameterStatus and BackendKeyData up to the first ReadyForQuery.
+async fn greeting(conn: &mut ServerConn) -> Result<(), BackendError> {
     loop {
         let frame = conn.read_frame().await?;
         match frame.tag() {
@@ -83,7 +91,7 @@ pub async fn connect_with(
             }
             tag::READY_FOR_QUERY => {
                 conn.status = frame.body().first().copied().unwrap_or(b'I');
-                return Ok(conn);
+                return Ok(());
             }
             tag::ERROR_RESPONSE => return Err(BackendError::from_error_frame(frame.into_bytes())),
             tag::NOTICE_RESPONSE | b'v' => {}
@@ -114,6 +122,8 @@ fn startup_message(user: &str, database: &str, options: &[(&str, &str)]) -> Byte
     out
 }
 
+/// The authentication exchange; an ErrorResponse in it is returned as
+/// [`BackendError::Server`].
 async fn authenticate(conn: &mut ServerConn, target: &ConnectTarget) -> Result<(), BackendError> {
     let password = || {
         target

@@ -30,6 +30,13 @@ pub enum BackendError {
     NoPassword(String),
     #[error("upstream SCRAM exchange failed: {0}")]
     Scram(String),
+    /// TLS to Postgres could not be had as `sslmode` asks (declined, a
+    /// failed handshake, a certificate that does not verify).
+    #[error("upstream TLS: {0}")]
+    Tls(String),
+    /// A control connection (`tokio-postgres`) failed to log in.
+    #[error("upstream control connection: {0}")]
+    Control(Arc<tokio_postgres::Error>),
     #[error("timed out connecting to upstream after {0:?}")]
     ConnectTimeout(std::time::Duration),
     #[error(
@@ -71,11 +78,15 @@ impl BackendError {
     }
 
     /// A network-level failure, worth backing off for (as opposed to an
-    /// answer from Postgres such as "database does not exist").
+    /// answer from Postgres such as "database does not exist"). A TLS
+    /// failure counts: trying again at once would fail the same way.
     pub fn is_network(&self) -> bool {
         matches!(
             self,
-            BackendError::Io(_) | BackendError::Net(_) | BackendError::ConnectTimeout(_)
+            BackendError::Io(_)
+                | BackendError::Net(_)
+                | BackendError::ConnectTimeout(_)
+                | BackendError::Tls(_)
         )
     }
 

@@ -1,11 +1,13 @@
-//! The upstream side: connections to Postgres, their pool, and cancel
-//! requests. A server connection is a raw frame stream; only the messages
-//! needed to track its state are decoded.
+//! The upstream side: connections to Postgres (negotiated as the upstream
+//! URL's `sslmode` says), their pool, and cancel requests. A server
+//! connection is a raw frame stream; only the messages needed to track its
+//! state are decoded.
 
 pub mod cancel;
 pub mod connect;
 pub mod control;
 pub mod error;
+pub mod negotiate;
 pub mod params;
 pub mod pool;
 pub mod server;

@@ -20,6 +20,8 @@ use crate::backend::connect::ConnectTarget;
 pub enum CatalogError {
     #[error("catalog query failed: {0}")]
     Query(#[from] tokio_postgres::Error),
+    #[error("catalog connection failed: {0}")]
+    Connect(#[from] crate::backend::BackendError),
     #[error("catalog load timed out")]
     Timeout,
 }

@@ -1,6 +1,7 @@
 //! Cache settings: the in-process store's size, the Redis store's pool,
-//! prefix, timeouts and consistency mode.
+//! prefix, timeouts, consistency mode and TLS files.
 
+use std::path::PathBuf;
 use std::time::Duration;
 
 use serde::Deserialize;
@@ -50,6 +51,14 @@ pub struct CacheConfig {
     /// catalog (they are also re-read after DDL through pgstash).
     #[serde(with = "humantime_serde")]
     pub catalog_refresh: Duration,
+    /// `rediss://`: the PEM CA certificate(s) Redis' certificate must chain
+    /// to; the platform's trust store when unset.
+    pub redis_ca: Option<PathBuf>,
+    /// `rediss://`: a PEM client certificate for Redis servers that ask for
+    /// one (`tls-auth-clients`); with `redis_key`.
+    pub redis_cert: Option<PathBuf>,
+    /// `rediss://`: the PEM private key of `redis_cert`.
+    pub redis_key: Option<PathBuf>,
 }
 
 impl Default for CacheConfig {
@@ -63,11 +72,26 @@ impl Default for CacheConfig {
             store_timeout: Duration::from_millis(100),
             coalesce_wait: Duration::from_secs(5),
             catalog_refresh: Duration::from_secs(60),
+            redis_ca: None,
+            redis_cert: None,
+            redis_key: None,
         }
     }
 }
 
 impl CacheConfig {
+    /// The Redis TLS keys that are set, by name.
+    pub fn tls_file_keys(&self) -> Vec<&'static str> {
+        [
+            ("cache.redis_ca", &self.redis_ca),
+            ("cache.redis_cert", &self.redis_cert),
+            ("cache.redis_key", &self.redis_key),
+        ]
+        .into_iter()
+        .filter_map(|(key, value)| value.is_some().then_some(key))
+        .collect()
+    }
+
     pub(super) fn validate(&self) -> Result<(), ConfigError> {
         if self.redis_pool_size == 0 {
             return Err(ConfigError::Invalid {

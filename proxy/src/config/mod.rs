@@ -8,18 +8,26 @@
 
 mod auth;
 mod cache;
+mod certs;
 mod pool;
+mod redis;
 mod replication;
 mod tls;
 mod upstream;
+mod upstream_tls;
 mod users;
+mod verify;
 
 pub use auth::{AuthConfig, AuthMethod, UserConfig};
 pub use cache::{CacheConfig, CacheMode};
 pub use pool::{PoolConfig, PoolMode};
+pub use redis::RedisTarget;
 pub use replication::ReplicationConfig;
 pub use tls::TlsConfig;
 pub use upstream::{Upstream, UpstreamHost};
+pub use upstream_tls::{
+    ClientCert, Encryption, RootCert, SslMode, SslNegotiation, UpstreamTls, ALPN_POSTGRESQL,
+};
 pub use users::{ScramKeys, UserDirectory};
 
 use std::net::SocketAddr;
@@ -63,7 +71,10 @@ pub struct Config {
     pub upstream: Upstream,
     /// Path to `rules.toml` (caching is off when unset).
     pub rules: Option<PathBuf>,
-    /// Redis URL for the shared cache; the in-process store is used when unset.
+    /// Redis URL for the shared cache (`redis://`, `rediss://` for TLS,
+    /// `redis-cluster://`, `rediss-cluster://`; an ACL user and password as
+    /// `rediss://user:password@host:port`); the in-process store is used
+    /// when unset. TLS files are in `[cache]`.
     pub redis: Option<String>,
     /// Address of the metrics and health HTTP port.
     pub metrics_listen: SocketAddr,
@@ -185,6 +196,19 @@ impl Config {
         self.tls.validate()?;
         self.auth.validate()?;
         self.replication.validate()?;
+        match &self.redis {
+            Some(url) => {
+                RedisTarget::new(url, &self.cache)?;
+            }
+            None => {
+                if let Some(key) = self.cache.tls_file_keys().first() {
+                    return Err(ConfigError::Invalid {
+                        key,
+                        reason: "set, but there is no redis URL".into(),
+                    });
+                }
+            }
+        }
         if self.max_message_bytes < 1024 {
             return Err(ConfigError::Invalid {
                 key: "max_message_bytes",

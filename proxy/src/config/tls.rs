@@ -4,11 +4,10 @@
 use std::path::PathBuf;
 use std::sync::Arc;
 
-use rustls_pki_types::pem::PemObject;
-use rustls_pki_types::{CertificateDer, PrivateKeyDer};
 use serde::Deserialize;
 use tokio_rustls::rustls;
 
+use super::certs;
 use super::ConfigError;
 
 #[derive(Debug, Clone, Default, Deserialize)]
@@ -50,14 +49,8 @@ impl TlsConfig {
             return Ok(None);
         };
         let invalid = |reason: String| ConfigError::Invalid { key: "tls", reason };
-        let certs: Vec<CertificateDer<'static>> = CertificateDer::pem_file_iter(cert_file)
-            .and_then(|iter| iter.collect())
-            .map_err(|e| invalid(format!("{}: {e}", cert_file.display())))?;
-        if certs.is_empty() {
-            return Err(invalid(format!("{}: no certificate", cert_file.display())));
-        }
-        let key = PrivateKeyDer::from_pem_file(key_file)
-            .map_err(|e| invalid(format!("{}: {e}", key_file.display())))?;
+        let certs = certs::certificates(cert_file).map_err(invalid)?;
+        let key = certs::private_key(key_file).map_err(invalid)?;
         let provider = Arc::new(rustls::crypto::ring::default_provider());
         let config = rustls::ServerConfig::builder_with_provider(provider)
             .with_safe_default_protocol_versions()

@@ -1,10 +1,16 @@
-//! The upstream Postgres address, parsed from a `postgres://` URL.
+//! The upstream Postgres address, parsed from a `postgres://` URL: host,
+//! port, credentials, database, and the TLS parameters (`upstream_tls.rs`).
+//! A parameter pgstash does not act on is an error, never ignored.
 
 use std::path::PathBuf;
 
 use serde::{Deserialize, Deserializer};
 
+use super::upstream_tls::{TlsParams, UpstreamTls};
 use super::ConfigError;
+
+/// The query parameters an upstream URL may carry, for error messages.
+const PARAMETERS: &str = "host, port, sslmode, sslrootcert, sslcert, sslkey, sslnegotiation";
 
 /// Where the upstream server listens.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -14,7 +20,7 @@ pub enum UpstreamHost {
     Unix(PathBuf),
 }
 
-/// A parsed `postgres://[user[:password]@]host[:port][/database][?host=/dir]` URL.
+/// A parsed `postgres://[user[:password]@]host[:port][/database][?param=value&…]` URL.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Upstream {
     pub host: UpstreamHost,
@@ -25,6 +31,8 @@ pub struct Upstream {
     pub password: Option<String>,
     /// Database for the control connection (defaults to `postgres`).
     pub database: Option<String>,
+    /// How connections to it are encrypted (`sslmode` and friends).
+    pub tls: UpstreamTls,
     /// The URL as given, for messages (password removed).
     pub display: String,
 }
@@ -38,11 +46,19 @@ impl Default for Upstream {
 
 impl Upstream {
     pub fn parse(text: &str) -> Result<Upstream, ConfigError> {
+        let url = url::Url::parse(text).map_err(|e| ConfigError::Upstream {
+            url: "(not shown: it does not parse)".into(),
+            reason: e.to_string(),
+        })?;
+        let mut display = url.clone();
+        if url.password().is_some() {
+            let _ = display.set_password(Some("****"));
+        }
+        let display = display.to_string();
         let fail = |reason: &str| ConfigError::Upstream {
-            url: text.to_owned(),
+            url: display.clone(),
             reason: reason.to_owned(),
         };
-        let url = url::Url::parse(text).map_err(|e| fail(&e.to_string()))?;
         if url.scheme() != "postgres" && url.scheme() != "postgresql" {
             return Err(fail("scheme must be postgres:// or postgresql://"));
         }
@@ -54,14 +70,33 @@ impl Upstream {
         };
         let mut host = url.host_str().map(decode).unwrap_or_default();
         let mut port = url.port().unwrap_or(5432);
+        let mut tls = TlsParams::default();
         for (key, value) in url.query_pairs() {
+            if tls.take(&key, &value).map_err(|e| fail(&e))? {
+                continue;
+            }
             match &*key {
                 "host" => host = value.into_owned(),
                 "port" => port = value.parse().map_err(|_| fail("port is not a number"))?,
-                "sslmode" | "application_name" | "connect_timeout" => {}
-                other => return Err(fail(&format!("unsupported parameter {other:?}"))),
+                "connect_timeout" => {
+                    return Err(fail(
+                        "connect_timeout is not read from the URL: set [pool] connect_timeout",
+                    ))
+                }
+                "application_name" => {
+                    return Err(fail(
+                        "application_name is not read from the URL: clients' own \
+                         application_name is passed upstream",
+                    ))
+                }
+                other => {
+                    return Err(fail(&format!(
+                        "unsupported parameter {other:?} (supported: {PARAMETERS})"
+                    )))
+                }
             }
         }
+        let tls = tls.resolve().map_err(|e| fail(&e))?;
         let host = if host.starts_with('/') {
             UpstreamHost::Unix(PathBuf::from(host))
         } else if host.is_empty() {
@@ -80,17 +115,14 @@ impl Upstream {
             .strip_prefix('/')
             .filter(|d| !d.is_empty())
             .map(decode);
-        let mut display = url.clone();
-        if password.is_some() {
-            let _ = display.set_password(Some("****"));
-        }
         Ok(Upstream {
             host,
             port,
             user,
             password,
             database,
-            display: display.to_string(),
+            tls,
+            display,
         })
     }
 }
@@ -137,5 +169,29 @@ mod tests {
     #[test]
     fn rejects_other_schemes() {
         assert!(Upstream::parse("mysql://localhost").is_err());
+    }
+
+    #[test]
+    fn tls_parameters_are_read_and_others_refused() {
+        use crate::config::upstream_tls::SslMode;
+        let u = Upstream::parse("postgres://db/app?sslmode=require").unwrap();
+        assert_eq!(u.tls.mode, SslMode::Require);
+        assert_eq!(Upstream::default().tls.mode, SslMode::Prefer);
+        for refused in [
+            "postgres://db/app?sslmode=verify-full",
+            "postgres://db/app?sslcompression=1",
+            "postgres://db/app?connect_timeout=3",
+            "postgres://db/app?application_name=x",
+        ] {
+            let err = Upstream::parse(refused).unwrap_err().to_string();
+            assert!(err.contains(refused), "{err}");
+        }
+        let err = Upstream::parse("postgres://u:hunter2@db/app?gssencmode=disable")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("gssencmode") && !err.contains("hunter2"),
+            "{err}"
+        );
     }
 }

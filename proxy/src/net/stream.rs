@@ -1,12 +1,14 @@
-//! One type for the two transports pgstash speaks on: TCP and Unix sockets.
+//! One type for the transports pgstash speaks on: TCP and Unix sockets, and
+//! TLS over TCP in both directions (clients to pgstash, pgstash to Postgres).
 
 use std::io;
+use std::mem::MaybeUninit;
 use std::pin::Pin;
 use std::task::{Context, Poll};
 
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::{TcpStream, UnixStream};
-use tokio_rustls::server::TlsStream;
+use tokio_rustls::{client, server};
 
 /// A connected socket, client-side or upstream.
 #[derive(Debug)]
@@ -14,7 +16,9 @@ pub enum Stream {
     Tcp(TcpStream),
     Unix(UnixStream),
     /// A client connection after SSLRequest.
-    Tls(Box<TlsStream<TcpStream>>),
+    Tls(Box<server::TlsStream<TcpStream>>),
+    /// An upstream connection that negotiated TLS.
+    UpstreamTls(Box<client::TlsStream<TcpStream>>),
 }
 
 impl Stream {
@@ -22,11 +26,17 @@ impl Stream {
     ///
     /// Used to check that an idle pooled connection is still healthy: a
     /// server that closed it has left an error message or an EOF behind.
+    /// On a TLS connection the socket is only peeked (the bytes are
+    /// rustls'): any record there, an alert or an encrypted error, is news.
     pub fn try_read(&self, buf: &mut [u8]) -> io::Result<usize> {
         match self {
             Stream::Tcp(s) => s.try_read(buf),
             Stream::Unix(s) => s.try_read(buf),
-            // Only upstream connections are probed, and those are never TLS.
+            Stream::UpstreamTls(s) => {
+                let mut peeked = [MaybeUninit::<u8>::uninit(); 1];
+                socket2::SockRef::from(s.get_ref().0).peek(&mut peeked)
+            }
+            // Client connections are never probed.
             Stream::Tls(_) => Err(io::ErrorKind::WouldBlock.into()),
         }
     }
@@ -40,7 +50,7 @@ impl Stream {
         match self {
             Stream::Tcp(s) => s.readable().await,
             Stream::Unix(s) => s.readable().await,
-            Stream::Tls(_) => Ok(()),
+            Stream::Tls(_) | Stream::UpstreamTls(_) => Ok(()),
         }
     }
 
@@ -53,6 +63,12 @@ impl Stream {
                 .unwrap_or_else(|_| "unknown".into()),
             Stream::Unix(_) => "unix".into(),
             Stream::Tls(s) => s
+                .get_ref()
+                .0
+                .peer_addr()
+                .map(|a| a.to_string())
+                .unwrap_or_else(|_| "unknown".into()),
+            Stream::UpstreamTls(s) => s
                 .get_ref()
                 .0
                 .peer_addr()
@@ -72,6 +88,7 @@ impl AsyncRead for Stream {
             Stream::Tcp(s) => Pin::new(s).poll_read(cx, buf),
             Stream::Unix(s) => Pin::new(s).poll_read(cx, buf),
             Stream::Tls(s) => Pin::new(s.as_mut()).poll_read(cx, buf),
+            Stream::UpstreamTls(s) => Pin::new(s.as_mut()).poll_read(cx, buf),
         }
     }
 }
@@ -86,6 +103,7 @@ impl AsyncWrite for Stream {
             Stream::Tcp(s) => Pin::new(s).poll_write(cx, buf),
             Stream::Unix(s) => Pin::new(s).poll_write(cx, buf),
             Stream::Tls(s) => Pin::new(s.as_mut()).poll_write(cx, buf),
+            Stream::UpstreamTls(s) => Pin::new(s.as_mut()).poll_write(cx, buf),
         }
     }
 
@@ -98,6 +116,7 @@ impl AsyncWrite for Stream {
             Stream::Tcp(s) => Pin::new(s).poll_write_vectored(cx, bufs),
             Stream::Unix(s) => Pin::new(s).poll_write_vectored(cx, bufs),
             Stream::Tls(s) => Pin::new(s.as_mut()).poll_write_vectored(cx, bufs),
+            Stream::UpstreamTls(s) => Pin::new(s.as_mut()).poll_write_vectored(cx, bufs),
         }
     }
 
@@ -110,6 +129,7 @@ impl AsyncWrite for Stream {
             Stream::Tcp(s) => Pin::new(s).poll_flush(cx),
             Stream::Unix(s) => Pin::new(s).poll_flush(cx),
             Stream::Tls(s) => Pin::new(s.as_mut()).poll_flush(cx),
+            Stream::UpstreamTls(s) => Pin::new(s.as_mut()).poll_flush(cx),
         }
     }
 
@@ -118,6 +138,7 @@ impl AsyncWrite for Stream {
             Stream::Tcp(s) => Pin::new(s).poll_shutdown(cx),
             Stream::Unix(s) => Pin::new(s).poll_shutdown(cx),
             Stream::Tls(s) => Pin::new(s.as_mut()).poll_shutdown(cx),
+            Stream::UpstreamTls(s) => Pin::new(s.as_mut()).poll_shutdown(cx),
         }
     }
 }

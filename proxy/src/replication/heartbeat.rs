@@ -18,6 +18,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
+use super::error::ReplicationError;
 use crate::backend::connect::ConnectTarget;
 use crate::backend::control;
 
@@ -89,7 +90,7 @@ async fn emit_on_one_connection(
     target: &ConnectTarget,
     beats: &Beats,
     every: Duration,
-) -> Result<(), tokio_postgres::Error> {
+) -> Result<(), ReplicationError> {
     let client = control::connect(target, "pgstash-heartbeat").await?;
     let statement = client
         .prepare("SELECT pg_logical_emit_message(false, $1, $2)::text")

@@ -7,7 +7,9 @@
 //! (`fast`), that store calls are spent only where they pay (`payoff`),
 //! that every store keeps the store contract (`stores`), and that writes
 //! made directly on Postgres are invalidated from its replication stream
-//! within `max_lag` (`replication`).
+//! within `max_lag` (`replication`), and that the Redis store works over
+//! TLS with an ACL user and is unavailable, never wrong, when either does
+//! not check out (`redis_tls`).
 //!
 //! One test binary: `cargo test -p pgstash-tests --test cache`.
 
@@ -17,6 +19,7 @@ mod fast;
 mod hits;
 mod isolation;
 mod payoff;
+mod redis_tls;
 mod replication;
 mod stores;
 mod transactions;

@@ -3,7 +3,9 @@
 //! (`clients`), and so do cancellation (`cancel`), password authentication
 //! (`auth`) and TLS (`tls`); faults upstream and misbehaving clients cost
 //! only the client concerned (`faults`), and a shutdown is graceful
-//! (`shutdown`).
+//! (`shutdown`). Upstream, pgstash encrypts as libpq's `sslmode` says
+//! (`upstream_tls`, `upstream_direct`) and logs in with md5 and SCRAM
+//! (`upstream_auth`).
 //!
 //! One test binary: `cargo test -p pgstash-tests --test protocol`.
 
@@ -14,3 +16,7 @@ mod differential;
 mod faults;
 mod shutdown;
 mod tls;
+mod upstream_auth;
+mod upstream_direct;
+mod upstream_replication;
+mod upstream_tls;

@@ -42,7 +42,7 @@ use super::coalesce::Coalescer;
 use super::contract::{CacheStore, Lookup, StoreError};
 use super::local::{LocalCounters, LocalTier};
 use crate::cache::key::{KeyBase, TableKey};
-use crate::config::{CacheConfig, CacheMode};
+use crate::config::{CacheConfig, CacheMode, RedisTarget};
 use crate::observe::Metrics;
 
 /// How long startup waits for Redis before serving without it.
@@ -91,7 +91,9 @@ impl RedisStore {
             hits: metrics.local_hits.clone(),
             resets: metrics.local_resets.clone(),
         };
-        let builder = builder(url, config.store_timeout)?;
+        let target =
+            RedisTarget::new(url, config).map_err(|e| StoreError::Connect(e.to_string()))?;
+        let builder = builder(&target, config.store_timeout)?;
         let pool = builder
             .build_pool(config.redis_pool_size)
             .map_err(|e| StoreError::Connect(e.to_string()))?;

@@ -1,13 +1,15 @@
 //! The Lua scripts the Redis store runs (each one round trip, atomic in
 //! Redis) and the lookup script's reply, and the client builder with
-//! pgstash's timeouts and reconnect policy.
+//! pgstash's TLS, timeouts and reconnect policy.
 
 use std::time::Duration;
 
 use bytes::Bytes;
 use fred::prelude::*;
+use fred::types::config::TlsConnector;
 
 use crate::cache::store::contract::StoreError;
+use crate::config::RedisTarget;
 
 /// KEYS: the epoch, then one version key per table. ARGV[1]: the entry key
 /// up to the versions. Returns `{key}` on a miss, `{key, value, pttl}` on a
@@ -42,9 +44,23 @@ redis.call('PUBLISH', ARGV[2], 'e ' .. ARGV[1])
 return 1
 "#;
 
-/// A client builder with pgstash's timeouts and reconnect policy.
-pub fn builder(url: &str, timeout: Duration) -> Result<Builder, StoreError> {
-    let mut redis_config = Config::from_url(url).map_err(|e| StoreError::Connect(e.to_string()))?;
+/// A client builder with pgstash's TLS, timeouts and reconnect policy.
+pub fn builder(target: &RedisTarget, timeout: Duration) -> Result<Builder, StoreError> {
+    let failed = |e: Error| StoreError::Connect(format!("{}: {e}", target.display));
+    let mut redis_config = match &target.tls {
+        // fred reads host, port, ACL user, password, database and cluster
+        // nodes from the URL; given `rediss`, it would also build a TLS
+        // client of its own (the platform's roots, no client certificate),
+        // so it is handed the plain scheme and pgstash's TLS client.
+        Some(tls) => {
+            let plain = target.url.replacen("rediss", "redis", 1);
+            let mut config = Config::from_url(&plain).map_err(failed)?;
+            config.tls =
+                Some(TlsConnector::Rustls(tokio_rustls::TlsConnector::from(tls.clone())).into());
+            config
+        }
+        None => Config::from_url(&target.url).map_err(failed)?,
+    };
     // Keep reconnecting even when Redis is down at startup.
     redis_config.fail_fast = false;
     let mut builder = Builder::from_config(redis_config);

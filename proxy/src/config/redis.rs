@@ -1,0 +1,177 @@
+//! The Redis store's URL and its TLS: which schemes pgstash accepts, and
+//! the rustls configuration a `rediss://` URL is reached with (`[cache]`
+//! `redis_ca`, `redis_cert`, `redis_key`). An ACL user and password travel
+//! in the URL (`rediss://user:password@host:port`).
+//!
+//! TLS to Redis always checks the server's certificate and host name,
+//! against `redis_ca` or, without it, the platform's trust store.
+
+use std::sync::Arc;
+
+use tokio_rustls::rustls;
+
+use super::certs::{self, Roots};
+use super::{CacheConfig, ConfigError};
+
+/// The URL schemes pgstash accepts, and whether each uses TLS and Redis
+/// Cluster.
+const SCHEMES: [(&str, Tls, Cluster); 4] = [
+    ("redis", Tls(false), Cluster(false)),
+    ("rediss", Tls(true), Cluster(false)),
+    ("redis-cluster", Tls(false), Cluster(true)),
+    ("rediss-cluster", Tls(true), Cluster(true)),
+];
+
+#[derive(Debug, Clone, Copy)]
+struct Tls(bool);
+
+#[derive(Debug, Clone, Copy)]
+struct Cluster(bool);
+
+/// A checked Redis URL and how to reach it.
+#[derive(Debug, Clone)]
+pub struct RedisTarget {
+    /// The URL as given.
+    pub url: String,
+    /// The URL with the password replaced, for messages.
+    pub display: String,
+    pub cluster: bool,
+    /// Set for `rediss://` and `rediss-cluster://`.
+    pub tls: Option<Arc<rustls::ClientConfig>>,
+}
+
+impl RedisTarget {
+    /// Checks `url` and builds its TLS configuration from `cache`'s files.
+    pub fn new(url: &str, cache: &CacheConfig) -> Result<RedisTarget, ConfigError> {
+        let parsed = url::Url::parse(url).map_err(|e| ConfigError::Invalid {
+            key: "redis",
+            reason: format!("not a URL: {e}"),
+        })?;
+        let mut shown = parsed.clone();
+        if parsed.password().is_some() {
+            let _ = shown.set_password(Some("****"));
+        }
+        let display = shown.to_string();
+        let invalid = |reason: String| ConfigError::Invalid {
+            key: "redis",
+            reason: format!("{display}: {reason}"),
+        };
+        let Some(&(_, Tls(tls), Cluster(cluster))) =
+            SCHEMES.iter().find(|(name, ..)| *name == parsed.scheme())
+        else {
+            return Err(invalid(format!(
+                "unsupported scheme {:?} (redis, rediss, redis-cluster or rediss-cluster)",
+                parsed.scheme()
+            )));
+        };
+        for (key, _) in parsed.query_pairs() {
+            if !(cluster && key == "node") {
+                let allowed = if cluster {
+                    " (only node=host:port)"
+                } else {
+                    ""
+                };
+                return Err(invalid(format!("unsupported parameter {key:?}{allowed}")));
+            }
+        }
+        if parsed.host_str().is_none_or(str::is_empty) {
+            return Err(invalid("no host".into()));
+        }
+        let tls = if tls {
+            Some(Arc::new(client_config(cache)?))
+        } else {
+            if let Some(key) = cache.tls_file_keys().first() {
+                return Err(ConfigError::Invalid {
+                    key,
+                    reason: format!("{display} is not TLS: use rediss://"),
+                });
+            }
+            None
+        };
+        Ok(RedisTarget {
+            url: url.to_owned(),
+            display,
+            cluster,
+            tls,
+        })
+    }
+}
+
+/// Verifies Redis' certificate against `redis_ca` (or the platform's
+/// store), and presents `redis_cert` when given.
+fn client_config(cache: &CacheConfig) -> Result<rustls::ClientConfig, ConfigError> {
+    let invalid = |key: &'static str| move |reason: String| ConfigError::Invalid { key, reason };
+    let roots = match &cache.redis_ca {
+        Some(path) => certs::root_store(Roots::File(path)).map_err(invalid("cache.redis_ca"))?,
+        None => certs::root_store(Roots::System).map_err(invalid("cache.redis_ca"))?,
+    };
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let builder = rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .map_err(|e| invalid("redis")(e.to_string()))?
+        .with_root_certificates(roots);
+    match (&cache.redis_cert, &cache.redis_key) {
+        (Some(cert), Some(key)) => {
+            let cert = certs::certificates(cert).map_err(invalid("cache.redis_cert"))?;
+            let key = certs::private_key(key).map_err(invalid("cache.redis_key"))?;
+            builder
+                .with_client_auth_cert(cert, key)
+                .map_err(|e| invalid("cache.redis_key")(e.to_string()))
+        }
+        (None, None) => Ok(builder.with_no_client_auth()),
+        _ => Err(invalid("cache.redis_cert")(
+            "redis_cert and redis_key go together".into(),
+        )),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn schemes_other_than_redis_and_rediss_are_refused() {
+        let cache = CacheConfig::default();
+        for ok in [
+            "redis://127.0.0.1:6379",
+            "redis://user:pw@cache:6380/2",
+            "redis-cluster://a:7000?node=b:7001",
+        ] {
+            let target = RedisTarget::new(ok, &cache).unwrap();
+            assert!(target.tls.is_none() && !target.display.contains(":pw@"));
+        }
+        for refused in [
+            "http://cache:6379",
+            "redis-sentinel://cache:26379",
+            "redis+unix:///tmp/redis.sock",
+            "redis://cache:6379?timeout=3",
+            "redis://user:hunter2@cache:6379?node=x:1",
+        ] {
+            let err = RedisTarget::new(refused, &cache).unwrap_err().to_string();
+            assert!(!err.contains("hunter2"), "{err}");
+        }
+    }
+
+    #[test]
+    fn tls_files_need_a_rediss_url() {
+        let cache = CacheConfig {
+            redis_ca: Some("/ca.pem".into()),
+            ..CacheConfig::default()
+        };
+        let err = RedisTarget::new("redis://cache:6379", &cache).unwrap_err();
+        assert!(
+            matches!(
+                err,
+                ConfigError::Invalid {
+                    key: "cache.redis_ca",
+                    ..
+                }
+            ),
+            "{err}"
+        );
+        let err = RedisTarget::new("rediss://cache:6379", &cache)
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("/ca.pem"), "{err}");
+    }
+}
