@@ -27,6 +27,8 @@ pub struct FrontDoor {
     /// TLS for clients, when configured.
     pub tls: ArcSwapOption<ServerConfig>,
     pub cancels: CancelRegistry,
+    /// Client connections open now (`[client] max_client_conn`).
+    pub clients: std::sync::atomic::AtomicUsize,
     /// What statements do to session state, remembered by text.
     pub session_effects: pgstash_rules::EffectsCache,
 }
@@ -78,6 +80,7 @@ impl Context {
                 users: ArcSwap::from_pointee(users),
                 tls: ArcSwapOption::new(tls),
                 cancels: CancelRegistry::default(),
+                clients: Default::default(),
                 session_effects: pgstash_rules::EffectsCache::new(10_000),
             },
             pools: Pools::new(),
@@ -98,8 +101,13 @@ impl Context {
             user: user.to_owned(),
         };
         let config = self.config.load();
-        self.pools
-            .get(&key, || self.connect_target(database, user), &config.pool)
+        let size = config.pool.size_for(database, user);
+        self.pools.get(
+            &key,
+            || self.connect_target(database, user),
+            &config.pool,
+            size,
+        )
     }
 
     /// How pgstash logs in upstream as `user` to `database`.

@@ -2,7 +2,7 @@
 //! `sslmode` says), StartupMessage, authentication (trust, cleartext, md5,
 //! SCRAM-SHA-256) and the greeting up to the first ReadyForQuery.
 
-use std::collections::{BTreeMap, HashSet};
+use std::collections::BTreeMap;
 use std::time::Instant;
 
 use bytes::{BufMut, BytesMut};
@@ -58,7 +58,7 @@ async fn log_in(
         pid: 0,
         secret: 0,
         user: target.user.clone(),
-        prepared: HashSet::new(),
+        prepared: Default::default(),
         applied: SessionParams::default(),
         status: b'I',
         broken: false,

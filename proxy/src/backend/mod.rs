@@ -10,6 +10,7 @@ pub mod error;
 pub mod negotiate;
 pub mod params;
 pub mod pool;
+pub mod prepared;
 pub mod server;
 
 pub use error::BackendError;

@@ -14,6 +14,7 @@ mod cancel;
 mod clients;
 mod differential;
 mod faults;
+mod limits;
 mod shutdown;
 mod tls;
 mod upstream_auth;
