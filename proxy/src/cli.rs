@@ -1,6 +1,8 @@
-//! Command-line interface: `pgstash serve` (the default) and `pgstash rules
-//! check`. Every serve flag has a `PGSTASH_*` environment variable; flags and
-//! variables override the config file.
+//! Command-line interface: `pgstash serve` (the default), `pgstash config
+//! check`, `pgstash rules check` and the tools. Every serve flag has a
+//! `PGSTASH_*` environment variable; flags and variables override the
+//! config file, and their paths are relative to the working directory
+//! (those in the file, to the file's folder).
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -27,6 +29,11 @@ pub struct Cli {
 pub enum Command {
     /// Run the proxy (the default).
     Serve(Box<ServeArgs>),
+    /// Work with config files.
+    Config {
+        #[command(subcommand)]
+        command: ConfigCommand,
+    },
     /// Work with rules files.
     Rules {
         #[command(subcommand)]
@@ -56,6 +63,14 @@ pub enum Command {
         #[arg(long, default_value_t = 20)]
         limit: usize,
     },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum ConfigCommand {
+    /// Validate a config file and the rules file it names, and print the
+    /// settings that would have no effect; exits non-zero with
+    /// file:line:column on errors.
+    Check { file: PathBuf },
 }
 
 #[derive(Debug, Subcommand)]

@@ -128,11 +128,15 @@ impl Context {
 
     /// Swaps in a new configuration. Pools are rebuilt when their settings
     /// or the upstream changed; sessions pick up auth changes at next login;
-    /// the rules are re-read and the slow-query log reopened.
-    pub fn reload(&self, config: Config) -> Result<(), ConfigError> {
+    /// the rules are re-read and the slow-query log reopened. A setting
+    /// read only at start keeps its running value, with a warning.
+    pub fn reload(&self, mut config: Config) -> Result<(), ConfigError> {
         let users = UserDirectory::from_config(&config.auth)?;
         self.front.tls.store(config.tls.server_config()?);
         let old = self.config.load();
+        for key in config.keep_start_only(&old) {
+            tracing::warn!("reload: {key} changed, but it is read only at start: the running value stays until pgstash restarts");
+        }
         let pools_changed = format!("{:?}{:?}", old.pool, old.upstream)
             != format!("{:?}{:?}", config.pool, config.upstream)
             || format!("{:?}", old.auth) != format!("{:?}", config.auth);

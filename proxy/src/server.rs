@@ -161,11 +161,6 @@ impl Server {
         tokio::spawn(crate::admin::serve(metrics_listener, context.clone()));
         let upstream = context.config.load().upstream.clone();
         tracing::info!(listen = %local_addr, upstream = %upstream.display, sslmode = upstream.tls.mode.as_str(), "pgstash listening");
-        if matches!(upstream.host, crate::config::UpstreamHost::Unix(_))
-            && !upstream.tls.mode.allows_plain()
-        {
-            tracing::warn!(sslmode = upstream.tls.mode.as_str(), "the upstream is a Unix socket: connections to it are not encrypted, whatever sslmode says (as in libpq)");
-        }
         let tracker = TaskTracker::new();
         let shutdown = context.shutdown.clone();
         loop {
@@ -221,8 +216,9 @@ fn start_replication(context: &Arc<Context>) {
     if !config.replication.enabled {
         return;
     }
+    // Without rules there is nothing to invalidate (`Config::warnings`
+    // says so at start).
     let Some(cache) = &context.cache else {
-        tracing::warn!("[replication] is on but no rules are configured: nothing is cached, so nothing is followed");
         return;
     };
     let user = config

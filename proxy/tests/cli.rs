@@ -76,8 +76,10 @@ fn serve_refuses_a_broken_config_file_with_its_position() {
     let out = pgstash().arg("--config").arg(&path).output().unwrap();
     assert_eq!(out.status.code(), Some(2));
     let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(stderr.contains("pgstash.toml"), "{stderr}");
-    assert!(stderr.contains("line 3, column 8"), "{stderr}");
+    assert!(
+        stderr.contains("pgstash.toml:3:8: invalid type"),
+        "{stderr}"
+    );
 }
 
 #[test]

@@ -22,7 +22,7 @@ pub enum CacheMode {
     Fast,
 }
 
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct CacheConfig {
     /// Bytes the in-process store may hold (entries are evicted beyond it);

@@ -9,15 +9,21 @@
 mod auth;
 mod cache;
 mod certs;
+mod check;
 mod client;
+mod file;
+mod locate;
+mod paths;
 mod pool;
 mod redis;
+mod reload;
 mod replication;
 mod tls;
 mod upstream;
 mod upstream_tls;
 mod users;
 mod verify;
+mod warnings;
 
 pub use auth::{AuthConfig, AuthMethod, UserConfig};
 pub use cache::{CacheConfig, CacheMode};
@@ -31,9 +37,10 @@ pub use upstream_tls::{
     ClientCert, Encryption, RootCert, SslMode, SslNegotiation, UpstreamTls, ALPN_POSTGRESQL,
 };
 pub use users::{ScramKeys, UserDirectory};
+pub use warnings::Warning;
 
 use std::net::SocketAddr;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::time::Duration;
 
 use serde::Deserialize;
@@ -46,16 +53,40 @@ pub enum ConfigError {
         path: PathBuf,
         source: std::io::Error,
     },
-    /// The TOML did not parse or did not match the schema; `toml` renders the
-    /// line, the column and a caret under the offending text.
-    #[error("{path}: {message}")]
-    Parse { path: PathBuf, message: String },
+    /// A problem at a place in a config file; line and column are 1-based,
+    /// the column counts characters.
+    #[error("{}:{line}:{column}: {problem}", path.display())]
+    At {
+        path: PathBuf,
+        line: usize,
+        column: usize,
+        problem: Box<ConfigError>,
+    },
+    /// A problem of a config file that is at no one place in it.
+    #[error("{}: {problem}", path.display())]
+    In {
+        path: PathBuf,
+        problem: Box<ConfigError>,
+    },
+    /// TOML syntax, an unknown key, or a value of the wrong type.
+    #[error("{0}")]
+    Toml(String),
     #[error("invalid upstream URL {url:?}: {reason}")]
     Upstream { url: String, reason: String },
     #[error("invalid value for {key}: {reason}")]
     Invalid { key: &'static str, reason: String },
     #[error("user {user:?}: cannot read password: {reason}")]
     Password { user: String, reason: String },
+}
+
+impl ConfigError {
+    /// The problem itself, without the place in a file it was found at.
+    pub fn problem(&self) -> &ConfigError {
+        match self {
+            ConfigError::At { problem, .. } | ConfigError::In { problem, .. } => problem.problem(),
+            other => other,
+        }
+    }
 }
 
 /// The whole configuration, as read from `pgstash.toml`.
@@ -174,25 +205,6 @@ impl Config {
             .unwrap_or_else(|| "postgres".into())]
     }
 
-    /// Reads and validates a TOML file. Errors carry the file name, line and column.
-    pub fn from_file(path: &Path) -> Result<Config, ConfigError> {
-        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
-            path: path.to_owned(),
-            source,
-        })?;
-        Self::from_toml(&text, path)
-    }
-
-    /// Parses TOML text; `origin` names it in error messages.
-    pub fn from_toml(text: &str, origin: &Path) -> Result<Config, ConfigError> {
-        let config: Config = toml::from_str(text).map_err(|e| ConfigError::Parse {
-            path: origin.to_owned(),
-            message: e.to_string(),
-        })?;
-        config.validate()?;
-        Ok(config)
-    }
-
     /// Checks the relations between keys that serde cannot express.
     pub fn validate(&self) -> Result<(), ConfigError> {
         self.pool.validate()?;
@@ -214,6 +226,12 @@ impl Config {
                 }
             }
         }
+        if self.metrics_listen == self.listen && self.listen.port() != 0 {
+            return Err(ConfigError::Invalid {
+                key: "metrics_listen",
+                reason: format!("{} is also listen: use another port", self.listen),
+            });
+        }
         if self.max_message_bytes < 1024 {
             return Err(ConfigError::Invalid {
                 key: "max_message_bytes",
@@ -227,6 +245,7 @@ impl Config {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::path::Path;
 
     #[test]
     fn example_config_in_deploy_parses_to_the_defaults() {
@@ -244,8 +263,7 @@ mod tests {
         )
         .unwrap_err()
         .to_string();
-        assert!(err.starts_with("pgstash.toml: "), "{err}");
-        assert!(err.contains("line 3, column 8"), "{err}");
+        assert!(err.starts_with("pgstash.toml:3:8: invalid type"), "{err}");
     }
 
     #[test]
@@ -268,7 +286,7 @@ mod tests {
         let err = Config::from_toml("[cache]\nmode = \"quick\"\n", Path::new("x.toml"))
             .unwrap_err()
             .to_string();
-        assert!(err.contains("line 2, column 8"), "{err}");
+        assert!(err.starts_with("x.toml:2:8: "), "{err}");
         assert!(err.contains("strict") && err.contains("fast"), "{err}");
     }
 
@@ -276,8 +294,9 @@ mod tests {
     fn password_auth_without_users_is_rejected() {
         let err = Config::from_toml("[auth]\ntype = \"scram-sha-256\"\n", Path::new("x.toml"))
             .unwrap_err();
+        assert!(err.to_string().starts_with("x.toml:2:8: "), "{err}");
         assert!(matches!(
-            err,
+            err.problem(),
             ConfigError::Invalid {
                 key: "auth.type",
                 ..

@@ -128,10 +128,21 @@ impl PoolConfig {
                 reason: "must be at least 1".into(),
             });
         }
-        if self.acquire_timeout.is_zero() || self.connect_timeout.is_zero() {
+        for (key, timeout) in [
+            ("pool.acquire_timeout", self.acquire_timeout),
+            ("pool.connect_timeout", self.connect_timeout),
+        ] {
+            if timeout.is_zero() {
+                return Err(ConfigError::Invalid {
+                    key,
+                    reason: "must be positive".into(),
+                });
+            }
+        }
+        if self.reconnect_backoff > self.reconnect_backoff_max {
             return Err(ConfigError::Invalid {
-                key: "pool.acquire_timeout",
-                reason: "timeouts must be positive".into(),
+                key: "pool.reconnect_backoff",
+                reason: "longer than reconnect_backoff_max, its upper bound".into(),
             });
         }
         Ok(())

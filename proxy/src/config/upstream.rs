@@ -2,7 +2,7 @@
 //! port, credentials, database, and the TLS parameters (`upstream_tls.rs`).
 //! A parameter pgstash does not act on is an error, never ignored.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Deserializer};
 
@@ -45,7 +45,15 @@ impl Default for Upstream {
 }
 
 impl Upstream {
+    /// Parses a URL given on the command line or in the environment: its
+    /// file names are relative to the working directory.
     pub fn parse(text: &str) -> Result<Upstream, ConfigError> {
+        Upstream::parse_in(text, None)
+    }
+
+    /// Parses a URL whose relative file names (`sslrootcert`, `sslcert`,
+    /// `sslkey`) are taken from `folder` when given.
+    fn parse_in(text: &str, folder: Option<&Path>) -> Result<Upstream, ConfigError> {
         let url = url::Url::parse(text).map_err(|e| ConfigError::Upstream {
             url: "(not shown: it does not parse)".into(),
             reason: e.to_string(),
@@ -96,7 +104,7 @@ impl Upstream {
                 }
             }
         }
-        let tls = tls.resolve().map_err(|e| fail(&e))?;
+        let tls = tls.resolve(folder).map_err(|e| fail(&e))?;
         let host = if host.starts_with('/') {
             UpstreamHost::Unix(PathBuf::from(host))
         } else if host.is_empty() {
@@ -130,7 +138,8 @@ impl Upstream {
 impl<'de> Deserialize<'de> for Upstream {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
         let text = String::deserialize(d)?;
-        Upstream::parse(&text).map_err(serde::de::Error::custom)
+        // In a config file, file names are relative to its folder.
+        Upstream::parse_in(&text, super::paths::base().as_deref()).map_err(serde::de::Error::custom)
     }
 }
 

@@ -30,7 +30,7 @@
 //!   reload that finds different contents replaces the pooled connections,
 //!   as a changed URL does.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use tokio_rustls::rustls;
@@ -216,13 +216,19 @@ impl TlsParams {
     }
 
     /// Applies libpq's defaults and rules (in libpq's order, with its
-    /// messages where it has one), then reads the files.
-    pub(super) fn resolve(self) -> Result<UpstreamTls, String> {
-        let root_cert = match self.sslrootcert.as_deref() {
+    /// messages where it has one), then reads the files; relative file
+    /// names are taken from `folder` (a config file's, see `paths.rs`), or
+    /// from the working directory.
+    pub(super) fn resolve(self, folder: Option<&Path>) -> Result<UpstreamTls, String> {
+        let file = |name: String| match folder {
+            Some(folder) => super::paths::resolve(folder, Path::new(&name)),
+            None => PathBuf::from(name),
+        };
+        let root_cert = match self.sslrootcert {
             None => None,
-            Some("") => return Err("sslrootcert is empty".into()),
-            Some("system") => Some(RootCert::System),
-            Some(path) => Some(RootCert::File(PathBuf::from(path))),
+            Some(name) if name.is_empty() => return Err("sslrootcert is empty".into()),
+            Some(name) if name == "system" => Some(RootCert::System),
+            Some(name) => Some(RootCert::File(file(name))),
         };
         let mode = match self.sslmode.as_deref() {
             Some(value) => SslMode::parse(value)?,
@@ -262,8 +268,8 @@ impl TlsParams {
         let client_cert = match (self.sslcert, self.sslkey) {
             (None, None) => None,
             (Some(cert), Some(key)) => Some(ClientCert {
-                cert: cert.into(),
-                key: key.into(),
+                cert: file(cert),
+                key: file(key),
             }),
             _ => {
                 return Err("sslcert and sslkey go together (pgstash reads no default \
@@ -361,7 +367,7 @@ mod tests {
         for (k, v) in pairs {
             assert!(params.take(k, v)?, "{k} is a TLS parameter");
         }
-        params.resolve()
+        params.resolve(None)
     }
 
     #[test]

@@ -20,7 +20,7 @@ use std::time::Duration;
 use bytes::Bytes;
 
 use super::key::{KeyBase, TableKey};
-use crate::config::{CacheMode, Config};
+use crate::config::Config;
 use crate::observe::Metrics;
 
 /// The configured store. An enum rather than a `dyn` object: the
@@ -39,9 +39,7 @@ impl Store {
                 RedisStore::connect(url, &config.cache, metrics).await?,
             )),
             None => {
-                if config.cache.mode == CacheMode::Fast {
-                    tracing::warn!("cache.mode = \"fast\" applies to a Redis store; the in-process store is always exact");
-                }
+                // cache.mode = "fast" means nothing here (`Config::warnings`).
                 Ok(Store::Memory(MemoryStore::new(
                     config.cache.max_memory_bytes,
                 )))
