@@ -11,6 +11,7 @@
 pub mod http;
 pub mod json;
 pub mod prom;
+pub mod quickstart;
 pub mod throwaway;
 
 use std::path::{Path, PathBuf};
