@@ -49,6 +49,9 @@ pub struct InternalResult {
     pub rows: Vec<Vec<Option<String>>>,
     /// ParameterStatus messages the query caused.
     pub parameter_changes: Vec<(String, String)>,
+    /// NotificationResponses that arrived meanwhile (a LISTENing session's
+    /// notifications are the client's: the caller passes them on).
+    pub notifications: Vec<bytes::Bytes>,
 }
 
 impl ServerConn {
@@ -92,6 +95,7 @@ impl ServerConn {
             let frame = self.read_frame().await?;
             match frame.tag() {
                 tag::DATA_ROW => result.rows.push(decode_text_row(frame.body())),
+                tag::NOTIFICATION_RESPONSE => result.notifications.push(frame.into_bytes()),
                 tag::PARAMETER_STATUS => {
                     if let Some(change) = self.note_parameter_status(frame.body()) {
                         result.parameter_changes.push(change);

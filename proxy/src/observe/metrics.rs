@@ -46,6 +46,8 @@ pub mod name {
     pub const REPLICATION_RESTARTS: &str = "pgstash_replication_restarts_total";
     pub const REPLICATION_LEADING: &str = "pgstash_replication_leading";
     pub const CLIENT_LIMITS: &str = "pgstash_client_limit_total";
+    pub const PINNED_CLIENTS: &str = "pgstash_pinned_clients";
+    pub const PINS: &str = "pgstash_pins_total";
 }
 
 /// The values of `pgstash_client_limit_total`'s `limit` label.
@@ -57,6 +59,8 @@ pub const CLIENT_LIMITS: [&str; 6] = [
     "idle_transaction_timeout",
     "query_timeout",
 ];
+
+use super::register::{counter, counter_vec, gauge};
 
 pub struct Metrics {
     pub registry: Registry,
@@ -136,19 +140,11 @@ pub struct Metrics {
     /// max_client_conn, pre_auth_message, login_timeout, idle_timeout,
     /// idle_transaction_timeout, query_timeout).
     pub client_limits: IntCounterVec,
-}
-
-#[allow(
-    clippy::expect_used,
-    reason = "metric definitions are constants: a mistake fails at startup, in every test"
-)]
-fn counter_vec(registry: &Registry, name: &str, help: &str, labels: &[&str]) -> IntCounterVec {
-    let metric =
-        IntCounterVec::new(Opts::new(name, help), labels).expect("metric definitions are valid");
-    registry
-        .register(Box::new(metric.clone()))
-        .expect("metric names are unique");
-    metric
+    /// Transaction-mode clients holding their server connection for
+    /// session-bound state (advisory lock, temp table, LISTEN…), and how
+    /// many times a client was pinned.
+    pub pinned_clients: IntGauge,
+    pub pins: IntCounter,
 }
 
 impl Default for Metrics {
@@ -370,6 +366,16 @@ impl Metrics {
                 &["table"],
             ),
             rule_reloads: counter_vec(r, name::RULE_RELOADS, "rules.toml reloads", &["result"]),
+            pinned_clients: gauge(
+                r,
+                name::PINNED_CLIENTS,
+                "Transaction-mode clients pinned to their server connection by session-bound state",
+            ),
+            pins: counter(
+                r,
+                name::PINS,
+                "Times a transaction-mode client was pinned to its server connection",
+            ),
             client_limits: counter_vec(
                 r,
                 name::CLIENT_LIMITS,

@@ -9,6 +9,7 @@ pub mod logging;
 mod logline;
 pub mod metrics;
 pub mod record;
+mod register;
 pub mod slowlog;
 
 pub use metrics::Metrics;

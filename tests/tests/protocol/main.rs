@@ -15,6 +15,7 @@ mod clients;
 mod differential;
 mod faults;
 mod limits;
+mod pinning;
 mod shutdown;
 mod tls;
 mod upstream_auth;

@@ -11,6 +11,7 @@ use pgstash_rules::Writes;
 
 use super::cached::{Intake, UnitRequest, BIND_COMPLETE};
 use super::phase::Flow;
+use super::pinning::Pinned;
 use super::settings::StatementEffects;
 use super::Session;
 use crate::cache::{entry, Form, Gate, Identity, Route, Routing};
@@ -231,6 +232,9 @@ impl Session {
     fn apply_effects(&mut self, effects: StatementEffects) {
         if effects.resets_statements {
             self.statements.forget_on_release();
+        }
+        if effects.binds_session() && self.mode == PoolMode::Transaction && self.pinned.is_none() {
+            self.pinned = Some(Pinned::new(&self.context.metrics));
         }
         self.settings.apply(effects);
     }

@@ -30,6 +30,7 @@ mod client;
 mod clocks;
 mod inbound;
 mod phase;
+mod pinning;
 mod prepared;
 mod relay;
 mod request;
@@ -42,6 +43,7 @@ use self::cached::CachePath;
 use self::client::ClientConn;
 use self::clocks::{Clocks, Expired, Waiting};
 use self::phase::{Flow, Phase};
+use self::pinning::Pinned;
 use self::prepared::ClientStatements;
 use self::relay::Relay;
 use self::request::Requests;
@@ -102,6 +104,9 @@ pub struct Session {
     clocks: Clocks,
     /// `[client] max_prepared_statements`, per server connection.
     max_statements: usize,
+    /// Set while session-bound state keeps the server connection
+    /// (transaction mode, see `pinning.rs`).
+    pinned: Option<Pinned>,
 }
 
 impl Session {
@@ -138,6 +143,7 @@ impl Session {
             ),
             clocks,
             max_statements,
+            pinned: None,
             database: login.database,
             user: login.user,
             context,
@@ -399,6 +405,18 @@ impl Session {
             // sending more keeps it too.
             return Ok(());
         }
+        if self.pinned.is_some() {
+            let Some(server) = self.upstream.conn() else {
+                return Ok(());
+            };
+            let bound = pinning::still_bound(server, &mut self.client.out).await;
+            // Notifications that came with the answer go out now.
+            self.client.flush(false).await?;
+            if bound {
+                return Ok(());
+            }
+            self.pinned = None;
+        }
         let forget = self.statements.take_forget();
         if !forget {
             self.upstream.trim_statements(self.max_statements).await;
@@ -451,7 +469,9 @@ impl Session {
             if let Some(writes) = self.writes.as_mut() {
                 writes.on_disconnect(&self.database).await;
             }
-            let clean = self.is_idle();
+            // A pinned connection may still hold a lock, a cursor, a temp
+            // table or a LISTEN: closed, so that no other client inherits it.
+            let clean = self.is_idle() && self.pinned.is_none();
             self.upstream
                 .finish(clean, self.mode == PoolMode::Session)
                 .await;

@@ -19,6 +19,14 @@ pub struct StatementEffects {
     pub resets_statements: bool,
 }
 
+impl StatementEffects {
+    /// Leaves state on the server session beyond the transaction (see
+    /// `pinning.rs`).
+    pub fn binds_session(&self) -> bool {
+        self.session.uses_session_objects || self.session.listen
+    }
+}
+
 /// Whether the cache may serve the session.
 ///
 /// Transitions only go up (`On` → `SessionObjects` → `RoleChanged`): what
