@@ -7,8 +7,10 @@ pub mod cancel;
 pub mod connect;
 pub mod control;
 pub mod error;
+pub mod greeted;
 pub mod negotiate;
 pub mod params;
+pub mod passthrough;
 pub mod pool;
 pub mod server;
 

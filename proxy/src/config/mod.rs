@@ -28,7 +28,7 @@ pub use upstream::{Upstream, UpstreamHost};
 pub use upstream_tls::{
     ClientCert, Encryption, RootCert, SslMode, SslNegotiation, UpstreamTls, ALPN_POSTGRESQL,
 };
-pub use users::{ScramKeys, UserDirectory};
+pub use users::{parse_verifier, ScramKeys, UserDirectory};
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};

@@ -90,8 +90,7 @@ async fn handshake(
         .cloned()
         .unwrap_or_else(|| user.clone());
 
-    let directory = context.front.users.load_full();
-    auth::authenticate(&directory, &user, stream, reader).await?;
+    auth::authenticate(context, &user, &database, stream, reader).await?;
 
     let pool = context.pool(&database, &user);
     let settings = SessionParams::from_startup(&params);

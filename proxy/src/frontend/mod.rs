@@ -2,6 +2,7 @@
 //! that relays a client's requests to a pooled server connection.
 
 pub mod auth;
+pub mod auth_query;
 pub mod error;
 pub mod expect;
 pub mod handshake;

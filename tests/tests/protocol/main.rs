@@ -5,7 +5,8 @@
 //! only the client concerned (`faults`), and a shutdown is graceful
 //! (`shutdown`). Upstream, pgstash encrypts as libpq's `sslmode` says
 //! (`upstream_tls`, `upstream_direct`) and logs in with md5 and SCRAM
-//! (`upstream_auth`).
+//! (`upstream_auth`), also without knowing the password: SCRAM
+//! pass-through and `auth_query` (`passthrough`).
 //!
 //! One test binary: `cargo test -p pgstash-tests --test protocol`.
 
@@ -14,6 +15,7 @@ mod cancel;
 mod clients;
 mod differential;
 mod faults;
+mod passthrough;
 mod shutdown;
 mod tls;
 mod upstream_auth;
