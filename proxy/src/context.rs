@@ -33,6 +33,8 @@ pub struct FrontDoor {
     pub pass_through: Arc<PassThrough>,
     /// Secrets of users the configuration does not list (`auth_query`).
     pub auth_query: AuthQuery,
+    /// Client connections open now (`[client] max_client_conn`).
+    pub clients: std::sync::atomic::AtomicUsize,
     /// What statements do to session state, remembered by text.
     pub session_effects: pgstash_rules::EffectsCache,
 }
@@ -86,6 +88,7 @@ impl Context {
                 cancels: CancelRegistry::default(),
                 pass_through: Arc::default(),
                 auth_query: AuthQuery::default(),
+                clients: Default::default(),
                 session_effects: pgstash_rules::EffectsCache::new(10_000),
             },
             pools: Pools::new(),
@@ -106,8 +109,13 @@ impl Context {
             user: user.to_owned(),
         };
         let config = self.config.load();
-        self.pools
-            .get(&key, || self.connect_target(database, user), &config.pool)
+        let size = config.pool.size_for(database, user);
+        self.pools.get(
+            &key,
+            || self.connect_target(database, user),
+            &config.pool,
+            size,
+        )
     }
 
     /// How pgstash logs in upstream as `user` to `database`: with the

@@ -9,7 +9,7 @@
 //! builds the [`ConnectTarget`] so). Lacking all, the login fails with a
 //! clear error, never with an empty password.
 
-use std::collections::{BTreeMap, HashSet};
+use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -133,7 +133,7 @@ async fn log_in(
         pid: 0,
         secret: 0,
         user: target.user.clone(),
-        prepared: HashSet::new(),
+        prepared: Default::default(),
         applied: SessionParams::default(),
         status: b'I',
         broken: false,

@@ -12,6 +12,7 @@ pub mod negotiate;
 pub mod params;
 pub mod passthrough;
 pub mod pool;
+pub mod prepared;
 pub mod server;
 
 pub use error::BackendError;

@@ -233,6 +233,7 @@ impl Pools {
         key: &PoolKey,
         target: impl FnOnce() -> ConnectTarget,
         config: &PoolConfig,
+        size: u32,
     ) -> Arc<PoolEntry> {
         let mut entries = self.entries.lock().unwrap_or_else(|e| e.into_inner());
         if let Some(entry) = entries.get(key) {
@@ -245,7 +246,7 @@ impl Pools {
             backoff: Mutex::new(Backoff::default()),
         };
         let pool = bb8::Pool::builder()
-            .max_size(config.size)
+            .max_size(size)
             .min_idle(None)
             .connection_timeout(config.acquire_timeout)
             .idle_timeout(Some(config.idle_timeout))

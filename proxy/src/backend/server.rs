@@ -1,7 +1,6 @@
 //! One upstream server connection and the state pgstash tracks about it.
 
-use std::collections::{BTreeMap, HashSet};
-use std::sync::Arc;
+use std::collections::BTreeMap;
 use std::time::Instant;
 
 use bytes::BytesMut;
@@ -33,7 +32,7 @@ pub struct ServerConn {
     /// The user this connection logged in as.
     pub user: String,
     /// Server-side names of the prepared statements pgstash created here.
-    pub prepared: HashSet<Arc<str>>,
+    pub prepared: super::prepared::PreparedSet,
     /// Session settings applied on top of the login defaults.
     pub applied: SessionParams,
     /// Transaction status byte of the last ReadyForQuery.

@@ -9,6 +9,7 @@
 mod auth;
 mod cache;
 mod certs;
+mod client;
 mod pool;
 mod redis;
 mod replication;
@@ -20,7 +21,8 @@ mod verify;
 
 pub use auth::{AuthConfig, AuthMethod, UserConfig};
 pub use cache::{CacheConfig, CacheMode};
-pub use pool::{PoolConfig, PoolMode};
+pub use client::{ClientConfig, SessionTimeouts, PRE_AUTH_MESSAGE_BYTES};
+pub use pool::{PoolConfig, PoolMode, PoolOverride};
 pub use redis::RedisTarget;
 pub use replication::ReplicationConfig;
 pub use tls::TlsConfig;
@@ -102,6 +104,7 @@ pub struct Config {
     /// change it).
     pub workers: usize,
     pub pool: PoolConfig,
+    pub client: ClientConfig,
     pub auth: AuthConfig,
     pub cache: CacheConfig,
     pub admin: AdminConfig,
@@ -147,6 +150,7 @@ impl Default for Config {
             workers: 0,
             log_format: LogFormat::Text,
             pool: PoolConfig::default(),
+            client: ClientConfig::default(),
             auth: AuthConfig::default(),
             cache: CacheConfig::default(),
             admin: AdminConfig::default(),
@@ -192,6 +196,7 @@ impl Config {
     /// Checks the relations between keys that serde cannot express.
     pub fn validate(&self) -> Result<(), ConfigError> {
         self.pool.validate()?;
+        self.client.validate()?;
         self.cache.validate()?;
         self.tls.validate()?;
         self.auth.validate()?;

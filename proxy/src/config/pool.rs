@@ -57,6 +57,32 @@ pub struct PoolConfig {
     /// Upper bound of the reconnect backoff.
     #[serde(with = "humantime_serde")]
     pub reconnect_backoff_max: Duration,
+    /// Pool sizes for particular databases, users or both (`[[pool.overrides]]`);
+    /// the most specific match wins, then `size`.
+    pub overrides: Vec<PoolOverride>,
+}
+
+/// A pool size for the pools of one database, one user, or one pair.
+#[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct PoolOverride {
+    pub database: Option<String>,
+    pub user: Option<String>,
+    pub size: u32,
+}
+
+impl PoolOverride {
+    /// How specifically this override names a pool (`None`: not at all).
+    fn specificity(&self, database: &str, user: &str) -> Option<u8> {
+        let database_matches = self.database.as_deref().map(|d| d == database);
+        let user_matches = self.user.as_deref().map(|u| u == user);
+        match (database_matches, user_matches) {
+            (Some(true), Some(true)) => Some(3),
+            (Some(true), None) => Some(2),
+            (None, Some(true)) => Some(1),
+            _ => None,
+        }
+    }
 }
 
 impl Default for PoolConfig {
@@ -71,12 +97,31 @@ impl Default for PoolConfig {
             health_check_after: Duration::from_secs(30),
             reconnect_backoff: Duration::from_millis(100),
             reconnect_backoff_max: Duration::from_secs(5),
+            overrides: Vec::new(),
         }
     }
 }
 
 impl PoolConfig {
+    /// Server connections for the pool of (`database`, `user`).
+    pub fn size_for(&self, database: &str, user: &str) -> u32 {
+        self.overrides
+            .iter()
+            .filter_map(|o| Some((o.specificity(database, user)?, o.size)))
+            .max_by_key(|(specificity, _)| *specificity)
+            .map_or(self.size, |(_, size)| size)
+    }
+
     pub(super) fn validate(&self) -> Result<(), ConfigError> {
+        for o in &self.overrides {
+            if o.size == 0 || (o.database.is_none() && o.user.is_none()) {
+                return Err(ConfigError::Invalid {
+                    key: "pool.overrides",
+                    reason: "each needs a database, a user or both, and a size of at least 1"
+                        .into(),
+                });
+            }
+        }
         if self.size == 0 {
             return Err(ConfigError::Invalid {
                 key: "pool.size",
@@ -90,5 +135,32 @@ impl PoolConfig {
             });
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_most_specific_override_wins() {
+        let o = |database: Option<&str>, user: Option<&str>, size| PoolOverride {
+            database: database.map(Into::into),
+            user: user.map(Into::into),
+            size,
+        };
+        let config = PoolConfig {
+            size: 20,
+            overrides: vec![
+                o(None, Some("batch"), 2),
+                o(Some("shop"), Some("batch"), 5),
+                o(Some("shop"), None, 50),
+            ],
+            ..PoolConfig::default()
+        };
+        assert_eq!(config.size_for("shop", "batch"), 5);
+        assert_eq!(config.size_for("shop", "app"), 50);
+        assert_eq!(config.size_for("crm", "batch"), 2);
+        assert_eq!(config.size_for("crm", "app"), 20);
     }
 }

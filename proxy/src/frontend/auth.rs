@@ -222,7 +222,13 @@ async fn read_password(
     let frame = match reader.read_frame(stream).await {
         Ok(frame) => frame,
         Err(crate::net::NetError::Closed) => return Err(FrontendError::ClientGone),
-        Err(e) => return Err(e.into()),
+        Err(e) => {
+            let text = format!("invalid authentication message: {e}");
+            let _ = stream
+                .write_all(&message::error_bytes(Severity::Fatal, e.sqlstate(), &text))
+                .await;
+            return Err(e.into());
+        }
     };
     if frame.tag() != ftag::PASSWORD {
         return protocol_fail(

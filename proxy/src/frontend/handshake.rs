@@ -1,7 +1,9 @@
 //! A new client connection up to its first ReadyForQuery: SSL/GSS
-//! negotiation (refused: pgstash has no TLS yet), CancelRequest routing,
-//! the StartupMessage, authentication, and the greeting with the
-//! parameters Postgres reported for this client's settings.
+//! negotiation (TLS when configured), CancelRequest routing, the
+//! StartupMessage, authentication, and the greeting with the parameters
+//! Postgres reported for this client's settings. The whole of it runs under
+//! `[client] login_timeout`, with messages capped at Postgres'
+//! pre-authentication size until the client has authenticated.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -9,12 +11,13 @@ use std::sync::Arc;
 use bytes::BytesMut;
 use tokio::io::AsyncWriteExt;
 
+use super::admission::Admitted;
 use super::auth;
 use super::error::FrontendError;
 use super::session::{Login, Session};
 use crate::backend::cancel::send_cancel;
 use crate::backend::SessionParams;
-use crate::config::PoolMode;
+use crate::config::{PoolMode, PRE_AUTH_MESSAGE_BYTES};
 use crate::context::Context;
 use crate::net::message::{self, Severity};
 use crate::net::startup::{read_startup_packet, StartupPacket};
@@ -22,22 +25,52 @@ use crate::net::{FrameReader, NetError, Stream};
 
 /// Serves one client connection from accept to close.
 pub async fn serve_client(context: Arc<Context>, stream: Stream) {
-    let _connected = ConnectedClient::new(&context);
+    let limits = context.config.load().client.clone();
+    let admitted = Admitted::new(&context, limits.max_client_conn);
     let peer = stream.peer();
-    let limit = context.config.load().max_message_bytes;
-    let reader = FrameReader::frontend(limit);
-    let result = Box::pin(handshake(&context, stream, reader, peer.clone())).await;
-    let session = match result {
-        Ok(Some(session)) => session,
-        Ok(None) => return,
-        Err(e) => {
+    // Until the client has authenticated, a message may not exceed what
+    // Postgres accepts before authentication.
+    let reader = FrameReader::frontend(PRE_AUTH_MESSAGE_BYTES);
+    if admitted.over_limit {
+        admitted.limit_hit("max_client_conn");
+        let refusal = refuse_too_many(&context, stream, reader);
+        let _ = tokio::time::timeout(limits.login_timeout, refusal).await;
+        return;
+    }
+    let login = Box::pin(handshake(&context, stream, reader, peer.clone()));
+    let session = match tokio::time::timeout(limits.login_timeout, login).await {
+        Ok(Ok(Some(session))) => session,
+        Ok(Ok(None)) => return,
+        Ok(Err(e)) => {
+            if matches!(e, FrontendError::Net(NetError::TooLarge { .. })) {
+                admitted.limit_hit("pre_auth_message");
+            }
             tracing::debug!(%peer, error = %e, "client handshake ended");
+            return;
+        }
+        Err(_) => {
+            // As Postgres' authentication_timeout: the connection is closed.
+            admitted.limit_hit("login_timeout");
+            tracing::debug!(%peer, timeout = ?limits.login_timeout, "client did not log in in time");
             return;
         }
     };
     let user = session.user().to_owned();
     if let Err(e) = session.run().await {
         tracing::debug!(%peer, %user, error = %e, "session ended with an error");
+    }
+}
+
+/// Answers a client over `max_client_conn`: its startup packet is read (a
+/// CancelRequest is routed) and it gets `53300`.
+async fn refuse_too_many(context: &Arc<Context>, mut client: Stream, mut reader: FrameReader) {
+    if let Ok(Some(_)) = read_startup(context, &mut client, &mut reader).await {
+        let _: Result<(), _> = refuse(
+            &mut client,
+            "53300",
+            "sorry, too many clients already (pgstash max_client_conn)",
+        )
+        .await;
     }
 }
 
@@ -91,6 +124,7 @@ async fn handshake(
         .unwrap_or_else(|| user.clone());
 
     auth::authenticate(context, &user, &database, stream, reader).await?;
+    reader.set_limit(context.config.load().max_message_bytes);
 
     let pool = context.pool(&database, &user);
     let settings = SessionParams::from_startup(&params);
@@ -216,20 +250,4 @@ async fn refuse<T>(stream: &mut Stream, code: &str, text: &str) -> Result<T, Fro
         .write_all(&message::error_bytes(Severity::Fatal, code, text))
         .await;
     Err(FrontendError::Protocol(text.to_owned()))
-}
-
-/// Counts a client in `pgstash_client_connections` while it is connected.
-struct ConnectedClient(Arc<Context>);
-
-impl ConnectedClient {
-    fn new(context: &Arc<Context>) -> ConnectedClient {
-        context.metrics.client_connections.inc();
-        ConnectedClient(context.clone())
-    }
-}
-
-impl Drop for ConnectedClient {
-    fn drop(&mut self) {
-        self.0.metrics.client_connections.dec();
-    }
 }

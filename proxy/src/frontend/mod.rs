@@ -1,6 +1,7 @@
 //! The client side: the startup handshake, authentication, and the session
 //! that relays a client's requests to a pooled server connection.
 
+pub mod admission;
 pub mod auth;
 pub mod auth_query;
 pub mod error;

@@ -166,6 +166,12 @@ impl FrameReader {
         }
     }
 
+    /// Changes the largest message accepted (raised once a client has
+    /// authenticated).
+    pub fn set_limit(&mut self, limit: usize) {
+        self.limit = limit;
+    }
+
     /// Reads more bytes from `stream`. Returns [`NetError::Closed`] on EOF.
     ///
     /// # Cancellation safety

@@ -6,7 +6,7 @@
 use bytes::{BufMut, Bytes, BytesMut};
 use pgwire::error::ErrorInfo;
 use pgwire::messages::extendedquery::{CloseComplete, ParseComplete};
-use pgwire::messages::response::{ErrorResponse, ReadyForQuery, TransactionStatus};
+use pgwire::messages::response::{ErrorResponse, NoticeResponse, ReadyForQuery, TransactionStatus};
 use pgwire::messages::startup::{Authentication, BackendKeyData, ParameterStatus, SecretKey};
 use pgwire::messages::Message;
 
@@ -88,6 +88,14 @@ pub fn error_response(out: &mut BytesMut, severity: Severity, code: &str, messag
     info.severity_nonlocalized = Some(severity.to_owned());
     let response: ErrorResponse = info.into();
     let _ = response.encode(out);
+}
+
+/// A NoticeResponse of severity WARNING.
+pub fn warning(out: &mut BytesMut, code: &str, message: &str) {
+    let mut info = ErrorInfo::new("WARNING".to_owned(), code.to_owned(), message.to_owned());
+    info.severity_nonlocalized = Some("WARNING".to_owned());
+    let notice: NoticeResponse = info.into();
+    let _ = notice.encode(out);
 }
 
 /// An ErrorResponse as a standalone buffer.

@@ -45,7 +45,18 @@ pub mod name {
     pub const REPLICATION_EVENTS: &str = "pgstash_replication_events_total";
     pub const REPLICATION_RESTARTS: &str = "pgstash_replication_restarts_total";
     pub const REPLICATION_LEADING: &str = "pgstash_replication_leading";
+    pub const CLIENT_LIMITS: &str = "pgstash_client_limit_total";
 }
+
+/// The values of `pgstash_client_limit_total`'s `limit` label.
+pub const CLIENT_LIMITS: [&str; 6] = [
+    "max_client_conn",
+    "pre_auth_message",
+    "login_timeout",
+    "idle_timeout",
+    "idle_transaction_timeout",
+    "query_timeout",
+];
 
 pub struct Metrics {
     pub registry: Registry,
@@ -121,6 +132,10 @@ pub struct Metrics {
     /// 1 while this instance follows the database's stream (with a shared
     /// Redis store, one instance does; label `database`).
     pub replication_leading: IntGaugeVec,
+    /// Clients stopped by a `[client]` limit (label `limit`:
+    /// max_client_conn, pre_auth_message, login_timeout, idle_timeout,
+    /// idle_transaction_timeout, query_timeout).
+    pub client_limits: IntCounterVec,
 }
 
 #[allow(
@@ -355,6 +370,12 @@ impl Metrics {
                 &["table"],
             ),
             rule_reloads: counter_vec(r, name::RULE_RELOADS, "rules.toml reloads", &["result"]),
+            client_limits: counter_vec(
+                r,
+                name::CLIENT_LIMITS,
+                "Clients refused, disconnected or cancelled by a [client] limit",
+                &["limit"],
+            ),
             replication_events: counter_vec(
                 r,
                 name::REPLICATION_EVENTS,
@@ -429,6 +450,9 @@ impl Metrics {
         }
         for result in ["ok", "failed"] {
             self.rule_reloads.with_label_values(&[result]);
+        }
+        for limit in CLIENT_LIMITS {
+            self.client_limits.with_label_values(&[limit]);
         }
         for rule in rules {
             for counter in [

@@ -15,6 +15,7 @@ mod cancel;
 mod clients;
 mod differential;
 mod faults;
+mod limits;
 mod passthrough;
 mod shutdown;
 mod tls;

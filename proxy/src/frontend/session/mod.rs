@@ -27,6 +27,7 @@
 
 mod cached;
 mod client;
+mod clocks;
 mod inbound;
 mod phase;
 mod prepared;
@@ -39,6 +40,7 @@ use std::sync::Arc;
 
 use self::cached::CachePath;
 use self::client::ClientConn;
+use self::clocks::{Clocks, Expired, Waiting};
 use self::phase::{Flow, Phase};
 use self::prepared::ClientStatements;
 use self::relay::Relay;
@@ -78,6 +80,7 @@ enum Event {
     Client(Result<(), NetError>),
     Server(Result<(), NetError>),
     Shutdown,
+    Expired(Expired),
 }
 
 pub struct Session {
@@ -96,6 +99,9 @@ pub struct Session {
     cache: Option<Box<CachePath>>,
     writes: Option<Box<WritePath>>,
     requests: Requests,
+    clocks: Clocks,
+    /// `[client] max_prepared_statements`, per server connection.
+    max_statements: usize,
 }
 
 impl Session {
@@ -109,6 +115,10 @@ impl Session {
             login.client_address,
         );
         let cache = context.cache.clone();
+        let config = context.config.load();
+        let clocks = Clocks::new(config.client.session_timeouts());
+        let max_statements = config.client.max_prepared_statements;
+        drop(config);
         let mut session = Session {
             mode,
             key: login.key,
@@ -126,6 +136,8 @@ impl Session {
                 Some(context.recorder.clone()),
                 info,
             ),
+            clocks,
+            max_statements,
             database: login.database,
             user: login.user,
             context,
@@ -182,6 +194,7 @@ impl Session {
                     let text = "terminating connection because pgstash is shutting down";
                     return self.fatal("57P01", text, e).await;
                 }
+                Event::Expired(kind) => self.on_expired(kind).await?,
             }
         }
     }
@@ -193,6 +206,20 @@ impl Session {
     /// that loses the race loses nothing.
     async fn wait(&mut self) -> Event {
         let idle = self.is_idle();
+        let waiting = Waiting {
+            in_flight: self.upstream.is_held() && !self.upstream.settled(),
+            idle,
+        };
+        let deadline = self.clocks.deadline(waiting);
+        let expiry = async move {
+            match deadline {
+                Some((at, kind)) => {
+                    tokio::time::sleep_until(at.into()).await;
+                    kind
+                }
+                None => std::future::pending().await,
+            }
+        };
         // Borrowed, not cloned: a token clone locks the token's tree.
         let shutdown = &self.context.shutdown;
         if !self.upstream.is_held() {
@@ -200,6 +227,7 @@ impl Session {
                 biased;
                 _ = shutdown.cancelled() => Event::Shutdown,
                 r = self.client.read() => Event::Client(r),
+                kind = expiry => Event::Expired(kind),
             };
         }
         tokio::select! {
@@ -213,6 +241,62 @@ impl Session {
             _ = shutdown.cancelled(), if idle => Event::Shutdown,
             r = self.upstream.read() => Event::Server(r),
             r = self.client.read() => Event::Client(r),
+            kind = expiry => Event::Expired(kind),
+        }
+    }
+
+    /// A `[client]` timeout ran out: a query is cancelled (the client gets
+    /// Postgres' 57014 and keeps its session); an idle client is let go.
+    async fn on_expired(&mut self, kind: Expired) -> Result<(), FrontendError> {
+        self.context
+            .metrics
+            .client_limits
+            .with_label_values(&[kind.limit()])
+            .inc();
+        let (code, text) = match kind {
+            Expired::Query => {
+                self.cancel_query().await;
+                return Ok(());
+            }
+            Expired::CancelIgnored => {
+                self.upstream.mark_broken();
+                (
+                    "57014",
+                    "canceling statement due to query_timeout: the server did not stop it, its connection is closed",
+                )
+            }
+            Expired::IdleInTransaction => {
+                self.upstream.mark_broken();
+                (
+                    "25P03",
+                    "terminating connection due to idle-in-transaction timeout (pgstash idle_transaction_timeout)",
+                )
+            }
+            Expired::Idle => (
+                "57P05",
+                "terminating connection due to idle-session timeout (pgstash idle_timeout)",
+            ),
+        };
+        self.fatal(code, text, FrontendError::Protocol(text.to_owned()))
+            .await
+    }
+
+    /// Cancels the query running upstream for this client, and waits until
+    /// Postgres has taken the request (so the cancel cannot reach a later
+    /// query on the same connection).
+    async fn cancel_query(&mut self) {
+        self.clocks.cancelled();
+        let Some(target) = self.context.front.cancels.target(self.key) else {
+            return;
+        };
+        let text = format!(
+            "pgstash: query_timeout ({:?}) reached, cancelling the query",
+            self.clocks.query_limit()
+        );
+        message::warning(&mut self.client.out, "01000", &text);
+        let upstream = self.context.config.load().upstream.clone();
+        if let Err(e) = crate::backend::cancel::send_cancel(&upstream, target).await {
+            tracing::warn!(error = %e, "query_timeout: could not send the cancel request");
         }
     }
 
@@ -262,6 +346,9 @@ impl Session {
                 requests: &mut self.requests,
             }
             .run()?;
+            if relayed.finished.is_some() {
+                self.clocks.request_ended();
+            }
             self.requests.finish(relayed.finished);
             if !relayed.commit {
                 return Ok(());
@@ -313,6 +400,9 @@ impl Session {
             return Ok(());
         }
         let forget = self.statements.take_forget();
+        if !forget {
+            self.upstream.trim_statements(self.max_statements).await;
+        }
         self.upstream.release(forget);
         Ok(())
     }

@@ -178,6 +178,26 @@ impl Upstream {
         tx
     }
 
+    /// Deallocates the least recently used statements beyond `cap` on the
+    /// held connection, before it goes back to the pool.
+    pub async fn trim_statements(&mut self, cap: usize) {
+        let Some(server) = self.conn.as_deref_mut() else {
+            return;
+        };
+        let over = server.prepared.take_over(cap);
+        if over.is_empty() {
+            return;
+        }
+        let sql: String = over
+            .iter()
+            .map(|name| format!("DEALLOCATE \"{name}\";"))
+            .collect();
+        if let Err(e) = server.run_internal(&sql).await {
+            tracing::debug!(error = %e, "could not deallocate statements; closing the connection");
+            server.broken = true;
+        }
+    }
+
     /// Gives the connection back to the pool; `forget_statements` when the
     /// client dropped server-side statements (DISCARD, DEALLOCATE).
     #[inline]
