@@ -12,11 +12,13 @@ use tokio_util::sync::CancellationToken;
 
 use crate::backend::cancel::CancelRegistry;
 use crate::backend::connect::ConnectTarget;
+use crate::backend::passthrough::PassThrough;
 use crate::backend::pool::{PoolEntry, PoolKey};
 use crate::backend::Pools;
 use crate::cache::catalog::Catalogs;
 use crate::cache::Cache;
 use crate::config::{Config, ConfigError, UserDirectory};
+use crate::frontend::auth_query::AuthQuery;
 use crate::observe::digest::Digest;
 use crate::observe::record::{LogSettings, Recorder};
 use crate::observe::Metrics;
@@ -27,6 +29,10 @@ pub struct FrontDoor {
     /// TLS for clients, when configured.
     pub tls: ArcSwapOption<ServerConfig>,
     pub cancels: CancelRegistry,
+    /// The secrets clients proved, which log pgstash in upstream as them.
+    pub pass_through: Arc<PassThrough>,
+    /// Secrets of users the configuration does not list (`auth_query`).
+    pub auth_query: AuthQuery,
     /// Client connections open now (`[client] max_client_conn`).
     pub clients: std::sync::atomic::AtomicUsize,
     /// What statements do to session state, remembered by text.
@@ -80,6 +86,8 @@ impl Context {
                 users: ArcSwap::from_pointee(users),
                 tls: ArcSwapOption::new(tls),
                 cancels: CancelRegistry::default(),
+                pass_through: Arc::default(),
+                auth_query: AuthQuery::default(),
                 clients: Default::default(),
                 session_effects: pgstash_rules::EffectsCache::new(10_000),
             },
@@ -110,19 +118,20 @@ impl Context {
         )
     }
 
-    /// How pgstash logs in upstream as `user` to `database`.
+    /// How pgstash logs in upstream as `user` to `database`: with the
+    /// user's configured password, or else by pass-through of what its
+    /// clients proved, or else with the upstream URL's password.
     pub fn connect_target(&self, database: &str, user: &str) -> ConnectTarget {
         let config = self.config.load();
+        let configured = self.front.users.load().upstream_password(user);
         ConnectTarget {
             upstream: config.upstream.clone(),
             database: database.to_owned(),
             user: user.to_owned(),
-            password: self
-                .front
-                .users
-                .load()
-                .upstream_password(user)
-                .or_else(|| config.upstream.password.clone()),
+            pass_through: configured
+                .is_none()
+                .then(|| self.front.pass_through.clone()),
+            password: configured.or_else(|| config.upstream.password.clone()),
         }
     }
 
@@ -141,6 +150,7 @@ impl Context {
             != format!("{:?}{:?}", config.pool, config.upstream)
             || format!("{:?}", old.auth) != format!("{:?}", config.auth);
         self.front.users.store(Arc::new(users));
+        self.front.auth_query.clear();
         self.recorder.reconfigure(log_settings(&config));
         self.config.store(Arc::new(config));
         if pools_changed {

@@ -18,6 +18,7 @@ pub mod frontend;
 pub mod net;
 pub mod observe;
 pub mod replication;
+pub mod scram;
 pub mod server;
 pub mod tools;
 

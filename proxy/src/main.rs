@@ -117,6 +117,7 @@ fn replication_setup(upstream: &str, databases: &[String], publication: &str) ->
             password: upstream.password.clone(),
             database,
             upstream: upstream.clone(),
+            pass_through: None,
         };
         let (report, ok) = runtime.block_on(pgstash::replication::setup::run(&target, publication));
         tell_raw!("{report}");

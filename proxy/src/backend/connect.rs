@@ -1,22 +1,32 @@
 //! Opening a server connection: the transport (`negotiate.rs`: TLS as
 //! `sslmode` says), StartupMessage, authentication (trust, cleartext, md5,
 //! SCRAM-SHA-256) and the greeting up to the first ReadyForQuery.
+//!
+//! The secret answering Postgres' challenge is the user's password from
+//! `[[auth.users]]`; else what its clients proved at login
+//! (`passthrough.rs`: a SCRAM ClientKey when Postgres' verifier has its
+//! salt, an md5 hash); else the upstream URL's password (`context.rs`
+//! builds the [`ConnectTarget`] so). Lacking all, the login fails with a
+//! clear error, never with an empty password.
 
 use std::collections::BTreeMap;
+use std::sync::Arc;
 use std::time::Instant;
 
 use bytes::{BufMut, BytesMut};
 use postgres_protocol::authentication::md5_hash;
-use postgres_protocol::authentication::sasl::{ChannelBinding, ScramSha256};
 
 use super::error::BackendError;
 use super::negotiate::{self, LoginError};
 use super::params::SessionParams;
+use super::passthrough::{PassThrough, Proven};
 use super::server::{ServerConn, UPSTREAM_FRAME_LIMIT};
 use crate::config::Upstream;
 use crate::net::frame::Body;
 use crate::net::message::{self, ftag, tag};
 use crate::net::{FrameReader, Stream};
+use crate::scram::client::{Challenge, ClientFinal, ClientFirst};
+use crate::scram::{ClientKeys, MECHANISM};
 
 /// Who to log in as, and where.
 #[derive(Debug, Clone)]
@@ -25,6 +35,71 @@ pub struct ConnectTarget {
     pub database: String,
     pub user: String,
     pub password: Option<String>,
+    /// Where the secrets clients proved are kept, for users pgstash logs
+    /// in as by pass-through (none for its own logins).
+    pub pass_through: Option<Arc<PassThrough>>,
+}
+
+impl ConnectTarget {
+    /// What a client of this user proved, if anything.
+    fn proven(&self) -> Option<Arc<Proven>> {
+        self.pass_through.as_ref()?.get(&self.user)
+    }
+
+    /// The error for a challenge pgstash has no secret for.
+    fn lacking(&self, asks: &'static str) -> BackendError {
+        let Some(store) = &self.pass_through else {
+            return BackendError::NoPassword(self.user.clone());
+        };
+        let lacks = match store.get(&self.user).as_deref() {
+            None => "has no password for it, and no client has logged in as it yet to pass its key through",
+            Some(Proven::Scram(_)) if asks == "SCRAM" => {
+                "has no password for it, and the SCRAM verifier its clients log in against is not \
+                 Postgres' (another salt or iteration count: copy it from pg_authid, or use auth_query)"
+            }
+            Some(Proven::Scram(_)) => "has only its SCRAM key, no password",
+            Some(Proven::Md5(_)) => "has only its md5 hash, no password",
+        };
+        BackendError::NoSecret {
+            user: self.user.clone(),
+            asks,
+            lacks,
+        }
+    }
+
+    /// The SCRAM keys answering `challenge`.
+    fn scram_keys(&self, challenge: &Challenge) -> Result<ClientKeys, BackendError> {
+        if let Some(Proven::Scram(keys)) = self.proven().as_deref() {
+            if keys.salt == challenge.salt && keys.iterations == challenge.iterations {
+                return Ok(keys.clone());
+            }
+        }
+        match &self.password {
+            Some(password) => Ok(ClientKeys::from_password(
+                password,
+                &challenge.salt,
+                challenge.iterations,
+            )),
+            None => Err(self.lacking("SCRAM")),
+        }
+    }
+
+    /// The answer to an md5 challenge with `salt`.
+    fn md5_answer(&self, salt: [u8; 4]) -> Result<String, BackendError> {
+        if let Some(Proven::Md5(hash)) = self.proven().as_deref() {
+            return Ok(hash.answer(salt));
+        }
+        match &self.password {
+            Some(password) => Ok(md5_hash(self.user.as_bytes(), password.as_bytes(), salt)),
+            None => Err(self.lacking("md5")),
+        }
+    }
+}
+
+/// Where a SASL exchange with Postgres stands.
+enum Sasl {
+    Started(ClientFirst),
+    Answered(ClientFinal),
 }
 
 /// Connects and logs in. The connection is at its first ReadyForQuery.
@@ -125,13 +200,7 @@ fn startup_message(user: &str, database: &str, options: &[(&str, &str)]) -> Byte
 /// The authentication exchange; an ErrorResponse in it is returned as
 /// [`BackendError::Server`].
 async fn authenticate(conn: &mut ServerConn, target: &ConnectTarget) -> Result<(), BackendError> {
-    let password = || {
-        target
-            .password
-            .as_deref()
-            .ok_or_else(|| BackendError::NoPassword(target.user.clone()))
-    };
-    let mut scram: Option<ScramSha256> = None;
+    let mut sasl: Option<Sasl> = None;
     loop {
         let frame = conn.read_frame().await?;
         match frame.tag() {
@@ -149,18 +218,19 @@ async fn authenticate(conn: &mut ServerConn, target: &ConnectTarget) -> Result<(
         match body.i32()? {
             0 => return Ok(()),
             3 => {
-                let mut pw = password()?.as_bytes().to_vec();
+                let password = target
+                    .password
+                    .as_deref()
+                    .ok_or_else(|| target.lacking("a clear-text password"))?;
+                let mut pw = password.as_bytes().to_vec();
                 pw.push(0);
                 message::frontend(&mut out, ftag::PASSWORD, &pw);
             }
             5 => {
                 let salt = body.take(4)?;
-                let hash = md5_hash(
-                    target.user.as_bytes(),
-                    password()?.as_bytes(),
-                    [salt[0], salt[1], salt[2], salt[3]],
-                );
-                let mut pw = hash.into_bytes();
+                let mut pw = target
+                    .md5_answer([salt[0], salt[1], salt[2], salt[3]])?
+                    .into_bytes();
                 pw.push(0);
                 message::frontend(&mut out, ftag::PASSWORD, &pw);
             }
@@ -172,36 +242,38 @@ async fn authenticate(conn: &mut ServerConn, target: &ConnectTarget) -> Result<(
                     }
                     offered.push(m.to_owned());
                 }
-                if !offered.iter().any(|m| m == "SCRAM-SHA-256") {
+                if !offered.iter().any(|m| m == MECHANISM) {
                     return Err(BackendError::Scram(format!(
                         "server offers only {offered:?}"
                     )));
                 }
-                let client =
-                    ScramSha256::new(password()?.as_bytes(), ChannelBinding::unsupported());
-                let first = client.message().to_vec();
+                let client = ClientFirst::new();
+                let first = client.message();
                 let mut payload = BytesMut::new();
-                payload.put_slice(b"SCRAM-SHA-256\0");
+                payload.put_slice(MECHANISM.as_bytes());
+                payload.put_u8(0);
                 payload.put_i32(first.len() as i32);
-                payload.put_slice(&first);
+                payload.put_slice(first.as_bytes());
                 message::frontend(&mut out, ftag::PASSWORD, &payload);
-                scram = Some(client);
+                sasl = Some(Sasl::Started(client));
             }
             11 => {
-                let client = scram
-                    .as_mut()
-                    .ok_or_else(|| BackendError::Scram("SASLContinue before SASL".into()))?;
-                client
-                    .update(body.rest())
+                let Some(Sasl::Started(client)) = sasl.take() else {
+                    return Err(BackendError::Scram("SASLContinue out of turn".into()));
+                };
+                let challenge = client
+                    .challenge(body.rest())
                     .map_err(|e| BackendError::Scram(e.to_string()))?;
-                message::frontend(&mut out, ftag::PASSWORD, client.message());
+                let keys = target.scram_keys(&challenge)?;
+                let (answer, last) = client.respond(&challenge, &keys);
+                message::frontend(&mut out, ftag::PASSWORD, answer.as_bytes());
+                sasl = Some(Sasl::Answered(last));
             }
             12 => {
-                let client = scram
-                    .as_mut()
-                    .ok_or_else(|| BackendError::Scram("SASLFinal before SASL".into()))?;
-                client
-                    .finish(body.rest())
+                let Some(Sasl::Answered(last)) = sasl.take() else {
+                    return Err(BackendError::Scram("SASLFinal out of turn".into()));
+                };
+                last.verify(body.rest())
                     .map_err(|e| BackendError::Scram(e.to_string()))?;
                 continue;
             }

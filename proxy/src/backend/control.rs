@@ -2,20 +2,20 @@
 //! traffic (catalog facts, replication heartbeats and relation names),
 //! through `tokio-postgres`.
 //!
-//! The transport is pgstash's own (`negotiate.rs`), handed to
-//! `tokio-postgres` already encrypted: one negotiation, with libpq's
-//! `sslmode` semantics, for every upstream connection (`tokio-postgres`'
-//! own TLS knows only disable/prefer/require and none of libpq's
-//! fallbacks).
+//! The connection is pgstash's own (`connect.rs`): negotiated with libpq's
+//! `sslmode` semantics (`tokio-postgres`' own TLS knows only
+//! disable/prefer/require and none of libpq's fallbacks) and logged in
+//! with pass-through too (`tokio-postgres` knows only passwords), then
+//! handed to `tokio-postgres` already logged in (`greeted.rs`).
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use pgstash_rules::TableRef;
 
-use super::connect::ConnectTarget;
+use super::connect::{connect_with, ConnectTarget};
 use super::error::BackendError;
-use super::negotiate::{self, LoginError};
-use crate::net::Stream;
+use super::greeted::Greeted;
 
 /// How long opening a control connection may take.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
@@ -26,50 +26,36 @@ pub async fn connect(
     target: &ConnectTarget,
     application_name: &str,
 ) -> Result<tokio_postgres::Client, BackendError> {
-    let mut config = tokio_postgres::Config::new();
-    config
-        .user(&target.user)
-        .dbname(&target.database)
-        .application_name(application_name)
-        .ssl_mode(tokio_postgres::config::SslMode::Disable);
-    if let Some(password) = &target.password {
-        config.password(password);
-    }
-    let login = negotiate::login(&target.upstream, |transport| {
-        log_in(&config, transport.stream)
-    });
-    match tokio::time::timeout(CONNECT_TIMEOUT, login).await {
+    match tokio::time::timeout(CONNECT_TIMEOUT, log_in(target, application_name)).await {
         Ok(client) => client,
         Err(_) => Err(BackendError::ConnectTimeout(CONNECT_TIMEOUT)),
     }
 }
 
 async fn log_in(
-    config: &tokio_postgres::Config,
-    stream: Stream,
-) -> Result<tokio_postgres::Client, LoginError> {
-    match config.connect_raw(stream, tokio_postgres::NoTls).await {
-        Ok((client, connection)) => {
-            tokio::spawn(async move {
-                let _ = connection.await;
-            });
-            Ok(client)
-        }
-        // tokio-postgres does not say whether authentication had finished:
-        // an error of class 28 (invalid authorization) is one of its
-        // refusals; any other is taken as final (a retry of a class 28
-        // refusal made after authentication, "role does not exist" under
-        // trust, fails again the same way).
-        Err(e) => {
-            let refused = e.code().is_some_and(|c| c.code().starts_with("28"));
-            let e = BackendError::Control(std::sync::Arc::new(e));
-            Err(if refused {
-                LoginError::Refused(e)
-            } else {
-                LoginError::Failed(e)
-            })
-        }
+    target: &ConnectTarget,
+    application_name: &str,
+) -> Result<tokio_postgres::Client, BackendError> {
+    let conn = connect_with(target, &[("application_name", application_name)]).await?;
+    if conn.reader.has_buffered() {
+        return Err(BackendError::Unexpected {
+            tag: '?',
+            during: "startup",
+        });
     }
+    let mut config = tokio_postgres::Config::new();
+    config
+        .user(&target.user)
+        .dbname(&target.database)
+        .ssl_mode(tokio_postgres::config::SslMode::Disable);
+    let (client, connection) = config
+        .connect_raw(Greeted::new(conn), tokio_postgres::NoTls)
+        .await
+        .map_err(|e| BackendError::Control(Arc::new(e)))?;
+    tokio::spawn(async move {
+        let _ = connection.await;
+    });
+    Ok(client)
 }
 
 /// The partitioned tables `oid` is a partition of, nearest first (none

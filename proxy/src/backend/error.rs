@@ -28,6 +28,14 @@ pub enum BackendError {
     UnsupportedAuth(i32),
     #[error("upstream asks for a password but none is configured for user {0:?}")]
     NoPassword(String),
+    /// Postgres asks for a secret pgstash does not have for this user
+    /// (pass-through: no client proved one yet, or not one Postgres takes).
+    #[error("upstream asks user {user:?} for {asks}, and pgstash {lacks}")]
+    NoSecret {
+        user: String,
+        asks: &'static str,
+        lacks: &'static str,
+    },
     #[error("upstream SCRAM exchange failed: {0}")]
     Scram(String),
     /// TLS to Postgres could not be had as `sslmode` asks (declined, a
@@ -99,6 +107,7 @@ impl BackendError {
             }
             BackendError::UnsupportedAuth(_)
             | BackendError::NoPassword(_)
+            | BackendError::NoSecret { .. }
             | BackendError::Scram(_) => {
                 message::error_bytes(severity, "28000", &format!("pgstash: {self}"))
             }

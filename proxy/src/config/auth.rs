@@ -1,6 +1,7 @@
 //! How clients authenticate to pgstash, and the users it knows.
 
 use std::path::PathBuf;
+use std::time::Duration;
 
 use serde::Deserialize;
 
@@ -19,12 +20,40 @@ pub enum AuthMethod {
     ScramSha256,
 }
 
-#[derive(Debug, Clone, Deserialize, Default)]
+#[derive(Debug, Clone, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct AuthConfig {
     #[serde(rename = "type")]
     pub method: AuthMethod,
     pub users: Vec<UserConfig>,
+    /// The role that looks up the secrets of users not in `users` with
+    /// `auth_query` (its password: its `[[auth.users]]` entry, or the
+    /// upstream URL's). Unset: only `users` may log in.
+    pub auth_user: Option<String>,
+    /// Returns (name, Postgres' stored secret) of the user `$1`.
+    pub auth_query: String,
+    /// The database the lookup runs in; unset: the client's.
+    pub auth_dbname: Option<String>,
+    /// How long a looked-up secret (or its absence) is reused: a password
+    /// changed in Postgres takes effect for new logins within this.
+    #[serde(with = "humantime_serde")]
+    pub auth_query_cache: Duration,
+}
+
+/// PgBouncer's default `auth_query`.
+pub const DEFAULT_AUTH_QUERY: &str = "SELECT usename, passwd FROM pg_shadow WHERE usename = $1";
+
+impl Default for AuthConfig {
+    fn default() -> Self {
+        AuthConfig {
+            method: AuthMethod::default(),
+            users: Vec::new(),
+            auth_user: None,
+            auth_query: DEFAULT_AUTH_QUERY.to_owned(),
+            auth_dbname: None,
+            auth_query_cache: Duration::from_secs(5),
+        }
+    }
 }
 
 /// A user clients may log in as. Exactly one password source is allowed.
@@ -40,7 +69,8 @@ pub struct UserConfig {
     pub password_file: Option<PathBuf>,
     /// A Postgres SCRAM verifier (`SCRAM-SHA-256$<iter>:<salt>$<stored>:<server>`,
     /// as in `pg_authid.rolpassword`). Checks client logins without storing the
-    /// password; upstream then needs the password from the upstream URL.
+    /// password; upstream, a client's login passes its key through when the
+    /// verifier is Postgres' own (else the upstream URL's password is used).
     pub scram_verifier: Option<String>,
 }
 
@@ -99,12 +129,71 @@ impl AuthConfig {
                 });
             }
         }
-        if self.method != AuthMethod::Trust && self.users.is_empty() {
+        if let Some(auth_user) = &self.auth_user {
+            if auth_user.is_empty() {
+                return Err(ConfigError::Invalid {
+                    key: "auth.auth_user",
+                    reason: "must not be empty".into(),
+                });
+            }
+            if self.method == AuthMethod::Trust {
+                return Err(ConfigError::Invalid {
+                    key: "auth.auth_user",
+                    reason: "auth_query checks passwords: set auth.type to md5 or scram-sha-256"
+                        .into(),
+                });
+            }
+            if self.auth_query.trim().is_empty() {
+                return Err(ConfigError::Invalid {
+                    key: "auth.auth_query",
+                    reason: "must not be empty".into(),
+                });
+            }
+        }
+        if self.method != AuthMethod::Trust && self.users.is_empty() && self.auth_user.is_none() {
             return Err(ConfigError::Invalid {
                 key: "auth.type",
-                reason: "password authentication needs at least one [[auth.users]] entry".into(),
+                reason: "password authentication needs [[auth.users]] entries or an auth_user"
+                    .into(),
             });
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::path::Path;
+
+    use crate::config::{Config, ConfigError};
+
+    fn load(toml: &str) -> Result<Config, ConfigError> {
+        Config::from_toml(toml, Path::new("x.toml"))
+    }
+
+    #[test]
+    fn an_auth_user_stands_in_for_listed_users() {
+        let config = load(
+            "[auth]\ntype = \"scram-sha-256\"\nauth_user = \"pgstash_auth\"\nauth_query_cache = \"2s\"\n",
+        )
+        .unwrap();
+        assert_eq!(config.auth.auth_user.as_deref(), Some("pgstash_auth"));
+        assert_eq!(config.auth.auth_query, super::DEFAULT_AUTH_QUERY);
+        assert_eq!(config.auth.auth_query_cache.as_secs(), 2);
+    }
+
+    #[test]
+    fn an_auth_user_needs_a_password_method() {
+        let err = load("[auth]\nauth_user = \"pgstash_auth\"\n").unwrap_err();
+        assert!(
+            matches!(
+                err,
+                ConfigError::Invalid {
+                    key: "auth.auth_user",
+                    ..
+                }
+            ),
+            "{err}"
+        );
     }
 }

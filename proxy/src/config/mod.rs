@@ -36,7 +36,7 @@ pub use upstream::{Upstream, UpstreamHost};
 pub use upstream_tls::{
     ClientCert, Encryption, RootCert, SslMode, SslNegotiation, UpstreamTls, ALPN_POSTGRESQL,
 };
-pub use users::{ScramKeys, UserDirectory};
+pub use users::{parse_verifier, ScramKeys, UserDirectory};
 pub use warnings::Warning;
 
 use std::net::SocketAddr;

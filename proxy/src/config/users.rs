@@ -100,6 +100,11 @@ impl UserDirectory {
         self.users.get(user).and_then(|u| u.password.as_deref())
     }
 
+    /// Whether `user` is configured (then `auth_query` is not asked about it).
+    pub fn contains(&self, user: &str) -> bool {
+        self.users.contains_key(user)
+    }
+
     /// The SCRAM keys of `user`, if configured.
     pub fn scram_keys(&self, user: &str) -> Option<&ScramKeys> {
         self.users.get(user).and_then(|u| u.scram.as_ref())
@@ -107,7 +112,7 @@ impl UserDirectory {
 }
 
 /// `SCRAM-SHA-256$<iterations>:<salt>$<StoredKey>:<ServerKey>`, base64 parts.
-fn parse_verifier(text: &str) -> Option<ScramKeys> {
+pub fn parse_verifier(text: &str) -> Option<ScramKeys> {
     let b64 = base64::engine::general_purpose::STANDARD;
     let rest = text.strip_prefix("SCRAM-SHA-256$")?;
     let (iter_salt, keys) = rest.split_once('$')?;

@@ -1,112 +1,216 @@
-//! Client authentication: trust, md5 and SCRAM-SHA-256 against the users of
-//! the configuration (resolved in `config/users.rs`). The SCRAM server
-//! exchange is pgwire's; a wrong password gets Postgres' own error
-//! (`28P01 password authentication failed`).
+//! Client authentication: trust, md5 and SCRAM-SHA-256, against the users
+//! of the configuration (resolved in `config/users.rs`) or, for a user it
+//! does not list, the secret Postgres stores (`auth_query.rs`). A wrong
+//! password, an unknown user and a user without a usable secret all get
+//! Postgres' own error (`28P01 password authentication failed`), after an
+//! exchange that looks the same (made-up SCRAM keys, a fresh md5 salt).
+//!
+//! The SCRAM exchange is pgstash's own (`scram/server.rs`): when the
+//! verifier is Postgres' (from `auth_query`, or a configured
+//! `scram_verifier` without a password), the ClientKey it recovers from
+//! the client's proof is kept (`backend/passthrough.rs`) and logs pgstash
+//! in upstream as that user. So does an md5 hash from `auth_query`. As in
+//! Postgres, `md5` with a SCRAM verifier runs SCRAM, and `scram-sha-256`
+//! with an md5 hash fails.
 
 use bytes::BytesMut;
 use pgwire::api::auth::md5pass::hash_md5_password;
-use pgwire::api::auth::sasl::scram::{ScramSecret, ScramServerAuth, SCRAM_ITERATIONS};
 
+use super::auth_query::Stored;
 use super::error::FrontendError;
-use crate::config::{AuthMethod, ScramKeys, UserDirectory};
+use crate::backend::passthrough::Proven;
+use crate::config::{AuthMethod, ScramKeys};
+use crate::context::Context;
 use crate::net::frame::Body;
 use crate::net::message::{self, ftag, Severity};
 use crate::net::{FrameReader, Stream};
+use crate::scram::{self, MECHANISM};
 use tokio::io::AsyncWriteExt;
+
+/// What a client is checked against.
+enum Known {
+    /// A configured password (md5; SCRAM uses the keys derived from it).
+    Password(String),
+    /// A SCRAM verifier; `pass_through`: it is Postgres' own, and no
+    /// password is configured, so the client's key logs in upstream.
+    Verifier { keys: ScramKeys, pass_through: bool },
+    /// Postgres' md5 hash, from `auth_query`.
+    Md5(crate::backend::passthrough::Md5Hash),
+    /// Nothing: the login fails whatever the client sends.
+    Nothing,
+}
 
 /// Runs the authentication exchange with a client. On success nothing has
 /// been written yet for AuthenticationOk (the caller sends it once the
 /// upstream accepted the login too).
 pub async fn authenticate(
-    directory: &UserDirectory,
+    context: &Context,
     user: &str,
+    database: &str,
     stream: &mut Stream,
     reader: &mut FrameReader,
 ) -> Result<(), FrontendError> {
-    match directory.method() {
-        AuthMethod::Trust => Ok(()),
-        AuthMethod::Md5 => {
-            let salt: [u8; 4] = rand::random();
-            let mut out = BytesMut::new();
-            message::auth_md5(&mut out, salt);
-            stream
-                .write_all(&out)
-                .await
-                .map_err(crate::net::NetError::from)?;
-            let answer = read_password(stream, reader).await?;
-            let expected = directory
-                .password(user)
-                .map(|p| hash_md5_password(user, p, &salt));
-            match expected {
-                Some(expected)
-                    if expected.as_bytes() == answer.strip_suffix(&[0]).unwrap_or(&answer) =>
-                {
-                    Ok(())
-                }
-                _ => fail(stream, user).await,
-            }
+    let directory = context.front.users.load_full();
+    let method = directory.method();
+    if method == AuthMethod::Trust {
+        return Ok(());
+    }
+    let known = if directory.contains(user) {
+        match (method, directory.password(user), directory.scram_keys(user)) {
+            (AuthMethod::Md5, Some(password), _) => Known::Password(password.to_owned()),
+            (_, password, Some(keys)) => Known::Verifier {
+                keys: keys.clone(),
+                pass_through: password.is_none(),
+            },
+            _ => Known::Nothing,
         }
-        AuthMethod::ScramSha256 => {
+    } else {
+        looked_up(context, user, database, stream).await?
+    };
+    let pass_through = &context.front.pass_through;
+    match (method, known) {
+        (AuthMethod::Md5, Known::Password(password)) => {
+            md5(stream, reader, user, |salt| {
+                Some(hash_md5_password(user, &password, &salt))
+            })
+            .await
+        }
+        (AuthMethod::Md5, Known::Md5(hash)) => {
+            md5(stream, reader, user, |salt| Some(hash.answer(salt))).await?;
+            pass_through.remember(user, Proven::Md5(hash));
+            Ok(())
+        }
+        (AuthMethod::Md5, Known::Nothing) => md5(stream, reader, user, |_| None).await,
+        (
+            _,
+            Known::Verifier {
+                keys,
+                pass_through: keep,
+            },
+        ) => {
+            let client_keys = scram_exchange(stream, reader, user, &keys).await?;
+            if keep {
+                pass_through.remember(user, Proven::Scram(client_keys));
+            }
+            Ok(())
+        }
+        (_, Known::Password(_) | Known::Md5(_) | Known::Nothing) => {
+            scram_exchange(stream, reader, user, &scram::server::mock_verifier(user))
+                .await
+                .map(|_| ())
+        }
+    }
+}
+
+/// The secret `auth_query` finds for `user` (nothing when it is not
+/// configured). A failed lookup ends the login with an error that names
+/// no user.
+async fn looked_up(
+    context: &Context,
+    user: &str,
+    database: &str,
+    stream: &mut Stream,
+) -> Result<Known, FrontendError> {
+    let config = context.config.load();
+    if config.auth.auth_user.is_none() {
+        return Ok(Known::Nothing);
+    }
+    let target = |database: &str, user: &str| context.connect_target(database, user);
+    match context
+        .front
+        .auth_query
+        .lookup(&config.auth, target, database, user)
+        .await
+    {
+        Ok(Some(Stored::Scram(keys))) => Ok(Known::Verifier {
+            keys,
+            pass_through: true,
+        }),
+        Ok(Some(Stored::Md5(hash))) => Ok(Known::Md5(hash)),
+        Ok(None) => Ok(Known::Nothing),
+        Err(e) => {
+            tracing::warn!(%user, %database, error = %e, "auth_query lookup failed");
+            let text = "pgstash could not look up the password (auth_query failed; see its log)";
+            let _ = stream
+                .write_all(&message::error_bytes(Severity::Fatal, "08006", text))
+                .await;
+            Err(e.into())
+        }
+    }
+}
+
+/// An md5 challenge; `expected` gives the right answer for the salt
+/// (`None`: no answer is right).
+async fn md5(
+    stream: &mut Stream,
+    reader: &mut FrameReader,
+    user: &str,
+    expected: impl FnOnce([u8; 4]) -> Option<String>,
+) -> Result<(), FrontendError> {
+    let salt: [u8; 4] = rand::random();
+    let mut out = BytesMut::new();
+    message::auth_md5(&mut out, salt);
+    stream
+        .write_all(&out)
+        .await
+        .map_err(crate::net::NetError::from)?;
+    let answer = read_password(stream, reader).await?;
+    let answer = answer.strip_suffix(&[0]).unwrap_or(&answer);
+    match expected(salt) {
+        Some(expected) if scram::same(expected.as_bytes(), answer) => Ok(()),
+        _ => fail(stream, user).await,
+    }
+}
+
+/// A SCRAM-SHA-256 exchange against `verifier`; the client's keys when
+/// its proof matches.
+async fn scram_exchange(
+    stream: &mut Stream,
+    reader: &mut FrameReader,
+    user: &str,
+    verifier: &ScramKeys,
+) -> Result<scram::ClientKeys, FrontendError> {
+    let mut out = BytesMut::new();
+    message::auth_sasl(&mut out, &[MECHANISM]);
+    stream
+        .write_all(&out)
+        .await
+        .map_err(crate::net::NetError::from)?;
+    let initial = read_password(stream, reader).await?;
+    let mut body = Body::new(&initial, "SASLInitialResponse");
+    let mechanism = body.string()?;
+    let len = body.i32()?;
+    let data = if len < 0 {
+        &[][..]
+    } else {
+        body.take(len as usize)?
+    };
+    if mechanism != MECHANISM {
+        return protocol_fail(stream, "28000", "unsupported SASL mechanism").await;
+    }
+    let Ok(waiting) = scram::server::start(data, verifier) else {
+        return fail(stream, user).await;
+    };
+    let mut out = BytesMut::new();
+    message::auth_sasl_continue(&mut out, waiting.message().as_bytes());
+    stream
+        .write_all(&out)
+        .await
+        .map_err(crate::net::NetError::from)?;
+    let final_message = read_password(stream, reader).await?;
+    match waiting.finish(&final_message) {
+        Ok((server_final, keys)) => {
             let mut out = BytesMut::new();
-            message::auth_sasl(&mut out, &["SCRAM-SHA-256"]);
+            message::auth_sasl_final(&mut out, server_final.as_bytes());
             stream
                 .write_all(&out)
                 .await
                 .map_err(crate::net::NetError::from)?;
-            let initial = read_password(stream, reader).await?;
-            let mut body = Body::new(&initial, "SASLInitialResponse");
-            let mechanism = body.string()?;
-            let len = body.i32()?;
-            let data = if len < 0 {
-                &[][..]
-            } else {
-                body.take(len as usize)?
-            };
-            if mechanism != "SCRAM-SHA-256" {
-                return protocol_fail(stream, "28000", "unsupported SASL mechanism").await;
-            }
-            // An unknown user runs the exchange against made-up keys, so
-            // that the answer does not tell which users exist.
-            let keys = directory
-                .scram_keys(user)
-                .cloned()
-                .unwrap_or_else(|| ScramKeys {
-                    salt: rand::random::<[u8; 16]>().to_vec(),
-                    iterations: SCRAM_ITERATIONS,
-                    stored_key: rand::random::<[u8; 32]>().to_vec(),
-                    server_key: rand::random::<[u8; 32]>().to_vec(),
-                });
-            let secret = ScramSecret::Verifier {
-                salt: keys.salt,
-                iterations: keys.iterations,
-                stored_key: keys.stored_key,
-                server_key: keys.server_key,
-            };
-            let server = ScramServerAuth::new();
-            let Ok((server_first, waiting)) =
-                server.on_client_first_message_with_secret(data, secret)
-            else {
-                return fail(stream, user).await;
-            };
-            let mut out = BytesMut::new();
-            message::auth_sasl_continue(&mut out, server_first.as_bytes());
-            stream
-                .write_all(&out)
-                .await
-                .map_err(crate::net::NetError::from)?;
-            let final_message = read_password(stream, reader).await?;
-            match waiting.on_client_final_message(&final_message) {
-                Ok(server_final) => {
-                    let mut out = BytesMut::new();
-                    message::auth_sasl_final(&mut out, server_final.as_bytes());
-                    stream
-                        .write_all(&out)
-                        .await
-                        .map_err(crate::net::NetError::from)?;
-                    Ok(())
-                }
-                Err(_) => fail(stream, user).await,
-            }
+            Ok(keys)
+        }
+        Err(e) => {
+            tracing::debug!(%user, error = %e, "SCRAM login refused");
+            fail(stream, user).await
         }
     }
 }

@@ -15,6 +15,8 @@ pub enum FrontendError {
     Protocol(String),
     #[error("authentication failed for user {0:?}")]
     AuthFailed(String),
+    #[error(transparent)]
+    AuthQuery(#[from] super::auth_query::LookupError),
 }
 
 impl FrontendError {
@@ -26,6 +28,7 @@ impl FrontendError {
             FrontendError::Backend(_) => "08006",
             FrontendError::Protocol(_) => "08P01",
             FrontendError::AuthFailed(_) => "28P01",
+            FrontendError::AuthQuery(_) => "08006",
         }
     }
 }

@@ -123,8 +123,7 @@ async fn handshake(
         .cloned()
         .unwrap_or_else(|| user.clone());
 
-    let directory = context.front.users.load_full();
-    auth::authenticate(&directory, &user, stream, reader).await?;
+    auth::authenticate(context, &user, &database, stream, reader).await?;
     reader.set_limit(context.config.load().max_message_bytes);
 
     let pool = context.pool(&database, &user);

@@ -3,6 +3,7 @@
 
 pub mod admission;
 pub mod auth;
+pub mod auth_query;
 pub mod error;
 pub mod expect;
 pub mod handshake;

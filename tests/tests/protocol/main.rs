@@ -2,10 +2,13 @@
 //! relays are Postgres's own (`differential`), real clients work through it
 //! (`clients`), and so do cancellation (`cancel`), password authentication
 //! (`auth`) and TLS (`tls`); faults upstream and misbehaving clients cost
-//! only the client concerned (`faults`), and a shutdown is graceful
+//! only the client concerned (`faults`), so do the `[client]` limits
+//! (`limits`), session-bound state pins a transaction-mode client to its
+//! server connection (`pinning`), and a shutdown is graceful
 //! (`shutdown`). Upstream, pgstash encrypts as libpq's `sslmode` says
 //! (`upstream_tls`, `upstream_direct`) and logs in with md5 and SCRAM
-//! (`upstream_auth`).
+//! (`upstream_auth`), also without knowing the password: SCRAM
+//! pass-through and `auth_query` (`passthrough`).
 //!
 //! One test binary: `cargo test -p pgstash-tests --test protocol`.
 
@@ -15,6 +18,7 @@ mod clients;
 mod differential;
 mod faults;
 mod limits;
+mod passthrough;
 mod pinning;
 mod shutdown;
 mod tls;

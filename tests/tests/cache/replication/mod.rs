@@ -489,6 +489,7 @@ async fn replication_setup_creates_the_publication_and_reports_what_is_missing()
         password: None,
         database: "postgres".into(),
         upstream,
+        pass_through: None,
     };
     let (report, ready) = pgstash::replication::setup::run(&target, "pgstash").await;
     assert!(!ready, "{report}");

@@ -145,6 +145,7 @@ async fn pgstash_refuses_to_follow_as_a_synchronous_standby() {
         password: None,
         database: "postgres".into(),
         upstream,
+        pass_through: None,
     };
     let (report, ready) = pgstash::replication::setup::run(&target, "pgstash").await;
     assert!(!ready, "{report}");
