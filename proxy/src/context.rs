@@ -61,6 +61,10 @@ pub fn log_settings(config: &Config) -> LogSettings {
     LogSettings {
         threshold: std::time::Duration::from_millis(config.slow_query_ms),
         log_parameters: config.log_parameters,
+        n_plus_one: crate::observe::nplusone::Thresholds {
+            min: config.observe.n_plus_one_min,
+            window: config.observe.n_plus_one_window,
+        },
     }
 }
 

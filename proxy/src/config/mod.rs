@@ -13,6 +13,7 @@ mod check;
 mod client;
 mod file;
 mod locate;
+mod observe;
 mod paths;
 mod pool;
 mod redis;
@@ -28,6 +29,7 @@ mod warnings;
 pub use auth::{AuthConfig, AuthMethod, UserConfig};
 pub use cache::{CacheConfig, CacheMode};
 pub use client::{ClientConfig, SessionTimeouts, PRE_AUTH_MESSAGE_BYTES};
+pub use observe::ObserveConfig;
 pub use pool::{PoolConfig, PoolMode, PoolOverride};
 pub use redis::RedisTarget;
 pub use replication::ReplicationConfig;
@@ -141,6 +143,7 @@ pub struct Config {
     pub admin: AdminConfig,
     pub tls: TlsConfig,
     pub replication: ReplicationConfig,
+    pub observe: ObserveConfig,
 }
 
 /// How the process log is written.
@@ -187,6 +190,7 @@ impl Default for Config {
             admin: AdminConfig::default(),
             tls: TlsConfig::default(),
             replication: ReplicationConfig::default(),
+            observe: ObserveConfig::default(),
         }
     }
 }
@@ -213,6 +217,7 @@ impl Config {
         self.tls.validate()?;
         self.auth.validate()?;
         self.replication.validate()?;
+        self.observe.validate()?;
         match &self.redis {
             Some(url) => {
                 RedisTarget::new(url, &self.cache)?;

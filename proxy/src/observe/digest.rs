@@ -14,6 +14,7 @@ use pgstash_rules::{Analysis, FingerprintMap};
 use serde::Serialize;
 
 use super::event::QueryEvent;
+use super::nplusone::Burst;
 
 /// Duration samples kept per shape for percentiles.
 const RESERVOIR: usize = 256;
@@ -36,6 +37,7 @@ struct Shape {
     database: String,
     user: String,
     samples: Vec<f32>,
+    n_plus_one: Option<NPlusOne>,
 }
 
 /// One shape as served on `/queries`.
@@ -70,6 +72,24 @@ pub struct ShapeReport {
     pub database: String,
     #[serde(skip)]
     pub user: String,
+    /// N+1 bursts of this shape (`observe/nplusone.rs`), if any was seen.
+    #[serde(default)]
+    pub n_plus_one: Option<NPlusOne>,
+}
+
+/// A shape's N+1 bursts.
+#[derive(Debug, Default, Serialize, serde::Deserialize, Clone, PartialEq)]
+pub struct NPlusOne {
+    pub bursts: u64,
+    /// Executions in those bursts.
+    pub executions: u64,
+    /// Executions in the largest burst.
+    pub largest: u64,
+    /// Time the bursts took (their executions' durations added up).
+    pub total_ms: f64,
+    /// The shape run just before the last burst began, and its text.
+    pub preceded_by: Option<String>,
+    pub preceded_by_query: Option<String>,
 }
 
 pub struct Digest {
@@ -177,11 +197,30 @@ impl Digest {
                     not_eligible_because: None,
                     database: s.database.clone(),
                     user: s.user.clone(),
+                    n_plus_one: s.n_plus_one.clone(),
                 }
             })
             .collect();
         out.sort_by(|a, b| b.total_ms.total_cmp(&a.total_ms));
         out
+    }
+
+    /// Counts an N+1 burst of its shape (a shape no longer kept is not).
+    pub fn note_burst(&self, burst: &Burst) {
+        let mut shapes = self.shapes.lock().unwrap_or_else(|e| e.into_inner());
+        let Some(shape) = shapes.get_mut(&burst.shape.fingerprint) else {
+            return;
+        };
+        let seen = shape.n_plus_one.get_or_insert_with(NPlusOne::default);
+        seen.bursts += 1;
+        seen.executions += burst.count;
+        seen.largest = seen.largest.max(burst.count);
+        seen.total_ms += burst.total.as_secs_f64() * 1000.0;
+        seen.preceded_by = burst
+            .preceded_by
+            .as_ref()
+            .map(|a| a.fingerprint.to_string());
+        seen.preceded_by_query = burst.preceded_by.as_ref().map(|a| a.normalized.to_string());
     }
 
     pub fn clear(&self) {

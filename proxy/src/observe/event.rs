@@ -2,6 +2,7 @@
 //! of each finished request: a [`QueryEvent`], and the [`SessionInfo`] of
 //! the session that ran it.
 
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, OnceLock};
 use std::time::{Duration, SystemTime};
 
@@ -20,10 +21,16 @@ pub struct QueryEvent {
     pub upstream: Duration,
     pub pool_wait: Duration,
     pub rule: Option<Arc<str>>,
+    /// The session was inside a transaction block when the request ended
+    /// (its ReadyForQuery said `T` or `E`).
+    pub in_transaction: bool,
 }
 
 /// Who ran a query (shared by all events of a session).
 pub struct SessionInfo {
+    /// Unique per client session in this process (kept when the
+    /// application name changes): what the N+1 detector keys sessions by.
+    pub id: u64,
     pub user: String,
     pub database: String,
     pub application_name: String,
@@ -35,6 +42,7 @@ pub struct SessionInfo {
 impl std::fmt::Debug for SessionInfo {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("SessionInfo")
+            .field("id", &self.id)
             .field("user", &self.user)
             .field("database", &self.database)
             .field("application_name", &self.application_name)
@@ -50,7 +58,9 @@ impl SessionInfo {
         application_name: String,
         client: String,
     ) -> SessionInfo {
+        static NEXT: AtomicU64 = AtomicU64::new(1);
         SessionInfo {
+            id: NEXT.fetch_add(1, Ordering::Relaxed),
             user,
             database,
             application_name,
@@ -61,12 +71,14 @@ impl SessionInfo {
 
     /// The same session under another application name.
     pub fn with_application_name(&self, application_name: String) -> SessionInfo {
-        SessionInfo::new(
-            self.user.clone(),
-            self.database.clone(),
+        SessionInfo {
+            id: self.id,
+            user: self.user.clone(),
+            database: self.database.clone(),
             application_name,
-            self.client.clone(),
-        )
+            client: self.client.clone(),
+            json: OnceLock::new(),
+        }
     }
 
     /// `"user":…,"database":…,"application_name":…,"client":…}`

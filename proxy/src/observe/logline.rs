@@ -26,6 +26,7 @@ use pgstash_rules::{Analysis, FingerprintHashing};
 
 use super::event::QueryEvent;
 use super::json::{into_text, push_str};
+use super::nplusone::Burst;
 
 /// A shape's `"fingerprint":"…","query":"…",`, kept per analysis.
 struct ShapeJson {
@@ -167,6 +168,44 @@ impl LineParts {
     }
 }
 
+impl LineParts {
+    /// Appends the line of an N+1 burst: `ts` (its start), `event`
+    /// (`"n_plus_one"`), `fingerprint`, `query` (normalized: a burst is
+    /// many values, none of them logged), `count`, `total_ms`, `span_ms`,
+    /// `in_transaction`, `preceded_by` (a fingerprint or null),
+    /// `preceded_by_query`, then the session's fields.
+    pub fn write_burst(&mut self, out: &mut Vec<u8>, burst: &Burst) {
+        out.extend_from_slice(b"{\"ts\":");
+        self.clock.push(out, burst.started);
+        out.extend_from_slice(b",\"event\":\"n_plus_one\",");
+        self.shapes.push(out, &burst.shape);
+        out.extend_from_slice(b"\"count\":");
+        out.extend_from_slice(itoa::Buffer::new().format(burst.count).as_bytes());
+        out.extend_from_slice(b",\"total_ms\":");
+        push_ms(out, burst.total);
+        out.extend_from_slice(b",\"span_ms\":");
+        push_ms(out, burst.span);
+        out.extend_from_slice(b",\"in_transaction\":");
+        out.extend_from_slice(if burst.in_transaction {
+            b"true"
+        } else {
+            b"false"
+        });
+        match &burst.preceded_by {
+            Some(before) => {
+                out.extend_from_slice(b",\"preceded_by\":\"");
+                out.extend_from_slice(hex::encode(before.fingerprint.0).as_bytes());
+                out.extend_from_slice(b"\",\"preceded_by_query\":");
+                push_str(out, &before.normalized);
+            }
+            None => out.extend_from_slice(b",\"preceded_by\":null,\"preceded_by_query\":null"),
+        }
+        out.push(b',');
+        out.extend_from_slice(burst.session.json_tail().as_bytes());
+        out.push(b'\n');
+    }
+}
+
 /// `"query":"…",`
 fn push_query(out: &mut Vec<u8>, text: &str) {
     out.extend_from_slice(b"\"query\":");
@@ -215,6 +254,7 @@ mod tests {
             upstream: Duration::from_micros(999_999_999),
             pool_wait: Duration::ZERO,
             rule: rule.map(Arc::from),
+            in_transaction: false,
         }
     }
 

@@ -48,6 +48,7 @@ pub mod name {
     pub const CLIENT_LIMITS: &str = "pgstash_client_limit_total";
     pub const PINNED_CLIENTS: &str = "pgstash_pinned_clients";
     pub const PINS: &str = "pgstash_pins_total";
+    pub const N_PLUS_ONE: &str = "pgstash_n_plus_one_total";
 }
 
 /// The values of `pgstash_client_limit_total`'s `limit` label.
@@ -89,6 +90,8 @@ pub struct Metrics {
     /// `query_duration` resolved per path (no label lookup per query).
     durations: [Histogram; 4],
     pub slow_queries: IntCounter,
+    /// N+1 bursts detected (`observe/nplusone.rs`), label `database`.
+    pub n_plus_one: IntCounterVec,
     pub client_connections: IntGauge,
     /// Label `state`: idle, active.
     pub upstream_connections: IntGaugeVec,
@@ -400,6 +403,7 @@ impl Metrics {
                 "Times the cache store went down (a call failed) or came back up",
                 &["to"],
             ),
+            n_plus_one: counter_vec(r, name::N_PLUS_ONE, "N+1 bursts detected", &["database"]),
             store_up,
             replication_lag,
             replication_caught_up,

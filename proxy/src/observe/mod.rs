@@ -1,6 +1,7 @@
 //! What operators watch: metrics, and the path of every finished query
 //! (`event.rs`) to the slow-query log and the per-shape digest
-//! (`record.rs`). Served on the admin port by `admin/`.
+//! (`record.rs`), and the N+1 bursts found among them (`nplusone.rs`).
+//! Served on the admin port by `admin/`.
 
 pub mod digest;
 pub mod event;
@@ -8,6 +9,7 @@ mod json;
 pub mod logging;
 mod logline;
 pub mod metrics;
+pub mod nplusone;
 pub mod record;
 mod register;
 pub mod slowlog;

@@ -2,7 +2,8 @@
 //! digest. Sessions hand a [`QueryEvent`] to a bounded channel and move on;
 //! one background task normalizes the text (once per shape: texts that
 //! differ only in plain literals share one analysis), updates the digest
-//! and writes slow-log lines. When the channel is full
+//! and writes slow-log lines, and looks for N+1 bursts in the events
+//! (`nplusone.rs`). When the channel is full
 //! the event is dropped and counted: logging never blocks a query.
 
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -14,6 +15,7 @@ use pgstash_rules::{literal_mask, Analysis, AnalysisCache, MAX_CACHED_TEXT};
 
 use super::digest::Digest;
 use super::event::QueryEvent;
+use super::nplusone::{Burst, Detector, Thresholds, SWEEP_EVERY};
 use super::slowlog::SlowLog;
 use super::Metrics;
 
@@ -45,6 +47,8 @@ pub struct LogSettings {
     pub threshold: Duration,
     /// Log texts as sent (with their values) instead of normalized.
     pub log_parameters: bool,
+    /// What makes an N+1 burst.
+    pub n_plus_one: Thresholds,
 }
 
 /// What the recorder task works with.
@@ -53,6 +57,8 @@ struct Sinks {
     metrics: Arc<Metrics>,
     slow_log: SlowLog,
     settings: Arc<ArcSwap<LogSettings>>,
+    n_plus_one: Detector,
+    bursts: Vec<Burst>,
 }
 
 /// How often the recorder drains the sessions' events.
@@ -75,6 +81,8 @@ impl Recorder {
             slow_log: SlowLog::new(path, reopen.clone()),
             settings: settings.clone(),
             metrics: metrics.clone(),
+            n_plus_one: Detector::default(),
+            bursts: Vec::new(),
         };
         tokio::spawn(run(Arc::downgrade(&batch), sinks));
         Recorder(Arc::new(Shared {
@@ -105,6 +113,7 @@ impl Recorder {
 async fn run(batch: Weak<Mutex<Vec<QueryEvent>>>, mut sinks: Sinks) {
     let analyses = Shapes::new(10_000);
     let mut events = Vec::new();
+    let mut swept = std::time::Instant::now();
     loop {
         tokio::time::sleep(DRAIN_EVERY).await;
         let Some(batch) = batch.upgrade() else {
@@ -117,6 +126,10 @@ async fn run(batch: Weak<Mutex<Vec<QueryEvent>>>, mut sinks: Sinks) {
         drop(batch);
         for event in events.drain(..) {
             sinks.record(&analyses, event).await;
+        }
+        if swept.elapsed() >= SWEEP_EVERY {
+            swept = std::time::Instant::now();
+            sinks.sweep().await;
         }
         sinks.slow_log.flush().await;
     }
@@ -168,11 +181,39 @@ impl Sinks {
         let analysis = shapes.analyze(&event.text);
         self.digest.record(&event, analysis.as_deref());
         let settings = self.settings.load();
+        if let Some(shape) = &analysis {
+            self.n_plus_one
+                .observe(&event, shape, settings.n_plus_one, &mut self.bursts);
+            self.report_bursts().await;
+        }
         if event.duration >= settings.threshold {
             self.metrics.slow_queries.inc();
             self.slow_log
                 .write(&event, analysis.as_ref(), settings.log_parameters)
                 .await;
+        }
+    }
+}
+
+impl Sinks {
+    /// Reports the N+1 bursts that can no longer grow.
+    async fn sweep(&mut self) {
+        let limits = self.settings.load().n_plus_one;
+        // Events of the last drain interval may still be on their way.
+        let seen_until = std::time::SystemTime::now() - DRAIN_EVERY;
+        self.n_plus_one.sweep(seen_until, limits, &mut self.bursts);
+        self.report_bursts().await;
+    }
+
+    /// Each burst found: the digest, the metric, a line in the slow-query log.
+    async fn report_bursts(&mut self) {
+        for burst in std::mem::take(&mut self.bursts) {
+            self.digest.note_burst(&burst);
+            self.metrics
+                .n_plus_one
+                .with_label_values(&[&burst.session.database])
+                .inc();
+            self.slow_log.write_burst(&burst).await;
         }
     }
 }

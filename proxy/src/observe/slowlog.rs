@@ -11,6 +11,7 @@ use tokio::io::AsyncWriteExt;
 
 use super::event::QueryEvent;
 use super::logline::LineParts;
+use super::nplusone::Burst;
 
 enum Sink {
     Stderr(tokio::io::Stderr),
@@ -82,6 +83,14 @@ impl SlowLog {
         }
         self.parts
             .write(&mut self.pending, event, analysis, log_parameters);
+    }
+
+    /// Adds the line of an N+1 burst (see `LineParts::write_burst`).
+    pub async fn write_burst(&mut self, burst: &Burst) {
+        if self.pending.len() > FLUSH_ABOVE {
+            self.flush().await;
+        }
+        self.parts.write_burst(&mut self.pending, burst);
     }
 
     /// Writes the lines added since the last flush.

@@ -132,6 +132,7 @@ mod tests {
             not_eligible_because: None,
             database: "db".into(),
             user: "u".into(),
+            n_plus_one: None,
         }
     }
 

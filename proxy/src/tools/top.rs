@@ -9,8 +9,8 @@ use crate::observe::digest::ShapeReport;
 /// Renders the busiest `limit` shapes.
 pub fn render(shapes: &[ShapeReport], limit: usize) -> String {
     let mut out = format!(
-        "{:>9} {:>11} {:>9} {:>9} {:>6}  {:<18} {}\n",
-        "CALLS", "TOTAL_MS", "MEAN_MS", "P95_MS", "HIT%", "RULE", "QUERY"
+        "{:>9} {:>11} {:>9} {:>9} {:>6}  {:<18} {:<6} {}\n",
+        "CALLS", "TOTAL_MS", "MEAN_MS", "P95_MS", "HIT%", "RULE", "FLAGS", "QUERY"
     );
     for s in shapes.iter().take(limit) {
         let cached = s.hits + s.misses;
@@ -24,17 +24,30 @@ pub fn render(shapes: &[ShapeReport], limit: usize) -> String {
             query = query.chars().take(77).collect::<String>() + "...";
         }
         out.push_str(&format!(
-            "{:>9} {:>11.1} {:>9.3} {:>9.3} {:>6}  {:<18} {}\n",
+            "{:>9} {:>11.1} {:>9.3} {:>9.3} {:>6}  {:<18} {:<6} {}\n",
             s.calls,
             s.total_ms,
             s.mean_ms,
             s.p95_ms,
             hit,
             s.rule.as_deref().unwrap_or("-"),
+            flags(s),
             query
         ));
     }
     out
+}
+
+/// What to look at in a shape: `N+1` when it ran in N+1 bursts.
+fn flags(shape: &ShapeReport) -> String {
+    let mut flags = Vec::new();
+    if shape.n_plus_one.is_some() {
+        flags.push("N+1");
+    }
+    if flags.is_empty() {
+        return "-".to_owned();
+    }
+    flags.join(",")
 }
 
 /// Prints the table once, or every `interval` until interrupted.

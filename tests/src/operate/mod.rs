@@ -172,6 +172,11 @@ impl OpsProxy {
         }
     }
 
+    /// The slow-query log file.
+    pub fn slow_log_path(&self) -> &Path {
+        self.slow_log.path()
+    }
+
     /// Every line of the slow-query log so far, each parsed as JSON.
     pub fn slow_lines(&self) -> Vec<Json> {
         let text = std::fs::read_to_string(self.slow_log.path()).unwrap_or_default();

@@ -53,7 +53,8 @@ impl Relay<'_> {
                 tag::READY_FOR_QUERY => {
                     let tx = Tx::from_status(frame.body().first().copied().unwrap_or(b'I'));
                     self.phase.on_ready(tx);
-                    if let Some(request) = self.requests.take() {
+                    if let Some(mut request) = self.requests.take() {
+                        request.ended(!tx.is_idle());
                         finished = Some(request);
                     }
                     if let Some(writes) = self.writes.as_deref_mut() {

@@ -22,9 +22,17 @@ pub struct Request {
     /// When the request was first sent upstream.
     upstream_from: Option<Instant>,
     rows: u64,
+    /// Its ReadyForQuery left the session in a transaction block.
+    in_transaction: bool,
 }
 
 impl Request {
+    /// Its ReadyForQuery arrived with this transaction state.
+    #[inline]
+    pub fn ended(&mut self, in_transaction: bool) {
+        self.in_transaction = in_transaction;
+    }
+
     fn new() -> Request {
         Request {
             started: Instant::now(),
@@ -35,6 +43,7 @@ impl Request {
             pool_wait: Duration::ZERO,
             upstream_from: None,
             rows: 0,
+            in_transaction: false,
         }
     }
 }
@@ -160,6 +169,7 @@ impl Requests {
             upstream,
             pool_wait: request.pool_wait,
             rule: request.rule,
+            in_transaction: request.in_transaction,
         });
     }
 
