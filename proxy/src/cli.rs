@@ -63,6 +63,19 @@ pub enum Command {
         #[arg(long, default_value_t = 20)]
         limit: usize,
     },
+    /// Print the plan pgstash fetched for a slow query shape, and the
+    /// indexes it suggests.
+    Explain {
+        /// The shape's fingerprint (its first 8 or more hex digits will do).
+        fingerprint: String,
+        /// Base URL of its metrics port.
+        #[arg(
+            long,
+            default_value = "http://127.0.0.1:9930",
+            env = "PGSTASH_METRICS_URL"
+        )]
+        metrics: String,
+    },
 }
 
 #[derive(Debug, Subcommand)]

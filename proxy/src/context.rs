@@ -20,6 +20,7 @@ use crate::cache::Cache;
 use crate::config::{Config, ConfigError, UserDirectory};
 use crate::frontend::auth_query::AuthQuery;
 use crate::observe::digest::Digest;
+use crate::observe::plans::PlanQueue;
 use crate::observe::record::{LogSettings, Recorder};
 use crate::observe::Metrics;
 
@@ -52,6 +53,8 @@ pub struct Context {
     pub digest: Arc<Digest>,
     /// Where sessions send finished requests.
     pub recorder: Recorder,
+    /// Plans the recorder asks for, fetched by `explain::start`.
+    pub plans: Arc<PlanQueue>,
     /// Cancelled when the server stops accepting; idle sessions then close.
     pub shutdown: CancellationToken,
 }
@@ -65,6 +68,10 @@ pub fn log_settings(config: &Config) -> LogSettings {
             min: config.observe.n_plus_one_min,
             window: config.observe.n_plus_one_window,
         },
+        explain_every: config
+            .observe
+            .explain
+            .then_some(config.observe.explain_every),
     }
 }
 
@@ -79,11 +86,13 @@ impl Context {
         let users = UserDirectory::from_config(&config.auth)?;
         let tls = config.tls.server_config()?;
         let digest = Arc::new(Digest::new(config.digest_size));
+        let plans = Arc::new(PlanQueue::default());
         let recorder = Recorder::start(
             digest.clone(),
             metrics.clone(),
             config.slow_query_log.clone(),
             log_settings(&config),
+            plans.clone(),
         );
         Ok(Context {
             front: FrontDoor {
@@ -101,6 +110,7 @@ impl Context {
             metrics,
             digest,
             recorder,
+            plans,
             config: ArcSwap::from_pointee(config),
             shutdown: CancellationToken::new(),
         })

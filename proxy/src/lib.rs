@@ -14,6 +14,7 @@ pub mod cache;
 pub mod cli;
 pub mod config;
 pub mod context;
+pub mod explain;
 pub mod frontend;
 pub mod net;
 pub mod observe;

@@ -71,6 +71,16 @@ fn main() -> ExitCode {
                 ExitCode::FAILURE
             }
         },
+        Some(Command::Explain {
+            fingerprint,
+            metrics,
+        }) => match pgstash::tools::explain::run(&metrics, &fingerprint) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                complain!("pgstash: {e}");
+                ExitCode::FAILURE
+            }
+        },
         Some(Command::Replication {
             command:
                 ReplicationCommand::Setup {

@@ -120,6 +120,7 @@ impl Server {
         }
         let context = Arc::new(Context::new(config, metrics, cache, catalogs)?);
         start_replication(&context);
+        crate::explain::start(&context);
         Ok(Server {
             context,
             listener,

@@ -28,6 +28,7 @@ mod fingerprint;
 mod load;
 mod model;
 mod names;
+mod predicate;
 mod session;
 mod shape;
 mod statement;
@@ -46,6 +47,7 @@ pub use fingerprint::{
 pub use load::{load_rules, parse_rules, Problem, RulesError};
 pub use model::{Defaults, Matcher, Rule, RuleSet};
 pub use names::{FunctionRef, NameError, TableRef};
+pub use predicate::{filter_predicates, Predicate, PredicateKind};
 pub use session::{session_effects, EffectsCache, SessionEffects};
 pub use shape::literal_mask;
 pub use statement::{ImplicitCall, Statement, StatementKind, TransactionKind};

@@ -1,5 +1,6 @@
 //! `[observe]`: what pgstash looks for in the queries it sees, beyond the
-//! slow-query log — N+1 bursts (one shape run over and over by one session).
+//! slow-query log — N+1 bursts (one shape run over and over by one
+//! session), the plans of slow shapes and the indexes they lack.
 
 use std::time::Duration;
 
@@ -18,6 +19,14 @@ pub struct ObserveConfig {
     /// transaction belong to one burst whatever the pause.
     #[serde(with = "humantime_serde")]
     pub n_plus_one_window: Duration,
+    /// Fetch the plan of a shape that ran at or over `slow_query_ms`
+    /// (plain reads only; `EXPLAIN` without `ANALYZE`).
+    pub explain: bool,
+    /// A shape's plan is fetched again at most this often while it runs.
+    #[serde(with = "humantime_serde")]
+    pub explain_every: Duration,
+    /// Index hints only for sequential scans of tables with more rows.
+    pub index_hint_min_rows: u64,
 }
 
 impl Default for ObserveConfig {
@@ -25,6 +34,9 @@ impl Default for ObserveConfig {
         ObserveConfig {
             n_plus_one_min: 10,
             n_plus_one_window: Duration::from_millis(100),
+            explain: true,
+            explain_every: Duration::from_secs(600),
+            index_hint_min_rows: 10_000,
         }
     }
 }

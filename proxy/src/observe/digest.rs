@@ -10,11 +10,12 @@
 
 use std::sync::{Arc, Mutex};
 
-use pgstash_rules::{Analysis, FingerprintMap};
+use pgstash_rules::{Analysis, Fingerprint, FingerprintMap};
 use serde::Serialize;
 
 use super::event::QueryEvent;
 use super::nplusone::Burst;
+use super::plans::Plan;
 
 /// Duration samples kept per shape for percentiles.
 const RESERVOIR: usize = 256;
@@ -38,6 +39,7 @@ struct Shape {
     user: String,
     samples: Vec<f32>,
     n_plus_one: Option<NPlusOne>,
+    plan: Option<Plan>,
 }
 
 /// One shape as served on `/queries`.
@@ -75,6 +77,9 @@ pub struct ShapeReport {
     /// N+1 bursts of this shape (`observe/nplusone.rs`), if any was seen.
     #[serde(default)]
     pub n_plus_one: Option<NPlusOne>,
+    /// Its plan, fetched when it ran slow (`observe/plans.rs`).
+    #[serde(default)]
+    pub plan: Option<Plan>,
 }
 
 /// A shape's N+1 bursts.
@@ -198,6 +203,7 @@ impl Digest {
                     database: s.database.clone(),
                     user: s.user.clone(),
                     n_plus_one: s.n_plus_one.clone(),
+                    plan: s.plan.clone(),
                 }
             })
             .collect();
@@ -221,6 +227,20 @@ impl Digest {
             .as_ref()
             .map(|a| a.fingerprint.to_string());
         seen.preceded_by_query = burst.preceded_by.as_ref().map(|a| a.normalized.to_string());
+    }
+
+    /// Keeps `plan` with its shape (a shape no longer kept is not).
+    pub fn set_plan(&self, fingerprint: &Fingerprint, plan: Plan) {
+        let mut shapes = self.shapes.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(shape) = shapes.get_mut(fingerprint) {
+            shape.plan = Some(plan);
+        }
+    }
+
+    /// Whether the shape has a plan (kept up to date while it runs).
+    pub fn has_plan(&self, fingerprint: &Fingerprint) -> bool {
+        let shapes = self.shapes.lock().unwrap_or_else(|e| e.into_inner());
+        shapes.get(fingerprint).is_some_and(|s| s.plan.is_some())
     }
 
     pub fn clear(&self) {

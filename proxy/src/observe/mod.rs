@@ -1,6 +1,7 @@
 //! What operators watch: metrics, and the path of every finished query
 //! (`event.rs`) to the slow-query log and the per-shape digest
-//! (`record.rs`), and the N+1 bursts found among them (`nplusone.rs`).
+//! (`record.rs`), the N+1 bursts found among them (`nplusone.rs`) and the
+//! plans of slow shapes (`plans.rs`, fetched by `explain/`).
 //! Served on the admin port by `admin/`.
 
 pub mod digest;
@@ -10,6 +11,7 @@ pub mod logging;
 mod logline;
 pub mod metrics;
 pub mod nplusone;
+pub mod plans;
 pub mod record;
 mod register;
 pub mod slowlog;

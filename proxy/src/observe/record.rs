@@ -16,6 +16,7 @@ use pgstash_rules::{literal_mask, Analysis, AnalysisCache, MAX_CACHED_TEXT};
 use super::digest::Digest;
 use super::event::QueryEvent;
 use super::nplusone::{Burst, Detector, Thresholds, SWEEP_EVERY};
+use super::plans::{PlanQueue, PlanWanted};
 use super::slowlog::SlowLog;
 use super::Metrics;
 
@@ -49,6 +50,8 @@ pub struct LogSettings {
     pub log_parameters: bool,
     /// What makes an N+1 burst.
     pub n_plus_one: Thresholds,
+    /// How often a slow shape's plan is fetched; never when `None`.
+    pub explain_every: Option<Duration>,
 }
 
 /// What the recorder task works with.
@@ -59,6 +62,7 @@ struct Sinks {
     settings: Arc<ArcSwap<LogSettings>>,
     n_plus_one: Detector,
     bursts: Vec<Burst>,
+    plans: Arc<PlanQueue>,
 }
 
 /// How often the recorder drains the sessions' events.
@@ -72,6 +76,7 @@ impl Recorder {
         metrics: Arc<Metrics>,
         path: Option<std::path::PathBuf>,
         settings: LogSettings,
+        plans: Arc<PlanQueue>,
     ) -> Recorder {
         let batch = Arc::new(Mutex::new(Vec::new()));
         let reopen = Arc::new(AtomicBool::new(false));
@@ -83,6 +88,7 @@ impl Recorder {
             metrics: metrics.clone(),
             n_plus_one: Detector::default(),
             bursts: Vec::new(),
+            plans,
         };
         tokio::spawn(run(Arc::downgrade(&batch), sinks));
         Recorder(Arc::new(Shared {
@@ -186,7 +192,21 @@ impl Sinks {
                 .observe(&event, shape, settings.n_plus_one, &mut self.bursts);
             self.report_bursts().await;
         }
-        if event.duration >= settings.threshold {
+        let slow = event.duration >= settings.threshold;
+        if let (Some(every), Some(shape)) = (settings.explain_every, &analysis) {
+            // Slow now, or slow before: its plan is kept up to date.
+            if shape.is_single_plain_read() && (slow || self.digest.has_plan(&shape.fingerprint)) {
+                let wanted = || PlanWanted {
+                    fingerprint: shape.fingerprint,
+                    query: shape.normalized.clone(),
+                    params: shape.param_count,
+                    database: event.session.database.clone(),
+                    user: event.session.user.clone(),
+                };
+                self.plans.want(wanted, shape.fingerprint, every);
+            }
+        }
+        if slow {
             self.metrics.slow_queries.inc();
             self.slow_log
                 .write(&event, analysis.as_ref(), settings.log_parameters)

@@ -1,6 +1,7 @@
 //! Command-line tools that talk to a running pgstash through its metrics
-//! port: `pgstash top` and `pgstash rules suggest`.
+//! port: `pgstash top`, `pgstash explain` and `pgstash rules suggest`.
 
+pub mod explain;
 pub mod suggest;
 pub mod top;
 
@@ -10,6 +11,8 @@ use crate::observe::digest::ShapeReport;
 pub enum ToolError {
     #[error("cannot read {url}: {reason}")]
     Fetch { url: String, reason: String },
+    #[error("no single query shape with a fingerprint starting {fingerprint:?} (8 digits or more) on {url}")]
+    NoShape { fingerprint: String, url: String },
 }
 
 /// Reads `/queries` from the metrics port at `base` (e.g. http://127.0.0.1:9930).

@@ -93,6 +93,15 @@ pub fn suggest(shapes: &[ShapeReport], limit: usize) -> String {
             rule_name(s),
             toml_string(&s.query),
         );
+        // An index may make the query cheap enough not to need a rule.
+        for hint in s.plan.iter().flat_map(|p| &p.hints) {
+            let _ = writeln!(
+                out,
+                "# also an index hint (pgstash explain {}): {};",
+                &s.fingerprint[..12.min(s.fingerprint.len())],
+                hint.create
+            );
+        }
     }
     out
 }
@@ -133,6 +142,7 @@ mod tests {
             database: "db".into(),
             user: "u".into(),
             n_plus_one: None,
+            plan: None,
         }
     }
 

@@ -9,7 +9,7 @@ use crate::observe::digest::ShapeReport;
 /// Renders the busiest `limit` shapes.
 pub fn render(shapes: &[ShapeReport], limit: usize) -> String {
     let mut out = format!(
-        "{:>9} {:>11} {:>9} {:>9} {:>6}  {:<18} {:<6} {}\n",
+        "{:>9} {:>11} {:>9} {:>9} {:>6}  {:<18} {:<7} {}\n",
         "CALLS", "TOTAL_MS", "MEAN_MS", "P95_MS", "HIT%", "RULE", "FLAGS", "QUERY"
     );
     for s in shapes.iter().take(limit) {
@@ -24,7 +24,7 @@ pub fn render(shapes: &[ShapeReport], limit: usize) -> String {
             query = query.chars().take(77).collect::<String>() + "...";
         }
         out.push_str(&format!(
-            "{:>9} {:>11.1} {:>9.3} {:>9.3} {:>6}  {:<18} {:<6} {}\n",
+            "{:>9} {:>11.1} {:>9.3} {:>9.3} {:>6}  {:<18} {:<7} {}\n",
             s.calls,
             s.total_ms,
             s.mean_ms,
@@ -38,11 +38,15 @@ pub fn render(shapes: &[ShapeReport], limit: usize) -> String {
     out
 }
 
-/// What to look at in a shape: `N+1` when it ran in N+1 bursts.
+/// What to look at in a shape: `N+1` when it ran in N+1 bursts, `IDX`
+/// when its plan has an index hint (`pgstash explain FINGERPRINT`).
 fn flags(shape: &ShapeReport) -> String {
     let mut flags = Vec::new();
     if shape.n_plus_one.is_some() {
         flags.push("N+1");
+    }
+    if shape.plan.as_ref().is_some_and(|p| !p.hints.is_empty()) {
+        flags.push("IDX");
     }
     if flags.is_empty() {
         return "-".to_owned();
