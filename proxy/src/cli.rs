@@ -68,6 +68,9 @@ pub enum Command {
     Explain {
         /// The shape's fingerprint (its first 8 or more hex digits will do).
         fingerprint: String,
+        /// Print the plan as Postgres' EXPLAIN (FORMAT JSON, VERBOSE) gave it.
+        #[arg(long)]
+        json: bool,
         /// Base URL of its metrics port.
         #[arg(
             long,

@@ -73,8 +73,9 @@ fn main() -> ExitCode {
         },
         Some(Command::Explain {
             fingerprint,
+            json,
             metrics,
-        }) => match pgstash::tools::explain::run(&metrics, &fingerprint) {
+        }) => match pgstash::tools::explain::run(&metrics, &fingerprint, json) {
             Ok(()) => ExitCode::SUCCESS,
             Err(e) => {
                 complain!("pgstash: {e}");

@@ -38,7 +38,7 @@ const PAUSE: Duration = Duration::from_millis(50);
 pub enum ExplainError {
     #[error("{0}")]
     Connect(#[from] BackendError),
-    #[error("{0}")]
+    #[error("{}", .0.as_db_error().map_or_else(|| .0.to_string(), |db| format!("{}: {}", db.code().code(), db.message())))]
     Postgres(#[from] tokio_postgres::Error),
     #[error("EXPLAIN gave no JSON: {0}")]
     Json(#[from] serde_json::Error),

@@ -199,7 +199,8 @@ impl Sinks {
                 let wanted = || PlanWanted {
                     fingerprint: shape.fingerprint,
                     query: shape.normalized.clone(),
-                    params: shape.param_count,
+                    // Its literals are `$n` after its parameters.
+                    params: shape.param_count + shape.literals.len(),
                     database: event.session.database.clone(),
                     user: event.session.user.clone(),
                 };

@@ -98,9 +98,12 @@ async fn a_slow_scan_of_an_unindexed_column_gets_a_hint_that_goes_once_the_index
         .find(|l| l.ends_with(SLOW))
         .unwrap_or_else(|| panic!("{table}"));
     assert!(row.contains(" IDX "), "{table}");
-    let explained =
-        pgstash::tools::explain::render(std::slice::from_ref(&shape), &shape.fingerprint[..12])
-            .expect("pgstash explain finds the shape");
+    let explained = pgstash::tools::explain::render(
+        std::slice::from_ref(&shape),
+        &shape.fingerprint[..12],
+        false,
+    )
+    .expect("pgstash explain finds the shape");
     assert!(explained.contains(&hint.create), "{explained}");
     if let Some(bin) = pgstash_binary() {
         let (ok, out, err) = run_pgstash(
@@ -118,6 +121,30 @@ async fn a_slow_scan_of_an_unindexed_column_gets_a_hint_that_goes_once_the_index
             out.contains(&hint.create) && out.contains("Seq Scan"),
             "{out}"
         );
+    }
+
+    // The same read with its values in the text (simple protocol): the
+    // normalized text is explained, its literals now `$n`.
+    let literal_shape = "SELECT id FROM tickets WHERE owner = $1 AND state = $2";
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        client
+            .simple_query("SELECT id FROM tickets WHERE owner = 7 AND state = 'open'")
+            .await
+            .expect("the slow read, simple protocol");
+        let shapes = proxy.queries().await;
+        let plan = shapes
+            .iter()
+            .find(|s| s.query == literal_shape)
+            .and_then(|s| s.plan.clone());
+        if let Some(plan) = plan {
+            assert_eq!(plan.error, None);
+            assert_eq!(plan.hints.len(), 1, "{plan:#?}");
+            assert_eq!(plan.hints[0].create, hint.create);
+            break;
+        }
+        assert!(Instant::now() < deadline, "no plan for {literal_shape}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
     }
 
     // The hint followed (as an operator would, outside pgstash).
