@@ -63,6 +63,8 @@ pub fn start(context: &Arc<Context>) {
             };
             let plan = explain(&context, &wanted).await;
             context.digest.set_plan(&wanted.fingerprint, plan);
+            let hinted = context.digest.hinted();
+            context.metrics.index_hints.set(hinted as i64);
             drop(context);
             tokio::time::sleep(PAUSE).await;
         }

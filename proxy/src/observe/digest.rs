@@ -237,6 +237,15 @@ impl Digest {
         }
     }
 
+    /// Shapes whose plan has an index hint.
+    pub fn hinted(&self) -> usize {
+        let shapes = self.shapes.lock().unwrap_or_else(|e| e.into_inner());
+        shapes
+            .values()
+            .filter(|s| s.plan.as_ref().is_some_and(|p| !p.hints.is_empty()))
+            .count()
+    }
+
     /// Whether the shape has a plan (kept up to date while it runs).
     pub fn has_plan(&self, fingerprint: &Fingerprint) -> bool {
         let shapes = self.shapes.lock().unwrap_or_else(|e| e.into_inner());

@@ -49,6 +49,7 @@ pub mod name {
     pub const PINNED_CLIENTS: &str = "pgstash_pinned_clients";
     pub const PINS: &str = "pgstash_pins_total";
     pub const N_PLUS_ONE: &str = "pgstash_n_plus_one_total";
+    pub const INDEX_HINTS: &str = "pgstash_index_hints";
 }
 
 /// The values of `pgstash_client_limit_total`'s `limit` label.
@@ -92,6 +93,8 @@ pub struct Metrics {
     pub slow_queries: IntCounter,
     /// N+1 bursts detected (`observe/nplusone.rs`), label `database`.
     pub n_plus_one: IntCounterVec,
+    /// Shapes in the digest whose plan has an index hint (`explain/`).
+    pub index_hints: IntGauge,
     pub client_connections: IntGauge,
     /// Label `state`: idle, active.
     pub upstream_connections: IntGaugeVec,
@@ -404,6 +407,7 @@ impl Metrics {
                 &["to"],
             ),
             n_plus_one: counter_vec(r, name::N_PLUS_ONE, "N+1 bursts detected", &["database"]),
+            index_hints: gauge(r, name::INDEX_HINTS, "Query shapes with an index hint"),
             store_up,
             replication_lag,
             replication_caught_up,

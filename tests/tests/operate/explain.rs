@@ -1,8 +1,8 @@
 //! Plans of slow shapes and the index hints read from them: a slow read
 //! filtering an unindexed column of a big table gets its plan on
 //! `/queries` and a `CREATE INDEX CONCURRENTLY` hint naming that column
-//! (in `pgstash top` and `pgstash explain` too); once the index exists,
-//! the plan fetched again has no hint.
+//! (in `pgstash top`, `pgstash explain` and `pgstash_index_hints`); once
+//! the index exists, the plan fetched again has no hint.
 
 use std::time::{Duration, Instant};
 
@@ -92,6 +92,11 @@ async fn a_slow_scan_of_an_unindexed_column_gets_a_hint_that_goes_once_the_index
     assert!(hint.rows_scanned > 50_000.0, "{hint:?}");
     assert!(hint.rows_returned < 100.0, "{hint:?}");
 
+    proxy
+        .scrape_until("pgstash_index_hints", |s| {
+            s.value("pgstash_index_hints", &[]) >= 1.0
+        })
+        .await;
     let table = pgstash::tools::top::render(&proxy.queries().await, 50);
     let row = table
         .lines()
