@@ -125,13 +125,7 @@ fn startup_message(user: &str, database: &str, options: &[(&str, &str)]) -> Byte
 /// The authentication exchange; an ErrorResponse in it is returned as
 /// [`BackendError::Server`].
 async fn authenticate(conn: &mut ServerConn, target: &ConnectTarget) -> Result<(), BackendError> {
-    let password = || {
-        target
-            .password
-            .as_deref()
-            .ok_or_else(|| BackendError::NoPassword(target.user.clone()))
-    };
-    let mut scram: Option<ScramSha256> = None;
+    let mut exchange = AuthExchange::new(&target.user, target.password.as_deref());
     loop {
         let frame = conn.read_frame().await?;
         match frame.tag() {
@@ -144,20 +138,66 @@ async fn authenticate(conn: &mut ServerConn, target: &ConnectTarget) -> Result<(
                 })
             }
         }
-        let mut body = Body::new(frame.body(), "Authentication");
+        match exchange.answer(frame.body())? {
+            AuthStep::Done => return Ok(()),
+            AuthStep::Send(out) => conn.send(&out).await?,
+            AuthStep::Wait => {}
+        }
+    }
+}
+
+/// What to do after an authentication request.
+#[derive(Debug)]
+pub(crate) enum AuthStep {
+    /// AuthenticationOk: logged in.
+    Done,
+    /// Send this answer and wait for the next request.
+    Send(BytesMut),
+    /// Nothing to send (the server's SCRAM signature checked out); the next
+    /// request follows.
+    Wait,
+}
+
+/// The client side of the upstream login, one Authentication request at a
+/// time: cleartext, md5 and SCRAM-SHA-256 (postgres-protocol's client).
+/// Kept apart from the socket so that every request a server can send is
+/// decoded here, and fuzzed as such (`crate::fuzzing`).
+pub(crate) struct AuthExchange<'a> {
+    user: &'a str,
+    password: Option<&'a str>,
+    scram: Option<ScramSha256>,
+}
+
+impl<'a> AuthExchange<'a> {
+    pub(crate) fn new(user: &'a str, password: Option<&'a str>) -> AuthExchange<'a> {
+        AuthExchange {
+            user,
+            password,
+            scram: None,
+        }
+    }
+
+    fn password(&self) -> Result<&'a str, BackendError> {
+        self.password
+            .ok_or_else(|| BackendError::NoPassword(self.user.to_owned()))
+    }
+
+    /// Answers one Authentication message body.
+    pub(crate) fn answer(&mut self, body: &[u8]) -> Result<AuthStep, BackendError> {
+        let mut body = Body::new(body, "Authentication");
         let mut out = BytesMut::new();
         match body.i32()? {
-            0 => return Ok(()),
+            0 => return Ok(AuthStep::Done),
             3 => {
-                let mut pw = password()?.as_bytes().to_vec();
+                let mut pw = self.password()?.as_bytes().to_vec();
                 pw.push(0);
                 message::frontend(&mut out, ftag::PASSWORD, &pw);
             }
             5 => {
                 let salt = body.take(4)?;
                 let hash = md5_hash(
-                    target.user.as_bytes(),
-                    password()?.as_bytes(),
+                    self.user.as_bytes(),
+                    self.password()?.as_bytes(),
                     [salt[0], salt[1], salt[2], salt[3]],
                 );
                 let mut pw = hash.into_bytes();
@@ -178,17 +218,18 @@ async fn authenticate(conn: &mut ServerConn, target: &ConnectTarget) -> Result<(
                     )));
                 }
                 let client =
-                    ScramSha256::new(password()?.as_bytes(), ChannelBinding::unsupported());
+                    ScramSha256::new(self.password()?.as_bytes(), ChannelBinding::unsupported());
                 let first = client.message().to_vec();
                 let mut payload = BytesMut::new();
                 payload.put_slice(b"SCRAM-SHA-256\0");
                 payload.put_i32(first.len() as i32);
                 payload.put_slice(&first);
                 message::frontend(&mut out, ftag::PASSWORD, &payload);
-                scram = Some(client);
+                self.scram = Some(client);
             }
             11 => {
-                let client = scram
+                let client = self
+                    .scram
                     .as_mut()
                     .ok_or_else(|| BackendError::Scram("SASLContinue before SASL".into()))?;
                 client
@@ -197,16 +238,17 @@ async fn authenticate(conn: &mut ServerConn, target: &ConnectTarget) -> Result<(
                 message::frontend(&mut out, ftag::PASSWORD, client.message());
             }
             12 => {
-                let client = scram
+                let client = self
+                    .scram
                     .as_mut()
                     .ok_or_else(|| BackendError::Scram("SASLFinal before SASL".into()))?;
                 client
                     .finish(body.rest())
                     .map_err(|e| BackendError::Scram(e.to_string()))?;
-                continue;
+                return Ok(AuthStep::Wait);
             }
             other => return Err(BackendError::UnsupportedAuth(other)),
         }
-        conn.send(&out).await?;
+        Ok(AuthStep::Send(out))
     }
 }
