@@ -15,6 +15,8 @@ pub mod cli;
 pub mod config;
 pub mod context;
 pub mod frontend;
+#[doc(hidden)]
+pub mod fuzzing;
 pub mod net;
 pub mod observe;
 pub mod replication;

@@ -44,11 +44,15 @@ use self::client::ClientConn;
 use self::clocks::{Clocks, Expired, Waiting};
 use self::phase::{Flow, Phase};
 use self::pinning::Pinned;
-use self::prepared::ClientStatements;
 use self::relay::Relay;
 use self::request::Requests;
 use self::settings::ClientSettings;
 use self::upstream::Upstream;
+
+// What the fuzz targets (`crate::fuzzing`) drive: the decoding of a held
+// extended-protocol request, with the statements it may bind.
+pub(crate) use self::cached::UnitRequest;
+pub(crate) use self::prepared::ClientStatements;
 use super::error::FrontendError;
 use crate::backend::cancel::CancelSlot;
 use crate::backend::pool::{PoolEntry, Pooled};
