@@ -1,6 +1,7 @@
 //! pgstash as a Postgres server to its clients, caching aside: the bytes it
 //! relays are Postgres's own (`differential`), real clients work through it
-//! (`clients`), and so do cancellation (`cancel`), password authentication
+//! (`clients`), and so do cancellation (`cancel`), the backend key
+//! (`backend_key`: session mode hands out the server's real pid), password authentication
 //! (`auth`) and TLS (`tls`); faults upstream and misbehaving clients cost
 //! only the client concerned (`faults`), and a shutdown is graceful
 //! (`shutdown`). Upstream, pgstash encrypts as libpq's `sslmode` says
@@ -10,6 +11,7 @@
 //! One test binary: `cargo test -p pgstash-tests --test protocol`.
 
 mod auth;
+mod backend_key;
 mod cancel;
 mod clients;
 mod differential;
