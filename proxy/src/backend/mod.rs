@@ -12,6 +12,7 @@ pub mod params;
 pub mod pool;
 pub mod prepared;
 pub mod server;
+pub mod statement_names;
 
 pub use error::BackendError;
 pub use params::SessionParams;

@@ -4,7 +4,8 @@
 //! (`backend_key`: session mode hands out the server's real pid), password authentication
 //! (`auth`) and TLS (`tls`); faults upstream and misbehaving clients cost
 //! only the client concerned (`faults`), and a shutdown is graceful
-//! (`shutdown`). Upstream, pgstash encrypts as libpq's `sslmode` says
+//! (`shutdown`). Transaction mode keeps the client's prepared statements
+//! through what drivers do to them (`statements`). Upstream, pgstash encrypts as libpq's `sslmode` says
 //! (`upstream_tls`, `upstream_direct`) and logs in with md5 and SCRAM
 //! (`upstream_auth`).
 //!
@@ -18,6 +19,7 @@ mod differential;
 mod faults;
 mod limits;
 mod shutdown;
+mod statements;
 mod tls;
 mod upstream_auth;
 mod upstream_direct;
