@@ -28,6 +28,7 @@ use crate::backend::connect::{AuthExchange, AuthStep, ConnectTarget};
 use crate::backend::error::BackendError;
 use crate::backend::params::SessionParams;
 use crate::backend::server::{decode_text_row, parameter_status, UPSTREAM_FRAME_LIMIT};
+use crate::backend::statement_names::StatementNames;
 use crate::cache::entry;
 use crate::config::PoolMode;
 use crate::frontend::auth::sasl_initial_response;
@@ -150,7 +151,7 @@ fn decode_client_message(frame: &Frame, statements: &mut ClientStatements) {
             if let Ok(parse) = ParseMessage::decode(body) {
                 let _ = parse.query_text();
                 if let Some(bound) = statements.bound(Some((frame, &parse)), parse.name) {
-                    statements.served_parse(frame, &parse, bound);
+                    statements.served_parse(frame, &parse, bound, &StatementNames::default());
                 }
             }
         }
@@ -275,7 +276,9 @@ fn push_request(queue: &mut ExpectQueue) {
         prepared: Some("pgstash_0123".into()),
         rename: Some(("pgstash_0123".into(), "s1".into())),
     });
-    queue.push(Expect::Bind);
+    queue.push(Expect::Bind {
+        statement: Some("pgstash_0123".into()),
+    });
     queue.push(Expect::DescribePortal);
     queue.push(Expect::Execute);
     queue.push(Expect::Synthetic(message::close_complete()));

@@ -356,6 +356,9 @@ impl Session {
                 requests: &mut self.requests,
             }
             .run()?;
+            if relayed.statements_dropped {
+                self.statements.forget_all();
+            }
             if relayed.finished.is_some() {
                 self.clocks.request_ended();
             }
@@ -421,11 +424,12 @@ impl Session {
             }
             self.pinned = None;
         }
-        let forget = self.statements.take_forget();
-        if !forget {
+        if self.statements.take_forget() {
+            self.upstream.reset_statements().await;
+        } else {
             self.upstream.trim_statements(self.max_statements).await;
         }
-        self.upstream.release(forget);
+        self.upstream.release();
         Ok(())
     }
 
