@@ -6,13 +6,15 @@ import statistics
 
 from . import baseline
 
-SYSTEMS = ["direct", "pgbouncer", "pgpool", "pgstash_pass", "pgstash_pass1", "pgstash_log0",
-           "pgstash_mem", "pgstash_repl",
+SYSTEMS = ["direct", "pgbouncer", "pgbouncer_tls", "pgpool", "pgstash_pass", "pgstash_tls",
+           "pgstash_pass1", "pgstash_log0", "pgstash_mem", "pgstash_mem_tls", "pgstash_repl",
            "pgstash_redis", "pgstash_redis_repl", "pgstash_fast", "pgstash_always"]
-SHORT = {"direct": "direct", "pgbouncer": "PgBouncer", "pgpool": "pgpool-II",
-         "pgstash_pass": "pgstash pass", "pgstash_pass1": "pgstash pass 1w",
+SHORT = {"direct": "direct", "pgbouncer": "PgBouncer", "pgbouncer_tls": "PgBouncer TLS",
+         "pgpool": "pgpool-II",
+         "pgstash_pass": "pgstash pass", "pgstash_tls": "pgstash pass TLS",
+         "pgstash_pass1": "pgstash pass 1w",
          "pgstash_log0": "pgstash pass log-all",
-         "pgstash_mem": "pgstash mem", "pgstash_redis": "pgstash redis",
+         "pgstash_mem": "pgstash mem", "pgstash_mem_tls": "pgstash mem TLS", "pgstash_redis": "pgstash redis",
          "pgstash_fast": "pgstash redis fast", "pgstash_always": "pgstash redis adaptive off",
          "pgstash_repl": "pgstash mem repl", "pgstash_redis_repl": "pgstash redis repl"}
 
@@ -116,7 +118,7 @@ def against_baseline(result):
 
 MARK = {"within": "✓", "better": "▲", "worse": "▼", None: ""}
 
-HIT_SYSTEMS = ("pgpool", "pgstash_mem", "pgstash_repl", "pgstash_redis", "pgstash_redis_repl",
+HIT_SYSTEMS = ("pgpool", "pgstash_mem", "pgstash_mem_tls", "pgstash_repl", "pgstash_redis", "pgstash_redis_repl",
                "pgstash_fast", "pgstash_always")
 
 
@@ -245,6 +247,94 @@ def _direct_writes_section(result):
     return out
 
 
+TLS_PAIRS = (("pgbouncer_tls", "pgbouncer"), ("pgstash_tls", "pgstash_pass"),
+             ("pgstash_mem_tls", "pgstash_mem"))
+
+
+def _tls_section(result, systems):
+    """What TLS on both sides costs each proxy: tps with TLS / tps without,
+    per workload, and the protocol and ciphers negotiated."""
+    pairs = [(a, b) for a, b in TLS_PAIRS if a in systems and b in systems]
+    if not pairs:
+        return []
+    out = ["## TLS on both sides", "",
+           "Each `*_tls` system is its plain counterpart with TLS between pgbench and the "
+           "proxy (pgbench `sslmode=require`, the proxy requiring it) and between the proxy "
+           "and Postgres (`sslmode=require` / `server_tls_sslmode = require`), with a "
+           "certificate of the run's own test CA. pgbench keeps its connections for the "
+           "whole run (no `--connect`), and both proxies keep their server connections, so "
+           "the handshakes are outside the measured runs: this is the cost of encrypting "
+           "the traffic. Throughput with TLS / without (higher is better: the share each "
+           "proxy keeps), and pgstash's share against PgBouncer's.", ""]
+    summary = result["summary"]
+    rows = []
+    for w in result["workloads"]:
+        if w["metric"] != "tps":
+            continue
+        cells = summary.get(w["name"], {})
+
+        def kept(a, b):
+            return ratio((cells.get(a) or {}).get("tps"), (cells.get(b) or {}).get("tps"))
+        k = {a: kept(a, b) for a, b in pairs}
+        row = [f"`{w['name']}`"] + [fmt_ratio(k[a]) for a, _ in pairs]
+        if "pgbouncer_tls" in k and "pgstash_tls" in k:
+            row.append(fmt_ratio(ratio(k["pgstash_tls"], k["pgbouncer_tls"])))
+        rows.append(row)
+    header = ["workload"] + [f"{SHORT[a]} / {SHORT[b]}" for a, b in pairs]
+    if any(a == "pgstash_tls" for a, _ in pairs) and any(a == "pgbouncer_tls"
+                                                        for a, _ in pairs):
+        header.append("pgstash's share / PgBouncer's")
+    out += [md_table(header, rows), ""]
+    tls = result.get("tls") or {}
+    if tls.get("upstream"):
+        out.append("Server connections with TLS as Postgres saw them after the runs "
+                   "(`pg_stat_ssl`): " + "; ".join(
+                       f"{r[3]} × {r[0]} {r[1]} ({r[2]} bits)" for r in tls["upstream"]
+                       if len(r) >= 4) + ".")
+    for key, c in (tls.get("clients") or {}).items():
+        out.append(f"- client → {short(key)} (`openssl s_client -starttls postgres`): "
+                   + (c.get("error") or f"{c.get('protocol')}, {c.get('cipher')}, "
+                      f"server key {c.get('key')}"))
+    return out + [""]
+
+
+def _unauth_section(result):
+    u = result.get("unauth") or {}
+    names = [n for n in ("pgstash", "pgbouncer") if n in u]
+    if not names:
+        return []
+    n = result["params"].get("unauth_connections")
+    out = ["## Unauthenticated client connections", "",
+           f"`benchlib/unauth.py`: a pgstash and a PgBouncer of their own, both asking for "
+           f"SCRAM-SHA-256 (one configured user), `max_client_conn` 20,000, login timeout "
+           f"5 min; {n:,} connections to each from one asyncio process: half *silent* (TCP "
+           "connected, nothing sent), half *inside a SCRAM exchange* (StartupMessage, "
+           "SASLInitialResponse, the server's SASLContinue received, the client-final "
+           "message never sent). Proxy RSS and open file descriptors (which show that the "
+           "proxy accepted every connection) from `/proc/PID` before, after the silent "
+           "half and after the SCRAM half, 2 s after each.", ""]
+    rows = []
+    for name in names:
+        c = u[name]
+        rows.append([
+            "pgstash" if name == "pgstash" else "PgBouncer",
+            f"{c['silent']:,} + {c['in_scram']:,} / {c['requested']:,}",
+            f"{c['fds_before']} → {c['fds_silent']} → {c['fds_after']}",
+            f"{c['rss_before_kb'] / 1024:.1f} → {c['rss_silent_kb'] / 1024:.1f} → "
+            f"{c['rss_after_kb'] / 1024:.1f} MiB",
+            fmt_num(c["kb_per_connection"], 2), fmt_num(c["kb_per_silent"], 2),
+            fmt_num(c["kb_per_in_scram"], 2), f"{c['closed_by_proxy']:,}",
+            "; ".join(c.get("first_errors") or []) or "ok"])
+    out += [md_table(["proxy", "opened (silent + in SCRAM)", "open fds", "RSS",
+                      "KiB / connection", "KiB / silent", "KiB / in SCRAM",
+                      "closed by the proxy", "notes"], rows), ""]
+    for name in names:
+        for fname, text in (u.get("configs") or {}).get(name, {}).items():
+            out += [f"<details><summary>{name} (unauthenticated connections): {fname}"
+                    "</summary>", "", "```", text.strip(), "```", "", "</details>", ""]
+    return out
+
+
 def render(result):
     m, v, p = result["machine"], result["versions"], result["params"]
     summary, workloads = result["summary"], result["workloads"]
@@ -261,8 +351,8 @@ def render(result):
     out += ["## Targets", "", "```"]
     for t in result["targets"]:
         val = t.get("shown") or ("n/a" if t["ratio"] is None else f"{t['ratio']:.2f}")
-        out.append(f"{t['status']:4}  {t['name']}: {val} (target {t['op']} "
-                   f"{t['threshold']:g}; {t['basis']})")
+        goal = "" if t["threshold"] is None else f"target {t['op']} {t['threshold']:g}; "
+        out.append(f"{t['status']:4}  {t['name']}: {val} ({goal}{t['basis']})")
     out += ["```", ""]
     if result.get("baseline"):
         out += _baseline_section(result)
@@ -320,7 +410,9 @@ def render(result):
              ("pgstash_redis", "direct"), ("pgstash_fast", "direct"),
              ("pgstash_mem", "pgstash_pass"), ("pgstash_redis", "pgstash_pass"),
              ("pgstash_fast", "pgstash_pass"), ("pgstash_always", "pgstash_pass"),
-             ("pgstash_repl", "pgstash_mem"), ("pgstash_redis_repl", "pgstash_redis")]
+             ("pgstash_repl", "pgstash_mem"), ("pgstash_redis_repl", "pgstash_redis"),
+             ("pgstash_tls", "pgbouncer_tls"), ("pgstash_mem_tls", "pgbouncer_tls")]
+    pairs = [(a, b) for a, b in pairs if a in systems and b in systems]
     rows = []
     for w in workloads:
         key = "p50_ms" if w["metric"] == "latency" else "tps"
@@ -337,23 +429,25 @@ def render(result):
             "Hits / (hits + misses) during the measured runs (warm-up excluded): pgstash "
             "from `pgstash_cache_hits_total` / `pgstash_cache_misses_total` on its metrics "
             "port, pgpool-II from `SHOW pool_cache`.", ""]
+    hit_systems = [s for s in HIT_SYSTEMS if s in systems]
     rows = []
     for w in workloads:
         cells = summary.get(w["name"], {})
         row = [f"`{w['name']}`"]
-        for s in HIT_SYSTEMS:
+        for s in hit_systems:
             hr = (cells.get(s) or {}).get("hit_ratio")
             row.append("–" if hr is None else f"{hr * 100:.1f}%")
         rows.append(row)
-    out += [md_table(["workload"] + [SHORT[s] for s in HIT_SYSTEMS], rows), ""]
+    out += [md_table(["workload"] + [SHORT[s] for s in hit_systems], rows), ""]
 
     out += ["## Proxy CPU per transaction", "",
             "User / system CPU microseconds the proxy process used per transaction during "
             "the measured runs (`/proc/PID/stat`; PgBouncer and pgstash are one process "
             "each). On a machine where clients, proxy and Postgres share the cores, this "
             "is what a proxy takes away from the others.", ""]
-    cpu_systems = [s for s in ("pgbouncer", "pgstash_pass", "pgstash_pass1", "pgstash_log0",
-                               "pgstash_mem", "pgstash_repl", "pgstash_redis",
+    cpu_systems = [s for s in ("pgbouncer", "pgbouncer_tls", "pgstash_pass", "pgstash_tls",
+                               "pgstash_pass1", "pgstash_log0", "pgstash_mem",
+                               "pgstash_mem_tls", "pgstash_repl", "pgstash_redis",
                                "pgstash_redis_repl", "pgstash_fast", "pgstash_always")
                    if s in systems]
     rows = []
@@ -368,6 +462,7 @@ def render(result):
             row.append("–" if u is None else f"{u:.1f} / {k:.1f}")
         rows.append(row)
     out += [md_table(["workload"] + [SHORT[s] for s in cpu_systems], rows), ""]
+    out += _tls_section(result, systems)
 
     out += ["## Read-your-writes check", "",
             "`workloads/rw_check.sql`, 8 clients: each client sets one of its own rows to a "
@@ -409,6 +504,7 @@ def render(result):
                      fmt_num(c["kb_per_connection"], 2),
                      "; ".join(c.get("first_errors") or []) or "ok"])
     out += [md_table(["system", "opened", "RSS", "KiB / connection", "notes"], rows), ""]
+    out += _unauth_section(result)
 
     errs = []
     for w in workloads:

@@ -2,13 +2,20 @@
 the run's temporary directory and registered with the Supervisor so it is
 stopped at the end:
 
-  direct         a throwaway Postgres 15 (initdb + pg_ctl, as OS user postgres)
+  direct         a throwaway Postgres 15 (initdb + pg_ctl, as OS user postgres),
+                 `ssl = on` with a certificate of the run's own test CA: plain
+                 and TLS clients both work (the plain systems say sslmode=disable)
   pgbouncer      PgBouncer, transaction pooling
+  pgbouncer_tls  the same with TLS on both sides (client_tls_sslmode and
+                 server_tls_sslmode = require)
   pgpool         pgpool-II, one primary, in-memory query cache in shared memory
   pgstash_pass   pgstash without rules (pure pooling pass-through)
+  pgstash_tls    the same with TLS on both sides ([tls] required, upstream
+                 sslmode=require)
   pgstash_pass1  the same with --workers 1 (a single-threaded runtime)
   pgstash_log0   the same as pgstash_pass, every query in the slow-query log
   pgstash_mem    pgstash with bench rules, in-process cache
+  pgstash_mem_tls  the same with TLS on both sides
   pgstash_redis  pgstash with bench rules, cache in a throwaway redis-server
   pgstash_fast   the same in fast mode (local tier, pub/sub invalidation)
   pgstash_always pgstash_redis with `adaptive = false` on every rule: every
@@ -18,6 +25,10 @@ stopped at the end:
   pgstash_redis_repl  pgstash_redis + `--replication` (its own Redis key prefix)
   <pgstash_*>@base  with --baseline: the same system run from the baseline
                  binary (see baseline.py)
+
+The unauthenticated-connections measurement (unauth.py) starts its own
+pgstash and PgBouncer with SCRAM authentication, with start_pgstash and
+start_pgbouncer below.
 
 The generated configuration files are kept on the System so the report can
 show exactly what was measured.
@@ -60,6 +71,7 @@ class System:
     command: list = None
     proc: object = None              # the Popen, for systems started in the foreground
     replication: bool = False        # pgstash following the replication stream of DB
+    sslmode: str = "disable"         # libpq's sslmode for pgbench against this system
 
     def exit_code(self):
         """None while running; the exit code once the process has ended."""
@@ -176,6 +188,39 @@ def pgpool_cache_counters(port):
         return None
 
 
+# ---------------------------------------------------------------- TLS
+
+def make_certs(tmp):
+    """A test CA and a server certificate for 127.0.0.1 / localhost signed by
+    it (openssl CLI), in a directory the postgres OS user owns: Postgres and
+    PgBouncer (both run as postgres) and pgstash (root) use the same files.
+    -> {"ca": path, "cert": path, "key": path} (the key mode 0600, as Postgres
+    demands)."""
+    d = owned_dir(os.path.join(tmp, "tls"))
+
+    def f(name):
+        return os.path.join(d, name)
+
+    with open(f("san.ext"), "w") as ext:
+        ext.write("subjectAltName = IP:127.0.0.1, DNS:localhost\n"
+                  "basicConstraints = CA:FALSE\n"
+                  "keyUsage = digitalSignature, keyEncipherment\n"
+                  "extendedKeyUsage = serverAuth\n")
+    procs.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "3",
+               "-subj", "/CN=pgstash bench test CA", "-keyout", f("ca.key"),
+               "-out", f("ca.crt")])
+    procs.run(["openssl", "req", "-newkey", "rsa:2048", "-nodes",
+               "-subj", "/CN=127.0.0.1", "-keyout", f("server.key"), "-out", f("server.csr")])
+    procs.run(["openssl", "x509", "-req", "-in", f("server.csr"), "-CA", f("ca.crt"),
+               "-CAkey", f("ca.key"), "-CAcreateserial", "-days", "3",
+               "-extfile", f("san.ext"), "-out", f("server.crt")])
+    pw = __import__("pwd").getpwnam(PG_USER)
+    for name in os.listdir(d):
+        os.chown(f(name), pw.pw_uid, pw.pw_gid)
+        os.chmod(f(name), 0o600 if name.endswith(".key") else 0o644)
+    return {"ca": f("ca.crt"), "cert": f("server.crt"), "key": f("server.key")}
+
+
 # ---------------------------------------------------------------- Postgres
 
 PG_CONF = """
@@ -199,16 +244,22 @@ checkpoint_timeout = 30min
 autovacuum = on
 log_min_messages = warning
 log_connections = off
+# TLS for the *_tls systems (a certificate of the run's test CA); the
+# plain systems connect with sslmode=disable.
+ssl = on
+ssl_cert_file = '{cert}'
+ssl_key_file = '{key}'
 """
 
 
-def start_postgres(sup, tmp, port, max_connections):
+def start_postgres(sup, tmp, port, max_connections, certs):
     pgdata = owned_dir(os.path.join(tmp, "pgdata"))
     sockdir = owned_dir(os.path.join(tmp, "pgsock"))
     logdir = owned_dir(os.path.join(tmp, "pglog"))
     procs.run([f"{PG_BIN}/initdb", "-D", pgdata, "-U", PG_USER, "-A", "trust",
                "-E", "UTF8", "--locale=C", "--no-sync"], user=PG_USER, cwd=tmp)
-    conf = PG_CONF.format(port=port, sockdir=sockdir, max_connections=max_connections)
+    conf = PG_CONF.format(port=port, sockdir=sockdir, max_connections=max_connections,
+                          cert=certs["cert"], key=certs["key"])
     with open(os.path.join(pgdata, "postgresql.conf"), "a") as f:
         f.write("\n# bench/run\n" + conf)
     log = os.path.join(logdir, "postgres.log")
@@ -262,9 +313,9 @@ PGBOUNCER_INI = """[databases]
 listen_addr = 127.0.0.1
 listen_port = {port}
 unix_socket_dir = {dir}
-auth_type = trust
+auth_type = {auth_type}
 auth_file = {dir}/userlist.txt
-pool_mode = transaction
+{tls}pool_mode = transaction
 default_pool_size = {pool}
 min_pool_size = 0
 reserve_pool_size = 0
@@ -277,23 +328,45 @@ pidfile = {dir}/pgbouncer.pid
 log_connections = 0
 log_disconnections = 0
 log_pooler_errors = 1
+client_login_timeout = {login_timeout}
+"""
+
+PGBOUNCER_PLAIN = "server_tls_sslmode = disable\n"
+PGBOUNCER_TLS = """client_tls_sslmode = require
+client_tls_cert_file = {cert}
+client_tls_key_file = {key}
+server_tls_sslmode = require
 """
 
 
-def start_pgbouncer(sup, tmp, port, pgport, pool, max_clients):
-    d = owned_dir(os.path.join(tmp, "pgbouncer"))
+def start_pgbouncer(sup, tmp, port, pgport, pool, max_clients, key="pgbouncer",
+                    label="PgBouncer", certs=None, scram_user=None, login_timeout=60):
+    """PgBouncer in transaction mode. With `certs`, TLS on both sides
+    (clients must use it; server connections require it). With `scram_user`
+    = (name, password), clients authenticate with SCRAM-SHA-256 (the password
+    in clear in auth_file, as PgBouncer allows) instead of trust."""
+    d = owned_dir(os.path.join(tmp, key))
+    tls = PGBOUNCER_TLS.format(**certs) if certs else PGBOUNCER_PLAIN
     ini = PGBOUNCER_INI.format(pgport=pgport, port=port, dir=d, pool=pool,
-                               max_clients=max_clients)
+                               max_clients=max_clients, tls=tls,
+                               auth_type="scram-sha-256" if scram_user else "trust",
+                               login_timeout=login_timeout)
     path = os.path.join(d, "pgbouncer.ini")
     with open(path, "w") as f:
         f.write(ini)
     with open(os.path.join(d, "userlist.txt"), "w") as f:
         f.write(f'"{PG_USER}" ""\n')
-    p = sup.spawn("pgbouncer", ["pgbouncer", path], os.path.join(d, "stdout.log"), user=PG_USER)
+        if scram_user:
+            f.write(f'"{scram_user[0]}" "{scram_user[1]}"\n')
+    p = sup.spawn(key, ["pgbouncer", path], os.path.join(d, "stdout.log"), user=PG_USER)
     if not procs.wait_port(port, 20, p):
-        raise RuntimeError(f"pgbouncer did not start; see {d}/pgbouncer.log")
-    return System("pgbouncer", "PgBouncer", port, pid=p.pid, configs={"pgbouncer.ini": ini},
-                  log_path=os.path.join(d, "pgbouncer.log"), proc=p)
+        raise RuntimeError(f"{key} did not start; see {d}/pgbouncer.log")
+    configs = {"pgbouncer.ini": ini}
+    if scram_user:
+        configs["userlist.txt"] = f'"{PG_USER}" ""\n"{scram_user[0]}" "(its password)"'
+    return System(key, label, port, pid=p.pid, configs=configs,
+                  log_path=os.path.join(d, "pgbouncer.log"), proc=p,
+                  sslmode="require" if certs else "disable")
 
 
 # ---------------------------------------------------------------- pgpool-II
@@ -383,7 +456,11 @@ def start_pgpool(sup, tmp, port, pcp_port, pgport, children, ttl):
 
 def start_pgstash(sup, tmp, binary, key, label, port, mport, pgport, pool,
                   rules=None, redis_port=None, log_all=False, fast=False, workers=None,
-                  prefix=None, replication=False):
+                  prefix=None, replication=False, tls=None, extra_config=None):
+    """One pgstash. `tls`: the certificate files of make_certs: TLS required
+    of clients ([tls]) and upstream sslmode=require; without it the upstream
+    is plain (sslmode=disable: the bench Postgres offers TLS, and pgstash's
+    default, prefer, would take it). `extra_config`: more pgstash.toml."""
     d = os.path.join(tmp, key)
     os.makedirs(d, exist_ok=True)
     cmd = [binary, "serve"]
@@ -398,13 +475,19 @@ def start_pgstash(sup, tmp, binary, key, label, port, mport, pgport, pool,
         # URL's (it has none), so it is named here. max_lag: the default.
         config = (config or "") + (f'[replication]\ndatabases = ["{DB}"]\n'
                                    f'publication = "{PUBLICATION}"\nmax_lag = "500ms"\n')
+    if tls:
+        config = (config or "") + (f'[tls]\ncert_file = "{tls["cert"]}"\n'
+                                   f'key_file = "{tls["key"]}"\nrequired = true\n')
+    if extra_config:
+        config = (config or "") + extra_config
     if config:
         path = os.path.join(d, "pgstash.toml")
         with open(path, "w") as f:
             f.write(config)
         cmd += ["--config", path]
     cmd += ["--listen", f"127.0.0.1:{port}",
-           "--upstream", f"postgres://{PG_USER}@127.0.0.1:{pgport}",
+           "--upstream", f"postgres://{PG_USER}@127.0.0.1:{pgport}"
+           f"?sslmode={'require' if tls else 'disable'}",
            "--metrics-listen", f"127.0.0.1:{mport}",
            "--pool-size", str(pool), "--pool-mode", "transaction",
            "--slow-query-ms", "0" if log_all else "100000"]
@@ -436,10 +519,10 @@ def start_pgstash(sup, tmp, binary, key, label, port, mport, pgport, pool,
     shown[0] = "pgstash"
     configs = {"command": " ".join(shown)}
     if config:
-        configs["pgstash.toml"] = config
+        configs["pgstash.toml"] = config.replace(tmp + "/", "")
     return System(key, label, port, pid=p.pid, caching=bool(rules), metrics_port=mport,
                   configs=configs, log_path=log, command=cmd, proc=p,
-                  replication=replication)
+                  replication=replication, sslmode="require" if tls else "disable")
 
 
 def describe(systems):

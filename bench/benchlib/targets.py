@@ -14,10 +14,13 @@ def _ratio(a, b):
 
 
 def evaluate(summary, extras):
-    """-> list of dicts: name, ratio, op, threshold, status, basis."""
+    """-> list of dicts: name, ratio, op, threshold, status, basis (and
+    `shown` where the value is shown otherwise than as a plain ratio). A
+    figure the issue asks to report without a threshold is an INFO line
+    (op "", threshold None)."""
     out = []
 
-    def add(name, ratio, op, threshold, basis):
+    def add(name, ratio, op, threshold, basis, shown=None):
         if ratio is None:
             status = "N/A"
         elif op == ">=":
@@ -26,6 +29,12 @@ def evaluate(summary, extras):
             status = "PASS" if ratio <= threshold else "FAIL"
         out.append({"name": name, "ratio": ratio, "op": op, "threshold": threshold,
                     "status": status, "basis": basis})
+        if shown and ratio is not None:
+            out[-1]["shown"] = shown
+
+    def info(name, ratio, basis):
+        out.append({"name": name, "ratio": ratio, "op": "", "threshold": None,
+                    "status": "INFO" if ratio is not None else "N/A", "basis": basis})
 
     def tps(w, s):
         return _get(summary, w, s, "tps")
@@ -79,11 +88,43 @@ def evaluate(summary, extras):
         add(f"hot-set hit throughput with replication ≥ 0.95× without ({s}, hot_zipf)",
             _ratio(tps("hot_zipf", s), tps("hot_zipf", off)), ">=", 0.95,
             f"tps {s} / {off}, hot_zipf")
+    # TLS on both sides (client → proxy and proxy → Postgres).
+    for w in ("select_8c", "select_32c"):
+        add(f"TLS pass-through throughput ≥ 1.0× PgBouncer with TLS ({w})",
+            _ratio(tps(w, "pgstash_tls"), tps(w, "pgbouncer_tls")), ">=", 1.0,
+            f"tps pgstash_tls / pgbouncer_tls, {w}")
+    for w in ("select_8c", "select_32c"):
+        kept_p = _ratio(tps(w, "pgstash_tls"), tps(w, "pgstash_pass"))
+        kept_b = _ratio(tps(w, "pgbouncer_tls"), tps(w, "pgbouncer"))
+        r = _ratio(kept_p, kept_b)
+        add(f"TLS costs pgstash no larger a share of its throughput than PgBouncer ({w})",
+            r, ">=", 1.0,
+            f"(tps pgstash_tls / pgstash_pass) / (tps pgbouncer_tls / pgbouncer), {w}",
+            shown=r and f"{r:.2f} (with TLS pgstash keeps {kept_p:.2f} of its plain "
+            f"throughput, PgBouncer {kept_b:.2f})")
+    for w in ("select_8c", "select_32c", "hot_zipf"):
+        info(f"TLS hit throughput against PgBouncer with TLS ({w})",
+             _ratio(tps(w, "pgstash_mem_tls"), tps(w, "pgbouncer_tls")),
+             f"tps pgstash_mem_tls / pgbouncer_tls, {w}")
     out += _direct_writes(extras)
     idle = (extras.get("idle") or {}).get("pgstash_pass") or {}
     kb = idle.get("kb_per_connection") if idle.get("opened") else None
     add("< 10 KB of proxy memory per idle client connection (pgstash)",
         kb, "<=", 10.0, "KiB of RSS per idle connection (absolute, not a ratio)")
+    unauth = extras.get("unauth") or {}
+    for who, op in (("pgstash", "<="), ("pgbouncer", None)):
+        u = unauth.get(who) or {}
+        kb = u.get("kb_per_connection") if u.get("opened") else None
+        what = (f"{u.get('opened', 0):,} connections: {u.get('silent', 0):,} silent, "
+                f"{u.get('in_scram', 0):,} inside a SCRAM exchange")
+        basis = (f"KiB of RSS per unauthenticated connection (absolute), {what}; "
+                 f"{u.get('closed_by_proxy', 0)} closed by the proxy, "
+                 f"{u.get('failed', 0)} failed to open")
+        if op:
+            add("≤ 16 KiB of proxy memory per unauthenticated client connection (pgstash)",
+                kb, op, 16.0, basis, shown=kb and f"{kb:.2f} KiB")
+        elif u:
+            info("proxy memory per unauthenticated client connection (PgBouncer)", kb, basis)
     viol = extras.get("rw_check") or {}
     total = sum(v.get("violations", 0) for k, v in viol.items() if k.startswith("pgstash"))
     out.append({"name": "read-your-writes: no stale read after an acknowledged update (pgstash)",

@@ -16,6 +16,8 @@ pub mod config;
 pub mod context;
 pub mod explain;
 pub mod frontend;
+#[doc(hidden)]
+pub mod fuzzing;
 pub mod net;
 pub mod observe;
 pub mod replication;

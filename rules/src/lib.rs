@@ -4,6 +4,8 @@
 //! rules file:
 //! - [`session_effects`]: what a string does to session state (for the
 //!   transaction pooler) — cheap on the common path;
+//! - [`statement_reset`]: how a string drops prepared statements (for the
+//!   transaction pooler's mapping of `DEALLOCATE` / `DISCARD ALL`);
 //! - [`analyze`] / [`AnalysisCache`]: statement kinds, relations read and
 //!   written, functions, locking, temp/system relations, parameters;
 //! - [`normalize`] / [`Fingerprint`]: the stable SHA-256 identity of a query
@@ -29,6 +31,7 @@ mod load;
 mod model;
 mod names;
 mod predicate;
+mod reset;
 mod session;
 mod shape;
 mod statement;
@@ -48,6 +51,7 @@ pub use load::{load_rules, parse_rules, Problem, RulesError};
 pub use model::{Defaults, Matcher, Rule, RuleSet};
 pub use names::{FunctionRef, NameError, TableRef};
 pub use predicate::{filter_predicates, Predicate, PredicateKind};
+pub use reset::{statement_reset, StatementReset};
 pub use session::{session_effects, EffectsCache, SessionEffects};
 pub use shape::literal_mask;
 pub use statement::{ImplicitCall, Statement, StatementKind, TransactionKind};

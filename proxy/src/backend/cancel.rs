@@ -1,6 +1,22 @@
-//! Routing of CancelRequest: clients hold keys pgstash made up; each maps to
-//! the upstream backend running that client's query at the moment. The
-//! request goes upstream encrypted as every other upstream connection is.
+//! Routing of CancelRequest: every key a client holds was issued by
+//! pgstash, and maps to the upstream backend running that client's query
+//! at the moment. The request goes upstream encrypted as every other
+//! upstream connection is.
+//!
+//! The process id in a key depends on the pool mode:
+//! - session mode: the real pid of the client's own server connection (it
+//!   keeps that one server for its whole session), so `pg_backend_pid()`,
+//!   `pg_terminate_backend(<pid>)` and a notification's sender pid agree
+//!   with what the client was told; the secret is pgstash's own, never the
+//!   server's, so a cancel still has to come through pgstash;
+//! - transaction mode: a synthetic pid, because the client has no fixed
+//!   server: a real pid would name a backend other clients use in turn.
+//!   Synthetic pids lie in `[2^30, 2^31)`, above any process id an
+//!   operating system hands out (Linux caps pids at 2^22), so they can
+//!   never equal a real one.
+//!
+//! Keys are (pid, secret) pairs with random secrets, and the registry
+//! draws again on the rare pair already in use.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -10,6 +26,9 @@ use tokio::io::AsyncWriteExt;
 
 use super::negotiate::open_stream;
 use crate::config::Upstream;
+
+/// The lowest synthetic process id (see the module doc).
+pub const SYNTHETIC_PID_MIN: i32 = 1 << 30;
 
 /// The upstream backend a cancel must reach.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -28,11 +47,23 @@ pub struct CancelRegistry {
 }
 
 impl CancelRegistry {
-    /// Registers a new client and returns its (pid, secret) and slot.
+    /// Registers a client without a fixed server (transaction mode): its
+    /// key has a synthetic pid. Returns the key and the client's slot.
     pub fn register(&self) -> ((i32, i32), CancelSlot) {
+        self.insert(|| SYNTHETIC_PID_MIN | (rand::random::<i32>() & (SYNTHETIC_PID_MIN - 1)))
+    }
+
+    /// Registers a client that keeps the server connection with process id
+    /// `pid` for its whole session: its key carries that pid and a secret
+    /// pgstash draws.
+    pub fn register_with_pid(&self, pid: i32) -> ((i32, i32), CancelSlot) {
+        self.insert(|| pid)
+    }
+
+    fn insert(&self, pid: impl Fn() -> i32) -> ((i32, i32), CancelSlot) {
         let mut slots = self.slots.lock().unwrap_or_else(|e| e.into_inner());
         loop {
-            let key = (rand::random::<i32>() & 0x7fff_ffff, rand::random::<i32>());
+            let key = (pid(), rand::random::<i32>());
             if let std::collections::hash_map::Entry::Vacant(v) = slots.entry(key) {
                 let slot = CancelSlot::default();
                 v.insert(slot.clone());
@@ -78,4 +109,35 @@ pub async fn send_cancel(upstream: &Upstream, target: CancelTarget) -> std::io::
     )
     .await;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn synthetic_pids_are_positive_and_above_every_real_pid() {
+        let registry = CancelRegistry::default();
+        for _ in 0..1000 {
+            let ((pid, _), _) = registry.register();
+            assert!((SYNTHETIC_PID_MIN..=i32::MAX).contains(&pid), "{pid}");
+        }
+    }
+
+    #[test]
+    fn clients_of_the_same_server_pid_get_distinct_keys_and_slots() {
+        let registry = CancelRegistry::default();
+        let (a, slot_a) = registry.register_with_pid(4242);
+        let (b, _) = registry.register_with_pid(4242);
+        assert_eq!((a.0, b.0), (4242, 4242));
+        assert_ne!(a, b);
+        *slot_a.lock().unwrap() = Some(CancelTarget {
+            pid: 4242,
+            secret: 7,
+        });
+        assert_eq!(registry.target(a).map(|t| t.secret), Some(7));
+        assert_eq!(registry.target(b), None);
+        registry.unregister(a);
+        assert_eq!(registry.target(a), None);
+    }
 }

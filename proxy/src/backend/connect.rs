@@ -200,7 +200,7 @@ fn startup_message(user: &str, database: &str, options: &[(&str, &str)]) -> Byte
 /// The authentication exchange; an ErrorResponse in it is returned as
 /// [`BackendError::Server`].
 async fn authenticate(conn: &mut ServerConn, target: &ConnectTarget) -> Result<(), BackendError> {
-    let mut sasl: Option<Sasl> = None;
+    let mut exchange = AuthExchange::new(target);
     loop {
         let frame = conn.read_frame().await?;
         match frame.tag() {
@@ -213,10 +213,48 @@ async fn authenticate(conn: &mut ServerConn, target: &ConnectTarget) -> Result<(
                 })
             }
         }
-        let mut body = Body::new(frame.body(), "Authentication");
+        match exchange.answer(frame.body())? {
+            AuthStep::Done => return Ok(()),
+            AuthStep::Send(out) => conn.send(&out).await?,
+            AuthStep::Wait => {}
+        }
+    }
+}
+
+/// What to do after an authentication request.
+#[derive(Debug)]
+pub(crate) enum AuthStep {
+    /// AuthenticationOk: logged in.
+    Done,
+    /// Send this answer and wait for the next request.
+    Send(BytesMut),
+    /// Nothing to send (the server's SCRAM signature checked out); the next
+    /// request follows.
+    Wait,
+}
+
+/// The client side of the upstream login, one Authentication request at a
+/// time: cleartext, md5 and SCRAM-SHA-256 (with the target's password or,
+/// by pass-through, the keys a client proved). Kept apart from the socket
+/// so that every request a server can send is decoded here, and fuzzed as
+/// such (`crate::fuzzing`).
+pub(crate) struct AuthExchange<'a> {
+    target: &'a ConnectTarget,
+    sasl: Option<Sasl>,
+}
+
+impl<'a> AuthExchange<'a> {
+    pub(crate) fn new(target: &'a ConnectTarget) -> AuthExchange<'a> {
+        AuthExchange { target, sasl: None }
+    }
+
+    /// Answers one Authentication message body.
+    pub(crate) fn answer(&mut self, body: &[u8]) -> Result<AuthStep, BackendError> {
+        let target = self.target;
+        let mut body = Body::new(body, "Authentication");
         let mut out = BytesMut::new();
         match body.i32()? {
-            0 => return Ok(()),
+            0 => return Ok(AuthStep::Done),
             3 => {
                 let password = target
                     .password
@@ -255,10 +293,10 @@ async fn authenticate(conn: &mut ServerConn, target: &ConnectTarget) -> Result<(
                 payload.put_i32(first.len() as i32);
                 payload.put_slice(first.as_bytes());
                 message::frontend(&mut out, ftag::PASSWORD, &payload);
-                sasl = Some(Sasl::Started(client));
+                self.sasl = Some(Sasl::Started(client));
             }
             11 => {
-                let Some(Sasl::Started(client)) = sasl.take() else {
+                let Some(Sasl::Started(client)) = self.sasl.take() else {
                     return Err(BackendError::Scram("SASLContinue out of turn".into()));
                 };
                 let challenge = client
@@ -267,18 +305,18 @@ async fn authenticate(conn: &mut ServerConn, target: &ConnectTarget) -> Result<(
                 let keys = target.scram_keys(&challenge)?;
                 let (answer, last) = client.respond(&challenge, &keys);
                 message::frontend(&mut out, ftag::PASSWORD, answer.as_bytes());
-                sasl = Some(Sasl::Answered(last));
+                self.sasl = Some(Sasl::Answered(last));
             }
             12 => {
-                let Some(Sasl::Answered(last)) = sasl.take() else {
+                let Some(Sasl::Answered(last)) = self.sasl.take() else {
                     return Err(BackendError::Scram("SASLFinal out of turn".into()));
                 };
                 last.verify(body.rest())
                     .map_err(|e| BackendError::Scram(e.to_string()))?;
-                continue;
+                return Ok(AuthStep::Wait);
             }
             other => return Err(BackendError::UnsupportedAuth(other)),
         }
-        conn.send(&out).await?;
+        Ok(AuthStep::Send(out))
     }
 }

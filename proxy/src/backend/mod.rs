@@ -14,6 +14,7 @@ pub mod passthrough;
 pub mod pool;
 pub mod prepared;
 pub mod server;
+pub mod statement_names;
 
 pub use error::BackendError;
 pub use params::SessionParams;

@@ -8,7 +8,7 @@
 //! Network failures put the pool in a backoff (doubling up to
 //! `reconnect_backoff_max`) so a down upstream is not hammered.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -18,6 +18,7 @@ use tokio::sync::watch;
 use super::connect::{connect, ConnectTarget};
 use super::error::BackendError;
 use super::server::ServerConn;
+use super::statement_names::StatementNames;
 use crate::config::PoolConfig;
 use crate::Boxed;
 
@@ -142,35 +143,13 @@ impl ErrorSink<BackendError> for PublishErrors {
 #[derive(Debug)]
 pub struct PoolEntry {
     pub pool: UpstreamPool,
-    /// Server-side statement names that have parsed successfully on some
-    /// connection of this pool: a client's Parse of one of them can be
-    /// answered without a server connection (it is prepared where it is
-    /// later bound). Bounded: cleared when it reaches `KNOWN_STATEMENTS_MAX`.
-    known_statements: Mutex<HashSet<Arc<str>>>,
+    /// The server-side names of prepared statements (transaction mode).
+    pub statements: StatementNames,
     errors: Arc<watch::Sender<Option<BackendError>>>,
     acquire_timeout: Duration,
 }
 
-/// Above this many distinct statements the known set starts over.
-const KNOWN_STATEMENTS_MAX: usize = 10_000;
-
 impl PoolEntry {
-    pub fn statement_known(&self, name: &str) -> bool {
-        self.known_statements
-            .lock()
-            .map(|known| known.contains(name))
-            .unwrap_or(false)
-    }
-
-    pub fn statement_parsed(&self, name: Arc<str>) {
-        if let Ok(mut known) = self.known_statements.lock() {
-            if known.len() >= KNOWN_STATEMENTS_MAX {
-                known.clear();
-            }
-            known.insert(name);
-        }
-    }
-
     /// Waits for a server connection, or fails with the first connect error
     /// that happens while waiting, or with a timeout.
     ///
@@ -257,7 +236,7 @@ impl Pools {
             .build_unchecked(manager);
         let entry = Arc::new(PoolEntry {
             pool,
-            known_statements: Mutex::new(HashSet::new()),
+            statements: StatementNames::default(),
             errors,
             acquire_timeout: config.acquire_timeout,
         });

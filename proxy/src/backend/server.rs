@@ -75,9 +75,7 @@ impl ServerConn {
 
     /// Records a ParameterStatus message in `reported`.
     pub fn note_parameter_status(&mut self, body: &[u8]) -> Option<(String, String)> {
-        let mut parts = body.split(|b| *b == 0);
-        let name = String::from_utf8_lossy(parts.next()?).into_owned();
-        let value = String::from_utf8_lossy(parts.next()?).into_owned();
+        let (name, value) = parameter_status(body)?;
         self.reported.insert(name.clone(), value.clone());
         Some((name, value))
     }
@@ -136,8 +134,16 @@ impl ServerConn {
     }
 }
 
+/// The name and value of a ParameterStatus body (lossy on invalid UTF-8).
+pub(crate) fn parameter_status(body: &[u8]) -> Option<(String, String)> {
+    let mut parts = body.split(|b| *b == 0);
+    let name = String::from_utf8_lossy(parts.next()?).into_owned();
+    let value = String::from_utf8_lossy(parts.next()?).into_owned();
+    Some((name, value))
+}
+
 /// Decodes a DataRow of text values (internal queries only).
-fn decode_text_row(body: &[u8]) -> Vec<Option<String>> {
+pub(crate) fn decode_text_row(body: &[u8]) -> Vec<Option<String>> {
     let mut values = Vec::new();
     let Some(count) = body.get(0..2) else {
         return values;

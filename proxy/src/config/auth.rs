@@ -187,7 +187,7 @@ mod tests {
         let err = load("[auth]\nauth_user = \"pgstash_auth\"\n").unwrap_err();
         assert!(
             matches!(
-                err,
+                err.problem(),
                 ConfigError::Invalid {
                     key: "auth.auth_user",
                     ..
@@ -195,5 +195,6 @@ mod tests {
             ),
             "{err}"
         );
+        assert!(err.to_string().starts_with("x.toml:2:13: "), "{err}");
     }
 }

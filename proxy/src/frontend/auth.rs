@@ -23,7 +23,7 @@ use crate::config::{AuthMethod, ScramKeys};
 use crate::context::Context;
 use crate::net::frame::Body;
 use crate::net::message::{self, ftag, Severity};
-use crate::net::{FrameReader, Stream};
+use crate::net::{FrameReader, NetError, Stream};
 use crate::scram::{self, MECHANISM};
 use tokio::io::AsyncWriteExt;
 
@@ -177,14 +177,7 @@ async fn scram_exchange(
         .await
         .map_err(crate::net::NetError::from)?;
     let initial = read_password(stream, reader).await?;
-    let mut body = Body::new(&initial, "SASLInitialResponse");
-    let mechanism = body.string()?;
-    let len = body.i32()?;
-    let data = if len < 0 {
-        &[][..]
-    } else {
-        body.take(len as usize)?
-    };
+    let (mechanism, data) = sasl_initial_response(&initial)?;
     if mechanism != MECHANISM {
         return protocol_fail(stream, "28000", "unsupported SASL mechanism").await;
     }
@@ -213,6 +206,25 @@ async fn scram_exchange(
             fail(stream, user).await
         }
     }
+}
+
+/// The mechanism and client-first-message of a SASLInitialResponse body.
+/// The declared length of the data must fit in the body (-1: no data, as
+/// Postgres reads it); a longer one, or another negative one, is a
+/// protocol error.
+pub(crate) fn sasl_initial_response(body: &[u8]) -> Result<(&str, &[u8]), NetError> {
+    let mut body = Body::new(body, "SASLInitialResponse");
+    let mechanism = body.string()?;
+    let data = match body.i32()? {
+        -1 => &[][..],
+        len if len < 0 => {
+            return Err(NetError::Malformed {
+                what: "SASLInitialResponse",
+            })
+        }
+        len => body.take(len as usize)?,
+    };
+    Ok((mechanism, data))
 }
 
 async fn read_password(
@@ -257,4 +269,30 @@ async fn protocol_fail<T>(stream: &mut Stream, code: &str, text: &str) -> Result
         .write_all(&message::error_bytes(Severity::Fatal, code, text))
         .await;
     Err(FrontendError::Protocol(text.to_owned()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn initial(length: i32, data: &[u8]) -> Vec<u8> {
+        let mut body = b"SCRAM-SHA-256\0".to_vec();
+        body.extend_from_slice(&length.to_be_bytes());
+        body.extend_from_slice(data);
+        body
+    }
+
+    #[test]
+    fn sasl_initial_response_lengths_must_fit_the_message() {
+        let body = initial(5, b"n,,n=");
+        let (mechanism, data) = sasl_initial_response(&body).unwrap();
+        assert_eq!((mechanism, data), ("SCRAM-SHA-256", &b"n,,n="[..]));
+        assert_eq!(sasl_initial_response(&initial(-1, b"")).unwrap().1, b"");
+        for length in [i32::MAX, 6, -2, i32::MIN] {
+            assert!(
+                sasl_initial_response(&initial(length, b"n,,n=")).is_err(),
+                "length {length}"
+            );
+        }
+    }
 }

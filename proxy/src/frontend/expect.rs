@@ -24,7 +24,11 @@ pub enum Expect {
         prepared: Option<Arc<str>>,
         rename: Option<(Arc<str>, Arc<str>)>,
     },
-    Bind,
+    /// BindComplete. `statement` names the server-side statement pgstash
+    /// bound in the client's place (transaction mode).
+    Bind {
+        statement: Option<Arc<str>>,
+    },
     /// ParameterDescription, then RowDescription or NoData.
     DescribeStatement,
     /// RowDescription or NoData.
@@ -53,6 +57,13 @@ pub struct Effects {
     /// An error to be shown with the client's statement name (server-side
     /// name, client name).
     pub rename: Option<(Arc<str>, Arc<str>)>,
+    /// The server-side statement of a Bind that failed: the session looks
+    /// at the error (a `0A000` means the statement went stale).
+    pub failed_bind: Option<Arc<str>>,
+    /// Server-side statements whose copy on this connection went stale.
+    pub stale: Vec<Arc<str>>,
+    /// The server confirmed `DEALLOCATE ALL` or `DISCARD ALL`.
+    pub statements_dropped: bool,
 }
 
 /// What to do with one server message.
@@ -149,7 +160,7 @@ impl ExpectQueue {
                 }
                 (true, verdict(*forward))
             }
-            (Expect::Bind, tag::BIND_COMPLETE) => (true, Verdict::Forward),
+            (Expect::Bind { .. }, tag::BIND_COMPLETE) => (true, Verdict::Forward),
             (Expect::DescribeStatement, tag::PARAMETER_DESCRIPTION) => (false, Verdict::Forward),
             (
                 Expect::DescribeStatement | Expect::DescribePortal,
@@ -181,12 +192,15 @@ impl ExpectQueue {
             None => Verdict::Forward,
             Some(Expect::Query) => Verdict::Forward,
             Some(_) => {
-                if let Some(Expect::Parse {
-                    rename: Some(rename),
-                    ..
-                }) = self.queue.front()
-                {
-                    effects.rename = Some(rename.clone());
+                match self.queue.front() {
+                    Some(Expect::Parse {
+                        rename: Some(rename),
+                        ..
+                    }) => effects.rename = Some(rename.clone()),
+                    Some(Expect::Bind {
+                        statement: Some(name),
+                    }) => effects.failed_bind = Some(name.clone()),
+                    _ => {}
                 }
                 while let Some(front) = self.queue.front() {
                     if matches!(front, Expect::Sync) {
@@ -256,7 +270,7 @@ mod tests {
     #[test]
     fn syncs_sent_before_copy_in_expect_no_answer() {
         let mut q = ExpectQueue::default();
-        q.push(Expect::Bind);
+        q.push(Expect::Bind { statement: None });
         q.push(Expect::Execute);
         q.push(Expect::Sync);
         run(&mut q, b"2");
@@ -292,7 +306,7 @@ mod tests {
             rename: None,
         });
         q.push(Expect::Synthetic(Bytes::from_static(b"1\0\0\0\x04")));
-        q.push(Expect::Bind);
+        q.push(Expect::Bind { statement: None });
         q.push(Expect::Execute);
         q.push(Expect::Sync);
         let (v, due) = run(&mut q, b"12DCZ");
@@ -330,7 +344,7 @@ mod tests {
         });
         let (_, _) = run(&mut q, b"E");
         assert!(q.skipping());
-        q.push(Expect::Bind);
+        q.push(Expect::Bind { statement: None });
         q.push(Expect::Execute);
         q.push(Expect::Sync);
         run(&mut q, b"Z");

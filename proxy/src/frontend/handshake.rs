@@ -152,14 +152,18 @@ async fn handshake(
     for (name, value) in &server.reported {
         message::parameter_status(&mut out, name, value);
     }
-    let (key, slot) = context.front.cancels.register();
+    // Session mode: the client's own server's pid (see `backend/cancel.rs`).
+    let mode = context.config.load().pool.mode;
+    let (key, slot) = match mode {
+        PoolMode::Session => context.front.cancels.register_with_pid(server.pid),
+        PoolMode::Transaction => context.front.cancels.register(),
+    };
     message::backend_key_data(&mut out, key.0, key.1);
     message::ready_for_query(&mut out, b'I');
     if let Err(e) = stream.write_all(&out).await {
         context.front.cancels.unregister(key);
         return Err(NetError::from(e).into());
     }
-    let mode = context.config.load().pool.mode;
     let held = (mode == PoolMode::Session).then_some(server);
     let login = Login {
         client,

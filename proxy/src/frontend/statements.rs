@@ -6,7 +6,10 @@
 //! connection under a server-side name derived from its content
 //! (`pgstash_<hash>`), rewrites the names in Bind, Describe and Close, and
 //! re-prepares a statement on a connection that has not seen it yet.
-//! Clients preparing the same SQL share the server-side statement.
+//! Clients preparing the same SQL share the server-side statement. A
+//! statement whose server-side copies went stale (a table's column type
+//! changed under it) moves to a new generation of its name
+//! (`backend/statement_names.rs`).
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -14,6 +17,7 @@ use std::sync::Arc;
 use bytes::{BufMut, Bytes, BytesMut};
 use sha2::{Digest, Sha256};
 
+use crate::backend::statement_names::StatementNames;
 use crate::net::frame::{Body, NetError};
 use crate::net::message::ftag;
 
@@ -75,9 +79,10 @@ impl Statements {
         self.by_name.contains_key(name)
     }
 
-    /// Records a client's named Parse and returns the statement to prepare.
-    pub fn insert(&mut self, parse: &ParseMessage<'_>) -> Statement {
-        let server_name = server_name(parse.query, parse.types);
+    /// Records a client's named Parse and returns the statement to prepare
+    /// (under the current generation of its name in `names`).
+    pub fn insert(&mut self, parse: &ParseMessage<'_>, names: &StatementNames) -> Statement {
+        let server_name = names.current(server_name(parse.query, parse.types));
         let statement = Statement {
             parse: parse_frame(&server_name, parse.query, parse.types),
             server_name,
@@ -88,8 +93,9 @@ impl Statements {
         statement
     }
 
-    pub fn remove(&mut self, name: &[u8]) {
-        self.by_name.remove(name);
+    /// Forgets the statement `name`; whether there was one.
+    pub fn remove(&mut self, name: &[u8]) -> bool {
+        self.by_name.remove(name).is_some()
     }
 
     pub fn clear(&mut self) {
@@ -235,6 +241,7 @@ mod tests {
     fn same_sql_gets_the_same_server_name_for_every_client() {
         let mut a = Statements::default();
         let mut b = Statements::default();
+        let names = StatementNames::default();
         let types = [0u8, 0];
         let pa = ParseMessage {
             name: b"s1",
@@ -246,13 +253,19 @@ mod tests {
             query: b"select 1",
             types: &types,
         };
-        assert_eq!(a.insert(&pa).server_name, b.insert(&pb).server_name);
+        assert_eq!(
+            a.insert(&pa, &names).server_name,
+            b.insert(&pb, &names).server_name
+        );
         let pc = ParseMessage {
             name: b"s1",
             query: b"select 2",
             types: &types,
         };
-        assert_ne!(a.get(b"s1").unwrap().server_name, b.insert(&pc).server_name);
+        assert_ne!(
+            a.get(b"s1").unwrap().server_name,
+            b.insert(&pc, &names).server_name
+        );
     }
 
     #[test]

@@ -309,6 +309,12 @@ impl FrameReader {
     pub fn buffered(&self) -> &[u8] {
         &self.buf
     }
+
+    /// Appends bytes as if a [`fill`](FrameReader::fill) had read them:
+    /// the fuzz targets' way in (`crate::fuzzing`), no socket needed.
+    pub(crate) fn feed(&mut self, bytes: &[u8]) {
+        self.buf.extend_from_slice(bytes);
+    }
 }
 
 /// A cursor over a message body, for the few fields pgstash decodes.

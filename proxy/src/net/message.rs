@@ -6,7 +6,9 @@
 use bytes::{BufMut, Bytes, BytesMut};
 use pgwire::error::ErrorInfo;
 use pgwire::messages::extendedquery::{CloseComplete, ParseComplete};
-use pgwire::messages::response::{ErrorResponse, NoticeResponse, ReadyForQuery, TransactionStatus};
+use pgwire::messages::response::{
+    CommandComplete, ErrorResponse, NoticeResponse, ReadyForQuery, TransactionStatus,
+};
 use pgwire::messages::startup::{Authentication, BackendKeyData, ParameterStatus, SecretKey};
 use pgwire::messages::Message;
 
@@ -112,6 +114,10 @@ pub fn ready_for_query(out: &mut BytesMut, status: u8) {
         _ => TransactionStatus::Idle,
     };
     encode(&ReadyForQuery::new(status), out);
+}
+
+pub fn command_complete(out: &mut BytesMut, tag: &str) {
+    encode(&CommandComplete::new(tag.to_owned()), out);
 }
 
 pub fn parameter_status(out: &mut BytesMut, name: &str, value: &str) {

@@ -35,23 +35,34 @@ pub async fn read_startup_packet(
     stream: &mut Stream,
 ) -> Result<StartupPacket, NetError> {
     loop {
-        let buffered = reader.buffered();
-        if buffered.len() >= 4 {
-            let length = i32::from_be_bytes([buffered[0], buffered[1], buffered[2], buffered[3]]);
-            if length < 8 || length as usize > MAX_STARTUP_PACKET {
-                return Err(NetError::BadLength {
-                    tag: '\0',
-                    length: length.into(),
-                });
-            }
-            let length = length as usize;
-            if buffered.len() >= length {
-                let packet = parse_startup_packet(&buffered[4..length]);
-                reader.advance(length);
-                return packet;
-            }
+        if let Some((packet, length)) = decode_startup_packet(reader.buffered())? {
+            reader.advance(length);
+            return Ok(packet);
         }
         reader.fill(stream).await?;
+    }
+}
+
+/// The startup packet at the front of `buffered` and its length, or `None`
+/// while it is incomplete. The declared length is checked before anything
+/// waits for the body: below 8 or above [`MAX_STARTUP_PACKET`] (negative
+/// included) is an error at once, so a client cannot make pgstash buffer a
+/// packet it will refuse.
+pub fn decode_startup_packet(buffered: &[u8]) -> Result<Option<(StartupPacket, usize)>, NetError> {
+    let Some(header) = buffered.get(..4) else {
+        return Ok(None);
+    };
+    let length = i32::from_be_bytes([header[0], header[1], header[2], header[3]]);
+    if length < 8 || length as usize > MAX_STARTUP_PACKET {
+        return Err(NetError::BadLength {
+            tag: '\0',
+            length: length.into(),
+        });
+    }
+    let length = length as usize;
+    match buffered.get(4..length) {
+        Some(body) => Ok(Some((parse_startup_packet(body)?, length))),
+        None => Ok(None),
     }
 }
 
@@ -126,6 +137,31 @@ mod tests {
             parse_startup_packet(&SSL_REQUEST.to_be_bytes()).unwrap(),
             StartupPacket::SslRequest
         );
+    }
+
+    /// A declared length out of range is refused before the body is
+    /// awaited; a packet in range waits for its last byte.
+    #[test]
+    fn startup_lengths_are_checked_before_the_body_arrives() {
+        for length in [i32::MIN, -1, 0, 7, 10_001, i32::MAX] {
+            let mut data = length.to_be_bytes().to_vec();
+            data.extend_from_slice(&196608i32.to_be_bytes());
+            assert!(
+                matches!(
+                    decode_startup_packet(&data),
+                    Err(NetError::BadLength { .. })
+                ),
+                "length {length}"
+            );
+        }
+        let mut data = 16i32.to_be_bytes().to_vec();
+        data.extend_from_slice(&CANCEL_REQUEST.to_be_bytes());
+        data.extend_from_slice(&7i32.to_be_bytes());
+        assert!(decode_startup_packet(&data).unwrap().is_none());
+        data.extend_from_slice(&9i32.to_be_bytes());
+        let (packet, length) = decode_startup_packet(&data).unwrap().unwrap();
+        assert_eq!(packet, StartupPacket::Cancel { pid: 7, secret: 9 });
+        assert_eq!(length, 16);
     }
 
     #[test]

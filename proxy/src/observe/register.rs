@@ -1,41 +1,35 @@
 //! Defining a metric and registering it, in one call: the constructors the
-//! metric set in `metrics.rs` is built with.
+//! metric set in `metrics.rs` is built with. Metric definitions are
+//! constants, so a mistake in one fails at startup, in every test.
 
+#![allow(
+    clippy::expect_used,
+    reason = "metric definitions are constants: a mistake fails at startup, in every test"
+)]
+
+use prometheus::core::Collector;
 use prometheus::{IntCounter, IntCounterVec, IntGauge, Opts, Registry};
 
-#[allow(
-    clippy::expect_used,
-    reason = "metric definitions are constants: a mistake fails at startup, in every test"
-)]
+/// Registers `metric` (built from constant definitions) and returns it.
+fn registered<M: Collector + Clone + 'static>(
+    registry: &Registry,
+    metric: prometheus::Result<M>,
+) -> M {
+    let metric = metric.expect("metric definitions are valid");
+    registry
+        .register(Box::new(metric.clone()))
+        .expect("metric names are unique");
+    metric
+}
+
 pub fn counter_vec(registry: &Registry, name: &str, help: &str, labels: &[&str]) -> IntCounterVec {
-    let metric =
-        IntCounterVec::new(Opts::new(name, help), labels).expect("metric definitions are valid");
-    registry
-        .register(Box::new(metric.clone()))
-        .expect("metric names are unique");
-    metric
+    registered(registry, IntCounterVec::new(Opts::new(name, help), labels))
 }
 
-#[allow(
-    clippy::expect_used,
-    reason = "metric definitions are constants: a mistake fails at startup, in every test"
-)]
 pub fn gauge(registry: &Registry, name: &str, help: &str) -> IntGauge {
-    let metric = IntGauge::new(name, help).expect("metric definitions are valid");
-    registry
-        .register(Box::new(metric.clone()))
-        .expect("metric names are unique");
-    metric
+    registered(registry, IntGauge::new(name, help))
 }
 
-#[allow(
-    clippy::expect_used,
-    reason = "metric definitions are constants: a mistake fails at startup, in every test"
-)]
 pub fn counter(registry: &Registry, name: &str, help: &str) -> IntCounter {
-    let metric = IntCounter::new(name, help).expect("metric definitions are valid");
-    registry
-        .register(Box::new(metric.clone()))
-        .expect("metric names are unique");
-    metric
+    registered(registry, IntCounter::new(name, help))
 }

@@ -21,7 +21,7 @@
 mod consumer;
 mod error;
 mod heartbeat;
-mod protocol;
+pub(crate) mod protocol;
 pub mod setup;
 mod shared;
 mod stream;

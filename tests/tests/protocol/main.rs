@@ -1,11 +1,13 @@
 //! pgstash as a Postgres server to its clients, caching aside: the bytes it
 //! relays are Postgres's own (`differential`), real clients work through it
-//! (`clients`), and so do cancellation (`cancel`), password authentication
+//! (`clients`), and so do cancellation (`cancel`), the backend key
+//! (`backend_key`: session mode hands out the server's real pid), password authentication
 //! (`auth`) and TLS (`tls`); faults upstream and misbehaving clients cost
 //! only the client concerned (`faults`), so do the `[client]` limits
 //! (`limits`), session-bound state pins a transaction-mode client to its
 //! server connection (`pinning`), and a shutdown is graceful
-//! (`shutdown`). Upstream, pgstash encrypts as libpq's `sslmode` says
+//! (`shutdown`). Transaction mode keeps the client's prepared statements
+//! through what drivers do to them (`statements`). Upstream, pgstash encrypts as libpq's `sslmode` says
 //! (`upstream_tls`, `upstream_direct`) and logs in with md5 and SCRAM
 //! (`upstream_auth`), also without knowing the password: SCRAM
 //! pass-through and `auth_query` (`passthrough`).
@@ -13,6 +15,7 @@
 //! One test binary: `cargo test -p pgstash-tests --test protocol`.
 
 mod auth;
+mod backend_key;
 mod cancel;
 mod clients;
 mod differential;
@@ -21,6 +24,7 @@ mod limits;
 mod passthrough;
 mod pinning;
 mod shutdown;
+mod statements;
 mod tls;
 mod upstream_auth;
 mod upstream_direct;

@@ -7,10 +7,10 @@
 
 use std::sync::Arc;
 
-use pgstash_rules::Writes;
+use pgstash_rules::{statement_reset, StatementReset, Writes};
 
 use super::cached::{Intake, UnitRequest, BIND_COMPLETE};
-use super::phase::Flow;
+use super::phase::{Flow, Tx};
 use super::pinning::Pinned;
 use super::settings::StatementEffects;
 use super::Session;
@@ -151,6 +151,9 @@ impl Session {
         };
         if query {
             self.requests.text(text().into());
+            if self.mode == PoolMode::Transaction && self.deallocate_locally(&text()) {
+                return Ok(true);
+            }
         }
         if !self.ensure_server().await? {
             if let Some(cache) = self.cache.as_mut() {
@@ -166,6 +169,34 @@ impl Session {
         }
         self.upstream.send(frame.as_bytes(), Expect::Query);
         Ok(true)
+    }
+
+    /// `DEALLOCATE [PREPARE] name` of one of the client's protocol-level
+    /// statements (transaction mode), answered here as Postgres would: the
+    /// client's statement is forgotten, its server-side copies (named by
+    /// content, shared by clients) stay. Only between requests, where the
+    /// transaction status to report is known; in a failed transaction, and
+    /// for a name the client did not prepare with Parse (SQL `PREPARE`),
+    /// the statement goes to the server as it is.
+    fn deallocate_locally(&mut self, sql: &str) -> bool {
+        let Some(StatementReset::Deallocate(name)) = statement_reset(sql) else {
+            return false;
+        };
+        let status = match self.phase.tx {
+            Tx::Idle => b'I',
+            Tx::Block => b'T',
+            Tx::Failed => return false,
+        };
+        let between_requests = self.phase.flow == Flow::Synced
+            && (!self.upstream.is_held() || self.upstream.settled());
+        if !between_requests || !self.statements.forget(name.as_bytes()) {
+            return false;
+        }
+        message::command_complete(&mut self.client.out, "DEALLOCATE");
+        message::ready_for_query(&mut self.client.out, status);
+        let request = self.requests.take();
+        self.requests.finish(request);
+        true
     }
 
     /// Parse, Bind, Describe, Execute and Close on their way to the server.
@@ -343,7 +374,9 @@ impl Session {
         }
         // Served: remember the statement the client just prepared.
         if let Some((frame, parse)) = &request.parse {
-            self.statements.served_parse(frame, parse, request.bound);
+            let names = &self.upstream.pool().statements;
+            self.statements
+                .served_parse(frame, parse, request.bound, names);
         }
         Ok(true)
     }

@@ -44,11 +44,15 @@ use self::client::ClientConn;
 use self::clocks::{Clocks, Expired, Waiting};
 use self::phase::{Flow, Phase};
 use self::pinning::Pinned;
-use self::prepared::ClientStatements;
 use self::relay::Relay;
 use self::request::Requests;
 use self::settings::ClientSettings;
 use self::upstream::Upstream;
+
+// What the fuzz targets (`crate::fuzzing`) drive: the decoding of a held
+// extended-protocol request, with the statements it may bind.
+pub(crate) use self::cached::UnitRequest;
+pub(crate) use self::prepared::ClientStatements;
 use super::error::FrontendError;
 use crate::backend::cancel::CancelSlot;
 use crate::backend::pool::{PoolEntry, Pooled};
@@ -352,6 +356,9 @@ impl Session {
                 requests: &mut self.requests,
             }
             .run()?;
+            if relayed.statements_dropped {
+                self.statements.forget_all();
+            }
             if relayed.finished.is_some() {
                 self.clocks.request_ended();
             }
@@ -417,11 +424,12 @@ impl Session {
             }
             self.pinned = None;
         }
-        let forget = self.statements.take_forget();
-        if !forget {
+        if self.statements.take_forget() {
+            self.upstream.reset_statements().await;
+        } else {
             self.upstream.trim_statements(self.max_statements).await;
         }
-        self.upstream.release(forget);
+        self.upstream.release();
         Ok(())
     }
 

@@ -11,6 +11,7 @@ use bytes::Bytes;
 
 use super::settings::StatementEffects;
 use super::upstream::Upstream;
+use crate::backend::statement_names::StatementNames;
 use crate::frontend::expect::Expect;
 use crate::frontend::statements::{self, ParseMessage, Statements};
 use crate::net::message::{self, ftag};
@@ -42,8 +43,11 @@ pub struct ClientStatements {
     unnamed: Option<Unnamed>,
     /// The held server connection has the client's unnamed statement.
     unnamed_on_server: bool,
-    /// The client ran DISCARD or DEALLOCATE (transaction mode): the server
-    /// connection's statements are gone, forgotten when it is released.
+    /// The client dropped server-side statements in a way pgstash cannot
+    /// map (transaction mode; see [`StatementReset::Other`]): the server
+    /// connection's statements are all deallocated before it is released.
+    ///
+    /// [`StatementReset::Other`]: pgstash_rules::StatementReset::Other
     forget_on_release: bool,
 }
 
@@ -58,14 +62,27 @@ impl ClientStatements {
         self.unnamed_on_server = false;
     }
 
-    /// The client dropped server-side statements (DISCARD, DEALLOCATE).
+    /// The client dropped server-side statements in a way pgstash cannot map.
     pub fn forget_on_release(&mut self) {
         self.forget_on_release = true;
     }
 
-    /// Whether the released connection must forget its statements.
+    /// Whether the connection's statements must all go before it is released.
     pub fn take_forget(&mut self) -> bool {
         std::mem::take(&mut self.forget_on_release)
+    }
+
+    /// `DEALLOCATE name` (transaction mode): the client's statement is
+    /// forgotten; its server-side copies stay for other clients (they are
+    /// named by content, not by client). Returns whether there was one.
+    pub fn forget(&mut self, name: &[u8]) -> bool {
+        self.named.remove(name)
+    }
+
+    /// `DEALLOCATE ALL` or `DISCARD ALL` ran on the server: the client's
+    /// named statements are gone, as they would be on its own server.
+    pub fn forget_all(&mut self) {
+        self.named.clear();
     }
 
     /// The text of the statement a Bind names (`name` empty: the unnamed one).
@@ -110,7 +127,13 @@ impl ClientStatements {
 
     /// A request answered from the cache carried this Parse: remember the
     /// statement as if the server had parsed it.
-    pub fn served_parse(&mut self, frame: &Frame, parse: &ParseMessage, bound: Bound) {
+    pub fn served_parse(
+        &mut self,
+        frame: &Frame,
+        parse: &ParseMessage,
+        bound: Bound,
+        names: &StatementNames,
+    ) {
         if parse.name.is_empty() {
             if !bound.known_unnamed {
                 self.unnamed = Some(Unnamed {
@@ -122,7 +145,7 @@ impl ClientStatements {
             }
             self.unnamed_on_server = false;
         } else {
-            self.named.insert(parse);
+            self.named.insert(parse, names);
         }
     }
 
@@ -148,12 +171,13 @@ impl ClientStatements {
         if parse.name.is_empty() || self.named.contains(parse.name) {
             return Ok(None);
         }
-        let server_name = statements::server_name(parse.query, parse.types);
-        if !upstream.pool().statement_known(&server_name) {
+        let names = &upstream.pool().statements;
+        let server_name = names.current(statements::server_name(parse.query, parse.types));
+        if !names.is_known(&server_name) {
             return Ok(None);
         }
         let effects = effects_of(&parse.query_text());
-        self.named.insert(&parse);
+        self.named.insert(&parse, names);
         client.extend_from_slice(&message::parse_complete());
         Ok(Some(effects))
     }
@@ -194,13 +218,16 @@ impl ClientStatements {
                     if name.is_empty() {
                         self.ensure_unnamed(upstream);
                     }
-                    upstream.send(frame.as_bytes(), Expect::Bind);
+                    upstream.send(frame.as_bytes(), Expect::Bind { statement: None });
                 } else if let Some(server_name) = self.ensure_prepared(name, upstream) {
                     let bind = statements::rewrite_bind(frame.body(), &server_name)?;
-                    upstream.send(&bind, Expect::Bind);
+                    let expect = Expect::Bind {
+                        statement: Some(server_name),
+                    };
+                    upstream.send(&bind, expect);
                 } else {
                     // Unknown name: Postgres reports 26000 with the client's name.
-                    upstream.send(frame.as_bytes(), Expect::Bind);
+                    upstream.send(frame.as_bytes(), Expect::Bind { statement: None });
                 }
             }
             ftag::DESCRIBE => {
@@ -246,7 +273,7 @@ impl ClientStatements {
             if parse.name.is_empty() {
                 self.unnamed_on_server = true;
             } else {
-                self.named.insert(&parse);
+                self.named.insert(&parse, &upstream.pool().statements);
             }
             let expect = Expect::Parse {
                 forward: true,
@@ -268,7 +295,7 @@ impl ClientStatements {
                 upstream.send(&frame, expect);
             }
         } else {
-            let statement = self.named.insert(&parse);
+            let statement = self.named.insert(&parse, &upstream.pool().statements);
             let prepared_here = upstream
                 .conn()
                 .is_some_and(|c| !c.prepared.insert(statement.server_name.clone()));

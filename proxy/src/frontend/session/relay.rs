@@ -33,6 +33,9 @@ pub struct Relayed {
     pub commit: bool,
     /// The request that ended, to report.
     pub finished: Option<Request>,
+    /// The client's prepared statements were dropped (`DEALLOCATE ALL`,
+    /// `DISCARD ALL`).
+    pub statements_dropped: bool,
 }
 
 impl Relay<'_> {
@@ -94,7 +97,11 @@ impl Relay<'_> {
             self.upstream.drain_synthetic(self.out);
             self.upstream.consume(len, tag);
         }
-        self.upstream.end_relay(effects);
-        Ok(Relayed { commit, finished })
+        let statements_dropped = self.upstream.end_relay(effects);
+        Ok(Relayed {
+            commit,
+            finished,
+            statements_dropped,
+        })
     }
 }

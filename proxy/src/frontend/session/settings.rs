@@ -4,7 +4,7 @@
 //! before the connection is released, and whether caching is off for the
 //! session (a changed role, session-local objects: guarantee G5).
 
-use pgstash_rules::{EffectsCache, SessionFacts};
+use pgstash_rules::{statement_reset, EffectsCache, SessionFacts, StatementReset};
 
 use crate::backend::params::capture_sql;
 use crate::backend::{ServerConn, SessionParams};
@@ -15,7 +15,8 @@ use crate::Boxed;
 #[derive(Debug, Clone, Copy)]
 pub struct StatementEffects {
     session: pgstash_rules::SessionEffects,
-    /// DEALLOCATE or DISCARD (transaction mode): server-side statements go.
+    /// Drops server-side statements in a way pgstash cannot map onto the
+    /// client's own (transaction mode; see [`StatementReset::Other`]).
     pub resets_statements: bool,
 }
 
@@ -75,7 +76,8 @@ impl ClientSettings {
     pub fn effects_of(&self, sql: &str, known: &EffectsCache) -> StatementEffects {
         StatementEffects {
             session: known.effects(sql),
-            resets_statements: self.mode == PoolMode::Transaction && mentions_statement_reset(sql),
+            resets_statements: self.mode == PoolMode::Transaction
+                && statement_reset(sql) == Some(StatementReset::Other),
         }
     }
 
@@ -143,44 +145,5 @@ impl ClientSettings {
                 }
             }
         })
-    }
-}
-
-/// DISCARD ALL / DISCARD PLANS / DEALLOCATE drop server-side statements:
-/// whether `sql` contains `deallocate` or `discard` anywhere, in any case.
-/// One pass that compares only where a `d` stands: it runs on every
-/// statement text a client sends.
-fn mentions_statement_reset(sql: &str) -> bool {
-    let bytes = sql.as_bytes();
-    let starts_with = |at: &[u8], word: &[u8]| {
-        at.get(..word.len())
-            .is_some_and(|w| w.eq_ignore_ascii_case(word))
-    };
-    (0..bytes.len()).any(|i| {
-        bytes[i] | 0x20 == b'd' && {
-            let at = &bytes[i..];
-            starts_with(at, b"deallocate") || starts_with(at, b"discard")
-        }
-    })
-}
-
-#[cfg(test)]
-mod tests {
-    use super::mentions_statement_reset;
-
-    #[test]
-    fn statement_resets_are_found_in_any_case_and_place() {
-        for sql in [
-            "DEALLOCATE ALL",
-            "deallocate p1",
-            "SELECT 1; Discard All",
-            "DO $$ BEGIN EXECUTE 'DEALLOCATE ALL'; END $$",
-            "x;discard plans",
-        ] {
-            assert!(mentions_statement_reset(sql), "{sql}");
-        }
-        for sql in ["SELECT 1", "SELECT dealloc FROM d", "", "d", "DISCAR"] {
-            assert!(!mentions_statement_reset(sql), "{sql}");
-        }
     }
 }

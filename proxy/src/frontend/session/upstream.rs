@@ -22,6 +22,10 @@ use crate::Boxed;
 /// are written, so an idle session does not pin a large buffer.
 const SHRINK_ABOVE: usize = 64 * 1024;
 
+/// The CommandComplete tags of statements that drop every prepared
+/// statement of the session.
+const STATEMENT_RESETS: [&[u8]; 2] = [b"DEALLOCATE ALL", b"DISCARD ALL"];
+
 pub struct Upstream {
     pool: Arc<PoolEntry>,
     conn: Option<Pooled>,
@@ -198,17 +202,30 @@ impl Upstream {
         }
     }
 
-    /// Gives the connection back to the pool; `forget_statements` when the
-    /// client dropped server-side statements (DISCARD, DEALLOCATE).
+    /// Drops every prepared statement on the held connection, after the
+    /// client ran something that dropped some in a way pgstash cannot map
+    /// (a `DO` block running `DEALLOCATE`…): the connection's set of
+    /// statements is then in step with the server again.
+    pub async fn reset_statements(&mut self) {
+        let Some(server) = self.conn.as_deref_mut() else {
+            return;
+        };
+        match server.run_internal("DEALLOCATE ALL").await {
+            Ok(_) => server.prepared.clear(),
+            Err(e) => {
+                tracing::debug!(error = %e, "could not deallocate statements; closing the connection");
+                server.broken = true;
+            }
+        }
+    }
+
+    /// Gives the connection back to the pool.
     #[inline]
-    pub fn release(&mut self, forget_statements: bool) {
+    pub fn release(&mut self) {
         let Some(mut server) = self.conn.take() else {
             return;
         };
         *self.cancel.lock().unwrap_or_else(|e| e.into_inner()) = None;
-        if forget_statements {
-            server.prepared.clear();
-        }
         server.last_used = Instant::now();
     }
 
@@ -273,8 +290,19 @@ impl Upstream {
                 conn.status = frame.body().first().copied().unwrap_or(b'I');
             }
             tag::COPY_IN_RESPONSE => answer.copy_in_extended = self.expect.copy_in_started(),
+            tag::COMMAND_COMPLETE => {
+                let body = frame.body();
+                let command = body.strip_suffix(&[0]).unwrap_or(body);
+                effects.statements_dropped |= STATEMENT_RESETS.contains(&command);
+            }
             tag::ERROR_RESPONSE => {
-                let (severity, _, _) = message::error_fields(frame.body());
+                let (severity, code, _) = message::error_fields(frame.body());
+                // Postgres' "cached plan must not change result type".
+                if let Some(name) = effects.failed_bind.take() {
+                    if code == "0A000" {
+                        effects.stale.push(name);
+                    }
+                }
                 if severity == "FATAL" || severity == "PANIC" {
                     conn.broken = true;
                     answer.fatal = true;
@@ -315,17 +343,27 @@ impl Upstream {
     }
 
     /// After a relay: statements whose Parse failed are not prepared on
-    /// this connection after all; those that parsed are known to the pool.
+    /// this connection after all; those that parsed are known to the pool;
+    /// those that went stale move to a new generation. Returns whether the
+    /// client dropped its prepared statements (`DEALLOCATE ALL`, `DISCARD
+    /// ALL`, confirmed by the server): the connection then has none.
     #[inline]
-    pub fn end_relay(&mut self, effects: Effects) {
+    pub fn end_relay(&mut self, effects: Effects) -> bool {
         if let Some(conn) = self.conn() {
+            if effects.statements_dropped {
+                conn.prepared.clear();
+            }
             for name in effects.unprepared {
                 conn.prepared.remove(&name);
             }
         }
         for name in effects.prepared {
-            self.pool.statement_parsed(name);
+            self.pool.statements.parsed(name);
         }
+        for name in effects.stale {
+            self.pool.statements.went_stale(&name);
+        }
+        effects.statements_dropped
     }
 
     /// At the end of the session: the connection goes back to the pool

@@ -1,0 +1,265 @@
+//! Protocol-level prepared statements in transaction mode survive what
+//! drivers do to them: SQL `DEALLOCATE name` / `DEALLOCATE ALL` /
+//! `DISCARD ALL` act on the client's own statements as on its own server
+//! (asyncpg's and psycopg's statement caches evict with them), and a
+//! statement prepared again after a column's type changed runs with the
+//! new type (drivers re-prepare after Postgres' `0A000` "cached plan must
+//! not change result type").
+
+use pgstash::config::PoolMode;
+use pgstash_tests::fixture;
+use pgstash_tests::postgres::{describe, sqlstate};
+use pgstash_tests::wire::{first_error, text_rows};
+use pgstash_tests::{BackendMessage, Frontend, RawClient};
+use tokio_postgres::types::Type;
+
+async fn parse(c: &mut RawClient, name: &str, sql: &str) -> Vec<BackendMessage> {
+    c.push(&Frontend::parse(name, sql, &[]))
+        .push(&Frontend::Sync)
+        .send()
+        .await
+        .unwrap();
+    c.read_until_ready(1).await.unwrap()
+}
+
+/// Binds and executes statement `name`: its rows, or the SQLSTATE it failed with.
+async fn run(c: &mut RawClient, name: &str) -> Result<Vec<Vec<Option<String>>>, String> {
+    c.push(&Frontend::bind("", name, &[], 0))
+        .push(&Frontend::execute("", 0))
+        .push(&Frontend::Sync)
+        .send()
+        .await
+        .unwrap();
+    let msgs = c.read_until_ready(1).await.unwrap();
+    match first_error(&msgs) {
+        Some(e) => Err(e.sqlstate().unwrap_or_default()),
+        None => Ok(text_rows(&msgs)),
+    }
+}
+
+/// A simple query: its CommandComplete tags and the ReadyForQuery status,
+/// or the SQLSTATE it failed with.
+async fn sql(c: &mut RawClient, text: &str) -> Result<(Vec<String>, char), String> {
+    let msgs = c.simple_query(text).await.unwrap();
+    if let Some(e) = first_error(&msgs) {
+        return Err(e.sqlstate().unwrap_or_default());
+    }
+    let tags = msgs
+        .iter()
+        .filter_map(BackendMessage::command_tag)
+        .collect();
+    let status = msgs
+        .last()
+        .and_then(BackendMessage::ready_status)
+        .unwrap_or(b'?');
+    Ok((tags, status as char))
+}
+
+fn one(value: &str) -> Result<Vec<Vec<Option<String>>>, String> {
+    Ok(vec![vec![Some(value.to_owned())]])
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sql_deallocate_of_a_protocol_statement_frees_its_name() {
+    let (_pg, proxy) = fixture::pooled(&[], PoolMode::Transaction, 1).await;
+    let mut c = proxy.raw().await.unwrap();
+    assert!(first_error(&parse(&mut c, "s1", "SELECT 1").await).is_none());
+    assert_eq!(run(&mut c, "s1").await, one("1"));
+
+    assert_eq!(
+        sql(&mut c, "DEALLOCATE s1").await,
+        Ok((vec!["DEALLOCATE".into()], 'I'))
+    );
+    // Gone, as on the client's own server: 26000.
+    assert_eq!(run(&mut c, "s1").await, Err("26000".into()));
+    assert_eq!(sql(&mut c, "DEALLOCATE s1").await, Err("26000".into()));
+
+    // The name is free for new text.
+    assert!(first_error(&parse(&mut c, "s1", "SELECT 2").await).is_none());
+    assert_eq!(run(&mut c, "s1").await, one("2"));
+
+    // Inside a transaction block too, with the block's status.
+    assert_eq!(sql(&mut c, "BEGIN").await, Ok((vec!["BEGIN".into()], 'T')));
+    assert_eq!(
+        sql(&mut c, "deallocate prepare s1").await,
+        Ok((vec!["DEALLOCATE".into()], 'T'))
+    );
+    assert_eq!(
+        sql(&mut c, "COMMIT").await,
+        Ok((vec!["COMMIT".into()], 'I'))
+    );
+    assert_eq!(run(&mut c, "s1").await, Err("26000".into()));
+    assert!(first_error(&parse(&mut c, "s1", "SELECT 3").await).is_none());
+    assert_eq!(run(&mut c, "s1").await, one("3"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn deallocate_all_and_discard_all_drop_the_clients_own_statements_only() {
+    // One server connection: both clients' statements live on it, and
+    // the same text is one server-side statement.
+    let (_pg, proxy) = fixture::pooled(&[], PoolMode::Transaction, 1).await;
+    let mut a = proxy.raw().await.unwrap();
+    let mut b = proxy.raw().await.unwrap();
+    assert!(first_error(&parse(&mut a, "a1", "SELECT 10").await).is_none());
+    assert!(first_error(&parse(&mut b, "b1", "SELECT 10").await).is_none());
+    assert_eq!(run(&mut a, "a1").await, one("10"));
+
+    assert_eq!(
+        sql(&mut a, "DEALLOCATE ALL").await,
+        Ok((vec!["DEALLOCATE ALL".into()], 'I'))
+    );
+    assert_eq!(run(&mut a, "a1").await, Err("26000".into()));
+    // The other client's statement still runs.
+    assert_eq!(run(&mut b, "b1").await, one("10"));
+    assert!(first_error(&parse(&mut a, "a1", "SELECT 10").await).is_none());
+    assert_eq!(run(&mut a, "a1").await, one("10"));
+
+    // DISCARD ALL cannot run in a transaction block: nothing is dropped.
+    assert_eq!(sql(&mut a, "BEGIN").await, Ok((vec!["BEGIN".into()], 'T')));
+    assert_eq!(sql(&mut a, "DISCARD ALL").await, Err("25001".into()));
+    assert_eq!(
+        sql(&mut a, "ROLLBACK").await,
+        Ok((vec!["ROLLBACK".into()], 'I'))
+    );
+    assert_eq!(run(&mut a, "a1").await, one("10"));
+
+    assert_eq!(
+        sql(&mut a, "DISCARD ALL").await,
+        Ok((vec!["DISCARD ALL".into()], 'I'))
+    );
+    assert_eq!(run(&mut a, "a1").await, Err("26000".into()));
+    assert_eq!(run(&mut b, "b1").await, one("10"));
+}
+
+/// What asyncpg does after "cached plan must not change result type":
+/// drop the statement (a Close message, or SQL `DEALLOCATE`) and prepare
+/// the same text again under the same name.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_statement_dropped_and_prepared_again_after_a_type_change_runs() {
+    let (pg, proxy) = fixture::pooled(
+        &[
+            "CREATE TABLE typed (id int, v int)",
+            "INSERT INTO typed VALUES (1, 7)",
+        ],
+        PoolMode::Transaction,
+        1,
+    )
+    .await;
+    let mut c = proxy.raw().await.unwrap();
+    const SELECT: &str = "SELECT v FROM typed WHERE id = 1";
+    assert!(first_error(&parse(&mut c, "s1", SELECT).await).is_none());
+    assert_eq!(run(&mut c, "s1").await, one("7"));
+
+    pg.execute("ALTER TABLE typed ALTER COLUMN v TYPE text USING 'v' || v")
+        .await;
+    assert_eq!(run(&mut c, "s1").await, Err("0A000".into()));
+
+    // Dropped with a Close message, prepared again.
+    c.push(&Frontend::close_statement("s1"))
+        .push(&Frontend::Sync)
+        .send()
+        .await
+        .unwrap();
+    assert!(first_error(&c.read_until_ready(1).await.unwrap()).is_none());
+    assert!(first_error(&parse(&mut c, "s1", SELECT).await).is_none());
+    assert_eq!(run(&mut c, "s1").await, one("v7"));
+
+    pg.execute("ALTER TABLE typed ALTER COLUMN v TYPE varchar(10)")
+        .await;
+    pg.execute("ALTER TABLE typed ALTER COLUMN v TYPE bytea USING v::bytea")
+        .await;
+    assert_eq!(run(&mut c, "s1").await, Err("0A000".into()));
+    // Dropped with SQL DEALLOCATE, prepared again.
+    assert_eq!(
+        sql(&mut c, "DEALLOCATE s1").await,
+        Ok((vec!["DEALLOCATE".into()], 'I'))
+    );
+    assert!(first_error(&parse(&mut c, "s1", SELECT).await).is_none());
+    assert_eq!(run(&mut c, "s1").await, one("\\x7637"));
+}
+
+/// tokio-postgres over two server connections that both hold the old
+/// statement: after the type change each client gets Postgres' 0A000 for
+/// the statement it prepared before (as it would directly), and a
+/// statement prepared afterwards describes and returns the new type on
+/// every connection.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn statements_prepared_after_a_column_type_change_return_the_new_type() {
+    let (pg, proxy) = fixture::pooled(
+        &[
+            "CREATE TABLE retyped (id int, v int)",
+            "INSERT INTO retyped VALUES (1, 7)",
+        ],
+        PoolMode::Transaction,
+        2,
+    )
+    .await;
+    const SELECT: &str = "SELECT v FROM retyped WHERE id = $1";
+    let mut a = proxy.connect().await;
+    let mut b = proxy.connect().await;
+    // Both connections prepare the statement: each client holds one in
+    // an open transaction.
+    let ta = a.transaction().await.unwrap();
+    let tb = b.transaction().await.unwrap();
+    let old_a = ta.prepare(SELECT).await.unwrap();
+    let old_b = tb.prepare(SELECT).await.unwrap();
+    assert_eq!(
+        ta.query_one(&old_a, &[&1i32])
+            .await
+            .unwrap()
+            .get::<_, i32>(0),
+        7
+    );
+    assert_eq!(
+        tb.query_one(&old_b, &[&1i32])
+            .await
+            .unwrap()
+            .get::<_, i32>(0),
+        7
+    );
+    ta.commit().await.unwrap();
+    tb.commit().await.unwrap();
+
+    pg.execute("ALTER TABLE retyped ALTER COLUMN v TYPE text USING 'v' || v")
+        .await;
+    for (client, old) in [(&a, &old_a), (&b, &old_b)] {
+        let e = client
+            .query_one(old, &[&1i32])
+            .await
+            .expect_err("a statement prepared before the change ran");
+        assert_eq!(sqlstate(&e).as_deref(), Some("0A000"), "{}", describe(&e));
+        let fresh = client.prepare(SELECT).await.unwrap();
+        assert_eq!(fresh.columns()[0].type_(), &Type::TEXT);
+        // On whichever connection each execution lands.
+        for _ in 0..4 {
+            let row = client
+                .query_one(&fresh, &[&1i32])
+                .await
+                .unwrap_or_else(|e| panic!("after re-prepare: {}", describe(&e)));
+            assert_eq!(row.get::<_, String>(0), "v7");
+        }
+    }
+}
+
+/// Texts that only mention the words leave the client's statements
+/// runnable; after a `DO` block pgstash cannot see into, which drops every
+/// statement, the same text prepares and runs again (the connection's
+/// statements are in step with what pgstash believes it has).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn statements_stay_in_step_after_texts_that_mention_deallocate_or_discard() {
+    let (_pg, proxy) = fixture::pooled(&[], PoolMode::Transaction, 1).await;
+    let mut c = proxy.raw().await.unwrap();
+    assert!(first_error(&parse(&mut c, "s1", "SELECT 5").await).is_none());
+    assert_eq!(run(&mut c, "s1").await, one("5"));
+    for text in [
+        "SELECT 'discard all' AS deallocate",
+        "DO $$ BEGIN RAISE NOTICE 'nothing to discard'; END $$",
+    ] {
+        assert!(sql(&mut c, text).await.is_ok(), "{text}");
+        assert_eq!(run(&mut c, "s1").await, one("5"), "after {text}");
+    }
+    let text = "DO $$ BEGIN EXECUTE 'DEALLOCATE ALL'; END $$";
+    assert!(sql(&mut c, text).await.is_ok(), "{text}");
+    assert!(first_error(&parse(&mut c, "s2", "SELECT 5").await).is_none());
+    assert_eq!(run(&mut c, "s2").await, one("5"));
+}
