@@ -37,8 +37,10 @@ pub async fn serve_client(context: Arc<Context>, stream: Stream) {
         let _ = tokio::time::timeout(limits.login_timeout, refusal).await;
         return;
     }
-    let login = Box::pin(handshake(&context, stream, reader, peer.clone()));
-    let session = match tokio::time::timeout(limits.login_timeout, login).await {
+    // Pinned here, not moved into the timeout: on expiry the connection is
+    // counted before it is closed (dropping `login` closes it).
+    let mut login = Box::pin(handshake(&context, stream, reader, peer.clone()));
+    let session = match tokio::time::timeout(limits.login_timeout, &mut login).await {
         Ok(Ok(Some(session))) => session,
         Ok(Ok(None)) => return,
         Ok(Err(e)) => {
@@ -52,9 +54,12 @@ pub async fn serve_client(context: Arc<Context>, stream: Stream) {
             // As Postgres' authentication_timeout: the connection is closed.
             admitted.limit_hit("login_timeout");
             tracing::debug!(%peer, timeout = ?limits.login_timeout, "client did not log in in time");
+            drop(login);
             return;
         }
     };
+    // The finished handshake's state is not kept for the session's life.
+    drop(login);
     let user = session.user().to_owned();
     if let Err(e) = session.run().await {
         tracing::debug!(%peer, %user, error = %e, "session ended with an error");

@@ -20,6 +20,16 @@ async fn pid(client: &Client) -> i32 {
         .get(0)
 }
 
+/// Waits (briefly) for the pin to end: it ends once the answer that
+/// released the state has gone out, a moment after the client has it.
+async fn assert_unpinned(proxy: &TestProxy) {
+    let deadline = std::time::Instant::now() + Duration::from_secs(2);
+    while proxy.metrics().pinned_clients.get() != 0 && std::time::Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert_eq!(proxy.metrics().pinned_clients.get(), 0, "still pinned");
+}
+
 async fn proxy_of(pg: &pgstash_tests::TestPostgres) -> TestProxy {
     TestProxy::start(pg, |c| {
         c.pool.mode = PoolMode::Transaction;
@@ -64,7 +74,7 @@ async fn a_session_advisory_lock_is_never_inherited_by_another_client() {
         .unwrap();
     // Released: the pin ends at the next release point.
     holder.simple_query("SELECT 1").await.unwrap();
-    assert_eq!(proxy.metrics().pinned_clients.get(), 0);
+    assert_unpinned(&proxy).await;
     let got: bool = other
         .query_one("SELECT pg_try_advisory_lock(4242)", &[])
         .await
@@ -105,7 +115,7 @@ async fn a_temporary_table_lives_across_the_clients_transactions() {
     assert_eq!(n, 6);
     owner.simple_query("DROP TABLE scratch").await.unwrap();
     owner.simple_query("SELECT 1").await.unwrap();
-    assert_eq!(proxy.metrics().pinned_clients.get(), 0);
+    assert_unpinned(&proxy).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -133,7 +143,7 @@ async fn listen_in_transaction_mode_gets_its_notifications() {
     }
     listener.simple_query("UNLISTEN *").await.unwrap();
     listener.simple_query("SELECT 1").await.unwrap();
-    assert_eq!(proxy.metrics().pinned_clients.get(), 0);
+    assert_unpinned(&proxy).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -161,5 +171,5 @@ async fn a_pinned_client_that_leaves_does_not_hand_its_state_to_the_pool() {
         .unwrap()
         .get(0);
     assert_eq!(held, 0, "the next client inherited the advisory lock");
-    assert_eq!(proxy.metrics().pinned_clients.get(), 0);
+    assert_unpinned(&proxy).await;
 }
