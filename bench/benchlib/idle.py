@@ -34,9 +34,11 @@ async def _login(host, port, user, db, timeout):
     return writer
 
 
-async def _hold(port, n, pid, user, db, budget_s, concurrency=200):
+async def open_many(make, n, budget_s, concurrency=200):
+    """Opens `n` connections with `make()`, `concurrency` at a time, within
+    `budget_s`; returns what opened and the errors of what did not."""
     sem = asyncio.Semaphore(concurrency)
-    writers, errors = [], []
+    conns, errors = [], []
     deadline = time.monotonic() + budget_s
 
     async def one():
@@ -45,14 +47,20 @@ async def _hold(port, n, pid, user, db, budget_s, concurrency=200):
                 errors.append("time budget exhausted")
                 return
             try:
-                writers.append(await _login("127.0.0.1", port, user, db, 20))
+                conns.append(await make())
             except (OSError, RuntimeError, asyncio.TimeoutError,
                     asyncio.IncompleteReadError) as e:
                 errors.append(f"{type(e).__name__}: {e}")
 
+    await asyncio.gather(*(one() for _ in range(n)))
+    return conns, errors
+
+
+async def _hold(port, n, pid, user, db, budget_s):
     before = procs.rss_kb(pid)
     started = time.monotonic()
-    await asyncio.gather(*(one() for _ in range(n)))
+    writers, errors = await open_many(
+        lambda: _login("127.0.0.1", port, user, db, 20), n, budget_s)
     opened_s = time.monotonic() - started
     await asyncio.sleep(2)          # let the proxy settle (buffers, tasks)
     after = procs.rss_kb(pid)

@@ -31,6 +31,7 @@ import struct
 import time
 
 from . import procs, systems
+from .idle import open_many
 
 PROTOCOL_3 = 196608
 USER = "bench_scram"
@@ -88,35 +89,15 @@ def fd_count(pid):
         return None
 
 
-async def _open(make, n, budget_s, concurrency=200):
-    sem = asyncio.Semaphore(concurrency)
-    conns, errors = [], []
-    deadline = time.monotonic() + budget_s
-
-    async def one():
-        async with sem:
-            if time.monotonic() > deadline:
-                errors.append("time budget exhausted")
-                return
-            try:
-                conns.append(await make())
-            except (OSError, RuntimeError, asyncio.TimeoutError,
-                    asyncio.IncompleteReadError) as e:
-                errors.append(f"{type(e).__name__}: {e}")
-
-    await asyncio.gather(*(one() for _ in range(n)))
-    return conns, errors
-
-
 async def _hold(port, n, pid, db, budget_s):
     silent_n = n // 2
     scram_n = n - silent_n
     before, fds_before = procs.rss_kb(pid), fd_count(pid)
     started = time.monotonic()
-    silent, e1 = await _open(lambda: _silent(port, 20), silent_n, budget_s)
+    silent, e1 = await open_many(lambda: _silent(port, 20), silent_n, budget_s)
     await asyncio.sleep(2)
     mid, fds_mid = procs.rss_kb(pid), fd_count(pid)
-    scram, e2 = await _open(lambda: _in_scram(port, USER, db, 20), scram_n, budget_s)
+    scram, e2 = await open_many(lambda: _in_scram(port, USER, db, 20), scram_n, budget_s)
     opened_s = time.monotonic() - started
     await asyncio.sleep(2)
     after, fds_after = procs.rss_kb(pid), fd_count(pid)

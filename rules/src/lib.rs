@@ -47,7 +47,7 @@ pub use fingerprint::{
     fingerprint, is_time_sensitive_input, literal_values, normalize, Fingerprint, FingerprintError,
     FingerprintHashing, FingerprintMap, Literal, LiteralKind, Normalized, CANONICAL_VERSION,
 };
-pub use load::{load_rules, parse_rules, Problem, RulesError};
+pub use load::{line_column, load_rules, parse_rules, Problem, RulesError};
 pub use model::{Defaults, Matcher, Rule, RuleSet};
 pub use names::{FunctionRef, NameError, TableRef};
 pub use predicate::{filter_predicates, Predicate, PredicateKind};

@@ -337,8 +337,9 @@ fn parse_table(t: &Spanned<String>, subject: &str) -> Located<TableRef> {
     })
 }
 
-/// 1-based line and column (in characters) of byte `offset` in `text`.
-fn line_column(text: &str, offset: usize) -> (usize, usize) {
+/// 1-based line and column (in characters) of byte `offset` in `text` (a
+/// rules file's here; the proxy locates config file errors with it too).
+pub fn line_column(text: &str, offset: usize) -> (usize, usize) {
     let mut offset = offset.min(text.len());
     while !text.is_char_boundary(offset) {
         offset -= 1;

@@ -46,18 +46,7 @@ pub(super) fn in_file(path: &Path, text: &str, problem: ConfigError) -> ConfigEr
     at(path, text, offset, problem)
 }
 
-/// 1-based line and column (in characters) of byte `offset` in `text`.
-pub(super) fn line_column(text: &str, offset: usize) -> (usize, usize) {
-    let mut offset = offset.min(text.len());
-    while !text.is_char_boundary(offset) {
-        offset -= 1;
-    }
-    let before = &text[..offset];
-    let line = before.matches('\n').count() + 1;
-    let line_start = before.rfind('\n').map_or(0, |i| i + 1);
-    let column = before[line_start..].chars().count() + 1;
-    (line, column)
-}
+pub(super) use pgstash_rules::line_column;
 
 /// Where in `text` the setting `problem` is about is written: its value,
 /// or the nearest table it would be in when it is not written.

@@ -138,6 +138,26 @@ async fn refusal(proxy: &TestProxy, user: &str, password: &str) -> (String, Stri
     (db.code().code().to_owned(), db.message().to_owned())
 }
 
+/// pgstash in front of `pg_scram`, with `alice` known only by `verifier`
+/// (no password anywhere in its configuration or upstream URL).
+async fn alice_by_verifier(
+    pg: &TestPostgres,
+    pg_scram: &ScramPostgres,
+    verifier: String,
+) -> TestProxy {
+    let upstream = pg_scram.upstream("");
+    TestProxy::start(pg, |c| {
+        c.upstream = upstream;
+        c.auth.method = AuthMethod::ScramSha256;
+        c.auth.users = vec![UserConfig {
+            name: "alice".into(),
+            scram_verifier: Some(verifier),
+            ..UserConfig::default()
+        }];
+    })
+    .await
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn scram_pass_through_logs_in_upstream_with_a_verifier_copied_from_pg_authid() {
     let Some(pg_scram) = ScramPostgres::start() else {
@@ -147,17 +167,7 @@ async fn scram_pass_through_logs_in_upstream_with_a_verifier_copied_from_pg_auth
     let pg = TestPostgres::new().await;
     let verifier = pg_scram.verifier("alice").await;
     assert!(verifier.starts_with("SCRAM-SHA-256$"), "{verifier}");
-    let upstream = pg_scram.upstream("");
-    let proxy = TestProxy::start(&pg, |c| {
-        c.upstream = upstream;
-        c.auth.method = AuthMethod::ScramSha256;
-        c.auth.users = vec![UserConfig {
-            name: "alice".into(),
-            scram_verifier: Some(verifier),
-            ..UserConfig::default()
-        }];
-    })
-    .await;
+    let proxy = alice_by_verifier(&pg, &pg_scram, verifier).await;
 
     assert_eq!(
         who(&proxy, "alice", ALICE_PASSWORD).await,
@@ -222,17 +232,7 @@ async fn a_verifier_that_is_not_postgres_own_cannot_pass_through_and_says_why() 
         .await
         .expect("verifier")
         .get(0);
-    let upstream = pg_scram.upstream("");
-    let proxy = TestProxy::start(&pg, |c| {
-        c.upstream = upstream;
-        c.auth.method = AuthMethod::ScramSha256;
-        c.auth.users = vec![UserConfig {
-            name: "alice".into(),
-            scram_verifier: Some(verifier),
-            ..UserConfig::default()
-        }];
-    })
-    .await;
+    let proxy = alice_by_verifier(&pg, &pg_scram, verifier).await;
     let (code, message) = refusal(&proxy, "alice", ALICE_PASSWORD).await;
     assert_eq!(code, "28000", "{message}");
     assert!(message.contains("another salt"), "{message}");

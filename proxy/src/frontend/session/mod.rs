@@ -417,8 +417,9 @@ impl Session {
                 return Ok(());
             };
             let bound = pinning::still_bound(server, &mut self.client.out).await;
-            // Notifications that came with the answer go out now.
-            self.client.flush(false).await?;
+            // Notifications that came with the answer go out now (unless
+            // an acknowledgement is held for its invalidation).
+            self.client.flush(self.holding()).await?;
             if bound {
                 return Ok(());
             }
