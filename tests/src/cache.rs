@@ -178,8 +178,9 @@ impl CachingProxy {
 }
 
 /// A key prefix of a test's own on the shared Redis, for `cache.key_prefix`.
-/// pgstash wraps the prefix in a `{hash tag}`, which [`TestRedis`]'s own
-/// cleanup does not match; this deletes those keys on drop.
+/// pgstash wraps the prefix in a `{hash tag}` for its meta keys, which
+/// [`TestRedis`]'s own cleanup does not match; this deletes those keys
+/// and the entries (`prefix e:{base}`) on drop.
 pub struct RedisPrefix {
     pub redis: TestRedis,
 }
@@ -206,11 +207,13 @@ impl RedisPrefix {
         config.cache.key_prefix = self.prefix();
     }
 
-    /// Keys pgstash wrote under this prefix.
+    /// Keys pgstash wrote under this prefix: meta keys, entries and leases.
     pub fn keys(&self) -> Vec<String> {
-        self.redis
-            .scan(&format!("{{{}}}*", self.redis.prefix))
-            .unwrap_or_default()
+        let prefix = &self.redis.prefix;
+        [format!("{{{prefix}}}*"), format!("{prefix}*")]
+            .iter()
+            .flat_map(|pattern| self.redis.scan(pattern).unwrap_or_default())
+            .collect()
     }
 }
 

@@ -11,13 +11,14 @@ use bytes::Bytes;
 use pgstash_rules::{Analysis, SessionFacts, Writes};
 
 use super::catalog::Catalogs;
+use super::claim::{self, Claim, Waited};
 use super::decide::{Class, Decider, ReadDecision};
 use super::decided::Read;
 use super::fill::{FillGuard, FillRole, Fills};
 use super::invalidate::Invalidator;
 use super::key::{Identity, KeyBase, KeyScope};
 use super::rules::LiveRules;
-use super::store::{CacheStore, Store, StoreError};
+use super::store::{CacheStore, Filler, Store, StoreError};
 use crate::backend::connect::ConnectTarget;
 use crate::config::Config;
 use crate::observe::Metrics;
@@ -108,6 +109,8 @@ pub struct Fill {
     pub started: Instant,
     /// The key's base, for its rule's payoff measurements.
     pub base: KeyBase,
+    /// This instance's lease on the entry, when instances share the store.
+    pub claim: Option<Claim>,
 }
 
 pub struct Cache {
@@ -125,6 +128,7 @@ pub struct Cache {
     not_paying: prometheus::IntCounter,
     replication_lag: prometheus::IntCounter,
     store_down: prometheus::IntCounter,
+    lease_waits: prometheus::IntCounterVec,
 }
 
 impl Cache {
@@ -153,6 +157,7 @@ impl Cache {
             not_paying: metrics.cache_bypass.with_label_values(&["not_paying"]),
             replication_lag: metrics.cache_bypass.with_label_values(&["replication_lag"]),
             store_down: metrics.cache_bypass.with_label_values(&["store_down"]),
+            lease_waits: metrics.lease_waits.clone(),
             store,
             metrics,
         })))
@@ -281,14 +286,34 @@ impl Cache {
         }
         match self.fills.begin(&lookup.key) {
             FillRole::Leader(guard) => {
+                let mut filler = lookup.filler;
+                if filler == Filler::Other {
+                    let waited =
+                        claim::wait_for_other(&self.store, base, &read.tables, self.coalesce_wait)
+                            .await;
+                    self.lease_waits.with_label_values(&[waited.label()]).inc();
+                    match waited {
+                        Waited::Filled(bytes) => {
+                            measure(true);
+                            read.hits.inc();
+                            guard.complete(bytes.clone());
+                            return Route::Hit { rule, bytes };
+                        }
+                        Waited::TookOver => filler = Filler::Us,
+                        Waited::TimedOut => {}
+                    }
+                }
                 measure(false);
                 read.misses.inc();
+                let claim = (filler == Filler::Us)
+                    .then(|| Claim::new(self.store.clone(), lookup.key.clone()));
                 Route::Fill(Fill {
                     guard,
                     versions: lookup.versions,
                     read: read.clone(),
                     started: Instant::now(),
                     base: *base,
+                    claim,
                 })
             }
             FillRole::Follower(slot) => match Fills::wait(slot, self.coalesce_wait).await {
@@ -325,6 +350,9 @@ impl Cache {
         let store = self.store.clone();
         let (errors, latency) = (self.put_errors.clone(), self.put_latency.clone());
         let (read, versions) = (fill.read.clone(), fill.versions);
+        if let Some(claim) = fill.claim {
+            claim.settle();
+        }
         fill.guard.complete(value.clone());
         tokio::spawn(async move {
             let started = Instant::now();

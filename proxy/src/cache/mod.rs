@@ -4,6 +4,7 @@
 //! `invalidate.rs`).
 
 pub mod catalog;
+pub mod claim;
 pub mod decide;
 pub mod decided;
 pub mod engine;

@@ -31,7 +31,7 @@ pub use cache::{CacheConfig, CacheMode};
 pub use client::{ClientConfig, SessionTimeouts, PRE_AUTH_MESSAGE_BYTES};
 pub use observe::ObserveConfig;
 pub use pool::{PoolConfig, PoolMode, PoolOverride};
-pub use redis::RedisTarget;
+pub use redis::{RedisTarget, Topology};
 pub use replication::ReplicationConfig;
 pub use tls::TlsConfig;
 pub use upstream::{Upstream, UpstreamHost};
@@ -107,7 +107,8 @@ pub struct Config {
     /// Path to `rules.toml` (caching is off when unset).
     pub rules: Option<PathBuf>,
     /// Redis URL for the shared cache (`redis://`, `rediss://` for TLS,
-    /// `redis-cluster://`, `rediss-cluster://`; an ACL user and password as
+    /// `redis-cluster://`, `rediss-cluster://`, `redis-sentinel://`,
+    /// `rediss-sentinel://`; an ACL user and password as
     /// `rediss://user:password@host:port`); the in-process store is used
     /// when unset. TLS files are in `[cache]`.
     pub redis: Option<String>,

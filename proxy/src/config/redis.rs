@@ -1,7 +1,8 @@
-//! The Redis store's URL and its TLS: which schemes pgstash accepts, and
-//! the rustls configuration a `rediss://` URL is reached with (`[cache]`
-//! `redis_ca`, `redis_cert`, `redis_key`). An ACL user and password travel
-//! in the URL (`rediss://user:password@host:port`).
+//! The Redis store's URL and its TLS: which schemes pgstash accepts (one
+//! Redis, Redis Cluster, or Redis behind Sentinel), and the rustls
+//! configuration a TLS URL is reached with (`[cache]` `redis_ca`,
+//! `redis_cert`, `redis_key`). An ACL user and password travel in the URL
+//! (`rediss://user:password@host:port`).
 //!
 //! TLS to Redis always checks the server's certificate and host name,
 //! against `redis_ca` or, without it, the platform's trust store.
@@ -13,20 +14,47 @@ use tokio_rustls::rustls;
 use super::certs::{self, Roots};
 use super::{CacheConfig, ConfigError};
 
-/// The URL schemes pgstash accepts, and whether each uses TLS and Redis
-/// Cluster.
-const SCHEMES: [(&str, Tls, Cluster); 4] = [
-    ("redis", Tls(false), Cluster(false)),
-    ("rediss", Tls(true), Cluster(false)),
-    ("redis-cluster", Tls(false), Cluster(true)),
-    ("rediss-cluster", Tls(true), Cluster(true)),
+/// The URL schemes pgstash accepts, whether each uses TLS, and the
+/// deployment it names.
+const SCHEMES: [(&str, Tls, Topology); 6] = [
+    ("redis", Tls(false), Topology::Single),
+    ("rediss", Tls(true), Topology::Single),
+    ("redis-cluster", Tls(false), Topology::Cluster),
+    ("rediss-cluster", Tls(true), Topology::Cluster),
+    ("redis-sentinel", Tls(false), Topology::Sentinel),
+    ("rediss-sentinel", Tls(true), Topology::Sentinel),
 ];
 
 #[derive(Debug, Clone, Copy)]
 struct Tls(bool);
 
-#[derive(Debug, Clone, Copy)]
-struct Cluster(bool);
+/// How the Redis a URL names is deployed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Topology {
+    Single,
+    /// Redis Cluster; more seed nodes as `node=host:port`.
+    Cluster,
+    /// The master of a Sentinel service: the URL's host and `node=` are
+    /// sentinels, `sentinelServiceName=` the service, and
+    /// `sentinelUsername=`/`sentinelPassword=` their credentials if any.
+    Sentinel,
+}
+
+impl Topology {
+    /// The query parameters a URL of this topology may carry.
+    fn parameters(self) -> &'static [&'static str] {
+        match self {
+            Topology::Single => &[],
+            Topology::Cluster => &["node"],
+            Topology::Sentinel => &[
+                "node",
+                "sentinelServiceName",
+                "sentinelUsername",
+                "sentinelPassword",
+            ],
+        }
+    }
+}
 
 /// A checked Redis URL and how to reach it.
 #[derive(Debug, Clone)]
@@ -35,8 +63,8 @@ pub struct RedisTarget {
     pub url: String,
     /// The URL with the password replaced, for messages.
     pub display: String,
-    pub cluster: bool,
-    /// Set for `rediss://` and `rediss-cluster://`.
+    pub topology: Topology,
+    /// Set for the TLS schemes (`rediss…://`).
     pub tls: Option<Arc<rustls::ClientConfig>>,
 }
 
@@ -56,23 +84,34 @@ impl RedisTarget {
             key: "redis",
             reason: format!("{display}: {reason}"),
         };
-        let Some(&(_, Tls(tls), Cluster(cluster))) =
+        let Some(&(_, Tls(tls), topology)) =
             SCHEMES.iter().find(|(name, ..)| *name == parsed.scheme())
         else {
+            let names: Vec<&str> = SCHEMES.iter().map(|(name, ..)| *name).collect();
             return Err(invalid(format!(
-                "unsupported scheme {:?} (redis, rediss, redis-cluster or rediss-cluster)",
-                parsed.scheme()
+                "unsupported scheme {:?} ({})",
+                parsed.scheme(),
+                names.join(", ")
             )));
         };
+        let allowed = topology.parameters();
         for (key, _) in parsed.query_pairs() {
-            if !(cluster && key == "node") {
-                let allowed = if cluster {
-                    " (only node=host:port)"
-                } else {
-                    ""
+            if !allowed.contains(&key.as_ref()) {
+                let hint = match allowed {
+                    [] => String::new(),
+                    some => format!(" (only {})", some.join(", ")),
                 };
-                return Err(invalid(format!("unsupported parameter {key:?}{allowed}")));
+                return Err(invalid(format!("unsupported parameter {key:?}{hint}")));
             }
+        }
+        if topology == Topology::Sentinel
+            && !parsed
+                .query_pairs()
+                .any(|(key, value)| key == "sentinelServiceName" && !value.is_empty())
+        {
+            return Err(invalid(
+                "a Sentinel URL names its service: ?sentinelServiceName=<name>".into(),
+            ));
         }
         if parsed.host_str().is_none_or(str::is_empty) {
             return Err(invalid("no host".into()));
@@ -91,7 +130,7 @@ impl RedisTarget {
         Ok(RedisTarget {
             url: url.to_owned(),
             display,
-            cluster,
+            topology,
             tls,
         })
     }
@@ -130,12 +169,13 @@ mod tests {
     use super::*;
 
     #[test]
-    fn schemes_other_than_redis_and_rediss_are_refused() {
+    fn unknown_schemes_and_parameters_are_refused() {
         let cache = CacheConfig::default();
         for ok in [
             "redis://127.0.0.1:6379",
             "redis://user:pw@cache:6380/2",
             "redis-cluster://a:7000?node=b:7001",
+            "redis-sentinel://s1:26379?sentinelServiceName=main&node=s2:26379",
         ] {
             let target = RedisTarget::new(ok, &cache).unwrap();
             assert!(target.tls.is_none() && !target.display.contains(":pw@"));
@@ -143,6 +183,8 @@ mod tests {
         for refused in [
             "http://cache:6379",
             "redis-sentinel://cache:26379",
+            "redis-sentinel://cache:26379?sentinelServiceName=",
+            "redis-cluster://cache:7000?sentinelServiceName=main",
             "redis+unix:///tmp/redis.sock",
             "redis://cache:6379?timeout=3",
             "redis://user:hunter2@cache:6379?node=x:1",

@@ -10,6 +10,7 @@ mod json;
 pub mod logging;
 mod logline;
 pub mod metrics;
+mod names;
 pub mod nplusone;
 pub mod plans;
 pub mod record;

@@ -27,6 +27,9 @@
 //!    until the store answers again: an outage costs a query nothing.
 //! 6. [`CacheStore::invalidate_all`] makes every entry unreachable.
 //! 7. TTLs hold: an entry is not served after its time to live.
+//! 8. A miss names who fills it ([`Lookup::filler`]): at most one
+//!    instance at a time holds an entry's lease; a put or an abandon by
+//!    the holder gives it up, and it expires after `coalesce_wait`.
 //!
 //! Adding a store: implement [`CacheStore`] in a file of its own, add a
 //! variant to [`super::Store`], and add it to the conformance suite.
@@ -65,6 +68,23 @@ pub struct Lookup {
     /// tables, for [`CacheStore::put`] to tell a dead fill (Redis; empty
     /// where nothing later asks).
     pub versions: Vec<u64>,
+    /// On a miss, who fills the entry among the instances sharing the
+    /// store (see [`Filler`]).
+    pub filler: Filler,
+}
+
+/// Who fills a missed entry. Instances sharing a store take a short lease
+/// per entry in it, so that one fills an expired hot entry while the
+/// others wait for its fill (bounded by `cache.coalesce_wait`) instead of
+/// all sending the query upstream.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Filler {
+    /// No lease in play: a hit, an in-process store, or leases off.
+    Unclaimed,
+    /// This instance holds the lease: it fills.
+    Us,
+    /// Another instance holds it: look again until its fill lands.
+    Other,
 }
 
 /// What a cache store does (see the module documentation for its promises).
@@ -92,6 +112,11 @@ pub trait CacheStore: Send + Sync {
     /// Keeps a fill in process, before its coalesced waiters are released.
     /// Returns whether that stored it for good (then no `put` follows).
     fn keep_local(&self, key: &str, value: &Bytes, ttl: Duration) -> bool;
+
+    /// A fill of the full `key` was abandoned (the query failed, or its
+    /// answer is not cached): gives up this instance's lease on it, so the
+    /// instances waiting for it fill it themselves.
+    fn abandon(&self, key: &str);
 
     /// Moves the versions of `tables` on: every entry that read them
     /// becomes unreachable.

@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use bytes::Bytes;
 
-use super::contract::{CacheStore, Lookup, StoreError};
+use super::contract::{CacheStore, Filler, Lookup, StoreError};
 use super::entries::Entries;
 use crate::cache::key::{KeyBase, TableKey};
 
@@ -48,6 +48,7 @@ impl MemoryStore {
             key,
             value,
             versions: Vec::new(),
+            filler: Filler::Unclaimed,
         }
     }
 
@@ -94,6 +95,9 @@ impl CacheStore for MemoryStore {
         MemoryStore::put(self, key, value.clone(), ttl);
         true
     }
+
+    /// One instance: its in-process coalescing is all there is.
+    fn abandon(&self, _key: &str) {}
 
     async fn invalidate(&self, tables: &[TableKey]) -> Result<(), StoreError> {
         MemoryStore::invalidate(self, tables);

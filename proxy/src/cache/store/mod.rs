@@ -9,7 +9,7 @@ mod local;
 mod memory;
 mod redis;
 
-pub use contract::{CacheStore, Lookup, StoreError};
+pub use contract::{CacheStore, Filler, Lookup, StoreError};
 pub use local::LocalCounters;
 pub use memory::MemoryStore;
 pub use redis::RedisStore;
@@ -81,6 +81,13 @@ impl CacheStore for Store {
         match self {
             Store::Memory(s) => s.keep_local(key, value, ttl),
             Store::Redis(s) => s.keep_local(key, value, ttl),
+        }
+    }
+
+    fn abandon(&self, key: &str) {
+        match self {
+            Store::Memory(_) => {}
+            Store::Redis(s) => s.abandon(key),
         }
     }
 

@@ -1,10 +1,9 @@
-//! The Redis store (via `fred`): entries as plain keys with a TTL, table
-//! versions as counters, and a global epoch that is part of every key.
-//!
-//! A lookup is one Lua call that reads the epoch and the table versions,
-//! builds the entry key and GETs it, so a hit costs one round trip. All keys
-//! carry the prefix as a `{hash tag}`, which keeps the script's keys in one
-//! slot under Redis Cluster.
+//! The Redis store (via `fred`), on one Redis, Redis Cluster or behind
+//! Sentinel: entries as keys with a TTL, table versions as counters, and a
+//! global epoch; an entry is served only under the epoch and versions it
+//! was filled under (`layout.rs`). A lookup is one round trip (`fetch.rs`).
+//! On Cluster the versions and epoch share one slot while entries spread
+//! over all slots by their hash.
 //!
 //! Fail closed (G4): while an invalidation may have been lost the store is
 //! *dirty* and serves nothing until its epoch is renewed (`dirt.rs`); while
@@ -18,7 +17,10 @@
 mod breaker;
 mod bumped;
 mod dirt;
+mod fetch;
 mod follow;
+mod invalidations;
+mod layout;
 mod lease;
 mod scripts;
 
@@ -30,19 +32,20 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use fred::prelude::*;
-use fred::types::scripts::Script;
-use fred::types::Expiration;
 
 use self::breaker::Breaker;
 use self::bumped::Bumped;
 use self::dirt::Dirt;
+use self::fetch::Fetched;
 use self::follow::{follow, SUBSCRIBER_BUFFER};
-use self::scripts::{builder, LookupReply, INVALIDATE_LUA, LOOKUP_LUA, RENEW_LUA};
+use self::invalidations::run_invalidations;
+use self::layout::{frame, stamp_versions, Layout};
+use self::scripts::{builder, Scripts};
 use super::coalesce::Coalescer;
-use super::contract::{CacheStore, Lookup, StoreError};
+use super::contract::{CacheStore, Filler, Lookup, StoreError};
 use super::local::{LocalCounters, LocalTier};
 use crate::cache::key::{KeyBase, TableKey};
-use crate::config::{CacheConfig, CacheMode, RedisTarget};
+use crate::config::{CacheConfig, CacheMode, RedisTarget, Topology};
 use crate::observe::Metrics;
 
 /// How long startup waits for Redis before serving without it.
@@ -53,12 +56,17 @@ const REPAIR_INTERVAL: Duration = Duration::from_millis(200);
 
 pub struct RedisStore {
     pool: Pool,
-    /// `{prefix}`, the hash tag every key starts with.
-    tag: String,
+    /// Where every key lives.
+    layout: Layout,
+    /// Redis Cluster: a lookup's meta keys and entry are on different nodes.
+    cluster: bool,
     timeout: Duration,
-    lookup: Script,
-    invalidate: Script,
-    renew: Script,
+    scripts: Scripts,
+    /// This instance's name in fill leases.
+    holder: String,
+    /// A fill lease's time to live in ms (`cache.coalesce_wait`); empty
+    /// when leases are off.
+    lease_ms: String,
     /// `{prefix}inv`: where invalidations and epoch renewals are published.
     channel: String,
     /// Fast mode's local tier.
@@ -102,7 +110,8 @@ impl RedisStore {
         let init_pool = pool.clone();
         let init = tokio::spawn(async move { init_pool.init().await.map(|_| ()) });
         let _ = tokio::time::timeout(STARTUP_WAIT, init).await;
-        let tag = format!("{{{}}}", config.key_prefix);
+        let layout = Layout::new(&config.key_prefix);
+        let tag = layout.tag().to_owned();
         let local = (config.mode == CacheMode::Fast).then(|| {
             Arc::new(LocalTier::new(
                 config.max_memory_bytes,
@@ -114,12 +123,16 @@ impl RedisStore {
         let store = Arc::new_cyclic(|me| RedisStore {
             me: me.clone(),
             pool,
-            channel: format!("{tag}inv"),
-            tag,
+            channel: layout.channel(),
+            layout,
+            cluster: target.topology == Topology::Cluster,
             timeout: config.store_timeout,
-            lookup: Script::from_lua(LOOKUP_LUA),
-            invalidate: Script::from_lua(INVALIDATE_LUA),
-            renew: Script::from_lua(RENEW_LUA),
+            scripts: Scripts::default(),
+            holder: format!("{:016x}", rand::random::<u64>()),
+            lease_ms: match config.coalesce_wait.as_millis() {
+                0 => String::new(),
+                ms => ms.to_string(),
+            },
             local,
             dirty: Arc::new(Dirt::default()),
             renewing: AtomicBool::new(false),
@@ -178,17 +191,9 @@ impl RedisStore {
     pub fn leases(&self) -> Leases<'_> {
         Leases {
             pool: &self.pool,
-            tag: &self.tag,
+            tag: self.layout.tag(),
             timeout: self.timeout,
         }
-    }
-
-    fn epoch_key(&self) -> String {
-        format!("{}epoch", self.tag)
-    }
-
-    fn version_key(&self, table: &TableKey) -> String {
-        format!("{}v:{}", self.tag, table.as_str())
     }
 
     /// `call` within the store's timeout (see [`scripts::bounded`]); a
@@ -225,36 +230,8 @@ impl RedisStore {
                 return true;
             }
         }
-        let pairs = tables.iter().map(|t| self.version_key(t)).zip(versions);
+        let pairs = tables.iter().map(|t| self.layout.version(t)).zip(versions);
         self.bumped.newer_than(pairs)
-    }
-
-    async fn invalidate_now(&self, tables: &[TableKey]) -> Result<(), StoreError> {
-        let keys: Vec<String> = tables.iter().map(|t| self.version_key(t)).collect();
-        let client = self.pool.next();
-        let call = Box::pin(self.invalidate.evalsha_with_reload::<Vec<i64>, _, _>(
-            client,
-            keys.clone(),
-            vec![self.channel.clone()],
-        ));
-        let result = self.bounded(call).await;
-        match result {
-            Ok(versions) => {
-                let versions: Vec<u64> = versions.into_iter().map(|v| v.max(0) as u64).collect();
-                if let Some(local) = &self.local {
-                    // Before the write is acknowledged: this instance's
-                    // next lookups build keys with the new versions.
-                    local.raise(&keys, &versions);
-                }
-                self.bumped.record(keys, &versions);
-                Ok(())
-            }
-            Err(e) => {
-                tracing::error!(error = %e, "invalidation could not be recorded; cache disabled until the epoch is renewed");
-                self.dirty.mark();
-                Err(e)
-            }
-        }
     }
 
     /// Renews the epoch unless a renewal is already running (then the
@@ -275,9 +252,9 @@ impl RedisStore {
         let seen = self.dirty.seen();
         let epoch = format!("{:016x}", rand::random::<u64>());
         let client = self.pool.next();
-        let call = Box::pin(self.renew.evalsha_with_reload::<i64, _, _>(
+        let call = Box::pin(self.scripts.renew.evalsha_with_reload::<i64, _, _>(
             client,
-            vec![self.epoch_key()],
+            vec![self.layout.epoch()],
             vec![epoch, self.channel.clone()],
         ));
         let result = self.bounded(call).await.map(|_| ());
@@ -309,48 +286,33 @@ impl CacheStore for RedisStore {
         if self.dirty.is_dirty() {
             self.repair().await?;
         }
-        let mut prefix = String::with_capacity(self.tag.len() + 70);
-        prefix.push_str(&self.tag);
-        prefix.push_str("e:");
-        base.push_hex(&mut prefix);
-        prefix.push(':');
+        let prefix = self.layout.full_key_prefix(base);
         if let Some(local) = &self.local {
             if let Some((key, value)) = local.get(&prefix, tables) {
                 return Ok(Lookup {
                     key,
                     value: Some(value),
                     versions: Vec::new(),
+                    filler: Filler::Unclaimed,
                 });
             }
         }
         let ticket = self.local.as_ref().map(|l| l.ticket());
-        let mut keys = Vec::with_capacity(tables.len() + 1);
-        keys.push(self.epoch_key());
-        keys.extend(tables.iter().map(|t| self.version_key(t)));
-        let version_keys: Vec<String> = keys[1..].to_vec();
         let generation = self.generation.load(Ordering::SeqCst);
         let bumps_before = self.bumped.sequence();
-        let client = self.pool.next();
-        // Every fred call is boxed in a statement of its own: its state is
-        // ~16 KiB, which would otherwise size (and be copied with) the
-        // caller's — every lookup's, up to the session's.
-        let call = Box::pin(
-            self.lookup
-                .evalsha_with_reload(client, keys, vec![prefix.clone()]),
-        );
-        let reply: Value = self.bounded(call).await?;
+        let hex = self.layout.split(&prefix).map_or("", |(hex, _)| hex);
+        let Fetched {
+            stamp,
+            value,
+            remaining,
+            filler,
+        } = self.fetch(hex, tables).await?;
         if self.generation.load(Ordering::SeqCst) != generation || self.dirty.is_dirty() {
             // The connection failed or came back while this lookup ran.
             return Err(StoreError::Recovering);
         }
-        let LookupReply {
-            key,
-            value,
-            remaining,
-        } = LookupReply::decode(reply)?;
-        let mut stamp = key.get(prefix.len()..).unwrap_or_default().split('.');
-        let epoch = stamp.next().unwrap_or_default();
-        let versions: Vec<u64> = stamp.map(|v| v.parse().unwrap_or(0)).collect();
+        let (epoch, versions) = stamp_versions(&stamp);
+        let version_keys: Vec<String> = tables.iter().map(|t| self.layout.version(t)).collect();
         if self
             .bumped
             .lost_data(&version_keys, &versions, bumps_before)
@@ -358,6 +320,7 @@ impl CacheStore for RedisStore {
             self.dirty.mark();
             return Err(StoreError::Recovering);
         }
+        let key = prefix + &stamp;
         if let (Some(local), Some(ticket)) = (&self.local, ticket) {
             let entry = value.as_ref().zip(remaining);
             local.learn(ticket, epoch, &version_keys, &versions, &key, entry);
@@ -366,6 +329,7 @@ impl CacheStore for RedisStore {
             key,
             value,
             versions,
+            filler,
         })
     }
 
@@ -386,15 +350,46 @@ impl CacheStore for RedisStore {
         if self.dirty.is_dirty() {
             return Err(StoreError::Recovering);
         }
+        let Some((hex, stamp)) = self.layout.split(key) else {
+            return Err(StoreError::Backend(format!(
+                "not a key of this store: {key}"
+            )));
+        };
+        let (entry, lease) = (self.layout.entry(hex), self.layout.fill_lease(hex));
         if self.is_dead(tables, versions) {
+            // Nothing to store; waiting instances fill it themselves.
+            self.abandon(key);
             return Ok(false);
         }
-        let ms = ttl.as_millis().clamp(1, i64::MAX as u128) as i64;
-        let client = self.pool.next();
-        let call =
-            Box::pin(client.set::<(), _, _>(key, value, Some(Expiration::PX(ms)), None, false));
+        let ms = ttl.as_millis().clamp(1, i64::MAX as u128).to_string();
+        let framed = frame(stamp, &value);
+        let call = Box::pin(self.scripts.put.evalsha_with_reload::<i64, _, _>(
+            self.pool.next(),
+            vec![entry, lease],
+            vec![framed, Bytes::from(ms), Bytes::from(self.holder.clone())],
+        ));
         self.bounded(call).await?;
         Ok(true)
+    }
+
+    /// Gives up this instance's fill lease on `key`'s entry, in the
+    /// background (a lease not given up expires after `coalesce_wait`).
+    fn abandon(&self, key: &str) {
+        let (Some(store), Some((hex, _))) = (self.me.upgrade(), self.layout.split(key)) else {
+            return;
+        };
+        if store.lease_ms.is_empty() || store.breaker.is_down() {
+            return;
+        }
+        let lease = store.layout.fill_lease(hex);
+        tokio::spawn(async move {
+            let call = Box::pin(store.scripts.release.evalsha_with_reload::<i64, _, _>(
+                store.pool.next(),
+                vec![lease],
+                vec![store.holder.clone()],
+            ));
+            let _ = store.bounded(call).await;
+        });
     }
 
     /// Fast mode keeps a local copy before the `SET`; strict mode nothing.
@@ -455,45 +450,5 @@ impl CacheStore for RedisStore {
 
     fn kind(&self) -> &'static str {
         "redis"
-    }
-}
-
-/// Takes queued invalidations until none is left (see `coalesce.rs`).
-/// While the store is dirty a batch fails at once, marked again: its
-/// entries are unreachable once the epoch is renewed (a mark made now
-/// keeps the store dirty until a renewal that begins after it), and a
-/// Redis that is down or slow must not hold writes for a timeout each.
-async fn run_invalidations(store: Arc<RedisStore>) {
-    let mut runner = Runner {
-        store: &store,
-        finished: false,
-    };
-    while let Some(batch) = store.coalescer.take() {
-        let result = if store.dirty.is_dirty() {
-            store.dirty.mark();
-            Err(StoreError::Recovering)
-        } else {
-            store.invalidate_now(&batch.tables).await
-        };
-        batch.finish(result);
-    }
-    runner.finished = true;
-}
-
-/// Dropped only if the runner did not finish (a panic, or its task
-/// cancelled at shutdown): the batch in hand may not have been written,
-/// so the store turns dirty, and the queue is failed and left ready for
-/// a new runner instead of waiting forever for this one.
-struct Runner<'a> {
-    store: &'a RedisStore,
-    finished: bool,
-}
-
-impl Drop for Runner<'_> {
-    fn drop(&mut self) {
-        if !self.finished {
-            self.store.dirty.mark();
-            self.store.coalescer.abandon();
-        }
     }
 }

@@ -1,34 +1,104 @@
 //! The Lua scripts the Redis store runs (each one round trip, atomic in
-//! Redis) and the lookup script's reply, and the client builder with
-//! pgstash's TLS, timeouts and reconnect policy.
+//! Redis), and the client builder with pgstash's TLS, timeouts and
+//! reconnect policy. Every script but the one-Redis lookup touches keys of
+//! one slot only, so it runs on Redis Cluster.
 
 use std::time::Duration;
 
-use bytes::Bytes;
 use fred::prelude::*;
 use fred::types::config::TlsConnector;
+use fred::types::scripts::Script;
 
 use crate::cache::store::contract::StoreError;
 use crate::config::RedisTarget;
 
-/// KEYS: the epoch, then one version key per table. ARGV[1]: the entry key
-/// up to the versions. Returns `{key}` on a miss, `{key, value, pttl}` on a
-/// hit.
-pub const LOOKUP_LUA: &str = r#"
+/// Takes the fill lease `KEYS[n]` for this instance (`ARGV[1]`) for
+/// `ARGV[2]` ms, unless another instance holds it: 1 if this instance
+/// holds it now, 0 if another does. `ARGV[2]` empty: leases are off (1).
+const CLAIM: &str = r#"
+local function claim(lease)
+  if ARGV[2] == '' then
+    return 1
+  end
+  local holder = redis.call('GET', lease)
+  if holder == false then
+    redis.call('SET', lease, ARGV[1], 'PX', ARGV[2])
+    return 1
+  end
+  if holder == ARGV[1] then
+    return 1
+  end
+  return 0
+end
+"#;
+
+/// One Redis: the whole lookup in one script. KEYS: the epoch, one version
+/// key per table, the entry, its fill lease. ARGV: this instance's id, the
+/// lease's time to live in ms. Returns `{stamp, framed entry, pttl}` on a
+/// hit, `{stamp, false, claimed}` on a miss.
+fn lookup_lua() -> String {
+    format!(
+        "{CLAIM}{}",
+        r#"
+local n = #KEYS - 2
 local parts = {}
-for i = 1, #KEYS do
+for i = 1, n do
   parts[i] = redis.call('GET', KEYS[i]) or '0'
 end
-local key = ARGV[1] .. table.concat(parts, '.')
-local value = redis.call('GET', key)
-if value then
-  return {key, value, redis.call('PTTL', key)}
+local stamp = table.concat(parts, '.')
+local value = redis.call('GET', KEYS[n + 1])
+if value and string.sub(value, 1, #stamp + 1) == stamp .. '\n' then
+  return {stamp, value, redis.call('PTTL', KEYS[n + 1])}
 end
-return {key}
+return {stamp, false, claim(KEYS[n + 2])}
+"#
+    )
+}
+
+/// Cluster: the entry's half of a lookup, on the entry's node (the stamp
+/// is read from the meta slot's node at the same time). KEYS: the entry,
+/// its fill lease. ARGV as for [`lookup_lua`]. Returns `{framed entry,
+/// pttl}`, or `{false, claimed}` when there is no entry.
+fn entry_lua() -> String {
+    format!(
+        "{CLAIM}{}",
+        r#"
+local value = redis.call('GET', KEYS[1])
+if value then
+  return {value, redis.call('PTTL', KEYS[1])}
+end
+return {false, claim(KEYS[2])}
+"#
+    )
+}
+
+/// Cluster: takes the fill lease of an entry found stale. KEYS[1]: the
+/// lease. ARGV as for [`lookup_lua`].
+fn claim_lua() -> String {
+    format!("{CLAIM}return claim(KEYS[1])\n")
+}
+
+/// KEYS: the entry, its fill lease. ARGV: the framed entry, its time to
+/// live in ms, this instance's id. Stores the entry and gives up the lease.
+const PUT_LUA: &str = r#"
+redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
+if redis.call('GET', KEYS[2]) == ARGV[3] then
+  redis.call('DEL', KEYS[2])
+end
+return 1
+"#;
+
+/// KEYS[1]: a fill lease. ARGV[1]: this instance's id. Gives the lease up
+/// if this instance holds it (its fill was abandoned).
+const RELEASE_LUA: &str = r#"
+if redis.call('GET', KEYS[1]) == ARGV[1] then
+  redis.call('DEL', KEYS[1])
+end
+return 1
 "#;
 
 /// KEYS: version keys. ARGV[1]: the invalidation channel.
-pub const INVALIDATE_LUA: &str = r#"
+const INVALIDATE_LUA: &str = r#"
 local versions = {}
 for i = 1, #KEYS do
   versions[i] = redis.call('INCR', KEYS[i])
@@ -38,11 +108,36 @@ return versions
 "#;
 
 /// KEYS[1]: the epoch key. ARGV: the new epoch, the invalidation channel.
-pub const RENEW_LUA: &str = r#"
+const RENEW_LUA: &str = r#"
 redis.call('SET', KEYS[1], ARGV[1])
 redis.call('PUBLISH', ARGV[2], 'e ' .. ARGV[1])
 return 1
 "#;
+
+/// The store's scripts, each loaded once per Redis node on first use.
+pub struct Scripts {
+    pub lookup: Script,
+    pub entry: Script,
+    pub claim: Script,
+    pub put: Script,
+    pub release: Script,
+    pub invalidate: Script,
+    pub renew: Script,
+}
+
+impl Default for Scripts {
+    fn default() -> Scripts {
+        Scripts {
+            lookup: Script::from_lua(lookup_lua()),
+            entry: Script::from_lua(entry_lua()),
+            claim: Script::from_lua(claim_lua()),
+            put: Script::from_lua(PUT_LUA),
+            release: Script::from_lua(RELEASE_LUA),
+            invalidate: Script::from_lua(INVALIDATE_LUA),
+            renew: Script::from_lua(RENEW_LUA),
+        }
+    }
+}
 
 /// A client builder with pgstash's TLS, timeouts and reconnect policy.
 pub fn builder(target: &RedisTarget, timeout: Duration) -> Result<Builder, StoreError> {
@@ -89,43 +184,5 @@ pub async fn bounded<T>(
         Ok(Err(e)) if *e.kind() == ErrorKind::Timeout => Err(StoreError::Timeout(timeout)),
         Ok(Err(e)) => Err(StoreError::Backend(e.to_string())),
         Err(_) => Err(StoreError::Timeout(timeout)),
-    }
-}
-
-/// What the lookup script answered: the full key it built, the entry under
-/// it if any, and the entry's remaining time to live.
-pub struct LookupReply {
-    pub key: String,
-    pub value: Option<Bytes>,
-    pub remaining: Option<Duration>,
-}
-
-impl LookupReply {
-    pub fn decode(reply: Value) -> Result<LookupReply, StoreError> {
-        let Value::Array(parts) = reply else {
-            return Err(StoreError::Backend(
-                "unexpected reply to the lookup script".into(),
-            ));
-        };
-        let mut parts = parts.into_iter();
-        let key = match parts.next() {
-            Some(Value::String(s)) => s.to_string(),
-            Some(Value::Bytes(b)) => String::from_utf8_lossy(&b).into_owned(),
-            _ => return Err(StoreError::Backend("lookup script returned no key".into())),
-        };
-        let value = match parts.next() {
-            Some(Value::Bytes(b)) => Some(b),
-            Some(Value::String(s)) => Some(Bytes::copy_from_slice(s.as_bytes())),
-            _ => None,
-        };
-        let remaining = match parts.next() {
-            Some(Value::Integer(ms)) if ms > 0 => Some(Duration::from_millis(ms as u64)),
-            _ => None,
-        };
-        Ok(LookupReply {
-            key,
-            value,
-            remaining,
-        })
     }
 }

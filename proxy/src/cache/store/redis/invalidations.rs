@@ -1,0 +1,83 @@
+//! Writing invalidations to Redis: one script call bumps the versions of
+//! every table a batch of writers touched (see `coalesce.rs`), and a call
+//! that fails makes the store dirty (G4).
+
+use std::sync::Arc;
+
+use super::RedisStore;
+use crate::cache::key::TableKey;
+use crate::cache::store::contract::StoreError;
+
+impl RedisStore {
+    pub(super) async fn invalidate_now(&self, tables: &[TableKey]) -> Result<(), StoreError> {
+        let keys: Vec<String> = tables.iter().map(|t| self.layout.version(t)).collect();
+        let client = self.pool.next();
+        let call = Box::pin(
+            self.scripts
+                .invalidate
+                .evalsha_with_reload::<Vec<i64>, _, _>(
+                    client,
+                    keys.clone(),
+                    vec![self.channel.clone()],
+                ),
+        );
+        let result = self.bounded(call).await;
+        match result {
+            Ok(versions) => {
+                let versions: Vec<u64> = versions.into_iter().map(|v| v.max(0) as u64).collect();
+                if let Some(local) = &self.local {
+                    // Before the write is acknowledged: this instance's
+                    // next lookups build keys with the new versions.
+                    local.raise(&keys, &versions);
+                }
+                self.bumped.record(keys, &versions);
+                Ok(())
+            }
+            Err(e) => {
+                tracing::error!(error = %e, "invalidation could not be recorded; cache disabled until the epoch is renewed");
+                self.dirty.mark();
+                Err(e)
+            }
+        }
+    }
+}
+
+/// Takes queued invalidations until none is left (see `coalesce.rs`).
+/// While the store is dirty a batch fails at once, marked again: its
+/// entries are unreachable once the epoch is renewed (a mark made now
+/// keeps the store dirty until a renewal that begins after it), and a
+/// Redis that is down or slow must not hold writes for a timeout each.
+pub(super) async fn run_invalidations(store: Arc<RedisStore>) {
+    let mut runner = Runner {
+        store: &store,
+        finished: false,
+    };
+    while let Some(batch) = store.coalescer.take() {
+        let result = if store.dirty.is_dirty() {
+            store.dirty.mark();
+            Err(StoreError::Recovering)
+        } else {
+            store.invalidate_now(&batch.tables).await
+        };
+        batch.finish(result);
+    }
+    runner.finished = true;
+}
+
+/// Dropped only if the runner did not finish (a panic, or its task
+/// cancelled at shutdown): the batch in hand may not have been written,
+/// so the store turns dirty, and the queue is failed and left ready for
+/// a new runner instead of waiting forever for this one.
+struct Runner<'a> {
+    store: &'a RedisStore,
+    finished: bool,
+}
+
+impl Drop for Runner<'_> {
+    fn drop(&mut self) {
+        if !self.finished {
+            self.store.dirty.mark();
+            self.store.coalescer.abandon();
+        }
+    }
+}
