@@ -14,6 +14,7 @@ pub mod operate;
 pub mod postgres;
 pub mod proxy;
 pub mod redis;
+pub mod redis_cluster;
 pub mod redis_process;
 pub mod servers;
 pub mod wire;

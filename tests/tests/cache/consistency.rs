@@ -17,7 +17,7 @@ use pgstash_tests::postgres::{column, describe};
 use pgstash_tests::TestPostgres;
 use rand::Rng;
 
-const RULES: &str = r#"
+pub(crate) const RULES: &str = r#"
 [[rule]]
 name = "counters"
 tables = ["counters"]
@@ -62,7 +62,7 @@ impl Shared {
 }
 
 /// The table the checker writes and reads: ROWS counters at 0.
-fn counters() -> String {
+pub(crate) fn counters() -> String {
     format!(
         "CREATE TABLE counters (id int PRIMARY KEY, v bigint NOT NULL); \
          INSERT INTO counters SELECT g, 0 FROM generate_series(1, {ROWS}) g"
@@ -70,7 +70,7 @@ fn counters() -> String {
 }
 
 /// Reads row `id` through the proxy, alternating protocols by reader.
-async fn read_row(
+pub(crate) async fn read_row(
     client: &tokio_postgres::Client,
     stmt: &tokio_postgres::Statement,
     simple: bool,
@@ -146,24 +146,43 @@ async fn reader(proxy_url: String, shared: Arc<Shared>, simple: bool) {
     }
 }
 
-/// Runs writers and readers against `proxy`, then checks the outcome.
 async fn check_no_stale_reads(pg: &TestPostgres, proxy: &CachingProxy, store: &str) {
+    check_across(pg, &[proxy], store, None).await;
+}
+
+/// Something done to the store while the checker runs (on a blocking
+/// thread: killing a server and waiting for its failover take seconds).
+pub type Disruption = Box<dyn FnOnce() + Send + 'static>;
+
+/// Runs writers and readers spread over `proxies` (a writer's reads and
+/// another instance's), with `disruption` started a quarter into the run,
+/// then checks the outcome.
+pub async fn check_across(
+    pg: &TestPostgres,
+    proxies: &[&CachingProxy],
+    store: &str,
+    disruption: Option<Disruption>,
+) {
     let shared = Arc::new(Shared {
         acked: (0..=ROWS).map(|_| AtomicI64::new(0)).collect(),
         ..Shared::default()
     });
-    let url = proxy.db_url();
+    let urls: Vec<String> = proxies.iter().map(|p| p.db_url()).collect();
+    let url = |i: usize| urls[i % urls.len()].clone();
     let mut tasks = Vec::new();
-    for _ in 0..WRITERS {
-        tasks.push(tokio::spawn(writer(url.clone(), shared.clone())));
+    for i in 0..WRITERS {
+        tasks.push(tokio::spawn(writer(url(i), shared.clone())));
     }
     for i in 0..READERS {
-        tasks.push(tokio::spawn(reader(
-            url.clone(),
-            shared.clone(),
-            i % 2 == 0,
-        )));
+        tasks.push(tokio::spawn(reader(url(i + 1), shared.clone(), i % 2 == 0)));
     }
+    let disrupted = disruption.is_some();
+    let disruption = disruption.map(|act| {
+        tokio::spawn(async move {
+            tokio::time::sleep(MAX_TIME / 4).await;
+            tokio::task::spawn_blocking(act).await
+        })
+    });
     let started = Instant::now();
     let stopper = {
         let shared = shared.clone();
@@ -179,14 +198,24 @@ async fn check_no_stale_reads(pg: &TestPostgres, proxy: &CachingProxy, store: &s
             .expect("a checker task panicked");
     }
     stopper.abort();
+    if let Some(disruption) = disruption {
+        disruption
+            .await
+            .expect("disruption task")
+            .expect("the disruption failed");
+    }
 
     let reads = shared.reads.load(Ordering::SeqCst).min(MAX_READS);
     let writes = shared.writes.load(Ordering::SeqCst).min(MAX_WRITES);
-    let (hits, misses) = (proxy.hits("counters"), proxy.misses("counters"));
+    let hits: u64 = proxies.iter().map(|p| p.hits("counters")).sum();
+    let misses: u64 = proxies.iter().map(|p| p.misses("counters")).sum();
     let violations = shared.violations.lock().unwrap().clone();
+    let lookup_errors: u64 = proxies.iter().map(|p| p.errors("lookup")).sum();
+    let skipped: u64 = proxies.iter().map(|p| p.bypassed("store_down")).sum();
     eprintln!(
         "{store}: {writes} writes, {reads} reads (+{writes} own reads) in {:?}: \
-         {hits} hits, {misses} misses, {} violations",
+         {hits} hits, {misses} misses, {lookup_errors} lookup errors, \
+         {skipped} lookups skipped (store down), {} violations",
         started.elapsed(),
         violations.len()
     );
@@ -196,10 +225,13 @@ async fn check_no_stale_reads(pg: &TestPostgres, proxy: &CachingProxy, store: &s
         violations.join("\n")
     );
 
-    // The final state agrees with Postgres.
+    // The final state agrees with Postgres, through every instance.
     let direct = pg.connect().await;
-    let via = proxy.connect().await;
-    for id in 1..=ROWS {
+    for (proxy, id) in proxies
+        .iter()
+        .flat_map(|p| (1..=ROWS).map(move |id| (p, id)))
+    {
+        let via = proxy.connect().await;
         let want: i64 = direct
             .query_one("SELECT v FROM counters WHERE id = $1", &[&id])
             .await
@@ -219,8 +251,10 @@ async fn check_no_stale_reads(pg: &TestPostgres, proxy: &CachingProxy, store: &s
         "{store}: too few operations to mean anything ({writes} writes, {reads} reads)"
     );
     let total_reads = reads + writes;
+    // A disrupted store serves nothing until it has recovered.
+    let share = if disrupted { 10 } else { 4 };
     assert!(
-        hits * 4 >= total_reads,
+        hits * share >= total_reads,
         "{store}: only {hits} of {total_reads} reads were hits; the checker needs a real share of hits"
     );
 }

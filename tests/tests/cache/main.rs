@@ -9,10 +9,14 @@
 //! made directly on Postgres are invalidated from its replication stream
 //! within `max_lag` (`replication`), and that the Redis store works over
 //! TLS with an ACL user and is unavailable, never wrong, when either does
-//! not check out (`redis_tls`).
+//! not check out (`redis_tls`); and that all of it holds on a Redis Cluster
+//! shared by several instances, through failover and slot migration, with
+//! one instance filling an expiring hot entry for all (`cluster`), and
+//! behind Sentinel.
 //!
 //! One test binary: `cargo test -p pgstash-tests --test cache`.
 
+mod cluster;
 mod consistency;
 mod failures;
 mod fast;

@@ -47,6 +47,11 @@ pub enum StoreError {
     Timeout(Duration),
     #[error("cache store error: {0}")]
     Backend(String),
+    /// Redis answered, with an error (a script error, `TRYAGAIN` while a
+    /// slot migrates, out of memory): it is reachable, so this does not
+    /// count as the store being down.
+    #[error("cache store refused the call: {0}")]
+    Refused(String),
     /// An invalidation may have been lost; nothing is served until the
     /// global epoch has been moved on (guarantee G4).
     #[error("cache store recovering from an outage (epoch not yet renewed)")]

@@ -1,6 +1,9 @@
 //! Writing invalidations to Redis: one script call bumps the versions of
-//! every table a batch of writers touched (see `coalesce.rs`), and a call
-//! that fails makes the store dirty (G4).
+//! every table a batch of writers touched (see `coalesce.rs`). A call that
+//! fails makes the store dirty (G4) and is followed at once by an epoch
+//! renewal, before the writers' acknowledgements: instances sharing the
+//! store (each reads the epoch at every lookup) then serve nothing from
+//! before the writes, instead of serving it until this one repairs.
 
 use std::sync::Arc;
 
@@ -43,21 +46,28 @@ impl RedisStore {
 }
 
 /// Takes queued invalidations until none is left (see `coalesce.rs`).
-/// While the store is dirty a batch fails at once, marked again: its
-/// entries are unreachable once the epoch is renewed (a mark made now
-/// keeps the store dirty until a renewal that begins after it), and a
-/// Redis that is down or slow must not hold writes for a timeout each.
+/// While the store is down a batch fails at once, marked (nothing is
+/// served until the epoch is renewed, and a Redis that does not answer
+/// must not hold writes for a timeout each). Otherwise a batch that finds
+/// the store dirty, or whose call fails, renews the epoch: that hides what
+/// its writes changed from every instance, as a bump would have.
 pub(super) async fn run_invalidations(store: Arc<RedisStore>) {
     let mut runner = Runner {
         store: &store,
         finished: false,
     };
     while let Some(batch) = store.coalescer.take() {
-        let result = if store.dirty.is_dirty() {
+        let result = if store.breaker.is_down() {
             store.dirty.mark();
-            Err(StoreError::Recovering)
+            Err(StoreError::Down)
+        } else if store.dirty.is_dirty() {
+            store.renew_epoch().await
         } else {
-            store.invalidate_now(&batch.tables).await
+            match store.invalidate_now(&batch.tables).await {
+                Ok(()) => Ok(()),
+                Err(e) if store.breaker.is_down() => Err(e),
+                Err(e) => store.renew_epoch().await.map_err(|_| e),
+            }
         };
         batch.finish(result);
     }

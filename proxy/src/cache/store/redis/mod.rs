@@ -197,13 +197,15 @@ impl RedisStore {
     }
 
     /// `call` within the store's timeout (see [`scripts::bounded`]); a
-    /// failure or a timeout trips the breaker.
+    /// timeout or a connection failure trips the breaker.
     async fn bounded<T>(
         &self,
         call: impl std::future::Future<Output = Result<T, Error>>,
     ) -> Result<T, StoreError> {
         let result = scripts::bounded(self.timeout, call).await;
-        if result.is_err() {
+        // An error reply says Redis is there; only silence or a broken
+        // connection makes the store down.
+        if matches!(&result, Err(e) if !matches!(e, StoreError::Refused(_))) {
             self.breaker.trip();
         }
         result

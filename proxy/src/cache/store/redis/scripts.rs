@@ -72,6 +72,14 @@ return {false, claim(KEYS[2])}
     )
 }
 
+/// Cluster: the stamp's half of a lookup, on the meta slot's node. KEYS:
+/// the epoch, one version key per table. A script rather than an `MGET`,
+/// like every call on the lookup path: fred sends scripts one at a time on
+/// a connection, never pipelined behind other commands.
+const META_LUA: &str = r#"
+return redis.call('MGET', unpack(KEYS))
+"#;
+
 /// Cluster: takes the fill lease of an entry found stale. KEYS[1]: the
 /// lease. ARGV as for [`lookup_lua`].
 fn claim_lua() -> String {
@@ -117,6 +125,7 @@ return 1
 /// The store's scripts, each loaded once per Redis node on first use.
 pub struct Scripts {
     pub lookup: Script,
+    pub meta: Script,
     pub entry: Script,
     pub claim: Script,
     pub put: Script,
@@ -129,6 +138,7 @@ impl Default for Scripts {
     fn default() -> Scripts {
         Scripts {
             lookup: Script::from_lua(lookup_lua()),
+            meta: Script::from_lua(META_LUA),
             entry: Script::from_lua(entry_lua()),
             claim: Script::from_lua(claim_lua()),
             put: Script::from_lua(PUT_LUA),
@@ -158,12 +168,27 @@ pub fn builder(target: &RedisTarget, timeout: Duration) -> Result<Builder, Store
     };
     // Keep reconnecting even when Redis is down at startup.
     redis_config.fail_fast = false;
+    let cluster = redis_config.server.is_clustered();
     let mut builder = Builder::from_config(redis_config);
     builder
         .with_connection_config(|c| {
             c.connection_timeout = Duration::from_secs(2);
             c.internal_command_timeout = Duration::from_secs(2);
+            // One write per command: the store's timeout, not fred's
+            // retries, bounds a call.
             c.max_command_attempts = 1;
+            // Cluster: a redirection is not followed; the call fails (the
+            // query goes upstream, an invalidation renews the epoch) and,
+            // for `MOVED`, fred first relearns which node serves which
+            // slot, so the next call goes to the right node. Following
+            // `ASK` (a slot migrating) is what fred cannot do safely: it
+            // sends `ASKING` and takes the connection's next reply as its
+            // answer, which with other commands in flight is another
+            // command's; the connection's replies then go out of step,
+            // seen as every later call timing out.
+            if cluster {
+                c.max_redirections = 0;
+            }
         })
         .with_performance_config(|p| {
             p.default_command_timeout = timeout;
@@ -182,6 +207,20 @@ pub async fn bounded<T>(
     match tokio::time::timeout(timeout, call).await {
         Ok(Ok(v)) => Ok(v),
         Ok(Err(e)) if *e.kind() == ErrorKind::Timeout => Err(StoreError::Timeout(timeout)),
+        // A redirection not followed (see `builder`): Redis answered.
+        Ok(Err(e)) if *e.kind() == ErrorKind::Routing && e.details().contains("redirections") => {
+            Err(StoreError::Refused(e.to_string()))
+        }
+        // What fred makes of an error reply (`ERR …`, `TRYAGAIN …`,
+        // `NOREPLICAS …`, `WRONGTYPE …`): Redis answered.
+        Ok(Err(e))
+            if matches!(
+                e.kind(),
+                ErrorKind::Unknown | ErrorKind::InvalidArgument | ErrorKind::InvalidCommand
+            ) =>
+        {
+            Err(StoreError::Refused(e.to_string()))
+        }
         Ok(Err(e)) => Err(StoreError::Backend(e.to_string())),
         Err(_) => Err(StoreError::Timeout(timeout)),
     }
