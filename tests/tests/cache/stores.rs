@@ -1,6 +1,6 @@
 //! The store contract (`proxy/src/cache/store/contract.rs`), checked the same
 //! way against every store: the in-process store, Redis in strict mode and
-//! Redis in fast mode. Each property is one function generic over
+//! Redis in fast mode, on one Redis and on a Redis Cluster. Each property is one function generic over
 //! `CacheStore`; each store runs all of them. A new store joins by adding a
 //! test that builds it and calls [`conforms`].
 
@@ -8,11 +8,12 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use pgstash::cache::store::{CacheStore, MemoryStore, RedisStore, StoreError};
+use pgstash::cache::store::{CacheStore, Filler, MemoryStore, RedisStore, StoreError};
 use pgstash::cache::{KeyBase, TableKey};
 use pgstash::config::{CacheConfig, CacheMode};
 use pgstash::observe::Metrics;
 use pgstash_tests::cache::RedisPrefix;
+use pgstash_tests::redis_cluster::RedisCluster;
 
 const TTL: Duration = Duration::from_secs(60);
 
@@ -251,6 +252,77 @@ async fn redis_in_fast_mode_keeps_the_contract() {
     );
     conforms(&*a).await;
     instances_agree(&*a, &*b, Duration::from_secs(1)).await;
+}
+
+/// Fill leases (property 8): of two instances missing the same entry, one
+/// fills and the other is told to wait; the holder's put gives the lease
+/// up (the entry is then a hit everywhere), and so does an abandon.
+async fn one_instance_fills_a_missed_entry<S: CacheStore>(a: &S, b: &S) {
+    let tables = [table("lease")];
+    let first = a.lookup(&base(40), &tables).await.expect("lookup");
+    assert_eq!(
+        first.filler,
+        Filler::Us,
+        "{}: the first miss fills",
+        a.kind()
+    );
+    let again = a.lookup(&base(40), &tables).await.expect("lookup");
+    assert_eq!(again.filler, Filler::Us, "the holder's own later misses");
+    let other = b.lookup(&base(40), &tables).await.expect("lookup");
+    assert_eq!(other.filler, Filler::Other, "another instance waits");
+    put(a, &first.key, &tables, &first.versions, "leased").await;
+    assert_eq!(read(b, &base(40), &tables).await, Some(value("leased")));
+
+    let missed = a.lookup(&base(41), &tables).await.expect("lookup");
+    assert_eq!(missed.filler, Filler::Us);
+    a.abandon(&missed.key);
+    let deadline = Instant::now() + Duration::from_secs(2);
+    loop {
+        let other = b.lookup(&base(41), &tables).await.expect("lookup");
+        if other.filler == Filler::Us {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "an abandoned lease was not given up"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
+async fn cluster_store(cluster: &RedisCluster, mode: CacheMode) -> Arc<RedisStore> {
+    redis_at(&cluster.url(), &format!("conformance-{mode:?}:"), mode).await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn redis_cluster_keeps_the_contract() {
+    let cluster = RedisCluster::start();
+    for mode in [CacheMode::Strict, CacheMode::Fast] {
+        let (a, b) = (
+            cluster_store(&cluster, mode).await,
+            cluster_store(&cluster, mode).await,
+        );
+        conforms(&*a).await;
+        let bound = match mode {
+            CacheMode::Strict => Duration::ZERO,
+            CacheMode::Fast => Duration::from_secs(1),
+        };
+        instances_agree(&*a, &*b, bound).await;
+        one_instance_fills_a_missed_entry(&*a, &*b).await;
+    }
+}
+
+#[tokio::test]
+async fn instances_sharing_redis_take_turns_filling() {
+    let prefix = RedisPrefix::new();
+    let (a, b) = (
+        redis(&prefix, CacheMode::Strict).await,
+        redis(&prefix, CacheMode::Strict).await,
+    );
+    one_instance_fills_a_missed_entry(&*a, &*b).await;
+    let memory = MemoryStore::new(1 << 20);
+    let lookup = memory.lookup(&base(40), &[table("lease")]);
+    assert_eq!(lookup.filler, Filler::Unclaimed, "one process: no lease");
 }
 
 /// G4 and the bound on every call: a Redis that does not answer is an
