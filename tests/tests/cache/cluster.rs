@@ -176,12 +176,13 @@ fn meta_master(cluster: &RedisCluster) -> pgstash_tests::redis_cluster::Master {
     cluster.master_of(cluster.slot(&format!("{{{prefix}}}epoch")))
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_master_killed_mid_run_never_serves_a_stale_read() {
+/// Kills the master of the meta slot a quarter into the checker's run,
+/// with `n` instances in `mode`, and checks the cache comes back.
+async fn kill_the_meta_master_mid_run(n: usize, mode: CacheMode, store: &str) {
     let cluster = Arc::new(Mutex::new(RedisCluster::start()));
     let pg = database(&[&counters()]).await;
     let url = cluster.lock().unwrap().url();
-    let proxies = instances(&pg, &url, 2, CacheMode::Strict).await;
+    let proxies = instances(&pg, &url, n, mode).await;
     let victim = meta_master(&cluster.lock().unwrap());
     let killer = cluster.clone();
     let disruption: Disruption = Box::new(move || {
@@ -192,10 +193,23 @@ async fn a_master_killed_mid_run_never_serves_a_stale_read() {
         cluster.wait_moved(slot, victim.port);
     });
     let refs: Vec<&CachingProxy> = proxies.iter().collect();
-    check_across(&pg, &refs, "redis cluster, master killed", Some(disruption)).await;
+    check_across(&pg, &refs, store, Some(disruption)).await;
     for proxy in &proxies {
         hits_again(proxy).await;
     }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_master_killed_mid_run_never_serves_a_stale_read() {
+    kill_the_meta_master_mid_run(2, CacheMode::Strict, "redis cluster, master killed").await;
+}
+
+/// Fast mode promises read-your-writes through one instance (others follow
+/// within the pub/sub delivery time): one instance, its local tier emptied
+/// when its connections to the killed master drop.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_master_killed_mid_run_in_fast_mode_never_serves_a_stale_read() {
+    kill_the_meta_master_mid_run(1, CacheMode::Fast, "redis cluster, fast, master killed").await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
