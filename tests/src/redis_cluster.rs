@@ -306,11 +306,14 @@ impl Drop for RedisCluster {
     }
 }
 
-/// One Redis master watched by one Sentinel (service `pgstash`).
+/// One Redis master with one replica, watched by one Sentinel (service
+/// `pgstash`), which promotes the replica when the master dies.
 pub struct RedisSentinel {
     pub master_port: u16,
+    pub replica_port: u16,
     pub sentinel_port: u16,
-    children: Vec<Child>,
+    master: Option<Child>,
+    others: Vec<Child>,
     dir: PathBuf,
 }
 
@@ -319,21 +322,29 @@ impl RedisSentinel {
 
     pub fn start() -> RedisSentinel {
         let dir = std::env::temp_dir().join(crate::unique_name("pgstash-test-sentinel"));
-        std::fs::create_dir_all(&dir).expect("create sentinel dir");
-        let master_port = crate::servers::free_port();
-        let master = spawn_redis(
-            &dir,
-            &[
-                "--port",
-                &master_port.to_string(),
-                "--bind",
-                "127.0.0.1",
-                "--save",
-                "",
-            ],
+        let server = |name: &str, port: u16, extra: &[&str]| {
+            let own = dir.join(name);
+            std::fs::create_dir_all(&own).expect("create server dir");
+            let port_text = port.to_string();
+            let mut args = vec!["--port", &port_text, "--bind", "127.0.0.1", "--save", ""];
+            args.extend(extra);
+            let child = spawn_redis(&own, &args);
+            wait_until(Duration::from_secs(10), format!("{name} to answer"), || {
+                cli(port, &["PING"]).trim() == "PONG"
+            });
+            child
+        };
+        let (master_port, replica_port) =
+            (crate::servers::free_port(), crate::servers::free_port());
+        let master = server("master", master_port, &[]);
+        let master_text = master_port.to_string();
+        let replica = server(
+            "replica",
+            replica_port,
+            &["--replicaof", "127.0.0.1", &master_text],
         );
-        wait_until(Duration::from_secs(10), "the master to answer", || {
-            cli(master_port, &["PING"]).trim() == "PONG"
+        wait_until(Duration::from_secs(10), "the replica to sync", || {
+            cli(replica_port, &["INFO", "replication"]).contains("master_link_status:up")
         });
         let sentinel_port = crate::servers::free_port();
         let config = dir.join("sentinel.conf");
@@ -341,29 +352,28 @@ impl RedisSentinel {
             &config,
             format!(
                 "port {sentinel_port}\nbind 127.0.0.1\n\
-                 sentinel monitor {} 127.0.0.1 {master_port} 1\n\
-                 sentinel down-after-milliseconds {} 1000\n",
-                Self::SERVICE,
-                Self::SERVICE
+                 sentinel monitor {service} 127.0.0.1 {master_port} 1\n\
+                 sentinel down-after-milliseconds {service} 1000\n\
+                 sentinel failover-timeout {service} 5000\n",
+                service = Self::SERVICE,
             ),
         )
         .expect("write sentinel.conf");
         let sentinel = spawn_redis(&dir, &[&config.display().to_string(), "--sentinel"]);
         wait_until(
-            Duration::from_secs(10),
-            "the sentinel to know the master",
+            Duration::from_secs(20),
+            "the sentinel to know both servers",
             || {
-                cli(
-                    sentinel_port,
-                    &["SENTINEL", "get-master-addr-by-name", Self::SERVICE],
-                )
-                .contains(&master_port.to_string())
+                cli(sentinel_port, &["SENTINEL", "replicas", Self::SERVICE])
+                    .contains(&replica_port.to_string())
             },
         );
         RedisSentinel {
             master_port,
+            replica_port,
             sentinel_port,
-            children: vec![master, sentinel],
+            master: Some(master),
+            others: vec![replica, sentinel],
             dir,
         }
     }
@@ -377,15 +387,40 @@ impl RedisSentinel {
         )
     }
 
-    /// Runs `redis-cli` on the master.
+    /// The port the sentinel names as the master now.
+    pub fn current_master(&self) -> Option<u16> {
+        cli(
+            self.sentinel_port,
+            &["SENTINEL", "get-master-addr-by-name", Self::SERVICE],
+        )
+        .lines()
+        .nth(1)
+        .and_then(|port| port.trim().parse().ok())
+    }
+
+    /// SIGKILLs the master and waits until the sentinel has promoted the
+    /// replica and the replica acts as master.
+    pub fn fail_over(&mut self) {
+        if let Some(mut master) = self.master.take() {
+            let _ = master.kill();
+            let _ = master.wait();
+        }
+        let replica = self.replica_port;
+        wait_until(Duration::from_secs(30), "the sentinel to fail over", || {
+            self.current_master() == Some(replica)
+                && cli(replica, &["INFO", "replication"]).contains("role:master")
+        });
+    }
+
+    /// Runs `redis-cli` on the server the sentinel names as master.
     pub fn master_cli(&self, args: &[&str]) -> String {
-        cli(self.master_port, args)
+        cli(self.current_master().unwrap_or(self.master_port), args)
     }
 }
 
 impl Drop for RedisSentinel {
     fn drop(&mut self) {
-        for child in &mut self.children {
+        for child in self.master.iter_mut().chain(self.others.iter_mut()) {
             let _ = child.kill();
             let _ = child.wait();
         }

@@ -326,8 +326,8 @@ async fn an_expiring_hot_entry_is_filled_by_one_instance_while_the_others_wait()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn pgstash_finds_the_master_through_sentinel() {
-    let sentinel = RedisSentinel::start();
+async fn pgstash_finds_the_master_through_sentinel_and_follows_a_failover() {
+    let mut sentinel = RedisSentinel::start();
     let pg = database(&[&counters()]).await;
     let proxy = CachingProxy::start(&pg, RULES, |c| c.redis = Some(sentinel.url())).await;
     let client = proxy.connect().await;
@@ -341,9 +341,23 @@ async fn pgstash_finds_the_master_through_sentinel() {
     assert_eq!(proxy.hits("counters"), 1, "served from the master");
     let keys = sentinel.master_cli(&["DBSIZE"]);
     assert!(keys.trim().parse::<u64>().unwrap_or(0) >= 1, "{keys}");
+
+    // The master dies; the sentinel promotes the replica.
+    let old_master = sentinel.master_port;
+    sentinel.fail_over();
+    assert_ne!(sentinel.current_master(), Some(old_master));
+    // A write now is seen at once, and the cache serves again from the
+    // new master by itself.
     client
         .execute("UPDATE counters SET v = 7 WHERE id = 1", &[])
         .await
         .unwrap();
     assert_eq!(read_row(&client, &stmt, false, 1).await, 7);
+    hits_again(&proxy).await;
+    assert_eq!(read_row(&client, &stmt, false, 1).await, 7);
+    let keys = sentinel.master_cli(&["DBSIZE"]);
+    assert!(
+        keys.trim().parse::<u64>().unwrap_or(0) >= 1,
+        "entries on the new master: {keys}"
+    );
 }
