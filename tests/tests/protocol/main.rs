@@ -6,7 +6,8 @@
 //! only the client concerned (`faults`), so do the `[client]` limits
 //! (`limits`), session-bound state pins a transaction-mode client to its
 //! server connection (`pinning`), and a shutdown is graceful
-//! (`shutdown`). Transaction mode keeps the client's prepared statements
+//! (`shutdown`). The client's unnamed statement lives as long as on its
+//! own server (`unnamed`). Transaction mode keeps the client's prepared statements
 //! through what drivers do to them (`statements`). Upstream, pgstash encrypts as libpq's `sslmode` says
 //! (`upstream_tls`, `upstream_direct`) and logs in with md5 and SCRAM
 //! (`upstream_auth`), also without knowing the password: SCRAM
@@ -26,6 +27,7 @@ mod pinning;
 mod shutdown;
 mod statements;
 mod tls;
+mod unnamed;
 mod upstream_auth;
 mod upstream_direct;
 mod upstream_replication;

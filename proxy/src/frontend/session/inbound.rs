@@ -73,6 +73,9 @@ impl Session {
         };
         let routable = !matches!(self.phase.flow, Flow::Skipping | Flow::Closing);
         if frame.tag() == ftag::QUERY && routable && self.route_query(&frame).await {
+            // Answered from the cache, as Postgres would: the client's
+            // unnamed statement is gone all the same.
+            self.statements.on_simple_query();
             message::ready_for_query(&mut self.client.out, b'I');
             return Ok(true);
         }
@@ -192,6 +195,7 @@ impl Session {
         if !between_requests || !self.statements.forget(name.as_bytes()) {
             return false;
         }
+        self.statements.on_simple_query();
         message::command_complete(&mut self.client.out, "DEALLOCATE");
         message::ready_for_query(&mut self.client.out, status);
         let request = self.requests.take();

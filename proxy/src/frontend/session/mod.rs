@@ -417,6 +417,7 @@ impl Session {
                 return Ok(());
             };
             let bound = pinning::still_bound(server, &mut self.client.out).await;
+            self.statements.on_internal_query();
             // Notifications that came with the answer go out now (unless
             // an acknowledgement is held for its invalidation).
             self.client.flush(self.holding()).await?;
@@ -440,7 +441,9 @@ impl Session {
         let Some(server) = self.upstream.conn() else {
             return;
         };
-        if self.settings.read_back(server).await {
+        let read = self.settings.read_back(server).await;
+        self.statements.on_internal_query();
+        if read {
             if let Some(cache) = self.cache.as_mut() {
                 cache.settings_changed();
             }

@@ -57,8 +57,19 @@ impl ClientStatements {
         self.unnamed_on_server = false;
     }
 
-    /// A simple Query ran: Postgres dropped the unnamed statement.
+    /// The client's simple Query: Postgres drops the unnamed statement, so
+    /// the client has none until its next unnamed Parse (a Bind of it is
+    /// Postgres' 26000, as on the client's own server).
     pub fn on_simple_query(&mut self) {
+        self.unnamed = None;
+        self.unnamed_on_server = false;
+    }
+
+    /// pgstash ran a query of its own on the held connection (reading
+    /// settings back, checking for session-bound state): that dropped the
+    /// server's unnamed statement, but not the client's, which is parsed
+    /// again before the client next uses it.
+    pub fn on_internal_query(&mut self) {
         self.unnamed_on_server = false;
     }
 
