@@ -6,6 +6,8 @@
 //!   transaction pooler) — cheap on the common path;
 //! - [`statement_reset`]: how a string drops prepared statements (for the
 //!   transaction pooler's mapping of `DEALLOCATE` / `DISCARD ALL`);
+//! - [`exclusive_databases`]: the databases a string needs no other session
+//!   connected to (`DROP DATABASE`…), whose idle pooled connections close;
 //! - [`analyze`] / [`AnalysisCache`]: statement kinds, relations read and
 //!   written, functions, locking, temp/system relations, parameters;
 //! - [`normalize`] / [`Fingerprint`]: the stable SHA-256 identity of a query
@@ -26,6 +28,7 @@ mod cache;
 mod catalog;
 mod classify;
 mod decision;
+mod exclusive;
 mod fingerprint;
 mod load;
 mod model;
@@ -43,6 +46,7 @@ pub use analysis::{analyze, Analysis, AnalyzeError};
 pub use cache::{AnalysisCache, MAX_CACHED_TEXT};
 pub use catalog::{Catalog, Volatility};
 pub use decision::{decide, decide_unparsable, BypassReason, Decision, SessionFacts};
+pub use exclusive::exclusive_databases;
 pub use fingerprint::{
     fingerprint, is_time_sensitive_input, literal_values, normalize, Fingerprint, FingerprintError,
     FingerprintHashing, FingerprintMap, Literal, LiteralKind, Normalized, CANONICAL_VERSION,

@@ -253,6 +253,34 @@ impl Pools {
             .clear();
     }
 
+    /// Forgets every pool of `database` (all its users): new clients get
+    /// new pools, and each old one closes with its connections once no
+    /// session holds it — at once when none does. Called before a client's
+    /// statement that needs the database without other sessions (`DROP
+    /// DATABASE`…: see `pgstash_rules::exclusive_databases`), which pooled
+    /// connections left idle would fail with 55006 when the client, talking
+    /// to Postgres directly, would have none. A session still using an old
+    /// pool keeps it (and its connections) until it ends, as its own
+    /// connection to Postgres would.
+    pub fn retire(&self, database: &str) {
+        let retired: Vec<Arc<PoolEntry>> = {
+            let mut entries = self.entries.lock().unwrap_or_else(|e| e.into_inner());
+            let keys: Vec<PoolKey> = entries
+                .keys()
+                .filter(|k| k.database == database)
+                .cloned()
+                .collect();
+            keys.iter().filter_map(|k| entries.remove(k)).collect()
+        };
+        if !retired.is_empty() {
+            tracing::debug!(
+                database,
+                pools = retired.len(),
+                "retired the pools of a database a client needs alone"
+            );
+        }
+    }
+
     /// (database, user, state) counts for metrics and logs.
     pub fn states(&self) -> Vec<(PoolKey, bb8::State)> {
         let entries = self.entries.lock().unwrap_or_else(|e| e.into_inner());

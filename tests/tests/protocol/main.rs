@@ -7,7 +7,8 @@
 //! (`limits`), session-bound state pins a transaction-mode client to its
 //! server connection (`pinning`), and a shutdown is graceful
 //! (`shutdown`). The client's unnamed statement lives as long as on its
-//! own server (`unnamed`). Transaction mode keeps the client's prepared statements
+//! own server (`unnamed`), and a client's `DROP DATABASE` is not kept
+//! from running by pgstash's idle pooled connections (`drop_database`). Transaction mode keeps the client's prepared statements
 //! through what drivers do to them (`statements`). Upstream, pgstash encrypts as libpq's `sslmode` says
 //! (`upstream_tls`, `upstream_direct`) and logs in with md5 and SCRAM
 //! (`upstream_auth`), also without knowing the password: SCRAM
@@ -20,6 +21,7 @@ mod backend_key;
 mod cancel;
 mod clients;
 mod differential;
+mod drop_database;
 mod faults;
 mod limits;
 mod passthrough;

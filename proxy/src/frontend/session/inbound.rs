@@ -168,6 +168,7 @@ impl Session {
         }
         if query {
             self.note_effects(&text());
+            self.free_databases(&text());
             self.statements.on_simple_query();
         }
         self.upstream.send(frame.as_bytes(), Expect::Query);
@@ -237,6 +238,7 @@ impl Session {
         if frame.tag() == ftag::BIND {
             let name = statements::bind_statement(frame.body())?;
             if let Some(text) = self.statements.text_of(name) {
+                self.free_databases(&text);
                 self.requests.text(text.clone());
                 if let Some(writes) = self.writes_of(&text) {
                     self.note_writes(writes);
@@ -255,6 +257,16 @@ impl Session {
         }
         self.phase.flow.sent_extended();
         Ok(true)
+    }
+
+    /// A statement that needs databases without other sessions (`DROP
+    /// DATABASE`, `CREATE DATABASE … TEMPLATE`…) is about to run: pgstash's
+    /// pools of them are retired, so that their idle server connections
+    /// close (Postgres waits a few seconds for such sessions to end).
+    fn free_databases(&self, sql: &str) {
+        for database in pgstash_rules::exclusive_databases(sql) {
+            self.context.pools.retire(&database);
+        }
     }
 
     fn note_effects(&mut self, sql: &str) {
