@@ -9,7 +9,8 @@
 //! (`shutdown`). The client's unnamed statement lives as long as on its
 //! own server (`unnamed`), and a client's `DROP DATABASE` is not kept
 //! from running by pgstash's idle pooled connections (`drop_database`). Transaction mode keeps the client's prepared statements
-//! through what drivers do to them (`statements`). Upstream, pgstash encrypts as libpq's `sslmode` says
+//! through what drivers do to them (`statements`), and a statement dropped
+//! by name is gone as on the client's own server in both modes (`deallocate`). Upstream, pgstash encrypts as libpq's `sslmode` says
 //! (`upstream_tls`, `upstream_direct`) and logs in with md5 and SCRAM
 //! (`upstream_auth`), also without knowing the password: SCRAM
 //! pass-through and `auth_query` (`passthrough`).
@@ -20,6 +21,7 @@ mod auth;
 mod backend_key;
 mod cancel;
 mod clients;
+mod deallocate;
 mod differential;
 mod drop_database;
 mod faults;

@@ -166,12 +166,17 @@ impl Session {
             self.phase.flow.sent_sync();
             return Ok(true);
         }
+        let mut forget = None;
         if query {
             self.note_effects(&text());
             self.free_databases(&text());
             self.statements.on_simple_query();
+            if self.mode == PoolMode::Session {
+                forget = self.statements.deallocated_by(&text());
+            }
         }
-        self.upstream.send(frame.as_bytes(), Expect::Query);
+        self.upstream
+            .send(frame.as_bytes(), Expect::Query { forget });
         Ok(true)
     }
 
@@ -217,6 +222,15 @@ impl Session {
                 .close_locally(frame, &mut self.upstream, out)?
         {
             return Ok(true);
+        }
+        if matches!(frame.tag(), ftag::BIND | ftag::DESCRIBE | ftag::EXECUTE) {
+            let answer = rewrite && self.phase.tx != Tx::Failed;
+            if self
+                .statements
+                .deallocation(frame, &mut self.upstream, out, answer)?
+            {
+                return Ok(true);
+            }
         }
         if rewrite && frame.tag() == ftag::PARSE && !self.upstream.is_held() {
             let answered =

@@ -9,7 +9,7 @@
 //!   goes to it and the answers expected back;
 //! - [`Phase`] (`phase.rs`): where the request stands and the transaction
 //!   status, with their documented transitions;
-//! - [`ClientStatements`] (`prepared.rs`): the client's prepared statements;
+//! - [`ClientStatements`] (`prepared/`): the client's prepared statements;
 //! - [`ClientSettings`] (`settings.rs`): its settings, and whether caching
 //!   is off for it;
 //! - [`CachePath`] (`cached.rs`) and [`WritePath`]: the cache's side;
@@ -358,6 +358,9 @@ impl Session {
             .run()?;
             if relayed.statements_dropped {
                 self.statements.forget_all();
+            }
+            for forget in relayed.forgotten {
+                self.statements.forget_confirmed(forget);
             }
             if relayed.finished.is_some() {
                 self.clocks.request_ended();

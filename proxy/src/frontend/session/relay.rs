@@ -12,7 +12,7 @@ use super::request::{Request, Requests};
 use super::upstream::Upstream;
 use crate::backend::BackendError;
 use crate::cache::{entry, WritePath};
-use crate::frontend::expect::Effects;
+use crate::frontend::expect::{Effects, Forget};
 use crate::net::message::tag;
 
 /// The parts of a session an answer touches.
@@ -36,6 +36,8 @@ pub struct Relayed {
     /// The client's prepared statements were dropped (`DEALLOCATE ALL`,
     /// `DISCARD ALL`).
     pub statements_dropped: bool,
+    /// Statements the server confirmed it dropped (session mode).
+    pub forgotten: Vec<Forget>,
 }
 
 impl Relay<'_> {
@@ -97,11 +99,12 @@ impl Relay<'_> {
             self.upstream.drain_synthetic(self.out);
             self.upstream.consume(len, tag);
         }
-        let statements_dropped = self.upstream.end_relay(effects);
+        let (statements_dropped, forgotten) = self.upstream.end_relay(effects);
         Ok(Relayed {
             commit,
             finished,
             statements_dropped,
+            forgotten,
         })
     }
 }

@@ -12,7 +12,7 @@ use super::phase::Tx;
 use crate::backend::cancel::{CancelSlot, CancelTarget};
 use crate::backend::pool::{PoolEntry, Pooled};
 use crate::backend::{BackendError, ServerConn, SessionParams};
-use crate::frontend::expect::{Effects, Expect, ExpectQueue, Verdict};
+use crate::frontend::expect::{Effects, Expect, ExpectQueue, Forget, Verdict};
 use crate::net::frame::FrameRef;
 use crate::net::message::{self, tag};
 use crate::observe::Metrics;
@@ -346,9 +346,10 @@ impl Upstream {
     /// this connection after all; those that parsed are known to the pool;
     /// those that went stale move to a new generation. Returns whether the
     /// client dropped its prepared statements (`DEALLOCATE ALL`, `DISCARD
-    /// ALL`, confirmed by the server): the connection then has none.
+    /// ALL`, confirmed by the server: the connection then has none), and
+    /// the statements the server confirmed it dropped one by one.
     #[inline]
-    pub fn end_relay(&mut self, effects: Effects) -> bool {
+    pub fn end_relay(&mut self, effects: Effects) -> (bool, Vec<Forget>) {
         if let Some(conn) = self.conn() {
             if effects.statements_dropped {
                 conn.prepared.clear();
@@ -363,7 +364,7 @@ impl Upstream {
         for name in effects.stale {
             self.pool.statements.went_stale(&name);
         }
-        effects.statements_dropped
+        (effects.statements_dropped, effects.forgotten)
     }
 
     /// At the end of the session: the connection goes back to the pool

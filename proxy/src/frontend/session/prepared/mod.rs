@@ -3,11 +3,16 @@
 //! rewriting that lets them run on whichever server connection the client
 //! holds (see `frontend/statements.rs` for the naming scheme). Session
 //! mode forwards Parse, Bind and Describe as they are: the statements live
-//! on the client's own server.
+//! on the client's own server. What is answered without the server, and
+//! when a dropped statement is forgotten, is `local.rs`.
+
+mod local;
 
 use std::sync::Arc;
 
 use bytes::Bytes;
+
+use self::local::DeallocatePortal;
 
 use super::settings::StatementEffects;
 use super::upstream::Upstream;
@@ -49,6 +54,9 @@ pub struct ClientStatements {
     ///
     /// [`StatementReset::Other`]: pgstash_rules::StatementReset::Other
     forget_on_release: bool,
+    /// The portal bound to run `DEALLOCATE` of one of the client's
+    /// statements, until it is executed.
+    deallocating: Option<DeallocatePortal>,
 }
 
 impl ClientStatements {
@@ -160,57 +168,6 @@ impl ClientStatements {
         }
     }
 
-    /// Answers a named Parse whose statement is known to parse in this pool
-    /// without taking a server connection (transaction mode). Clients such
-    /// as pgbench prepare synchronously while other connections of theirs
-    /// hold transactions open; needing a server here could deadlock them on
-    /// a small pool. Returns the effects to apply when it answered.
-    pub fn parse_without_server(
-        &mut self,
-        frame: &Frame,
-        upstream: &mut Upstream,
-        client: &mut bytes::BytesMut,
-        effects_of: impl Fn(&str) -> StatementEffects,
-    ) -> Result<Option<StatementEffects>, NetError> {
-        // The unnamed statement (an empty name first in the body) always
-        // goes to a server; drivers send one per query, so it is not decoded
-        // here only to be decoded again.
-        if frame.body().first() == Some(&0) {
-            return Ok(None);
-        }
-        let parse = ParseMessage::decode(frame.body())?;
-        if parse.name.is_empty() || self.named.contains(parse.name) {
-            return Ok(None);
-        }
-        let names = &upstream.pool().statements;
-        let server_name = names.current(statements::server_name(parse.query, parse.types));
-        if !names.is_known(&server_name) {
-            return Ok(None);
-        }
-        let effects = effects_of(&parse.query_text());
-        self.named.insert(&parse, names);
-        client.extend_from_slice(&message::parse_complete());
-        Ok(Some(effects))
-    }
-
-    /// A Close of a named statement in transaction mode is answered here
-    /// (the server-side statement stays for other clients). Returns false
-    /// when the Close must go to the server.
-    pub fn close_locally(
-        &mut self,
-        frame: &Frame,
-        upstream: &mut Upstream,
-        client: &mut bytes::BytesMut,
-    ) -> Result<bool, NetError> {
-        let (kind, name) = statements::decode_target(frame.body(), "Close")?;
-        if kind != b'S' || name.is_empty() {
-            return Ok(false);
-        }
-        self.named.remove(name);
-        upstream.answer_locally(message::close_complete(), client);
-        Ok(true)
-    }
-
     /// Parse, Bind, Describe, Execute and (session-mode) Close, with a
     /// server connection held. Returns the effects of a parsed text.
     pub fn forward(
@@ -257,8 +214,21 @@ impl ClientStatements {
                     upstream.send(frame.as_bytes(), Expect::DescribeStatement);
                 }
             }
-            ftag::EXECUTE => upstream.send(frame.as_bytes(), Expect::Execute),
-            _ => upstream.send(frame.as_bytes(), Expect::Close),
+            ftag::EXECUTE => {
+                // Session mode: a `DEALLOCATE` of the client's statement
+                // forgets it once its CommandComplete confirms it.
+                let (portal, _) = statements::execute_parts(frame.body())?;
+                let forget = self
+                    .take_deallocation(portal)
+                    .filter(|_| !rewrite)
+                    .and_then(|name| self.forget_of(&name));
+                upstream.send(frame.as_bytes(), Expect::Execute { forget });
+            }
+            _ => {
+                let (kind, name) = statements::decode_target(frame.body(), "Close")?;
+                let forget = (kind == b'S').then(|| self.forget_of(name)).flatten();
+                upstream.send(frame.as_bytes(), Expect::Close { forget });
+            }
         }
         Ok(None)
     }
