@@ -39,6 +39,12 @@ pub enum Expect {
     Close { forget: Option<Box<Forget>> },
     /// ReadyForQuery.
     Sync,
+    /// The ReadyForQuery of a Sync pgstash sent itself after a Parse it
+    /// injected before a simple Query (so that a failed Parse does not
+    /// make the server skip the Query): not the client's, dropped. When
+    /// the Parse failed, its error is the client's answer, and the error
+    /// the Query then gets (its statement does not exist) is dropped.
+    SyncInjected { parse_failed: bool },
     /// A simple Query or FunctionCall: everything up to ReadyForQuery.
     /// `forget` as for `Execute` (the whole text is one `DEALLOCATE`).
     Query { forget: Option<Box<Forget>> },
@@ -94,6 +100,10 @@ pub struct ExpectQueue {
     queue: VecDeque<Expect>,
     /// The server is skipping messages until the next Sync after an error.
     skipping: bool,
+    /// A Parse pgstash injected before the simple Query now running
+    /// failed: the Query's error is not the client's (see
+    /// [`Expect::SyncInjected`]).
+    drop_query_error: bool,
 }
 
 impl ExpectQueue {
@@ -106,6 +116,7 @@ impl ExpectQueue {
     pub fn clear(&mut self) {
         self.queue.clear();
         self.skipping = false;
+        self.drop_query_error = false;
     }
 
     /// True while the server ignores messages after an error.
@@ -119,7 +130,7 @@ impl ExpectQueue {
     #[inline]
     pub fn push(&mut self, expect: Expect) {
         if self.skipping {
-            if !matches!(expect, Expect::Sync) {
+            if !matches!(expect, Expect::Sync | Expect::SyncInjected { .. }) {
                 return;
             }
             self.skipping = false;
@@ -196,7 +207,15 @@ impl ExpectQueue {
             ) => (true, Verdict::Forward),
             (Expect::Execute { .. }, _) => (false, Verdict::Forward),
             (Expect::Close { .. }, tag::CLOSE_COMPLETE) => (true, Verdict::Forward),
-            (Expect::Sync | Expect::Query { .. }, tag::READY_FOR_QUERY) => (true, Verdict::Forward),
+            (Expect::Sync, tag::READY_FOR_QUERY) => (true, Verdict::Forward),
+            (Expect::Query { .. }, tag::READY_FOR_QUERY) => {
+                self.drop_query_error = false;
+                (true, Verdict::Forward)
+            }
+            (Expect::SyncInjected { parse_failed }, tag::READY_FOR_QUERY) => {
+                self.drop_query_error = *parse_failed;
+                (true, Verdict::Drop)
+            }
             (Expect::Query { .. }, _) => (false, Verdict::Forward),
             _ => {
                 tracing::warn!(tag = %(tag as char), expected = ?front, "unexpected server message");
@@ -214,6 +233,9 @@ impl ExpectQueue {
     fn on_error(&mut self, effects: &mut Effects) -> Verdict {
         match self.queue.front() {
             None => Verdict::Forward,
+            Some(Expect::Query { .. }) if std::mem::take(&mut self.drop_query_error) => {
+                Verdict::Drop
+            }
             Some(Expect::Query { .. }) => Verdict::Forward,
             Some(_) => {
                 match self.queue.front() {
@@ -226,7 +248,11 @@ impl ExpectQueue {
                     }) => effects.failed_bind = Some(name.clone()),
                     _ => {}
                 }
-                while let Some(front) = self.queue.front() {
+                while let Some(front) = self.queue.front_mut() {
+                    if let Expect::SyncInjected { parse_failed } = front {
+                        *parse_failed = true;
+                        return Verdict::Forward;
+                    }
                     if matches!(front, Expect::Sync) {
                         return Verdict::Forward;
                     }
@@ -356,6 +382,35 @@ mod tests {
         assert!(effects.due.is_empty());
         q.on_server_message(b'Z', &mut effects);
         assert!(q.settled());
+    }
+
+    #[test]
+    fn an_injected_sync_ends_the_skipping_and_its_ready_for_query_is_dropped() {
+        let mut q = ExpectQueue::default();
+        q.push(Expect::Parse {
+            forward: false,
+            prepared: Some("pgstash_a".into()),
+            rename: None,
+        });
+        q.push(Expect::SyncInjected {
+            parse_failed: false,
+        });
+        q.push(Expect::Query { forget: None });
+        // The Parse fails: its error is the answer, the Query's is not.
+        let (v, _) = run(&mut q, b"EZEZ");
+        use Verdict::{Drop, Forward};
+        assert_eq!(v, [Forward, Drop, Drop, Forward]);
+        assert!(q.settled());
+        q.push(Expect::SyncInjected {
+            parse_failed: false,
+        });
+        q.push(Expect::Query { forget: None });
+        let (v, _) = run(&mut q, b"ZEZ");
+        assert_eq!(
+            v,
+            [Drop, Forward, Forward],
+            "the next Query's error is its own"
+        );
     }
 
     #[test]

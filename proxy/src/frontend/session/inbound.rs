@@ -166,17 +166,19 @@ impl Session {
             self.phase.flow.sent_sync();
             return Ok(true);
         }
-        let mut forget = None;
+        let (mut forget, mut renamed) = (None, None);
         if query {
             self.note_effects(&text());
             self.free_databases(&text());
             self.statements.on_simple_query();
             if self.mode == PoolMode::Session {
                 forget = self.statements.deallocated_by(&text());
+            } else if self.phase.tx != Tx::Failed {
+                renamed = self.statements.execute_by_name(&text(), &mut self.upstream);
             }
         }
-        self.upstream
-            .send(frame.as_bytes(), Expect::Query { forget });
+        let bytes = renamed.as_deref().unwrap_or(frame.as_bytes());
+        self.upstream.send(bytes, Expect::Query { forget });
         Ok(true)
     }
 

@@ -51,6 +51,11 @@ impl Relay<'_> {
         while let Some(answer) = self.upstream.next_answer(self.out, &mut effects)? {
             let frame = answer.frame;
             let (tag, len) = (frame.tag(), frame.len());
+            if tag == tag::READY_FOR_QUERY && !answer.forward {
+                // pgstash's own Sync: no request of the client's ended.
+                self.upstream.consume(len, tag);
+                continue;
+            }
             if let Some(cache) = self.cache.as_deref_mut() {
                 cache.capture(frame);
             }

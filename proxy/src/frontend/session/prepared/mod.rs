@@ -6,12 +6,14 @@
 //! on the client's own server. What is answered without the server, and
 //! when a dropped statement is forgotten, is `local.rs`.
 
+mod execute;
 mod local;
 
 use std::sync::Arc;
 
 use bytes::Bytes;
 
+use self::execute::prepare_required;
 use self::local::DeallocatePortal;
 
 use super::settings::StatementEffects;
@@ -32,6 +34,8 @@ struct Unnamed {
     types: Bytes,
     /// What its text does to the session, once that was looked at.
     effects: Option<StatementEffects>,
+    /// The statements its text runs by name (see `execute.rs`).
+    requires: Vec<(Arc<str>, Bytes)>,
 }
 
 /// The statement a Bind names, as the cache sees it.
@@ -160,6 +164,7 @@ impl ClientStatements {
                     text: bound.text,
                     types: bound.types,
                     effects: None,
+                    requires: Vec::new(),
                 });
             }
             self.unnamed_on_server = false;
@@ -247,6 +252,17 @@ impl ClientStatements {
         } else {
             effects_of(&parse.query_text())
         };
+        // Transaction mode: a text that runs the client's statements by
+        // name runs them by their server-side names.
+        let renamed = rewrite.then(|| self.renamed_parse(&parse)).flatten();
+        if let Some((text, requires)) = renamed {
+            let parse = ParseMessage {
+                name: parse.name,
+                query: text.as_bytes(),
+                types: parse.types,
+            };
+            return self.parse_renamed(&parse, requires, upstream, client, effects);
+        }
         // Session mode forwards every Parse as it is (the names live on the
         // client's own server); transaction mode forwards the unnamed one
         // and manages named ones below.
@@ -301,6 +317,7 @@ impl ClientStatements {
         if upstream.skipping() {
             return Some(statement.server_name);
         }
+        prepare_required(&statement.requires, upstream);
         let missing = upstream
             .conn()
             .is_some_and(|c| c.prepared.insert(statement.server_name.clone()));
@@ -320,7 +337,9 @@ impl ClientStatements {
         if self.unnamed_on_server || upstream.skipping() {
             return;
         }
-        if let Some(parse) = self.unnamed.as_ref().map(|u| u.parse.clone()) {
+        if let Some(unnamed) = self.unnamed.as_ref() {
+            let parse = unnamed.parse.clone();
+            prepare_required(&unnamed.requires, upstream);
             upstream.send(
                 &parse,
                 Expect::Parse {
@@ -357,6 +376,7 @@ impl ClientStatements {
             text,
             types: Bytes::copy_from_slice(parse.types),
             effects: Some(effects),
+            requires: Vec::new(),
         });
         effects
     }
