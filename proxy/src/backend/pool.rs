@@ -9,6 +9,7 @@
 //! `reconnect_backoff_max`) so a down upstream is not hammered.
 
 use std::collections::HashMap;
+use std::sync::atomic::AtomicU32;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -191,6 +192,8 @@ impl PoolEntry {
 #[derive(Debug)]
 pub struct Pools {
     entries: Mutex<HashMap<PoolKey, Arc<PoolEntry>>>,
+    /// Schema changes seen through any pool (see `statement_names.rs`).
+    schema_era: Arc<AtomicU32>,
 }
 
 impl Default for Pools {
@@ -203,6 +206,7 @@ impl Pools {
     pub fn new() -> Pools {
         Pools {
             entries: Mutex::new(HashMap::new()),
+            schema_era: Arc::default(),
         }
     }
 
@@ -236,7 +240,7 @@ impl Pools {
             .build_unchecked(manager);
         let entry = Arc::new(PoolEntry {
             pool,
-            statements: StatementNames::default(),
+            statements: StatementNames::new(self.schema_era.clone()),
             errors,
             acquire_timeout: config.acquire_timeout,
         });

@@ -85,6 +85,9 @@ pub struct Effects {
     pub statements_dropped: bool,
     /// Statements the server confirmed it dropped.
     pub forgotten: Vec<Forget>,
+    /// A statement that changes the schema completed (`CREATE …`, `ALTER
+    /// …`, `DROP …`).
+    pub schema_changed: bool,
 }
 
 /// What to do with one server message.

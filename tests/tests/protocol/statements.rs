@@ -345,3 +345,50 @@ async fn sql_execute_of_a_protocol_statement_runs_it_by_the_clients_name() {
     let msgs = c.simple_query("EXECUTE foobar").await.unwrap();
     assert_eq!(text_rows(&msgs), [[Some("1".to_owned())]]);
 }
+
+/// asyncpg's suite creates and drops the same table test after test: a
+/// statement prepared after the table was dropped and created again,
+/// through pgstash, parses against the new table (directly it would),
+/// not onto the copy a client prepared on the pooled connection before.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_statement_prepared_after_its_table_was_made_anew_runs_against_the_new_one() {
+    let (_pg, proxy) = fixture::pooled(&[], PoolMode::Transaction, 1).await;
+    let mut c = proxy.raw().await.unwrap();
+    const SELECT: &str = "SELECT * FROM remade";
+    sql(
+        &mut c,
+        "CREATE TABLE remade (a int, b int); INSERT INTO remade VALUES (1, 2)",
+    )
+    .await
+    .unwrap();
+    assert!(first_error(&parse(&mut c, "first", SELECT).await).is_none());
+    assert_eq!(
+        run(&mut c, "first").await,
+        Ok(vec![vec![Some("1".into()), Some("2".into())]])
+    );
+
+    sql(&mut c, "DROP TABLE remade").await.unwrap();
+    sql(
+        &mut c,
+        "CREATE TABLE remade (a int, b text, c text); INSERT INTO remade VALUES (1, 'x', 'y')",
+    )
+    .await
+    .unwrap();
+    // Another client, then the same one under a new name: a fresh Parse
+    // each, as asyncpg's next test and its re-prepare send.
+    let mut other = proxy.raw().await.unwrap();
+    for (client, name) in [(&mut other, "fresh"), (&mut c, "second")] {
+        let msgs = parse(client, name, SELECT).await;
+        assert!(first_error(&msgs).is_none(), "{msgs:?}");
+        assert_eq!(
+            run(client, name).await,
+            Ok(vec![vec![
+                Some("1".into()),
+                Some("x".into()),
+                Some("y".into())
+            ]])
+        );
+    }
+    // The statement prepared before the change fails as it would directly.
+    assert_eq!(run(&mut c, "first").await, Err("0A000".into()));
+}

@@ -26,6 +26,10 @@ const SHRINK_ABOVE: usize = 64 * 1024;
 /// statement of the session.
 const STATEMENT_RESETS: [&[u8]; 2] = [b"DEALLOCATE ALL", b"DISCARD ALL"];
 
+/// The CommandComplete tags of statements that change the schema: the
+/// statements prepared before may now describe other results.
+const SCHEMA_CHANGES: [&[u8]; 3] = [b"CREATE ", b"ALTER ", b"DROP "];
+
 pub struct Upstream {
     pool: Arc<PoolEntry>,
     conn: Option<Pooled>,
@@ -294,6 +298,7 @@ impl Upstream {
                 let body = frame.body();
                 let command = body.strip_suffix(&[0]).unwrap_or(body);
                 effects.statements_dropped |= STATEMENT_RESETS.contains(&command);
+                effects.schema_changed |= SCHEMA_CHANGES.iter().any(|c| command.starts_with(c));
             }
             tag::ERROR_RESPONSE => {
                 let (severity, code, _) = message::error_fields(frame.body());
@@ -363,6 +368,9 @@ impl Upstream {
         }
         for name in effects.stale {
             self.pool.statements.went_stale(&name);
+        }
+        if effects.schema_changed {
+            self.pool.statements.schema_changed();
         }
         (effects.statements_dropped, effects.forgotten)
     }
