@@ -75,7 +75,8 @@ impl Session {
         if frame.tag() == ftag::QUERY && routable && self.route_query(&frame).await {
             // Answered from the cache, as Postgres would: the client's
             // unnamed statement is gone all the same.
-            self.statements.on_simple_query();
+            self.statements
+                .on_simple_query(self.mode == PoolMode::Session);
             message::ready_for_query(&mut self.client.out, b'I');
             return Ok(true);
         }
@@ -170,7 +171,8 @@ impl Session {
         if query {
             self.note_effects(&text());
             self.free_databases(&text());
-            self.statements.on_simple_query();
+            self.statements
+                .on_simple_query(self.mode == PoolMode::Session);
             if self.mode == PoolMode::Session {
                 forget = self.statements.deallocated_by(&text());
             } else if self.phase.tx != Tx::Failed {
@@ -203,7 +205,8 @@ impl Session {
         if !between_requests || !self.statements.forget(name.as_bytes()) {
             return false;
         }
-        self.statements.on_simple_query();
+        self.statements
+            .on_simple_query(self.mode == PoolMode::Session);
         message::command_complete(&mut self.client.out, "DEALLOCATE");
         message::ready_for_query(&mut self.client.out, status);
         let request = self.requests.take();

@@ -69,11 +69,16 @@ impl ClientStatements {
         self.unnamed_on_server = false;
     }
 
-    /// The client's simple Query: Postgres drops the unnamed statement, so
-    /// the client has none until its next unnamed Parse (a Bind of it is
-    /// Postgres' 26000, as on the client's own server).
-    pub fn on_simple_query(&mut self) {
-        self.unnamed = None;
+    /// The client's simple Query: Postgres drops the unnamed statement.
+    /// On the client's own server (session mode) it then has none until
+    /// its next unnamed Parse: a Bind of it is Postgres' 26000. A shared
+    /// connection (transaction mode) may hold another client's unnamed
+    /// statement, so there the client's is parsed again before a later
+    /// Bind instead (never someone else's bound in its place).
+    pub fn on_simple_query(&mut self, own_server: bool) {
+        if own_server {
+            self.unnamed = None;
+        }
         self.unnamed_on_server = false;
     }
 
