@@ -7,8 +7,10 @@
 //! those (the client, talking to Postgres directly, would have none).
 //!
 //! # Performance
-//! Runs on statement texts the client sends; a byte scan for the word
-//! `database` comes first, and only texts containing it are parsed.
+//! Runs on statement texts the client sends: a text that starts with
+//! none of the statements' first letters (and holds no `;`) is passed over
+//! at once; then a byte scan for the word `database`, and only texts
+//! containing it are parsed.
 
 use pg_query::protobuf::ObjectType;
 
@@ -20,6 +22,13 @@ const DEFAULT_TEMPLATE: &str = "template1";
 /// The databases `sql` needs no other session connected to (empty for
 /// almost every text, and for a text that does not parse).
 pub fn exclusive_databases(sql: &str) -> Vec<String> {
+    // Such a statement starts with DROP, ALTER or CREATE: a text that
+    // starts otherwise (and holds no second statement) is passed over.
+    let first = sql.trim_start().bytes().next().map(|b| b | 0x20);
+    let may_start = matches!(first, Some(b'd' | b'a' | b'c' | b'-' | b'/'));
+    if !may_start && !sql.contains(';') {
+        return Vec::new();
+    }
     if !mentions_database(sql.as_bytes()) {
         return Vec::new();
     }
@@ -92,6 +101,11 @@ mod tests {
             ("SELECT current_database()", &[]),
             ("DROP TABLE database_log", &[]),
             ("DROP DATABASE", &[]),
+            ("  -- comment\n DROP DATABASE shop", &["shop"]),
+            (
+                "BEGIN; ALTER DATABASE shop RENAME TO store; COMMIT",
+                &["shop"],
+            ),
             ("SELECT 1", &[]),
         ];
         for (sql, expected) in cases {
