@@ -280,7 +280,7 @@ fn push_request(queue: &mut ExpectQueue) {
         statement: Some("pgstash_0123".into()),
     });
     queue.push(Expect::DescribePortal);
-    queue.push(Expect::Execute);
+    queue.push(Expect::Execute { forget: None });
     queue.push(Expect::Synthetic(message::close_complete()));
     queue.push(Expect::Sync);
 }

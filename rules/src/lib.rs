@@ -6,6 +6,10 @@
 //!   transaction pooler) — cheap on the common path;
 //! - [`statement_reset`]: how a string drops prepared statements (for the
 //!   transaction pooler's mapping of `DEALLOCATE` / `DISCARD ALL`);
+//! - [`exclusive_databases`]: the databases a string needs no other session
+//!   connected to (`DROP DATABASE`…), whose idle pooled connections close;
+//! - [`executed_statements`]: the prepared statements `EXECUTE name` runs,
+//!   and where the names are written (for the transaction pooler's renaming);
 //! - [`analyze`] / [`AnalysisCache`]: statement kinds, relations read and
 //!   written, functions, locking, temp/system relations, parameters;
 //! - [`normalize`] / [`Fingerprint`]: the stable SHA-256 identity of a query
@@ -26,6 +30,8 @@ mod cache;
 mod catalog;
 mod classify;
 mod decision;
+mod exclusive;
+mod execute;
 mod fingerprint;
 mod load;
 mod model;
@@ -43,6 +49,8 @@ pub use analysis::{analyze, Analysis, AnalyzeError};
 pub use cache::{AnalysisCache, MAX_CACHED_TEXT};
 pub use catalog::{Catalog, Volatility};
 pub use decision::{decide, decide_unparsable, BypassReason, Decision, SessionFacts};
+pub use exclusive::exclusive_databases;
+pub use execute::{executed_statements, Executed};
 pub use fingerprint::{
     fingerprint, is_time_sensitive_input, literal_values, normalize, Fingerprint, FingerprintError,
     FingerprintHashing, FingerprintMap, Literal, LiteralKind, Normalized, CANONICAL_VERSION,

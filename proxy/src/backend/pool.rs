@@ -9,6 +9,7 @@
 //! `reconnect_backoff_max`) so a down upstream is not hammered.
 
 use std::collections::HashMap;
+use std::sync::atomic::AtomicU32;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -191,6 +192,8 @@ impl PoolEntry {
 #[derive(Debug)]
 pub struct Pools {
     entries: Mutex<HashMap<PoolKey, Arc<PoolEntry>>>,
+    /// Schema changes seen through any pool (see `statement_names.rs`).
+    schema_era: Arc<AtomicU32>,
 }
 
 impl Default for Pools {
@@ -203,6 +206,7 @@ impl Pools {
     pub fn new() -> Pools {
         Pools {
             entries: Mutex::new(HashMap::new()),
+            schema_era: Arc::default(),
         }
     }
 
@@ -236,7 +240,7 @@ impl Pools {
             .build_unchecked(manager);
         let entry = Arc::new(PoolEntry {
             pool,
-            statements: StatementNames::default(),
+            statements: StatementNames::new(self.schema_era.clone()),
             errors,
             acquire_timeout: config.acquire_timeout,
         });
@@ -251,6 +255,34 @@ impl Pools {
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .clear();
+    }
+
+    /// Forgets every pool of `database` (all its users): new clients get
+    /// new pools, and each old one closes with its connections once no
+    /// session holds it — at once when none does. Called before a client's
+    /// statement that needs the database without other sessions (`DROP
+    /// DATABASE`…: see `pgstash_rules::exclusive_databases`), which pooled
+    /// connections left idle would fail with 55006 when the client, talking
+    /// to Postgres directly, would have none. A session still using an old
+    /// pool keeps it (and its connections) until it ends, as its own
+    /// connection to Postgres would.
+    pub fn retire(&self, database: &str) {
+        let retired: Vec<Arc<PoolEntry>> = {
+            let mut entries = self.entries.lock().unwrap_or_else(|e| e.into_inner());
+            let keys: Vec<PoolKey> = entries
+                .keys()
+                .filter(|k| k.database == database)
+                .cloned()
+                .collect();
+            keys.iter().filter_map(|k| entries.remove(k)).collect()
+        };
+        if !retired.is_empty() {
+            tracing::debug!(
+                database,
+                pools = retired.len(),
+                "retired the pools of a database a client needs alone"
+            );
+        }
     }
 
     /// (database, user, state) counts for metrics and logs.

@@ -14,9 +14,20 @@
 //! Parses prepare it afresh on every connection, while the stale copies
 //! are left to the clients that still bind them (who get Postgres' own
 //! `0A000`, as they would directly) and to the connection's LRU trim.
+//!
+//! A client's Parse after a schema change must not even land on a stale
+//! copy: directly it would parse afresh, against the new definitions
+//! (asyncpg's suite creates and drops `tab1` test after test, preparing
+//! `SELECT * FROM tab1` each time; a new client got the copy of an older
+//! `tab1` and Postgres' `0A000`). So every schema change pgstash sees
+//! complete (a CommandComplete `CREATE …`, `ALTER …` or `DROP …`, through
+//! any pool) starts a new era, shared by all pools: the generation of every
+//! name is the era plus the times that name went stale, so new Parses
+//! prepare afresh after it. Schema changes made past pgstash are still
+//! only noticed by the `0A000` they cause.
 
 use std::collections::{HashMap, HashSet};
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 use std::sync::{Arc, Mutex};
 
 /// Above this many distinct names a set starts over.
@@ -37,19 +48,43 @@ pub struct StatementNames {
     /// Whether `generations` has anything (read on every Parse: no lock
     /// while no statement ever went stale).
     any_stale: AtomicBool,
+    /// Schema changes seen so far (shared by the pools of a process).
+    era: Arc<AtomicU32>,
 }
 
 impl StatementNames {
+    /// The names of a pool in the schema era `era` (see [`Pools`]).
+    ///
+    /// [`Pools`]: super::Pools
+    pub fn new(era: Arc<AtomicU32>) -> StatementNames {
+        StatementNames {
+            era,
+            ..StatementNames::default()
+        }
+    }
+
+    /// A schema change completed: new Parses of every statement prepare it
+    /// afresh.
+    pub fn schema_changed(&self) {
+        self.era.fetch_add(1, Ordering::Relaxed);
+    }
+
     /// The name new Parses of the statement first named `base` use.
     pub fn current(&self, base: Arc<str>) -> Arc<str> {
+        match self.generation(&base) {
+            0 => base,
+            generation => format!("{base}_{generation}").into(),
+        }
+    }
+
+    /// The era plus the times `base` went stale in it.
+    fn generation(&self, base: &str) -> u32 {
+        let era = self.era.load(Ordering::Relaxed);
         if !self.any_stale.load(Ordering::Relaxed) {
-            return base;
+            return era;
         }
         let generations = self.generations.lock().unwrap_or_else(|e| e.into_inner());
-        match generations.get(&base) {
-            Some(generation) => format!("{base}_{generation}").into(),
-            None => base,
-        }
+        era.wrapping_add(generations.get(base).copied().unwrap_or(0))
     }
 
     pub fn is_known(&self, name: &str) -> bool {
@@ -77,16 +112,17 @@ impl StatementNames {
         let Some((base, generation)) = split(name) else {
             return;
         };
+        let era = self.era.load(Ordering::Relaxed);
         let mut generations = self.generations.lock().unwrap_or_else(|e| e.into_inner());
-        let current = generations.get(base).copied().unwrap_or(0);
-        if current != generation {
+        let stale = generations.get(base).copied().unwrap_or(0);
+        if era.wrapping_add(stale) != generation {
             // An older copy: the name already moved on.
             return;
         }
         if generations.len() >= NAMES_MAX {
             generations.clear();
         }
-        generations.insert(base.into(), current + 1);
+        generations.insert(base.into(), stale + 1);
         self.any_stale.store(true, Ordering::Relaxed);
     }
 }
@@ -121,6 +157,26 @@ mod tests {
         assert_eq!(&*names.current(BASE.into()), next);
         names.went_stale(&next);
         assert_eq!(&*names.current(BASE.into()), format!("{BASE}_2"));
+    }
+
+    #[test]
+    fn a_schema_change_moves_every_name_on_for_all_pools_sharing_the_era() {
+        let era = Arc::new(AtomicU32::new(0));
+        let (a, b) = (
+            StatementNames::new(era.clone()),
+            StatementNames::new(era.clone()),
+        );
+        assert_eq!(&*a.current(BASE.into()), BASE);
+        a.went_stale(BASE);
+        assert_eq!(&*a.current(BASE.into()), format!("{BASE}_1"));
+        b.schema_changed();
+        assert_eq!(&*a.current(BASE.into()), format!("{BASE}_2"));
+        assert_eq!(&*b.current(BASE.into()), format!("{BASE}_1"));
+        // A copy of the era before is old: no further move.
+        a.went_stale(&format!("{BASE}_1"));
+        assert_eq!(&*a.current(BASE.into()), format!("{BASE}_2"));
+        a.went_stale(&format!("{BASE}_2"));
+        assert_eq!(&*a.current(BASE.into()), format!("{BASE}_3"));
     }
 
     #[test]

@@ -26,23 +26,42 @@ pub enum Expect {
     },
     /// BindComplete. `statement` names the server-side statement pgstash
     /// bound in the client's place (transaction mode).
-    Bind {
-        statement: Option<Arc<str>>,
-    },
+    Bind { statement: Option<Arc<str>> },
     /// ParameterDescription, then RowDescription or NoData.
     DescribeStatement,
     /// RowDescription or NoData.
     DescribePortal,
     /// DataRows (or a COPY exchange), then CommandComplete,
-    /// EmptyQueryResponse or PortalSuspended.
-    Execute,
-    Close,
+    /// EmptyQueryResponse or PortalSuspended. `forget` is a statement the
+    /// executed `DEALLOCATE` drops, once its CommandComplete confirms it.
+    Execute { forget: Option<Box<Forget>> },
+    /// CloseComplete; `forget` is the statement closed (session mode).
+    Close { forget: Option<Box<Forget>> },
     /// ReadyForQuery.
     Sync,
+    /// The ReadyForQuery of a Sync pgstash sent itself after a Parse it
+    /// injected before a simple Query (so that a failed Parse does not
+    /// make the server skip the Query): not the client's, dropped. When
+    /// the Parse failed, its error is the client's answer, and the error
+    /// the Query then gets (its statement does not exist) is dropped.
+    SyncInjected { parse_failed: bool },
     /// A simple Query or FunctionCall: everything up to ReadyForQuery.
-    Query,
+    /// `forget` as for `Execute` (the whole text is one `DEALLOCATE`).
+    Query { forget: Option<Box<Forget>> },
     /// A message pgstash answers itself, sent when its turn comes.
     Synthetic(Bytes),
+}
+
+/// A client's statement the server drops (Close, `DEALLOCATE name` in
+/// session mode): the session forgets it once the server confirms, and
+/// only if the name still stands for the same statement (a Parse sent
+/// after the Close may have reused it).
+#[derive(Debug, Clone)]
+pub struct Forget {
+    /// The client's name (empty: the unnamed statement).
+    pub name: Box<[u8]>,
+    /// Its text as the session knows it, compared by identity.
+    pub text: Arc<str>,
 }
 
 /// Side effects of server messages the session must apply.
@@ -64,6 +83,11 @@ pub struct Effects {
     pub stale: Vec<Arc<str>>,
     /// The server confirmed `DEALLOCATE ALL` or `DISCARD ALL`.
     pub statements_dropped: bool,
+    /// Statements the server confirmed it dropped.
+    pub forgotten: Vec<Forget>,
+    /// A statement that changes the schema completed (`CREATE …`, `ALTER
+    /// …`, `DROP …`).
+    pub schema_changed: bool,
 }
 
 /// What to do with one server message.
@@ -79,6 +103,10 @@ pub struct ExpectQueue {
     queue: VecDeque<Expect>,
     /// The server is skipping messages until the next Sync after an error.
     skipping: bool,
+    /// A Parse pgstash injected before the simple Query now running
+    /// failed: the Query's error is not the client's (see
+    /// [`Expect::SyncInjected`]).
+    drop_query_error: bool,
 }
 
 impl ExpectQueue {
@@ -91,6 +119,7 @@ impl ExpectQueue {
     pub fn clear(&mut self) {
         self.queue.clear();
         self.skipping = false;
+        self.drop_query_error = false;
     }
 
     /// True while the server ignores messages after an error.
@@ -104,7 +133,7 @@ impl ExpectQueue {
     #[inline]
     pub fn push(&mut self, expect: Expect) {
         if self.skipping {
-            if !matches!(expect, Expect::Sync) {
+            if !matches!(expect, Expect::Sync | Expect::SyncInjected { .. }) {
                 return;
             }
             self.skipping = false;
@@ -145,10 +174,19 @@ impl ExpectQueue {
         if tag == tag::ERROR_RESPONSE {
             return self.on_error(effects);
         }
-        let Some(front) = self.queue.front() else {
+        let Some(front) = self.queue.front_mut() else {
             return Verdict::Forward;
         };
-        let (done, verdict) = match (front, tag) {
+        if let (
+            Expect::Close { forget } | Expect::Execute { forget } | Expect::Query { forget },
+            tag::CLOSE_COMPLETE | tag::COMMAND_COMPLETE,
+        ) = (&mut *front, tag)
+        {
+            if let Some(forget) = forget.take() {
+                effects.forgotten.push(*forget);
+            }
+        }
+        let (done, verdict) = match (&mut *front, tag) {
             (
                 Expect::Parse {
                     forward, prepared, ..
@@ -167,13 +205,21 @@ impl ExpectQueue {
                 tag::ROW_DESCRIPTION | tag::NO_DATA,
             ) => (true, Verdict::Forward),
             (
-                Expect::Execute,
+                Expect::Execute { .. },
                 tag::COMMAND_COMPLETE | tag::EMPTY_QUERY_RESPONSE | tag::PORTAL_SUSPENDED,
             ) => (true, Verdict::Forward),
-            (Expect::Execute, _) => (false, Verdict::Forward),
-            (Expect::Close, tag::CLOSE_COMPLETE) => (true, Verdict::Forward),
-            (Expect::Sync | Expect::Query, tag::READY_FOR_QUERY) => (true, Verdict::Forward),
-            (Expect::Query, _) => (false, Verdict::Forward),
+            (Expect::Execute { .. }, _) => (false, Verdict::Forward),
+            (Expect::Close { .. }, tag::CLOSE_COMPLETE) => (true, Verdict::Forward),
+            (Expect::Sync, tag::READY_FOR_QUERY) => (true, Verdict::Forward),
+            (Expect::Query { .. }, tag::READY_FOR_QUERY) => {
+                self.drop_query_error = false;
+                (true, Verdict::Forward)
+            }
+            (Expect::SyncInjected { parse_failed }, tag::READY_FOR_QUERY) => {
+                self.drop_query_error = *parse_failed;
+                (true, Verdict::Drop)
+            }
+            (Expect::Query { .. }, _) => (false, Verdict::Forward),
             _ => {
                 tracing::warn!(tag = %(tag as char), expected = ?front, "unexpected server message");
                 (false, Verdict::Forward)
@@ -190,7 +236,10 @@ impl ExpectQueue {
     fn on_error(&mut self, effects: &mut Effects) -> Verdict {
         match self.queue.front() {
             None => Verdict::Forward,
-            Some(Expect::Query) => Verdict::Forward,
+            Some(Expect::Query { .. }) if std::mem::take(&mut self.drop_query_error) => {
+                Verdict::Drop
+            }
+            Some(Expect::Query { .. }) => Verdict::Forward,
             Some(_) => {
                 match self.queue.front() {
                     Some(Expect::Parse {
@@ -202,7 +251,11 @@ impl ExpectQueue {
                     }) => effects.failed_bind = Some(name.clone()),
                     _ => {}
                 }
-                while let Some(front) = self.queue.front() {
+                while let Some(front) = self.queue.front_mut() {
+                    if let Expect::SyncInjected { parse_failed } = front {
+                        *parse_failed = true;
+                        return Verdict::Forward;
+                    }
                     if matches!(front, Expect::Sync) {
                         return Verdict::Forward;
                     }
@@ -226,7 +279,7 @@ impl ExpectQueue {
     /// to an Execute (extended protocol).
     #[inline]
     pub fn copy_in_started(&mut self) -> bool {
-        if !matches!(self.queue.front(), Some(Expect::Execute)) {
+        if !matches!(self.queue.front(), Some(Expect::Execute { .. })) {
             return false;
         }
         while matches!(self.queue.get(1), Some(Expect::Sync)) {
@@ -271,7 +324,7 @@ mod tests {
     fn syncs_sent_before_copy_in_expect_no_answer() {
         let mut q = ExpectQueue::default();
         q.push(Expect::Bind { statement: None });
-        q.push(Expect::Execute);
+        q.push(Expect::Execute { forget: None });
         q.push(Expect::Sync);
         run(&mut q, b"2");
         assert!(q.copy_in_started());
@@ -307,7 +360,7 @@ mod tests {
         });
         q.push(Expect::Synthetic(Bytes::from_static(b"1\0\0\0\x04")));
         q.push(Expect::Bind { statement: None });
-        q.push(Expect::Execute);
+        q.push(Expect::Execute { forget: None });
         q.push(Expect::Sync);
         let (v, due) = run(&mut q, b"12DCZ");
         assert_eq!(v[0], Verdict::Drop);
@@ -335,6 +388,35 @@ mod tests {
     }
 
     #[test]
+    fn an_injected_sync_ends_the_skipping_and_its_ready_for_query_is_dropped() {
+        let mut q = ExpectQueue::default();
+        q.push(Expect::Parse {
+            forward: false,
+            prepared: Some("pgstash_a".into()),
+            rename: None,
+        });
+        q.push(Expect::SyncInjected {
+            parse_failed: false,
+        });
+        q.push(Expect::Query { forget: None });
+        // The Parse fails: its error is the answer, the Query's is not.
+        let (v, _) = run(&mut q, b"EZEZ");
+        use Verdict::{Drop, Forward};
+        assert_eq!(v, [Forward, Drop, Drop, Forward]);
+        assert!(q.settled());
+        q.push(Expect::SyncInjected {
+            parse_failed: false,
+        });
+        q.push(Expect::Query { forget: None });
+        let (v, _) = run(&mut q, b"ZEZ");
+        assert_eq!(
+            v,
+            [Drop, Forward, Forward],
+            "the next Query's error is its own"
+        );
+    }
+
+    #[test]
     fn messages_after_an_error_before_sync_expect_nothing() {
         let mut q = ExpectQueue::default();
         q.push(Expect::Parse {
@@ -345,7 +427,7 @@ mod tests {
         let (_, _) = run(&mut q, b"E");
         assert!(q.skipping());
         q.push(Expect::Bind { statement: None });
-        q.push(Expect::Execute);
+        q.push(Expect::Execute { forget: None });
         q.push(Expect::Sync);
         run(&mut q, b"Z");
         assert!(q.settled());

@@ -31,6 +31,9 @@ pub struct Statement {
     /// Its SQL text and parameter types, for cache decisions and keys.
     pub query: Arc<str>,
     pub types: Bytes,
+    /// The statements its text runs by name (`EXECUTE name`), as
+    /// (server-side name, Parse message): prepared first wherever it is.
+    pub requires: Vec<(Arc<str>, Bytes)>,
 }
 
 /// The fields of a Parse message pgstash needs.
@@ -82,12 +85,23 @@ impl Statements {
     /// Records a client's named Parse and returns the statement to prepare
     /// (under the current generation of its name in `names`).
     pub fn insert(&mut self, parse: &ParseMessage<'_>, names: &StatementNames) -> Statement {
+        self.insert_requiring(parse, names, Vec::new())
+    }
+
+    /// [`Statements::insert`] of a statement whose text runs `requires`.
+    pub fn insert_requiring(
+        &mut self,
+        parse: &ParseMessage<'_>,
+        names: &StatementNames,
+        requires: Vec<(Arc<str>, Bytes)>,
+    ) -> Statement {
         let server_name = names.current(server_name(parse.query, parse.types));
         let statement = Statement {
             parse: parse_frame(&server_name, parse.query, parse.types),
             server_name,
             query: parse.query_text().into(),
             types: Bytes::copy_from_slice(parse.types),
+            requires,
         };
         self.by_name.insert(parse.name.to_vec(), statement.clone());
         statement

@@ -6,8 +6,11 @@
 //! only the client concerned (`faults`), so do the `[client]` limits
 //! (`limits`), session-bound state pins a transaction-mode client to its
 //! server connection (`pinning`), and a shutdown is graceful
-//! (`shutdown`). Transaction mode keeps the client's prepared statements
-//! through what drivers do to them (`statements`). Upstream, pgstash encrypts as libpq's `sslmode` says
+//! (`shutdown`). The client's unnamed statement lives as long as on its
+//! own server (`unnamed`), and a client's `DROP DATABASE` is not kept
+//! from running by pgstash's idle pooled connections (`drop_database`). Transaction mode keeps the client's prepared statements
+//! through what drivers do to them (`statements`), and a statement dropped
+//! by name is gone as on the client's own server in both modes (`deallocate`). Upstream, pgstash encrypts as libpq's `sslmode` says
 //! (`upstream_tls`, `upstream_direct`) and logs in with md5 and SCRAM
 //! (`upstream_auth`), also without knowing the password: SCRAM
 //! pass-through and `auth_query` (`passthrough`).
@@ -18,7 +21,9 @@ mod auth;
 mod backend_key;
 mod cancel;
 mod clients;
+mod deallocate;
 mod differential;
+mod drop_database;
 mod faults;
 mod limits;
 mod passthrough;
@@ -26,6 +31,7 @@ mod pinning;
 mod shutdown;
 mod statements;
 mod tls;
+mod unnamed;
 mod upstream_auth;
 mod upstream_direct;
 mod upstream_replication;

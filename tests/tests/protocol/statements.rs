@@ -4,7 +4,8 @@
 //! (asyncpg's and psycopg's statement caches evict with them), and a
 //! statement prepared again after a column's type changed runs with the
 //! new type (drivers re-prepare after Postgres' `0A000` "cached plan must
-//! not change result type").
+//! not change result type"), and SQL `EXECUTE name` runs the client's
+//! statement by its own name.
 
 use pgstash::config::PoolMode;
 use pgstash_tests::fixture;
@@ -262,4 +263,132 @@ async fn statements_stay_in_step_after_texts_that_mention_deallocate_or_discard(
     assert!(sql(&mut c, text).await.is_ok(), "{text}");
     assert!(first_error(&parse(&mut c, "s2", "SELECT 5").await).is_none());
     assert_eq!(run(&mut c, "s2").await, one("5"));
+}
+
+/// asyncpg prepares `foobar` with a Parse message, then runs SQL `EXECUTE
+/// foobar`: the name is the client's, so it runs on whichever server
+/// connection the client gets, prepared there first if need be; and when
+/// preparing it there fails, the client gets the error once, as directly.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sql_execute_of_a_protocol_statement_runs_it_by_the_clients_name() {
+    let (pg, proxy) = fixture::pooled(
+        &["CREATE TABLE soon_gone (v int)"],
+        PoolMode::Transaction,
+        1,
+    )
+    .await;
+    let mut c = proxy.raw().await.unwrap();
+    let mut other = proxy.raw().await.unwrap();
+    assert!(first_error(&parse(&mut c, "foobar", "SELECT 1").await).is_none());
+    assert!(first_error(&parse(&mut c, "add", "SELECT $1::int + 1").await).is_none());
+    let rows = |m: Result<(Vec<String>, char), String>| m.map(|(tags, _)| tags);
+    assert_eq!(
+        rows(sql(&mut c, "EXECUTE foobar").await),
+        Ok(vec!["SELECT 1".into()])
+    );
+    let msgs = c.simple_query("execute ADD (41)").await.unwrap();
+    assert_eq!(text_rows(&msgs), [[Some("42".to_owned())]]);
+    // Prepared again on a connection that lost it.
+    assert_eq!(
+        sql(&mut other, "DEALLOCATE ALL").await,
+        Ok((vec!["DEALLOCATE ALL".into()], 'I'))
+    );
+    let msgs = c.simple_query("EXECUTE foobar").await.unwrap();
+    assert_eq!(text_rows(&msgs), [[Some("1".to_owned())]]);
+    // Inside a transaction block.
+    let msgs = c
+        .simple_query("BEGIN; EXECUTE add(1); COMMIT")
+        .await
+        .unwrap();
+    assert!(first_error(&msgs).is_none(), "{msgs:?}");
+    let msgs = c.simple_query("EXECUTE add(1)").await.unwrap();
+    assert_eq!(text_rows(&msgs), [[Some("2".to_owned())]]);
+    // Through the extended protocol, as asyncpg runs it: a statement of
+    // the client's whose text is `EXECUTE foobar`, and an unnamed one.
+    assert!(first_error(&parse(&mut c, "runs", "EXECUTE foobar").await).is_none());
+    assert_eq!(run(&mut c, "runs").await, one("1"));
+    c.push(&Frontend::parse("", "EXECUTE add(5)", &[]));
+    assert_eq!(run(&mut c, "").await, one("6"));
+    // Both prepared again, in order, on a connection that lost them.
+    assert_eq!(
+        sql(&mut other, "DEALLOCATE ALL").await,
+        Ok((vec!["DEALLOCATE ALL".into()], 'I'))
+    );
+    assert_eq!(run(&mut c, "runs").await, one("1"));
+    assert_eq!(run(&mut c, "").await, one("6"));
+    // Postgres' own errors: an unknown name, a duplicate Parse.
+    assert_eq!(sql(&mut c, "EXECUTE nope").await, Err("26000".into()));
+    let msgs = parse(&mut c, "foobar", "SELECT 1").await;
+    assert_eq!(
+        first_error(&msgs).and_then(|e| e.sqlstate()).as_deref(),
+        Some("42P05")
+    );
+
+    // A statement whose table is gone: one error, the one Postgres gives.
+    assert!(first_error(&parse(&mut c, "gone", "SELECT v FROM soon_gone").await).is_none());
+    pg.execute("DROP TABLE soon_gone").await;
+    assert_eq!(
+        sql(&mut other, "DEALLOCATE ALL").await,
+        Ok((vec!["DEALLOCATE ALL".into()], 'I'))
+    );
+    let msgs = c.simple_query("EXECUTE gone").await.unwrap();
+    let errors: Vec<_> = msgs
+        .iter()
+        .filter(|&m| m.is_error())
+        .map(|m| m.sqlstate())
+        .collect();
+    assert_eq!(errors, [Some("42P01".to_owned())], "{msgs:?}");
+    assert_eq!(
+        msgs.last().and_then(BackendMessage::ready_status),
+        Some(b'I')
+    );
+    let msgs = c.simple_query("EXECUTE foobar").await.unwrap();
+    assert_eq!(text_rows(&msgs), [[Some("1".to_owned())]]);
+}
+
+/// asyncpg's suite creates and drops the same table test after test: a
+/// statement prepared after the table was dropped and created again,
+/// through pgstash, parses against the new table (directly it would),
+/// not onto the copy a client prepared on the pooled connection before.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_statement_prepared_after_its_table_was_made_anew_runs_against_the_new_one() {
+    let (_pg, proxy) = fixture::pooled(&[], PoolMode::Transaction, 1).await;
+    let mut c = proxy.raw().await.unwrap();
+    const SELECT: &str = "SELECT * FROM remade";
+    sql(
+        &mut c,
+        "CREATE TABLE remade (a int, b int); INSERT INTO remade VALUES (1, 2)",
+    )
+    .await
+    .unwrap();
+    assert!(first_error(&parse(&mut c, "first", SELECT).await).is_none());
+    assert_eq!(
+        run(&mut c, "first").await,
+        Ok(vec![vec![Some("1".into()), Some("2".into())]])
+    );
+
+    sql(&mut c, "DROP TABLE remade").await.unwrap();
+    sql(
+        &mut c,
+        "CREATE TABLE remade (a int, b text, c text); INSERT INTO remade VALUES (1, 'x', 'y')",
+    )
+    .await
+    .unwrap();
+    // Another client, then the same one under a new name: a fresh Parse
+    // each, as asyncpg's next test and its re-prepare send.
+    let mut other = proxy.raw().await.unwrap();
+    for (client, name) in [(&mut other, "fresh"), (&mut c, "second")] {
+        let msgs = parse(client, name, SELECT).await;
+        assert!(first_error(&msgs).is_none(), "{msgs:?}");
+        assert_eq!(
+            run(client, name).await,
+            Ok(vec![vec![
+                Some("1".into()),
+                Some("x".into()),
+                Some("y".into())
+            ]])
+        );
+    }
+    // The statement prepared before the change fails as it would directly.
+    assert_eq!(run(&mut c, "first").await, Err("0A000".into()));
 }

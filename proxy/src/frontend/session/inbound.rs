@@ -73,6 +73,10 @@ impl Session {
         };
         let routable = !matches!(self.phase.flow, Flow::Skipping | Flow::Closing);
         if frame.tag() == ftag::QUERY && routable && self.route_query(&frame).await {
+            // Answered from the cache, as Postgres would: the client's
+            // unnamed statement is gone all the same.
+            self.statements
+                .on_simple_query(self.mode == PoolMode::Session);
             message::ready_for_query(&mut self.client.out, b'I');
             return Ok(true);
         }
@@ -163,11 +167,20 @@ impl Session {
             self.phase.flow.sent_sync();
             return Ok(true);
         }
+        let (mut forget, mut renamed) = (None, None);
         if query {
             self.note_effects(&text());
-            self.statements.on_simple_query();
+            self.free_databases(&text());
+            self.statements
+                .on_simple_query(self.mode == PoolMode::Session);
+            if self.mode == PoolMode::Session {
+                forget = self.statements.deallocated_by(&text());
+            } else if self.phase.tx != Tx::Failed {
+                renamed = self.statements.execute_by_name(&text(), &mut self.upstream);
+            }
         }
-        self.upstream.send(frame.as_bytes(), Expect::Query);
+        let bytes = renamed.as_deref().unwrap_or(frame.as_bytes());
+        self.upstream.send(bytes, Expect::Query { forget });
         Ok(true)
     }
 
@@ -192,6 +205,8 @@ impl Session {
         if !between_requests || !self.statements.forget(name.as_bytes()) {
             return false;
         }
+        self.statements
+            .on_simple_query(self.mode == PoolMode::Session);
         message::command_complete(&mut self.client.out, "DEALLOCATE");
         message::ready_for_query(&mut self.client.out, status);
         let request = self.requests.take();
@@ -213,6 +228,15 @@ impl Session {
         {
             return Ok(true);
         }
+        if matches!(frame.tag(), ftag::BIND | ftag::DESCRIBE | ftag::EXECUTE) {
+            let answer = rewrite && self.phase.tx != Tx::Failed;
+            if self
+                .statements
+                .deallocation(frame, &mut self.upstream, out, answer)?
+            {
+                return Ok(true);
+            }
+        }
         if rewrite && frame.tag() == ftag::PARSE && !self.upstream.is_held() {
             let answered =
                 self.statements
@@ -233,6 +257,7 @@ impl Session {
         if frame.tag() == ftag::BIND {
             let name = statements::bind_statement(frame.body())?;
             if let Some(text) = self.statements.text_of(name) {
+                self.free_databases(&text);
                 self.requests.text(text.clone());
                 if let Some(writes) = self.writes_of(&text) {
                     self.note_writes(writes);
@@ -251,6 +276,16 @@ impl Session {
         }
         self.phase.flow.sent_extended();
         Ok(true)
+    }
+
+    /// A statement that needs databases without other sessions (`DROP
+    /// DATABASE`, `CREATE DATABASE … TEMPLATE`…) is about to run: pgstash's
+    /// pools of them are retired, so that their idle server connections
+    /// close (Postgres waits a few seconds for such sessions to end).
+    fn free_databases(&self, sql: &str) {
+        for database in pgstash_rules::exclusive_databases(sql) {
+            self.context.pools.retire(&database);
+        }
     }
 
     fn note_effects(&mut self, sql: &str) {

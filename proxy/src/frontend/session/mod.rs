@@ -9,7 +9,7 @@
 //!   goes to it and the answers expected back;
 //! - [`Phase`] (`phase.rs`): where the request stands and the transaction
 //!   status, with their documented transitions;
-//! - [`ClientStatements`] (`prepared.rs`): the client's prepared statements;
+//! - [`ClientStatements`] (`prepared/`): the client's prepared statements;
 //! - [`ClientSettings`] (`settings.rs`): its settings, and whether caching
 //!   is off for it;
 //! - [`CachePath`] (`cached.rs`) and [`WritePath`]: the cache's side;
@@ -359,6 +359,9 @@ impl Session {
             if relayed.statements_dropped {
                 self.statements.forget_all();
             }
+            for forget in relayed.forgotten {
+                self.statements.forget_confirmed(forget);
+            }
             if relayed.finished.is_some() {
                 self.clocks.request_ended();
             }
@@ -417,6 +420,7 @@ impl Session {
                 return Ok(());
             };
             let bound = pinning::still_bound(server, &mut self.client.out).await;
+            self.statements.on_internal_query();
             // Notifications that came with the answer go out now (unless
             // an acknowledgement is held for its invalidation).
             self.client.flush(self.holding()).await?;
@@ -440,7 +444,9 @@ impl Session {
         let Some(server) = self.upstream.conn() else {
             return;
         };
-        if self.settings.read_back(server).await {
+        let read = self.settings.read_back(server).await;
+        self.statements.on_internal_query();
+        if read {
             if let Some(cache) = self.cache.as_mut() {
                 cache.settings_changed();
             }

@@ -12,7 +12,7 @@ use super::request::{Request, Requests};
 use super::upstream::Upstream;
 use crate::backend::BackendError;
 use crate::cache::{entry, WritePath};
-use crate::frontend::expect::Effects;
+use crate::frontend::expect::{Effects, Forget};
 use crate::net::message::tag;
 
 /// The parts of a session an answer touches.
@@ -36,6 +36,8 @@ pub struct Relayed {
     /// The client's prepared statements were dropped (`DEALLOCATE ALL`,
     /// `DISCARD ALL`).
     pub statements_dropped: bool,
+    /// Statements the server confirmed it dropped (session mode).
+    pub forgotten: Vec<Forget>,
 }
 
 impl Relay<'_> {
@@ -49,6 +51,11 @@ impl Relay<'_> {
         while let Some(answer) = self.upstream.next_answer(self.out, &mut effects)? {
             let frame = answer.frame;
             let (tag, len) = (frame.tag(), frame.len());
+            if tag == tag::READY_FOR_QUERY && !answer.forward {
+                // pgstash's own Sync: no request of the client's ended.
+                self.upstream.consume(len, tag);
+                continue;
+            }
             if let Some(cache) = self.cache.as_deref_mut() {
                 cache.capture(frame);
             }
@@ -97,11 +104,12 @@ impl Relay<'_> {
             self.upstream.drain_synthetic(self.out);
             self.upstream.consume(len, tag);
         }
-        let statements_dropped = self.upstream.end_relay(effects);
+        let (statements_dropped, forgotten) = self.upstream.end_relay(effects);
         Ok(Relayed {
             commit,
             finished,
             statements_dropped,
+            forgotten,
         })
     }
 }

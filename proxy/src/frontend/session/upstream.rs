@@ -12,7 +12,7 @@ use super::phase::Tx;
 use crate::backend::cancel::{CancelSlot, CancelTarget};
 use crate::backend::pool::{PoolEntry, Pooled};
 use crate::backend::{BackendError, ServerConn, SessionParams};
-use crate::frontend::expect::{Effects, Expect, ExpectQueue, Verdict};
+use crate::frontend::expect::{Effects, Expect, ExpectQueue, Forget, Verdict};
 use crate::net::frame::FrameRef;
 use crate::net::message::{self, tag};
 use crate::observe::Metrics;
@@ -25,6 +25,10 @@ const SHRINK_ABOVE: usize = 64 * 1024;
 /// The CommandComplete tags of statements that drop every prepared
 /// statement of the session.
 const STATEMENT_RESETS: [&[u8]; 2] = [b"DEALLOCATE ALL", b"DISCARD ALL"];
+
+/// The CommandComplete tags of statements that change the schema: the
+/// statements prepared before may now describe other results.
+const SCHEMA_CHANGES: [&[u8]; 3] = [b"CREATE ", b"ALTER ", b"DROP "];
 
 pub struct Upstream {
     pool: Arc<PoolEntry>,
@@ -294,6 +298,7 @@ impl Upstream {
                 let body = frame.body();
                 let command = body.strip_suffix(&[0]).unwrap_or(body);
                 effects.statements_dropped |= STATEMENT_RESETS.contains(&command);
+                effects.schema_changed |= SCHEMA_CHANGES.iter().any(|c| command.starts_with(c));
             }
             tag::ERROR_RESPONSE => {
                 let (severity, code, _) = message::error_fields(frame.body());
@@ -346,9 +351,10 @@ impl Upstream {
     /// this connection after all; those that parsed are known to the pool;
     /// those that went stale move to a new generation. Returns whether the
     /// client dropped its prepared statements (`DEALLOCATE ALL`, `DISCARD
-    /// ALL`, confirmed by the server): the connection then has none.
+    /// ALL`, confirmed by the server: the connection then has none), and
+    /// the statements the server confirmed it dropped one by one.
     #[inline]
-    pub fn end_relay(&mut self, effects: Effects) -> bool {
+    pub fn end_relay(&mut self, effects: Effects) -> (bool, Vec<Forget>) {
         if let Some(conn) = self.conn() {
             if effects.statements_dropped {
                 conn.prepared.clear();
@@ -363,7 +369,10 @@ impl Upstream {
         for name in effects.stale {
             self.pool.statements.went_stale(&name);
         }
-        effects.statements_dropped
+        if effects.schema_changed {
+            self.pool.statements.schema_changed();
+        }
+        (effects.statements_dropped, effects.forgotten)
     }
 
     /// At the end of the session: the connection goes back to the pool

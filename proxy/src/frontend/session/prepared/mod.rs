@@ -3,11 +3,18 @@
 //! rewriting that lets them run on whichever server connection the client
 //! holds (see `frontend/statements.rs` for the naming scheme). Session
 //! mode forwards Parse, Bind and Describe as they are: the statements live
-//! on the client's own server.
+//! on the client's own server. What is answered without the server, and
+//! when a dropped statement is forgotten, is `local.rs`.
+
+mod execute;
+mod local;
 
 use std::sync::Arc;
 
 use bytes::Bytes;
+
+use self::execute::prepare_required;
+use self::local::DeallocatePortal;
 
 use super::settings::StatementEffects;
 use super::upstream::Upstream;
@@ -27,6 +34,8 @@ struct Unnamed {
     types: Bytes,
     /// What its text does to the session, once that was looked at.
     effects: Option<StatementEffects>,
+    /// The statements its text runs by name (see `execute.rs`).
+    requires: Vec<(Arc<str>, Bytes)>,
 }
 
 /// The statement a Bind names, as the cache sees it.
@@ -49,6 +58,9 @@ pub struct ClientStatements {
     ///
     /// [`StatementReset::Other`]: pgstash_rules::StatementReset::Other
     forget_on_release: bool,
+    /// The portal bound to run `DEALLOCATE` of one of the client's
+    /// statements, until it is executed.
+    deallocating: Option<DeallocatePortal>,
 }
 
 impl ClientStatements {
@@ -57,8 +69,24 @@ impl ClientStatements {
         self.unnamed_on_server = false;
     }
 
-    /// A simple Query ran: Postgres dropped the unnamed statement.
-    pub fn on_simple_query(&mut self) {
+    /// The client's simple Query: Postgres drops the unnamed statement.
+    /// On the client's own server (session mode) it then has none until
+    /// its next unnamed Parse: a Bind of it is Postgres' 26000. A shared
+    /// connection (transaction mode) may hold another client's unnamed
+    /// statement, so there the client's is parsed again before a later
+    /// Bind instead (never someone else's bound in its place).
+    pub fn on_simple_query(&mut self, own_server: bool) {
+        if own_server {
+            self.unnamed = None;
+        }
+        self.unnamed_on_server = false;
+    }
+
+    /// pgstash ran a query of its own on the held connection (reading
+    /// settings back, checking for session-bound state): that dropped the
+    /// server's unnamed statement, but not the client's, which is parsed
+    /// again before the client next uses it.
+    pub fn on_internal_query(&mut self) {
         self.unnamed_on_server = false;
     }
 
@@ -141,63 +169,13 @@ impl ClientStatements {
                     text: bound.text,
                     types: bound.types,
                     effects: None,
+                    requires: Vec::new(),
                 });
             }
             self.unnamed_on_server = false;
         } else {
             self.named.insert(parse, names);
         }
-    }
-
-    /// Answers a named Parse whose statement is known to parse in this pool
-    /// without taking a server connection (transaction mode). Clients such
-    /// as pgbench prepare synchronously while other connections of theirs
-    /// hold transactions open; needing a server here could deadlock them on
-    /// a small pool. Returns the effects to apply when it answered.
-    pub fn parse_without_server(
-        &mut self,
-        frame: &Frame,
-        upstream: &mut Upstream,
-        client: &mut bytes::BytesMut,
-        effects_of: impl Fn(&str) -> StatementEffects,
-    ) -> Result<Option<StatementEffects>, NetError> {
-        // The unnamed statement (an empty name first in the body) always
-        // goes to a server; drivers send one per query, so it is not decoded
-        // here only to be decoded again.
-        if frame.body().first() == Some(&0) {
-            return Ok(None);
-        }
-        let parse = ParseMessage::decode(frame.body())?;
-        if parse.name.is_empty() || self.named.contains(parse.name) {
-            return Ok(None);
-        }
-        let names = &upstream.pool().statements;
-        let server_name = names.current(statements::server_name(parse.query, parse.types));
-        if !names.is_known(&server_name) {
-            return Ok(None);
-        }
-        let effects = effects_of(&parse.query_text());
-        self.named.insert(&parse, names);
-        client.extend_from_slice(&message::parse_complete());
-        Ok(Some(effects))
-    }
-
-    /// A Close of a named statement in transaction mode is answered here
-    /// (the server-side statement stays for other clients). Returns false
-    /// when the Close must go to the server.
-    pub fn close_locally(
-        &mut self,
-        frame: &Frame,
-        upstream: &mut Upstream,
-        client: &mut bytes::BytesMut,
-    ) -> Result<bool, NetError> {
-        let (kind, name) = statements::decode_target(frame.body(), "Close")?;
-        if kind != b'S' || name.is_empty() {
-            return Ok(false);
-        }
-        self.named.remove(name);
-        upstream.answer_locally(message::close_complete(), client);
-        Ok(true)
     }
 
     /// Parse, Bind, Describe, Execute and (session-mode) Close, with a
@@ -246,8 +224,21 @@ impl ClientStatements {
                     upstream.send(frame.as_bytes(), Expect::DescribeStatement);
                 }
             }
-            ftag::EXECUTE => upstream.send(frame.as_bytes(), Expect::Execute),
-            _ => upstream.send(frame.as_bytes(), Expect::Close),
+            ftag::EXECUTE => {
+                // Session mode: a `DEALLOCATE` of the client's statement
+                // forgets it once its CommandComplete confirms it.
+                let (portal, _) = statements::execute_parts(frame.body())?;
+                let forget = self
+                    .take_deallocation(portal)
+                    .filter(|_| !rewrite)
+                    .and_then(|name| self.forget_of(&name));
+                upstream.send(frame.as_bytes(), Expect::Execute { forget });
+            }
+            _ => {
+                let (kind, name) = statements::decode_target(frame.body(), "Close")?;
+                let forget = (kind == b'S').then(|| self.forget_of(name)).flatten();
+                upstream.send(frame.as_bytes(), Expect::Close { forget });
+            }
         }
         Ok(None)
     }
@@ -266,6 +257,17 @@ impl ClientStatements {
         } else {
             effects_of(&parse.query_text())
         };
+        // Transaction mode: a text that runs the client's statements by
+        // name runs them by their server-side names.
+        let renamed = rewrite.then(|| self.renamed_parse(&parse)).flatten();
+        if let Some((text, requires)) = renamed {
+            let parse = ParseMessage {
+                name: parse.name,
+                query: text.as_bytes(),
+                types: parse.types,
+            };
+            return self.parse_renamed(&parse, requires, upstream, client, effects);
+        }
         // Session mode forwards every Parse as it is (the names live on the
         // client's own server); transaction mode forwards the unnamed one
         // and manages named ones below.
@@ -320,6 +322,7 @@ impl ClientStatements {
         if upstream.skipping() {
             return Some(statement.server_name);
         }
+        prepare_required(&statement.requires, upstream);
         let missing = upstream
             .conn()
             .is_some_and(|c| c.prepared.insert(statement.server_name.clone()));
@@ -339,7 +342,9 @@ impl ClientStatements {
         if self.unnamed_on_server || upstream.skipping() {
             return;
         }
-        if let Some(parse) = self.unnamed.as_ref().map(|u| u.parse.clone()) {
+        if let Some(unnamed) = self.unnamed.as_ref() {
+            let parse = unnamed.parse.clone();
+            prepare_required(&unnamed.requires, upstream);
             upstream.send(
                 &parse,
                 Expect::Parse {
@@ -376,6 +381,7 @@ impl ClientStatements {
             text,
             types: Bytes::copy_from_slice(parse.types),
             effects: Some(effects),
+            requires: Vec::new(),
         });
         effects
     }
