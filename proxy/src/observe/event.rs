@@ -24,6 +24,9 @@ pub struct QueryEvent {
     /// The session was inside a transaction block when the request ended
     /// (its ReadyForQuery said `T` or `E`).
     pub in_transaction: bool,
+    /// Transaction mode: the client was pinned to its server connection
+    /// by session-bound state (`pgstash_pinned_clients`).
+    pub pinned: bool,
 }
 
 /// Who ran a query (shared by all events of a session).

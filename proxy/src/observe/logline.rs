@@ -162,7 +162,11 @@ impl LineParts {
             Some(rule) => push_str(out, rule),
             None => out.extend_from_slice(b"null"),
         }
-        out.push(b',');
+        out.extend_from_slice(if event.pinned {
+            b",\"pinned\":true,"
+        } else {
+            b",\"pinned\":false,"
+        });
         out.extend_from_slice(event.session.json_tail().as_bytes());
         out.push(b'\n');
     }
@@ -255,6 +259,7 @@ mod tests {
             pool_wait: Duration::ZERO,
             rule: rule.map(Arc::from),
             in_transaction: false,
+            pinned: false,
         }
     }
 

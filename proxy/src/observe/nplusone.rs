@@ -29,7 +29,7 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
-use pgstash_rules::{Analysis, StatementKind, TransactionKind};
+use pgstash_rules::{Analysis, FingerprintHashing, StatementKind, TransactionKind};
 
 use super::event::{QueryEvent, SessionInfo};
 
@@ -138,7 +138,9 @@ impl Session {
 /// The recorder's N+1 detector, by session.
 #[derive(Default)]
 pub struct Detector {
-    sessions: HashMap<u64, Session>,
+    /// By session id: the keyed multiply, not SipHash (this runs once per
+    /// query).
+    sessions: HashMap<u64, Session, FingerprintHashing>,
 }
 
 impl Detector {
@@ -200,7 +202,9 @@ impl Detector {
                 run.last_end = end;
                 run.in_transaction &= tx.is_some() && run.tx == tx;
                 run.tx = tx;
-                run.session = event.session.clone();
+                if !Arc::ptr_eq(&run.session, &event.session) {
+                    run.session = event.session.clone();
+                }
             }
             found => {
                 if let Some(i) = found {
@@ -234,7 +238,13 @@ impl Detector {
                 });
             }
         }
-        session.last = Some(shape.clone());
+        if !session
+            .last
+            .as_ref()
+            .is_some_and(|last| Arc::ptr_eq(last, shape))
+        {
+            session.last = Some(shape.clone());
+        }
         session.last_end = Some(end);
         session.open_tx = if event.in_transaction { tx } else { None };
     }
@@ -317,6 +327,7 @@ mod tests {
                 pool_wait: Duration::ZERO,
                 rule: None,
                 in_transaction,
+                pinned: false,
             };
             let shape = Arc::new(pgstash_rules::analyze(sql).unwrap());
             self.detector.observe(&event, &shape, LIMITS, &mut self.out);

@@ -63,6 +63,7 @@ async fn slow_query_is_logged_once_with_the_contract_fields_and_no_literals() {
         "rows",
         "cache",
         "rule",
+        "pinned",
         "user",
         "database",
         "application_name",

@@ -173,3 +173,55 @@ async fn a_pinned_client_that_leaves_does_not_hand_its_state_to_the_pool() {
     assert_eq!(held, 0, "the next client inherited the advisory lock");
     assert_unpinned(&proxy).await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_slow_query_log_marks_a_pinned_clients_queries() {
+    use pgstash_tests::operate::{Json, OpsProxy};
+    let pg = database(&[]).await;
+    let proxy = OpsProxy::start(&pg, |c| {
+        c.pool.mode = PoolMode::Transaction;
+        c.pool.size = 2;
+        c.slow_query_ms = 0;
+    })
+    .await;
+    let client = proxy.connect().await;
+    client
+        .simple_query("SELECT 1 AS before_mark")
+        .await
+        .unwrap();
+    client
+        .simple_query("SELECT pg_advisory_lock(42)")
+        .await
+        .unwrap();
+    client.simple_query("SELECT 1 AS held_mark").await.unwrap();
+    client
+        .simple_query("SELECT pg_advisory_unlock(42)")
+        .await
+        .unwrap();
+    client.simple_query("SELECT 1 AS after_mark").await.unwrap();
+    let query_is = |text: &'static str| {
+        move |line: &Json| {
+            line.get("query")
+                .and_then(Json::as_str)
+                .is_some_and(|q| q.contains(text))
+        }
+    };
+    let lines = proxy
+        .wait_for_slow_line("the last query", query_is("after_mark"))
+        .await;
+    let pinned = |text: &'static str| {
+        let line = lines
+            .iter()
+            .find(|l| query_is(text)(l))
+            .unwrap_or_else(|| panic!("no line for {text}: {lines:#?}"));
+        line.get("pinned").cloned()
+    };
+    assert_eq!(pinned("before_mark"), Some(Json::Bool(false)));
+    assert_eq!(pinned("pg_advisory_lock"), Some(Json::Bool(true)));
+    assert_eq!(pinned("held_mark"), Some(Json::Bool(true)));
+    assert_eq!(
+        pinned("after_mark"),
+        Some(Json::Bool(false)),
+        "unpinned again"
+    );
+}

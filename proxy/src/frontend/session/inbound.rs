@@ -301,6 +301,7 @@ impl Session {
         }
         if effects.binds_session() && self.mode == PoolMode::Transaction && self.pinned.is_none() {
             self.pinned = Some(Pinned::new(&self.context.metrics));
+            self.requests.set_pinned(true);
         }
         self.settings.apply(effects);
     }

@@ -428,6 +428,7 @@ impl Session {
                 return Ok(());
             }
             self.pinned = None;
+            self.requests.set_pinned(false);
         }
         if self.statements.take_forget() {
             self.upstream.reset_statements().await;

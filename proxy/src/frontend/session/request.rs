@@ -54,6 +54,8 @@ pub struct Requests {
     metrics: Arc<Metrics>,
     recorder: Option<Recorder>,
     session: Arc<SessionInfo>,
+    /// Transaction mode: the client is pinned to its server connection.
+    pinned: bool,
 }
 
 impl Requests {
@@ -68,6 +70,7 @@ impl Requests {
             metrics,
             recorder,
             session: Arc::new(session),
+            pinned: false,
         }
     }
 
@@ -142,6 +145,13 @@ impl Requests {
         self.finish(request);
     }
 
+    /// The client was pinned to its server connection (or let go): the
+    /// requests it sends from now on are logged as pinned.
+    #[inline]
+    pub fn set_pinned(&mut self, pinned: bool) {
+        self.pinned = pinned;
+    }
+
     /// Reports a request: metrics, slow-query log and digest.
     #[inline]
     pub fn finish(&self, request: Option<Request>) {
@@ -170,6 +180,7 @@ impl Requests {
             pool_wait: request.pool_wait,
             rule: request.rule,
             in_transaction: request.in_transaction,
+            pinned: self.pinned,
         });
     }
 
