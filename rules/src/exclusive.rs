@@ -24,9 +24,7 @@ const DEFAULT_TEMPLATE: &str = "template1";
 pub fn exclusive_databases(sql: &str) -> Vec<String> {
     // Such a statement starts with DROP, ALTER or CREATE: a text that
     // starts otherwise (and holds no second statement) is passed over.
-    let first = sql.trim_start().bytes().next().map(|b| b | 0x20);
-    let may_start = matches!(first, Some(b'd' | b'a' | b'c' | b'-' | b'/'));
-    if !may_start && !sql.contains(';') {
+    if !crate::starts::may_start_with(sql.as_bytes(), b"dac") {
         return Vec::new();
     }
     if !mentions_database(sql.as_bytes()) {

@@ -28,9 +28,15 @@ pub struct Executed {
 
 /// The statements `sql` runs by name: one per top-level `EXECUTE`, in
 /// order (empty when there is none, or when the text does not parse).
+/// Whether `sql` may run a prepared statement by name (see
+/// [`executed_statements`]); a test on its bytes, for callers that have not
+/// decoded them yet.
+pub fn may_execute(sql: &[u8]) -> bool {
+    crate::starts::may_start_with(sql, b"e")
+}
+
 pub fn executed_statements(sql: &str) -> Vec<Executed> {
-    let first = sql.trim_start().bytes().next();
-    if !first.is_some_and(|b| b | 0x20 == b'e' || b == b'-' || b == b'/') && !sql.contains(';') {
+    if !may_execute(sql.as_bytes()) {
         return Vec::new();
     }
     if !mentions_execute(sql.as_bytes()) {

@@ -40,6 +40,7 @@ mod predicate;
 mod reset;
 mod session;
 mod shape;
+mod starts;
 mod statement;
 mod tree;
 mod walk;
@@ -50,7 +51,7 @@ pub use cache::{AnalysisCache, MAX_CACHED_TEXT};
 pub use catalog::{Catalog, Volatility};
 pub use decision::{decide, decide_unparsable, BypassReason, Decision, SessionFacts};
 pub use exclusive::exclusive_databases;
-pub use execute::{executed_statements, Executed};
+pub use execute::{executed_statements, may_execute, Executed};
 pub use fingerprint::{
     fingerprint, is_time_sensitive_input, literal_values, normalize, Fingerprint, FingerprintError,
     FingerprintHashing, FingerprintMap, Literal, LiteralKind, Normalized, CANONICAL_VERSION,

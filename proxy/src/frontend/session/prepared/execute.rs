@@ -54,6 +54,10 @@ impl ClientStatements {
         if !parse.name.is_empty() && self.named.contains(parse.name) {
             return None;
         }
+        // Almost every text: no UTF-8 check, no scan.
+        if !pgstash_rules::may_execute(parse.query) {
+            return None;
+        }
         self.renamed(&parse.query_text())
     }
 
