@@ -187,7 +187,7 @@ EVENTS = (("hit", "select_8c", "pgstash_redis", "pgstash_cluster",
            "adaptive on: reads mostly bypassed, so the calls are the writes'"))
 
 
-def event_counts(agg, meta_port):
+def event_counts(agg, meta_port, cluster):
     """The calls of one (workload, system) split by purpose. Invalidations
     are the INCRs (one table per write here: one INCR per script call);
     everything else on the masters is the lookup path: lookup scripts
@@ -201,10 +201,10 @@ def event_counts(agg, meta_port):
     lookups = agg["hits"] + agg["misses"]
     fills = c.get("pgstash_cache_fills_total", 0)
     skipped = c.get("pgstash_cache_fills_skipped_total", 0)
-    cluster = len(m) > 1
     path = ev - incr
     design = (2 if cluster else 1) * lookups + fills + skipped
-    meta_ev = _calls(m[meta_port], "evalsha") - incr if cluster and meta_port in m else None
+    split = cluster and len(m) > 1 and meta_port in m
+    meta_ev = _calls(m[meta_port], "evalsha") - incr if split else None
     return {"lookups": lookups, "hits": agg["hits"], "misses": agg["misses"],
             "fills": fills, "skipped": skipped,
             "writes": c.get("pgstash_invalidations_total", 0), "incr": incr,
@@ -222,16 +222,21 @@ def _per_event(result, topo_all):
                 continue
             meta = str((topo.get("meta_node") or {}).get(
                 "pgstash_always:" if "always" in s else "pgstash:"))
-            e = event_counts(a, meta)
+            e = event_counts(a, meta, kind == "cluster")
             lk, wr = e["lookups"], e["writes"]
             if event == "write":
-                per = f"**{_fmt(_ratio(e['incr'], wr))}** INCR script per write ({wr:,.0f} writes)"
+                per = (f"**{_fmt(_ratio(e['incr'], wr))}** INCR script per write "
+                       f"({wr:,.0f} writes)")
                 split = "all on the meta node" if kind == "cluster" else "–"
             else:
                 per = f"**{_fmt(_ratio(e['path'], lk))}** per lookup"
-                split = ("–" if e["meta_path"] is None else
-                         f"{_ratio(e['meta_path'], lk):.2f} meta node / "
-                         f"{_ratio(e['entry_path'], lk):.2f} entry nodes")
+                if kind != "cluster":
+                    split = "–"
+                elif e["meta_path"] is None:
+                    split = "one node: both scripts"
+                else:
+                    split = (f"{_ratio(e['meta_path'], lk):.2f} meta node / "
+                             f"{_ratio(e['entry_path'], lk):.2f} entry nodes")
             rows.append([event, f"`{w}` ({how})", s, f"{lk:,.0f}",
                          f"{_ratio(e['hits'], lk) * 100:.0f}%" if lk else "–",
                          f"{e['fills']:,.0f} / {e['skipped']:,.0f}", per, split,
