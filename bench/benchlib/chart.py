@@ -7,7 +7,8 @@ COLORS = {"direct": "#7f7f7f", "pgbouncer": "#1f77b4", "pgpool": "#9467bd",
           "pgstash_pass": "#ffbb78", "pgstash_pass1": "#dbdb8d", "pgstash_log0": "#e7ba52", "pgstash_mem": "#ff7f0e", "pgstash_redis": "#d62728",
           "pgstash_fast": "#9467bd", "pgstash_always": "#8c564b",
           "pgstash_repl": "#2ca02c", "pgstash_redis_repl": "#17becf",
-          "pgbouncer_tls": "#aec7e8", "pgstash_tls": "#c49c94", "pgstash_mem_tls": "#f7b6d2"}
+          "pgbouncer_tls": "#aec7e8", "pgstash_tls": "#c49c94", "pgstash_mem_tls": "#f7b6d2",
+          "pgstash_cluster": "#e377c2", "pgstash_cluster_always": "#bcbd22"}
 
 
 def draw(result, path):

@@ -4,11 +4,12 @@ numbers only mean something on the machine that produced them."""
 
 import statistics
 
-from . import baseline
+from . import baseline, cluster_report
 
 SYSTEMS = ["direct", "pgbouncer", "pgbouncer_tls", "pgpool", "pgstash_pass", "pgstash_tls",
            "pgstash_pass1", "pgstash_log0", "pgstash_mem", "pgstash_mem_tls", "pgstash_repl",
-           "pgstash_redis", "pgstash_redis_repl", "pgstash_fast", "pgstash_always"]
+           "pgstash_redis", "pgstash_redis_repl", "pgstash_fast", "pgstash_always",
+           "pgstash_cluster", "pgstash_cluster_always"]
 SHORT = {"direct": "direct", "pgbouncer": "PgBouncer", "pgbouncer_tls": "PgBouncer TLS",
          "pgpool": "pgpool-II",
          "pgstash_pass": "pgstash pass", "pgstash_tls": "pgstash pass TLS",
@@ -16,7 +17,9 @@ SHORT = {"direct": "direct", "pgbouncer": "PgBouncer", "pgbouncer_tls": "PgBounc
          "pgstash_log0": "pgstash pass log-all",
          "pgstash_mem": "pgstash mem", "pgstash_mem_tls": "pgstash mem TLS", "pgstash_redis": "pgstash redis",
          "pgstash_fast": "pgstash redis fast", "pgstash_always": "pgstash redis adaptive off",
-         "pgstash_repl": "pgstash mem repl", "pgstash_redis_repl": "pgstash redis repl"}
+         "pgstash_repl": "pgstash mem repl", "pgstash_redis_repl": "pgstash redis repl",
+         "pgstash_cluster": "pgstash cluster",
+         "pgstash_cluster_always": "pgstash cluster adaptive off"}
 
 
 def short(key):
@@ -119,7 +122,7 @@ def against_baseline(result):
 MARK = {"within": "✓", "better": "▲", "worse": "▼", None: ""}
 
 HIT_SYSTEMS = ("pgpool", "pgstash_mem", "pgstash_mem_tls", "pgstash_repl", "pgstash_redis", "pgstash_redis_repl",
-               "pgstash_fast", "pgstash_always")
+               "pgstash_fast", "pgstash_always", "pgstash_cluster", "pgstash_cluster_always")
 
 
 def _baseline_section(result):
@@ -356,6 +359,7 @@ def render(result):
     out += ["```", ""]
     if result.get("baseline"):
         out += _baseline_section(result)
+    out += cluster_report.section(result)
 
     tput = [w for w in workloads if w["metric"] == "tps"]
     lat = [w for w in workloads if w["metric"] == "latency"]
@@ -411,7 +415,9 @@ def render(result):
              ("pgstash_mem", "pgstash_pass"), ("pgstash_redis", "pgstash_pass"),
              ("pgstash_fast", "pgstash_pass"), ("pgstash_always", "pgstash_pass"),
              ("pgstash_repl", "pgstash_mem"), ("pgstash_redis_repl", "pgstash_redis"),
-             ("pgstash_tls", "pgbouncer_tls"), ("pgstash_mem_tls", "pgbouncer_tls")]
+             ("pgstash_tls", "pgbouncer_tls"), ("pgstash_mem_tls", "pgbouncer_tls"),
+             ("pgstash_cluster", "pgstash_redis"), ("pgstash_cluster_always", "pgstash_always"),
+             ("pgstash_cluster", "pgstash_pass"), ("pgstash_cluster_always", "pgstash_pass")]
     pairs = [(a, b) for a, b in pairs if a in systems and b in systems]
     rows = []
     for w in workloads:
@@ -448,7 +454,8 @@ def render(result):
     cpu_systems = [s for s in ("pgbouncer", "pgbouncer_tls", "pgstash_pass", "pgstash_tls",
                                "pgstash_pass1", "pgstash_log0", "pgstash_mem",
                                "pgstash_mem_tls", "pgstash_repl", "pgstash_redis",
-                               "pgstash_redis_repl", "pgstash_fast", "pgstash_always")
+                               "pgstash_redis_repl", "pgstash_fast", "pgstash_always",
+                               "pgstash_cluster", "pgstash_cluster_always")
                    if s in systems]
     rows = []
     for w in workloads:

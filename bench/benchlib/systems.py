@@ -23,6 +23,9 @@ stopped at the end:
   pgstash_repl   pgstash_mem + `--replication`: also invalidated from Postgres'
                  logical replication stream (writes that bypass pgstash)
   pgstash_redis_repl  pgstash_redis + `--replication` (its own Redis key prefix)
+  pgstash_cluster  pgstash_redis on a local Redis Cluster (3 masters + replicas by default,
+                 started by cluster.py) instead of the single redis-server
+  pgstash_cluster_always  pgstash_always on the same Redis Cluster
   <pgstash_*>@base  with --baseline: the same system run from the baseline
                  binary (see baseline.py)
 
@@ -72,6 +75,7 @@ class System:
     proc: object = None              # the Popen, for systems started in the foreground
     replication: bool = False        # pgstash following the replication stream of DB
     sslmode: str = "disable"         # libpq's sslmode for pgbench against this system
+    redis: object = None             # the cluster.Nodes of its Redis, for pgstash on Redis
 
     def exit_code(self):
         """None while running; the exit code once the process has ended."""
@@ -455,7 +459,7 @@ def start_pgpool(sup, tmp, port, pcp_port, pgport, children, ttl):
 # ---------------------------------------------------------------- pgstash
 
 def start_pgstash(sup, tmp, binary, key, label, port, mport, pgport, pool,
-                  rules=None, redis_port=None, log_all=False, fast=False, workers=None,
+                  rules=None, redis_url=None, log_all=False, fast=False, workers=None,
                   prefix=None, replication=False, tls=None, extra_config=None):
     """One pgstash. `tls`: the certificate files of make_certs: TLS required
     of clients ([tls]) and upstream sslmode=require; without it the upstream
@@ -497,8 +501,8 @@ def start_pgstash(sup, tmp, binary, key, label, port, mport, pgport, pool,
         cmd += ["--workers", str(workers)]
     if rules:
         cmd += ["--rules", rules]
-    if redis_port:
-        cmd += ["--redis", f"redis://127.0.0.1:{redis_port}"]
+    if redis_url:
+        cmd += ["--redis", redis_url]
     if replication:
         cmd.append("--replication")
     log = os.path.join(d, "pgstash.log")

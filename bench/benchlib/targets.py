@@ -106,6 +106,7 @@ def evaluate(summary, extras):
         info(f"TLS hit throughput against PgBouncer with TLS ({w})",
              _ratio(tps(w, "pgstash_mem_tls"), tps(w, "pgbouncer_tls")),
              f"tps pgstash_mem_tls / pgbouncer_tls, {w}")
+    out += _cluster(summary, extras, add, info)
     out += _direct_writes(extras)
     idle = (extras.get("idle") or {}).get("pgstash_pass") or {}
     kb = idle.get("kb_per_connection") if idle.get("opened") else None
@@ -176,3 +177,40 @@ def _direct_writes(extras):
                              "acknowledged > 500 ms before the read began, every rate "
                              "(absolute)"})
     return out
+
+
+def _cluster(summary, extras, add, info):
+    """Redis Cluster (issue #18): pgstash on the local cluster (3 masters
+    unless --cluster-masters says otherwise) against the same configuration
+    on the single Redis. Lines are added through `add`/`info`; returns
+    nothing more."""
+    def tps(w, s):
+        return _get(summary, w, s, "tps")
+
+    def p50(w, s):
+        return _get(summary, w, s, "p50_ms")
+
+    for w in ("select_8c", "select_32c", "hot_zipf"):
+        add(f"Redis Cluster hit throughput ≥ 0.9× single Redis, strict mode ({w})",
+            _ratio(tps(w, "pgstash_cluster"), tps(w, "pgstash_redis")), ">=", 0.9,
+            f"tps pgstash_cluster / pgstash_redis, {w}")
+    add("Redis Cluster strict-mode hit p50 at 1 client ≤ 1.2× single Redis "
+        "(select_1c_extended)",
+        _ratio(p50("select_1c_extended", "pgstash_cluster"),
+               p50("select_1c_extended", "pgstash_redis")), "<=", 1.2,
+        "p50 pgstash_cluster / pgstash_redis, select_1c_extended")
+    info("Redis Cluster miss path against single Redis (adaptive = false, uniform_miss)",
+         _ratio(tps("uniform_miss", "pgstash_cluster_always"),
+                tps("uniform_miss", "pgstash_always")),
+         "tps pgstash_cluster_always / pgstash_always, uniform_miss")
+    info("Redis Cluster update-heavy mix against single Redis (mix_50_50)",
+         _ratio(tps("mix_50_50", "pgstash_cluster"), tps("mix_50_50", "pgstash_redis")),
+         "tps pgstash_cluster / pgstash_redis, mix_50_50")
+    keys = ((extras.get("redis_topology") or {}).get("cluster") or {}).get("keys") or {}
+    entries = {p: sum(v["entries"] for v in k["prefixes"].values()) for p, k in keys.items()}
+    total = sum(entries.values())
+    info(f"Redis Cluster: smallest share of the cache entries on one master "
+         f"({len(entries)} masters)", min(entries.values()) / total if total else None,
+         "entries (SCAN prefix e:*) on the master holding fewest / all entries, after the "
+         "runs; " + ", ".join(f"{p}: {n}" for p, n in sorted(entries.items())))
+    return []
