@@ -3,8 +3,8 @@
 //! when it was not (the fill lease).
 //!
 //! On one Redis this is one script, one round trip. On Redis Cluster the
-//! meta keys and the entry live on different nodes: a script reading the
-//! meta slot and the entry's script are sent together and answered in parallel,
+//! meta keys and the entry live on different nodes: an `MGET` of the meta
+//! slot and the entry's script are sent together and answered in parallel,
 //! still one round trip of latency; an entry found stale costs a second
 //! call for its lease, on the way to a miss that goes upstream anyway.
 
@@ -56,16 +56,14 @@ impl RedisStore {
             let reply = self.bounded(call).await?;
             return self.decode_whole(reply);
         }
-        // Two of the pool's clients: fred sends a script only once the
-        // one before it on the same client has been answered.
-        let other = self.pool.next();
-        let meta = Box::pin(self.scripts.meta.evalsha_with_reload::<Vec<Value>, _, _>(
-            client,
-            keys,
-            Vec::<String>::new(),
-        ));
+        // One client: the MGET is pipelined (fred writes it and goes on),
+        // the entry's script follows at once; their replies come back on
+        // the two nodes' connections. Redirections are not followed (see
+        // `scripts::builder`), so a pipelined command cannot meet fred's
+        // `ASK` handling.
+        let meta = Box::pin(client.mget::<Vec<Value>, _>(keys));
         let entry = Box::pin(self.scripts.entry.evalsha_with_reload::<Value, _, _>(
-            other,
+            client,
             entry_keys,
             args.clone(),
         ));

@@ -72,14 +72,6 @@ return {false, claim(KEYS[2])}
     )
 }
 
-/// Cluster: the stamp's half of a lookup, on the meta slot's node. KEYS:
-/// the epoch, one version key per table. A script rather than an `MGET`,
-/// like every call on the lookup path: fred sends scripts one at a time on
-/// a connection, never pipelined behind other commands.
-const META_LUA: &str = r#"
-return redis.call('MGET', unpack(KEYS))
-"#;
-
 /// Cluster: takes the fill lease of an entry found stale. KEYS[1]: the
 /// lease. ARGV as for [`lookup_lua`].
 fn claim_lua() -> String {
@@ -125,7 +117,6 @@ return 1
 /// The store's scripts, each loaded once per Redis node on first use.
 pub struct Scripts {
     pub lookup: Script,
-    pub meta: Script,
     pub entry: Script,
     pub claim: Script,
     pub put: Script,
@@ -138,7 +129,6 @@ impl Default for Scripts {
     fn default() -> Scripts {
         Scripts {
             lookup: Script::from_lua(lookup_lua()),
-            meta: Script::from_lua(META_LUA),
             entry: Script::from_lua(entry_lua()),
             claim: Script::from_lua(claim_lua()),
             put: Script::from_lua(PUT_LUA),
