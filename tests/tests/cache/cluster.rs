@@ -16,7 +16,7 @@ use pgstash_tests::cache::{executions, CachingProxy, COUNTER_FUNCTIONS};
 use pgstash_tests::fixture::database;
 use pgstash_tests::redis_cluster::{RedisCluster, RedisSentinel};
 
-use super::consistency::{check_across, counters, read_row, Disruption, RULES};
+use super::consistency::{check_across, counters, prepare_read, read_row, Disruption, RULES};
 
 /// The entries of `prefix` are `<prefix>e:{<base>}`.
 fn entry_pattern(prefix: &str) -> String {
@@ -27,10 +27,7 @@ fn entry_pattern(prefix: &str) -> String {
 /// recovered: renewed its epoch and answers).
 async fn hits_again(proxy: &CachingProxy) {
     let client = proxy.connect().await;
-    let stmt = client
-        .prepare("SELECT v FROM counters WHERE id = $1")
-        .await
-        .unwrap();
+    let stmt = prepare_read(&client).await;
     let deadline = Instant::now() + Duration::from_secs(20);
     loop {
         let before = proxy.hits("counters");
@@ -132,14 +129,8 @@ async fn fast_mode_on_a_cluster_serves_locally_and_follows_other_instances_write
         }
     }
     let (client_a, client_b) = (a.connect().await, b.connect().await);
-    let stmt_a = client_a
-        .prepare("SELECT v FROM counters WHERE id = $1")
-        .await
-        .unwrap();
-    let stmt_b = client_b
-        .prepare("SELECT v FROM counters WHERE id = $1")
-        .await
-        .unwrap();
+    let stmt_a = prepare_read(&client_a).await;
+    let stmt_b = prepare_read(&client_b).await;
     assert_eq!(read_row(&client_a, &stmt_a, false, 1).await, 0);
     a.wait_for_fills("counters", 1).await;
     for _ in 0..3 {
@@ -331,10 +322,7 @@ async fn pgstash_finds_the_master_through_sentinel_and_follows_a_failover() {
     let pg = database(&[&counters()]).await;
     let proxy = CachingProxy::start(&pg, RULES, |c| c.redis = Some(sentinel.url())).await;
     let client = proxy.connect().await;
-    let stmt = client
-        .prepare("SELECT v FROM counters WHERE id = $1")
-        .await
-        .unwrap();
+    let stmt = prepare_read(&client).await;
     assert_eq!(read_row(&client, &stmt, false, 1).await, 0);
     proxy.wait_for_fills("counters", 1).await;
     assert_eq!(read_row(&client, &stmt, false, 1).await, 0);

@@ -69,6 +69,14 @@ pub(crate) fn counters() -> String {
     )
 }
 
+/// The checker's read, prepared on `client`.
+pub(crate) async fn prepare_read(client: &tokio_postgres::Client) -> tokio_postgres::Statement {
+    client
+        .prepare("SELECT v FROM counters WHERE id = $1")
+        .await
+        .expect("prepare the read")
+}
+
 /// Reads row `id` through the proxy, alternating protocols by reader.
 pub(crate) async fn read_row(
     client: &tokio_postgres::Client,
@@ -129,10 +137,7 @@ async fn writer(proxy_url: String, shared: Arc<Shared>) {
 
 async fn reader(proxy_url: String, shared: Arc<Shared>, simple: bool) {
     let client = pgstash_tests::postgres::connect(&proxy_url).await;
-    let stmt = client
-        .prepare("SELECT v FROM counters WHERE id = $1")
-        .await
-        .unwrap();
+    let stmt = prepare_read(&client).await;
     while shared.running() && shared.reads.fetch_add(1, Ordering::SeqCst) < MAX_READS {
         let id = rand::rng().random_range(1..=ROWS);
         let noted = shared.acked[id as usize].load(Ordering::SeqCst);
@@ -237,10 +242,7 @@ pub async fn check_across(
             .await
             .unwrap()
             .get(0);
-        let stmt = via
-            .prepare("SELECT v FROM counters WHERE id = $1")
-            .await
-            .unwrap();
+        let stmt = prepare_read(&via).await;
         assert_eq!(read_row(&via, &stmt, false, id).await, want, "row {id}");
         assert_eq!(read_row(&via, &stmt, true, id).await, want, "row {id}");
     }
@@ -294,14 +296,8 @@ async fn write_through_one_instance_is_seen_by_another_sharing_redis() {
     let b = CachingProxy::start(&pg, RULES, |c| redis.configure(c)).await;
     let client_a = a.connect().await;
     let client_b = b.connect().await;
-    let stmt_a = client_a
-        .prepare("SELECT v FROM counters WHERE id = $1")
-        .await
-        .unwrap();
-    let stmt_b = client_b
-        .prepare("SELECT v FROM counters WHERE id = $1")
-        .await
-        .unwrap();
+    let stmt_a = prepare_read(&client_a).await;
+    let stmt_b = prepare_read(&client_b).await;
 
     // Fill through A (both protocols), and see the entries hit.
     for simple in [true, false] {
