@@ -3,9 +3,10 @@
 //! once and the query goes upstream, costing what pass-through costs —
 //! until a probe (a PING every 200 ms, in the store's repair task) sees
 //! Redis answer again. Invalidations keep their fail-closed rule: one made
-//! while the store is down is not attempted but marks the store dirty at
-//! once, exactly as a failed one does, and nothing is served until the
-//! epoch is renewed (see `dirt.rs`).
+//! while the store is down marks the store dirty at once, exactly as a
+//! failed one does, and nothing is served until the epoch is renewed (see
+//! `dirt.rs`); it is still tried, briefly, because other instances may be
+//! serving (`invalidations.rs`).
 
 use std::sync::atomic::{AtomicBool, Ordering};
 

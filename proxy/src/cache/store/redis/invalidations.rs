@@ -6,12 +6,29 @@
 //! before the writes, instead of serving it until this one repairs.
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use super::RedisStore;
 use crate::cache::key::TableKey;
 use crate::cache::store::contract::StoreError;
 
+/// How long a batch of writes tries Redis while the store is down for
+/// this instance (a healthy store gets the full store timeout).
+const WHILE_DOWN: Duration = Duration::from_millis(50);
+
 impl RedisStore {
+    /// Bumps the versions of `tables`, or (the store dirty, or the bump
+    /// failed) renews the epoch, which hides the writes' tables as well.
+    async fn record(&self, tables: &[TableKey]) -> Result<(), StoreError> {
+        if self.dirty.is_dirty() {
+            return self.renew_epoch().await;
+        }
+        match self.invalidate_now(tables).await {
+            Ok(()) => Ok(()),
+            Err(e) => self.renew_epoch().await.map_err(|_| e),
+        }
+    }
+
     pub(super) async fn invalidate_now(&self, tables: &[TableKey]) -> Result<(), StoreError> {
         let keys: Vec<String> = tables.iter().map(|t| self.layout.version(t)).collect();
         let client = self.pool.next();
@@ -45,12 +62,14 @@ impl RedisStore {
     }
 }
 
-/// Takes queued invalidations until none is left (see `coalesce.rs`).
-/// While the store is down a batch fails at once, marked (nothing is
-/// served until the epoch is renewed, and a Redis that does not answer
-/// must not hold writes for a timeout each). Otherwise a batch that finds
-/// the store dirty, or whose call fails, renews the epoch: that hides what
-/// its writes changed from every instance, as a bump would have.
+/// Takes queued invalidations until none is left (see `coalesce.rs`). A
+/// batch that finds the store dirty, or whose call fails, renews the
+/// epoch: that hides what its writes changed from every instance, as a
+/// bump would have. While the store is down for this instance a batch
+/// still tries, for at most [`WHILE_DOWN`]: other instances may be
+/// serving (the failover of a Redis Cluster master is seen at different
+/// moments by different instances), and an acknowledgement released with
+/// nothing recorded would let them serve what the writes changed.
 pub(super) async fn run_invalidations(store: Arc<RedisStore>) {
     let mut runner = Runner {
         store: &store,
@@ -58,16 +77,16 @@ pub(super) async fn run_invalidations(store: Arc<RedisStore>) {
     };
     while let Some(batch) = store.coalescer.take() {
         let result = if store.breaker.is_down() {
+            // Down for this instance, maybe not for the others sharing the
+            // store (a failover this one has not got past yet): they would
+            // serve what the writes changed. One short try.
             store.dirty.mark();
-            Err(StoreError::Down)
-        } else if store.dirty.is_dirty() {
-            store.renew_epoch().await
-        } else {
-            match store.invalidate_now(&batch.tables).await {
-                Ok(()) => Ok(()),
-                Err(e) if store.breaker.is_down() => Err(e),
-                Err(e) => store.renew_epoch().await.map_err(|_| e),
+            match tokio::time::timeout(WHILE_DOWN, store.record(&batch.tables)).await {
+                Ok(result) => result,
+                Err(_) => Err(StoreError::Down),
             }
+        } else {
+            store.record(&batch.tables).await
         };
         batch.finish(result);
     }

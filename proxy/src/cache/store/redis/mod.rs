@@ -408,12 +408,6 @@ impl CacheStore for RedisStore {
         if tables.is_empty() {
             return Ok(());
         }
-        if self.breaker.is_down() {
-            // Not recorded: fail closed at once (nothing is served until
-            // the epoch is renewed) instead of waiting on a store that is down.
-            self.dirty.mark();
-            return Err(StoreError::Down);
-        }
         let (done, start) = self.coalescer.push(tables);
         if start {
             if let Some(store) = self.me.upgrade() {
