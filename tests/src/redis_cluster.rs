@@ -9,7 +9,7 @@
 //! `redis-sentinel://` URL.
 
 use std::path::PathBuf;
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, Command};
 use std::time::{Duration, Instant};
 
 /// How long a master may be unreachable before its replica takes over.
@@ -430,20 +430,9 @@ impl Drop for RedisSentinel {
 
 /// Starts `redis-server args…` in `dir`, killed if the test dies.
 fn spawn_redis(dir: &std::path::Path, args: &[&str]) -> Child {
-    use std::os::unix::process::CommandExt;
     let mut cmd = Command::new("redis-server");
-    cmd.args(args)
-        .current_dir(dir)
-        .stdout(Stdio::null())
-        .stderr(Stdio::null());
-    // SAFETY: prctl is async-signal-safe; the server dies with the test.
-    unsafe {
-        cmd.pre_exec(|| {
-            libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL);
-            Ok(())
-        });
-    }
-    cmd.spawn().expect("cannot start redis-server")
+    cmd.args(args).current_dir(dir);
+    crate::redis_process::spawn_with_the_test(cmd)
 }
 
 /// Runs `redis-cli -p PORT args…` and returns its output.

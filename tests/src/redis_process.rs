@@ -126,26 +126,14 @@ impl RedisProcess {
     }
 
     fn spawn(&mut self) {
-        use std::os::unix::process::CommandExt;
         let mut cmd = Command::new("redis-server");
         cmd.args(["--port", &self.port.to_string(), "--bind", "127.0.0.1"])
             .args(["--save", "", "--appendonly", "no"])
             .args(["--dbfilename", "dump.rdb"])
             .arg("--dir")
             .arg(&self.dir)
-            .args(&self.extra)
-            .stdout(Stdio::null())
-            .stderr(Stdio::null());
-        // SAFETY: prctl is async-signal-safe. The signal fires when the
-        // spawning thread exits: the test's own thread, which outlives the
-        // test body (and Drop kills the server before that anyway).
-        unsafe {
-            cmd.pre_exec(|| {
-                libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL);
-                Ok(())
-            });
-        }
-        self.child = Some(cmd.spawn().expect("cannot start redis-server"));
+            .args(&self.extra);
+        self.child = Some(spawn_with_the_test(cmd));
         self.paused = false;
         let deadline = Instant::now() + Duration::from_secs(10);
         loop {
@@ -245,6 +233,23 @@ impl RedisProcess {
         let rc = unsafe { libc::kill(child.id() as libc::pid_t, signal) };
         assert_eq!(rc, 0, "kill({}, {signal}) failed", child.id());
     }
+}
+
+/// Spawns a `redis-server` command, its output discarded, killed when the
+/// thread that spawned it exits.
+pub(crate) fn spawn_with_the_test(mut cmd: Command) -> Child {
+    use std::os::unix::process::CommandExt;
+    cmd.stdout(Stdio::null()).stderr(Stdio::null());
+    // SAFETY: prctl is async-signal-safe. The signal fires when the
+    // spawning thread exits: the test's own thread, which outlives the
+    // test body (and Drop kills the server before that anyway).
+    unsafe {
+        cmd.pre_exec(|| {
+            libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL);
+            Ok(())
+        });
+    }
+    cmd.spawn().expect("cannot start redis-server")
 }
 
 impl Drop for RedisProcess {

@@ -17,6 +17,7 @@ use pgstash_tests::fixture::database;
 use pgstash_tests::redis_cluster::{RedisCluster, RedisSentinel};
 
 use super::consistency::{check_across, counters, prepare_read, read_row, Disruption, RULES};
+use super::fast::wait_live;
 
 /// The entries of `prefix` are `<prefix>e:{<base>}`.
 fn entry_pattern(prefix: &str) -> String {
@@ -122,11 +123,7 @@ async fn fast_mode_on_a_cluster_serves_locally_and_follows_other_instances_write
     let proxies = instances(&pg, &cluster.url(), 2, CacheMode::Fast).await;
     let (a, b) = (&proxies[0], &proxies[1]);
     for proxy in [a, b] {
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while proxy.local_live() != Some(true) {
-            assert!(Instant::now() < deadline, "fast mode never subscribed");
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
+        wait_live(proxy).await;
     }
     let (client_a, client_b) = (a.connect().await, b.connect().await);
     let stmt_a = prepare_read(&client_a).await;

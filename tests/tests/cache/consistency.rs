@@ -106,10 +106,7 @@ async fn writer(proxy_url: String, shared: Arc<Shared>) {
         .prepare("UPDATE counters SET v = v + 1 WHERE id = $1 RETURNING v")
         .await
         .unwrap();
-    let read = client
-        .prepare("SELECT v FROM counters WHERE id = $1")
-        .await
-        .unwrap();
+    let read = prepare_read(&client).await;
     while shared.running() && shared.writes.fetch_add(1, Ordering::SeqCst) < MAX_WRITES {
         let id = rand::rng().random_range(1..=ROWS);
         let reads_before = shared.reads.load(Ordering::SeqCst);

@@ -42,7 +42,7 @@ async fn fast(pg: &TestPostgres, redis: &RedisProcess) -> CachingProxy {
 }
 
 /// Waits until the proxy's invalidation subscription is up.
-async fn wait_live(proxy: &CachingProxy) {
+pub(crate) async fn wait_live(proxy: &CachingProxy) {
     let deadline = Instant::now() + Duration::from_secs(10);
     loop {
         if proxy.local_live() == Some(true) {

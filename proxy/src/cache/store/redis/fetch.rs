@@ -15,7 +15,6 @@ use fred::prelude::*;
 
 use super::layout::{stamp, unframe};
 use super::RedisStore;
-use crate::cache::key::TableKey;
 use crate::cache::store::contract::{Filler, StoreError};
 
 /// What Redis holds for one lookup.
@@ -30,16 +29,17 @@ pub struct Fetched {
 }
 
 impl RedisStore {
-    /// Reads the stamp and the entry of base `hex` over `tables`.
+    /// Reads the stamp and the entry of base `hex` over the tables whose
+    /// version keys are `version_keys`.
     pub(super) async fn fetch(
         &self,
         hex: &str,
-        tables: &[TableKey],
+        version_keys: &[String],
     ) -> Result<Fetched, StoreError> {
         let layout = &self.layout;
-        let mut keys = Vec::with_capacity(tables.len() + 3);
+        let mut keys = Vec::with_capacity(version_keys.len() + 3);
         keys.push(layout.epoch());
-        keys.extend(tables.iter().map(|t| layout.version(t)));
+        keys.extend_from_slice(version_keys);
         let entry_keys = vec![layout.entry(hex), layout.fill_lease(hex)];
         let args = vec![self.holder.clone(), self.lease_ms.clone()];
         let client = self.pool.next();
@@ -62,11 +62,11 @@ impl RedisStore {
         // `scripts::builder`), so a pipelined command cannot meet fred's
         // `ASK` handling.
         let meta = Box::pin(client.mget::<Vec<Value>, _>(keys));
-        let entry = Box::pin(self.scripts.entry.evalsha_with_reload::<Value, _, _>(
-            client,
-            entry_keys,
-            args.clone(),
-        ));
+        let entry = Box::pin(
+            self.scripts
+                .entry
+                .evalsha_with_reload::<Value, _, _>(client, entry_keys, args),
+        );
         let both = async move {
             let (meta, entry) = tokio::join!(meta, entry);
             Ok((meta?, entry?))

@@ -29,7 +29,7 @@ impl RedisStore {
         }
     }
 
-    pub(super) async fn invalidate_now(&self, tables: &[TableKey]) -> Result<(), StoreError> {
+    async fn invalidate_now(&self, tables: &[TableKey]) -> Result<(), StoreError> {
         let keys: Vec<String> = tables.iter().map(|t| self.layout.version(t)).collect();
         let client = self.pool.next();
         let call = Box::pin(

@@ -303,18 +303,18 @@ impl CacheStore for RedisStore {
         let generation = self.generation.load(Ordering::SeqCst);
         let bumps_before = self.bumped.sequence();
         let hex = self.layout.split(&prefix).map_or("", |(hex, _)| hex);
+        let version_keys: Vec<String> = tables.iter().map(|t| self.layout.version(t)).collect();
         let Fetched {
             stamp,
             value,
             remaining,
             filler,
-        } = self.fetch(hex, tables).await?;
+        } = self.fetch(hex, &version_keys).await?;
         if self.generation.load(Ordering::SeqCst) != generation || self.dirty.is_dirty() {
             // The connection failed or came back while this lookup ran.
             return Err(StoreError::Recovering);
         }
         let (epoch, versions) = stamp_versions(&stamp);
-        let version_keys: Vec<String> = tables.iter().map(|t| self.layout.version(t)).collect();
         if self
             .bumped
             .lost_data(&version_keys, &versions, bumps_before)
@@ -357,12 +357,12 @@ impl CacheStore for RedisStore {
                 "not a key of this store: {key}"
             )));
         };
-        let (entry, lease) = (self.layout.entry(hex), self.layout.fill_lease(hex));
         if self.is_dead(tables, versions) {
             // Nothing to store; waiting instances fill it themselves.
             self.abandon(key);
             return Ok(false);
         }
+        let (entry, lease) = (self.layout.entry(hex), self.layout.fill_lease(hex));
         let ms = ttl.as_millis().clamp(1, i64::MAX as u128).to_string();
         let framed = frame(stamp, &value);
         let call = Box::pin(self.scripts.put.evalsha_with_reload::<i64, _, _>(
