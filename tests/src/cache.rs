@@ -178,9 +178,9 @@ impl CachingProxy {
 }
 
 /// A key prefix of a test's own on the shared Redis, for `cache.key_prefix`.
-/// pgstash wraps the prefix in a `{hash tag}` for its meta keys, which
-/// [`TestRedis`]'s own cleanup does not match; this deletes those keys
-/// and the entries (`prefix e:{base}`) on drop.
+/// pgstash wraps the prefix in `{hash tags}` (`{prefix}` on one Redis),
+/// which [`TestRedis`]'s own cleanup does not match; this deletes every
+/// key under them (meta keys, entries `{prefix}e:<base>`, leases) on drop.
 pub struct RedisPrefix {
     pub redis: TestRedis,
 }
@@ -210,7 +210,7 @@ impl RedisPrefix {
     /// Keys pgstash wrote under this prefix: meta keys, entries and leases.
     pub fn keys(&self) -> Vec<String> {
         let prefix = &self.redis.prefix;
-        [format!("{{{prefix}}}*"), format!("{prefix}*")]
+        [format!("{{{prefix}*"), format!("{prefix}*")]
             .iter()
             .flat_map(|pattern| self.redis.scan(pattern).unwrap_or_default())
             .collect()

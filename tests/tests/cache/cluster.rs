@@ -19,9 +19,10 @@ use pgstash_tests::redis_cluster::{RedisCluster, RedisSentinel};
 use super::consistency::{check_across, counters, prepare_read, read_row, Disruption, RULES};
 use super::fast::wait_live;
 
-/// The entries of `prefix` are `<prefix>e:{<base>}`.
+/// The entries of `prefix` are `{<group tag>}e:<base>`, the group tags
+/// `{<prefix>}` and `{<prefix>#n}`.
 fn entry_pattern(prefix: &str) -> String {
-    format!("{prefix}e:*")
+    format!("{{{prefix}*}}e:*")
 }
 
 /// Waits until reads of row 1 through `proxy` hit again (the store has
@@ -102,13 +103,35 @@ async fn entries_spread_over_every_master_and_instances_agree() {
             "master {port} holds {n} of {total} entries (under 20 %): {spread:?}"
         );
     }
-    // Served back as hits, from every master.
+    // Served back as hits, from every master: one script on the entry's
+    // node per hit, no master read by every hit.
+    let calls = || cluster.calls_per_master("evalsha");
+    let calls_before = calls();
     let before = a.hits("spread");
     for id in 1..=300i32 {
         let v: i32 = client.query_one(&stmt, &[&id]).await.unwrap().get(0);
         assert_eq!(v, id);
     }
     assert_eq!(a.hits("spread") - before, 300);
+    let per_master: Vec<(u16, u64)> = calls()
+        .into_iter()
+        .zip(calls_before)
+        .map(|((port, after), (_, before))| (port, after - before))
+        .collect();
+    eprintln!("hit scripts per master: {per_master:?}");
+    let scripts: u64 = per_master.iter().map(|(_, n)| n).sum();
+    assert_eq!(scripts, 300, "one script per hit: {per_master:?}");
+    for (port, n) in &per_master {
+        assert!(
+            n * 5 >= scripts,
+            "master {port} ran {n} of {scripts} hit scripts (under 20 %): {per_master:?}"
+        );
+    }
+    let reads = cluster.calls_per_master("mget");
+    assert!(
+        reads.iter().all(|(_, n)| *n == 0),
+        "hits read the meta keys apart: {reads:?}"
+    );
     drop(a);
 
     let proxies = instances(&pg, &cluster.url(), 3, CacheMode::Strict).await;
@@ -157,8 +180,8 @@ async fn fast_mode_on_a_cluster_serves_locally_and_follows_other_instances_write
     check_across(&pg, &[a], "redis cluster, fast mode", None).await;
 }
 
-/// The master serving the meta slot (epoch and versions) of the default
-/// prefix: the one whose loss can lose invalidations.
+/// The master serving group 0's slot (epoch, versions, the channel) of
+/// the default prefix: its loss can lose invalidations of its groups.
 fn meta_master(cluster: &RedisCluster) -> pgstash_tests::redis_cluster::Master {
     let prefix = pgstash::Config::default().cache.key_prefix;
     cluster.master_of(cluster.slot(&format!("{{{prefix}}}epoch")))

@@ -130,7 +130,7 @@ async fn a_fill_overtaken_by_a_write_is_not_written_to_redis() {
         redis
             .keys()
             .into_iter()
-            .filter(|k| k.contains("e:{"))
+            .filter(|k| k.contains("}e:"))
             .count()
     };
 

@@ -2,18 +2,16 @@
 //! versions), the entry if it was filled under that stamp, and who fills it
 //! when it was not (the fill lease).
 //!
-//! On one Redis this is one script, one round trip. On Redis Cluster the
-//! meta keys and the entry live on different nodes: an `MGET` of the meta
-//! slot and the entry's script are sent together and answered in parallel,
-//! still one round trip of latency; an entry found stale costs a second
-//! call for its lease, on the way to a miss that goes upstream anyway.
+//! One script on the node of the entry's group (`layout.rs`), on one Redis
+//! as on Cluster: one round trip, one command, whether it hits, finds the
+//! entry stale or finds none.
 
 use std::time::Duration;
 
 use bytes::Bytes;
 use fred::prelude::*;
 
-use super::layout::{stamp, unframe};
+use super::layout::unframe;
 use super::RedisStore;
 use crate::cache::store::contract::{Filler, StoreError};
 
@@ -29,99 +27,35 @@ pub struct Fetched {
 }
 
 impl RedisStore {
-    /// Reads the stamp and the entry of base `hex` over the tables whose
-    /// version keys are `version_keys`.
+    /// Reads the stamp of `group` and the entry of base `hex` over the
+    /// tables whose version keys (in that group) are `version_keys`.
     pub(super) async fn fetch(
         &self,
+        group: usize,
         hex: &str,
         version_keys: &[String],
     ) -> Result<Fetched, StoreError> {
         let layout = &self.layout;
         let mut keys = Vec::with_capacity(version_keys.len() + 3);
-        keys.push(layout.epoch());
+        keys.push(layout.epoch(group));
         keys.extend_from_slice(version_keys);
-        let entry_keys = vec![layout.entry(hex), layout.fill_lease(hex)];
+        keys.push(layout.entry(hex));
+        keys.push(layout.fill_lease(hex));
         let args = vec![self.holder.clone(), self.lease_ms.clone()];
-        let client = self.pool.next();
-        if !self.cluster {
-            keys.extend(entry_keys);
-            // Every fred call is boxed in a statement of its own: its state
-            // is ~16 KiB, which would otherwise size (and be copied with)
-            // the caller's — every lookup's, up to the session's.
-            let call = Box::pin(
-                self.scripts
-                    .lookup
-                    .evalsha_with_reload::<Value, _, _>(client, keys, args),
-            );
-            let reply = self.bounded(call).await?;
-            return self.decode_whole(reply);
-        }
-        // One client: the MGET is pipelined (fred writes it and goes on),
-        // the entry's script follows at once; their replies come back on
-        // the two nodes' connections. Redirections are not followed (see
-        // `scripts::builder`), so a pipelined command cannot meet fred's
-        // `ASK` handling.
-        let meta = Box::pin(client.mget::<Vec<Value>, _>(keys));
-        let entry = Box::pin(
-            self.scripts
-                .entry
-                .evalsha_with_reload::<Value, _, _>(client, entry_keys, args),
-        );
-        let both = async move {
-            let (meta, entry) = tokio::join!(meta, entry);
-            Ok((meta?, entry?))
-        };
-        let (meta, entry) = self.bounded(Box::pin(both)).await?;
-        let parts: Vec<String> = meta
-            .into_iter()
-            .map(|v| text(v).unwrap_or_else(|| "0".to_owned()))
-            .collect();
-        let stamp = stamp(parts.iter().map(String::as_str));
-        let mut parts = array(entry)?.into_iter();
-        let framed = parts.next().and_then(bytes);
-        let second = parts.next();
-        if let Some(framed) = framed {
-            if let Some(value) = unframe(&stamp, &framed) {
-                return Ok(Fetched {
-                    stamp,
-                    value: Some(value),
-                    remaining: second.and_then(millis),
-                    filler: Filler::Unclaimed,
-                });
-            }
-            // Stale: filled under older versions. Its lease, for the miss.
-            let filler = self.claim(hex).await?;
-            return Ok(Fetched {
-                stamp,
-                value: None,
-                remaining: None,
-                filler,
-            });
-        }
-        Ok(Fetched {
-            stamp,
-            value: None,
-            remaining: None,
-            filler: self.filler(second),
-        })
-    }
-
-    /// Cluster: takes the fill lease of base `hex` for this instance.
-    async fn claim(&self, hex: &str) -> Result<Filler, StoreError> {
-        if self.lease_ms.is_empty() {
-            return Ok(Filler::Unclaimed);
-        }
-        let call = Box::pin(self.scripts.claim.evalsha_with_reload::<Value, _, _>(
+        // Every fred call is boxed in a statement of its own: its state is
+        // ~16 KiB, which would otherwise size (and be copied with) the
+        // caller's — every lookup's, up to the session's.
+        let call = Box::pin(self.scripts.lookup.evalsha_with_reload::<Value, _, _>(
             self.pool.next(),
-            vec![self.layout.fill_lease(hex)],
-            vec![self.holder.clone(), self.lease_ms.clone()],
+            keys,
+            args,
         ));
         let reply = self.bounded(call).await?;
-        Ok(self.filler(Some(reply)))
+        self.decode(reply)
     }
 
-    /// One Redis: `{stamp, framed entry, pttl}` or `{stamp, false, claimed}`.
-    fn decode_whole(&self, reply: Value) -> Result<Fetched, StoreError> {
+    /// `{stamp, framed entry, pttl}` or `{stamp, false, claimed}`.
+    fn decode(&self, reply: Value) -> Result<Fetched, StoreError> {
         let mut parts = array(reply)?.into_iter();
         let stamp = parts
             .next()

@@ -1,5 +1,6 @@
-//! Writing invalidations to Redis: one script call bumps the versions of
-//! every table a batch of writers touched (see `coalesce.rs`). A call that
+//! Writing invalidations to Redis: one script call per node bumps, in
+//! every group (see `layout.rs`, `everywhere.rs`), the versions of every
+//! table a batch of writers touched (see `coalesce.rs`). A call that
 //! fails makes the store dirty (G4) and is followed at once by an epoch
 //! renewal, before the writers' acknowledgements: instances sharing the
 //! store (each reads the epoch at every lookup) then serve nothing from
@@ -29,31 +30,27 @@ impl RedisStore {
         }
     }
 
+    /// Bumps `tables` in every group (see `everywhere.rs`): the write is
+    /// recorded only when every group has it, since a lookup reads its
+    /// entry's group alone.
     async fn invalidate_now(&self, tables: &[TableKey]) -> Result<(), StoreError> {
-        let keys: Vec<String> = tables.iter().map(|t| self.layout.version(t)).collect();
-        let client = self.pool.next();
-        let call = Box::pin(
-            self.scripts
-                .invalidate
-                .evalsha_with_reload::<Vec<i64>, _, _>(
-                    client,
-                    keys.clone(),
-                    vec![self.channel.clone()],
-                ),
-        );
-        let result = self.bounded(call).await;
-        match result {
-            Ok(versions) => {
-                let versions: Vec<u64> = versions.into_iter().map(|v| v.max(0) as u64).collect();
-                if let Some(local) = &self.local {
-                    // Before the write is acknowledged: this instance's
-                    // next lookups build keys with the new versions.
-                    local.raise(&keys, &versions);
+        let mut failed = None;
+        for (group, result) in self.bump_everywhere(tables).await.into_iter().enumerate() {
+            match result {
+                Ok((keys, versions)) => {
+                    if let (0, Some(local)) = (group, &self.local) {
+                        // Before the write is acknowledged: this instance's
+                        // next lookups build keys with the new versions.
+                        local.raise(&keys, &versions);
+                    }
+                    self.bumped.record(keys, &versions);
                 }
-                self.bumped.record(keys, &versions);
-                Ok(())
+                Err(e) => failed = Some(e),
             }
-            Err(e) => {
+        }
+        match failed {
+            None => Ok(()),
+            Some(e) => {
                 tracing::error!(error = %e, "invalidation could not be recorded; cache disabled until the epoch is renewed");
                 self.dirty.mark();
                 Err(e)

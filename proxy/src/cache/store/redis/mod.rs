@@ -1,9 +1,9 @@
 //! The Redis store (via `fred`), on one Redis, Redis Cluster or behind
 //! Sentinel: entries as keys with a TTL, table versions as counters, and a
 //! global epoch; an entry is served only under the epoch and versions it
-//! was filled under (`layout.rs`). A lookup is one round trip (`fetch.rs`).
-//! On Cluster the versions and epoch share one slot while entries spread
-//! over all slots by their hash.
+//! was filled under (`layout.rs`). A lookup is one script on one node
+//! (`fetch.rs`): on Cluster every group of slots holds its own copy of the
+//! epoch and versions beside its entries, and a write bumps them all.
 //!
 //! Fail closed (G4): while an invalidation may have been lost the store is
 //! *dirty* and serves nothing until its epoch is renewed (`dirt.rs`); while
@@ -17,6 +17,7 @@
 mod breaker;
 mod bumped;
 mod dirt;
+mod everywhere;
 mod fetch;
 mod follow;
 mod invalidations;
@@ -58,8 +59,6 @@ pub struct RedisStore {
     pool: Pool,
     /// Where every key lives.
     layout: Layout,
-    /// Redis Cluster: a lookup's meta keys and entry are on different nodes.
-    cluster: bool,
     timeout: Duration,
     scripts: Scripts,
     /// This instance's name in fill leases.
@@ -110,7 +109,8 @@ impl RedisStore {
         let init_pool = pool.clone();
         let init = tokio::spawn(async move { init_pool.init().await.map(|_| ()) });
         let _ = tokio::time::timeout(STARTUP_WAIT, init).await;
-        let layout = Layout::new(&config.key_prefix);
+        let cluster = target.topology == Topology::Cluster;
+        let layout = Layout::new(&config.key_prefix, cluster);
         let tag = layout.tag().to_owned();
         let local = (config.mode == CacheMode::Fast).then(|| {
             Arc::new(LocalTier::new(
@@ -125,7 +125,6 @@ impl RedisStore {
             pool,
             channel: layout.channel(),
             layout,
-            cluster: target.topology == Topology::Cluster,
             timeout: config.store_timeout,
             scripts: Scripts::default(),
             holder: format!("{:016x}", rand::random::<u64>()),
@@ -223,7 +222,7 @@ impl RedisStore {
     /// Under writes to a table its reads miss, and most of their fills
     /// are dead before they complete (an update-heavy mix at 8 clients):
     /// skipping them saves a Redis command per miss.
-    fn is_dead(&self, tables: &[TableKey], versions: &[u64]) -> bool {
+    fn is_dead(&self, group: usize, tables: &[TableKey], versions: &[u64]) -> bool {
         if versions.len() != tables.len() {
             return false;
         }
@@ -232,7 +231,8 @@ impl RedisStore {
                 return true;
             }
         }
-        let pairs = tables.iter().map(|t| self.layout.version(t)).zip(versions);
+        let pairs = tables.iter().map(|t| self.layout.version(group, t));
+        let pairs = pairs.zip(versions);
         self.bumped.newer_than(pairs)
     }
 
@@ -247,21 +247,16 @@ impl RedisStore {
         result
     }
 
-    /// Replaces the epoch with a fresh random value: every entry written
-    /// before becomes unreachable. Clears the marks of lost invalidations
-    /// made before it began.
+    /// Replaces the epoch with a fresh random value, the same in every
+    /// group: every entry written before becomes unreachable. Clears the
+    /// marks of lost invalidations made before it began. A group that
+    /// could not be renewed leaves the store dirty (and renewing again).
     pub async fn renew_epoch(&self) -> Result<(), StoreError> {
         let seen = self.dirty.seen();
         let epoch = format!("{:016x}", rand::random::<u64>());
-        let client = self.pool.next();
-        let call = Box::pin(self.scripts.renew.evalsha_with_reload::<i64, _, _>(
-            client,
-            vec![self.layout.epoch()],
-            vec![epoch, self.channel.clone()],
-        ));
-        let result = self.bounded(call).await.map(|_| ());
+        let result = self.set_epoch_everywhere(&epoch).await;
         match &result {
-            Ok(()) => {
+            Ok(_) => {
                 if let Some(local) = &self.local {
                     local.reset("this instance renewed the epoch");
                 }
@@ -303,13 +298,17 @@ impl CacheStore for RedisStore {
         let generation = self.generation.load(Ordering::SeqCst);
         let bumps_before = self.bumped.sequence();
         let hex = self.layout.split(&prefix).map_or("", |(hex, _)| hex);
-        let version_keys: Vec<String> = tables.iter().map(|t| self.layout.version(t)).collect();
+        let group = self.layout.group_of(hex);
+        let version_keys: Vec<String> = tables
+            .iter()
+            .map(|t| self.layout.version(group, t))
+            .collect();
         let Fetched {
             stamp,
             value,
             remaining,
             filler,
-        } = self.fetch(hex, &version_keys).await?;
+        } = self.fetch(group, hex, &version_keys).await?;
         if self.generation.load(Ordering::SeqCst) != generation || self.dirty.is_dirty() {
             // The connection failed or came back while this lookup ran.
             return Err(StoreError::Recovering);
@@ -324,8 +323,15 @@ impl CacheStore for RedisStore {
         }
         let key = prefix + &stamp;
         if let (Some(local), Some(ticket)) = (&self.local, ticket) {
+            // The local tier mirrors versions by group 0's keys (those its
+            // messages name); an entry of a group whose versions lag is
+            // then kept under a key the mirror does not build: unused.
+            let mirrored: Vec<String> = match group {
+                0 => version_keys,
+                _ => tables.iter().map(|t| self.layout.version(0, t)).collect(),
+            };
             let entry = value.as_ref().zip(remaining);
-            local.learn(ticket, epoch, &version_keys, &versions, &key, entry);
+            local.learn(ticket, epoch, &mirrored, &versions, &key, entry);
         }
         Ok(Lookup {
             key,
@@ -357,7 +363,7 @@ impl CacheStore for RedisStore {
                 "not a key of this store: {key}"
             )));
         };
-        if self.is_dead(tables, versions) {
+        if self.is_dead(self.layout.group_of(hex), tables, versions) {
             // Nothing to store; waiting instances fill it themselves.
             self.abandon(key);
             return Ok(false);

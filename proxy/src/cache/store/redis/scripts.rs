@@ -1,7 +1,7 @@
 //! The Lua scripts the Redis store runs (each one round trip, atomic in
 //! Redis), and the client builder with pgstash's TLS, timeouts and
-//! reconnect policy. Every script but the one-Redis lookup touches keys of
-//! one slot only, so it runs on Redis Cluster.
+//! reconnect policy. Every script touches the keys of one group only (see
+//! `layout.rs`), hence of one slot, so it runs on Redis Cluster.
 
 use std::time::Duration;
 
@@ -32,8 +32,8 @@ local function claim(lease)
 end
 "#;
 
-/// One Redis: the whole lookup in one script. KEYS: the epoch, one version
-/// key per table, the entry, its fill lease. ARGV: this instance's id, the
+/// The whole lookup in one script, in the entry's group. KEYS: the epoch,
+/// one version key per table, the entry, its fill lease. ARGV: this instance's id, the
 /// lease's time to live in ms. Returns `{stamp, framed entry, pttl}` on a
 /// hit, `{stamp, false, claimed}` on a miss.
 fn lookup_lua() -> String {
@@ -55,29 +55,6 @@ return {stamp, false, claim(KEYS[n + 2])}
     )
 }
 
-/// Cluster: the entry's half of a lookup, on the entry's node (the stamp
-/// is read from the meta slot's node at the same time). KEYS: the entry,
-/// its fill lease. ARGV as for [`lookup_lua`]. Returns `{framed entry,
-/// pttl}`, or `{false, claimed}` when there is no entry.
-fn entry_lua() -> String {
-    format!(
-        "{CLAIM}{}",
-        r#"
-local value = redis.call('GET', KEYS[1])
-if value then
-  return {value, redis.call('PTTL', KEYS[1])}
-end
-return {false, claim(KEYS[2])}
-"#
-    )
-}
-
-/// Cluster: takes the fill lease of an entry found stale. KEYS[1]: the
-/// lease. ARGV as for [`lookup_lua`].
-fn claim_lua() -> String {
-    format!("{CLAIM}return claim(KEYS[1])\n")
-}
-
 /// KEYS: the entry, its fill lease. ARGV: the framed entry, its time to
 /// live in ms, this instance's id. Stores the entry and gives up the lease.
 const PUT_LUA: &str = r#"
@@ -97,44 +74,70 @@ end
 return 1
 "#;
 
-/// KEYS: version keys. ARGV[1]: the invalidation channel.
+/// The keys a script works on: `KEYS`, or on a node serving several groups
+/// `ARGV[3]…` (see [`across_slots`]).
+const KEYS_OF_CALL: &str = r#"
+local keys = KEYS
+if #ARGV > 2 then
+  keys = {unpack(ARGV, 3)}
+end
+"#;
+
+/// Keys: version keys. ARGV[1]: the invalidation channel; ARGV[2]: how
+/// many of the keys (the first) to publish: those of group 0.
 const INVALIDATE_LUA: &str = r#"
 local versions = {}
-for i = 1, #KEYS do
-  versions[i] = redis.call('INCR', KEYS[i])
-  redis.call('PUBLISH', ARGV[1], 'v ' .. versions[i] .. ' ' .. KEYS[i])
+local published = tonumber(ARGV[2]) or 0
+for i = 1, #keys do
+  versions[i] = redis.call('INCR', keys[i])
+  if i <= published then
+    redis.call('PUBLISH', ARGV[1], 'v ' .. versions[i] .. ' ' .. keys[i])
+  end
 end
 return versions
 "#;
 
-/// KEYS[1]: the epoch key. ARGV: the new epoch, the invalidation channel.
+/// Keys: epoch keys. ARGV: the new epoch, the invalidation channel (empty:
+/// do not publish).
 const RENEW_LUA: &str = r#"
-redis.call('SET', KEYS[1], ARGV[1])
-redis.call('PUBLISH', ARGV[2], 'e ' .. ARGV[1])
+for i = 1, #keys do
+  redis.call('SET', keys[i], ARGV[1])
+end
+if ARGV[2] ~= '' then
+  redis.call('PUBLISH', ARGV[2], 'e ' .. ARGV[1])
+end
 return 1
 "#;
+
+/// A script over the groups of one node, in one call (Redis Cluster,
+/// Redis ≥ 7). Cluster refuses a call whose `KEYS` span slots, so the call
+/// declares one key (its node's route) and passes them all after its two
+/// arguments; the flag lets the script touch the other slots of its node.
+fn across_slots(lua: &str) -> String {
+    format!("#!lua flags=allow-cross-slot-keys\n{KEYS_OF_CALL}{lua}")
+}
 
 /// The store's scripts, each loaded once per Redis node on first use.
 pub struct Scripts {
     pub lookup: Script,
-    pub entry: Script,
-    pub claim: Script,
     pub put: Script,
     pub release: Script,
     pub invalidate: Script,
     pub renew: Script,
+    pub invalidate_many: Script,
+    pub renew_many: Script,
 }
 
 impl Default for Scripts {
     fn default() -> Scripts {
         Scripts {
             lookup: Script::from_lua(lookup_lua()),
-            entry: Script::from_lua(entry_lua()),
-            claim: Script::from_lua(claim_lua()),
             put: Script::from_lua(PUT_LUA),
             release: Script::from_lua(RELEASE_LUA),
-            invalidate: Script::from_lua(INVALIDATE_LUA),
-            renew: Script::from_lua(RENEW_LUA),
+            invalidate: Script::from_lua(format!("{KEYS_OF_CALL}{INVALIDATE_LUA}")),
+            renew: Script::from_lua(format!("{KEYS_OF_CALL}{RENEW_LUA}")),
+            invalidate_many: Script::from_lua(across_slots(INVALIDATE_LUA)),
+            renew_many: Script::from_lua(across_slots(RENEW_LUA)),
         }
     }
 }

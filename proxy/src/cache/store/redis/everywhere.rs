@@ -1,0 +1,184 @@
+//! What every group must hear (see `layout.rs`): a write's version bumps
+//! and an epoch renewal. One script per node carries all the groups that
+//! node serves, on a Redis Cluster as on one Redis (one group, one call).
+//!
+//! The nodes come from fred's cached view of which node serves which slot.
+//! A node that refuses (a view gone stale, a slot migrating: `ASK`,
+//! `TRYAGAIN`, `MOVED`) is asked again for each of its groups alone, routed
+//! by that group's own keys (fred relearns the slots from a `MOVED`), for
+//! up to [`REFUSED_RETRY`]: a group left without the bump would serve what
+//! the write changed once its slot has settled on its new node. What is
+//! still refused after that fails the call, and the caller fails closed.
+
+use std::future::Future;
+use std::time::{Duration, Instant};
+
+use fred::prelude::*;
+use fred::types::scripts::Script;
+
+use super::RedisStore;
+use crate::cache::key::TableKey;
+use crate::cache::store::contract::StoreError;
+
+/// How long groups whose node refused are asked again (a slot migration
+/// moves a group's few meta keys within milliseconds).
+const REFUSED_RETRY: Duration = Duration::from_millis(300);
+
+/// The pause between two rounds of asking again.
+const RETRY_PAUSE: Duration = Duration::from_millis(10);
+
+/// One group's bump: its version keys and the versions they reached.
+pub(super) type Bumped = Result<(Vec<String>, Vec<u64>), StoreError>;
+
+/// What a call over a batch of groups answers, per group.
+type PerGroup<T> = Vec<(usize, Result<T, StoreError>)>;
+
+impl RedisStore {
+    /// The store's groups, gathered by the node that serves their slot
+    /// (each batch in group order, group 0's batch first). One batch per
+    /// group when the cluster's layout is not known yet, or on one Redis.
+    fn batches(&self) -> Vec<Vec<usize>> {
+        let groups = self.layout.groups();
+        let state = match groups {
+            1 => None,
+            _ => self.pool.next().cached_cluster_state(),
+        };
+        let Some(state) = state else {
+            return (0..groups).map(|g| vec![g]).collect();
+        };
+        let mut batches: Vec<(Option<&fred::types::config::Server>, Vec<usize>)> = Vec::new();
+        for group in 0..groups {
+            let server = state.get_server(self.layout.slot(group));
+            match batches
+                .iter_mut()
+                .find(|(s, _)| s.is_some() && *s == server)
+            {
+                Some((_, batch)) => batch.push(group),
+                None => batches.push((server, vec![group])),
+            }
+        }
+        batches.into_iter().map(|(_, batch)| batch).collect()
+    }
+
+    /// Runs `one` over `keys` with `args`, or for a batch of several
+    /// groups `many` (`allow-cross-slot-keys`, Redis ≥ 7: only when it has
+    /// to), which takes its keys after `args` and declares only the first.
+    async fn call<R: FromValue>(
+        &self,
+        batch: &[usize],
+        (one, many): (&Script, &Script),
+        keys: Vec<String>,
+        mut args: Vec<String>,
+    ) -> Result<R, StoreError> {
+        let client = self.pool.next();
+        let call = if batch.len() > 1 {
+            let route: Vec<String> = keys.first().cloned().into_iter().collect();
+            args.extend(keys);
+            Box::pin(many.evalsha_with_reload::<R, _, _>(client, route, args))
+        } else {
+            Box::pin(one.evalsha_with_reload::<R, _, _>(client, keys, args))
+        };
+        self.bounded(call).await
+    }
+
+    /// Runs `send` over every group, a batch per node, then asks again
+    /// each group whose node refused, alone (see the top of this file).
+    /// One result per group, in group order.
+    async fn everywhere<T, F, Fut>(&self, send: F) -> Vec<Result<T, StoreError>>
+    where
+        F: Fn(Vec<usize>) -> Fut,
+        Fut: Future<Output = PerGroup<T>>,
+    {
+        let mut results: Vec<Option<Result<T, StoreError>>> =
+            (0..self.layout.groups()).map(|_| None).collect();
+        let first = futures_util::future::join_all(self.batches().into_iter().map(&send)).await;
+        for (group, result) in first.into_iter().flatten() {
+            results[group] = Some(result);
+        }
+        let started = Instant::now();
+        loop {
+            let refused: Vec<usize> = (0..results.len())
+                .filter(|&g| matches!(results[g], None | Some(Err(StoreError::Refused(_)))))
+                .collect();
+            if refused.is_empty() || started.elapsed() >= REFUSED_RETRY {
+                break;
+            }
+            tokio::time::sleep(RETRY_PAUSE).await;
+            let again = refused.into_iter().map(|group| send(vec![group]));
+            for (group, result) in futures_util::future::join_all(again)
+                .await
+                .into_iter()
+                .flatten()
+            {
+                results[group] = Some(result);
+            }
+        }
+        let lost = || Err(StoreError::Backend("no reply for a group".to_owned()));
+        results
+            .into_iter()
+            .map(|r| r.unwrap_or_else(lost))
+            .collect()
+    }
+
+    /// Bumps `tables` in every group: each group's version keys and the
+    /// versions they reached, in group order.
+    pub(super) async fn bump_everywhere(&self, tables: &[TableKey]) -> Vec<Bumped> {
+        let per = tables.len();
+        self.everywhere(|batch| async move {
+            let keys: Vec<String> = batch
+                .iter()
+                .flat_map(|&group| tables.iter().map(move |t| self.layout.version(group, t)))
+                .collect();
+            // Group 0 tells fast-mode instances; one message per table.
+            let (channel, published) = match batch.first() {
+                Some(0) => (self.channel.clone(), per),
+                _ => (String::new(), 0),
+            };
+            let scripts = (&self.scripts.invalidate, &self.scripts.invalidate_many);
+            let args = vec![channel, published.to_string()];
+            match self
+                .call::<Vec<i64>>(&batch, scripts, keys.clone(), args)
+                .await
+            {
+                Ok(versions) => {
+                    let versions: Vec<u64> =
+                        versions.into_iter().map(|v| v.max(0) as u64).collect();
+                    let mut out = Vec::with_capacity(batch.len());
+                    for (i, &group) in batch.iter().enumerate() {
+                        let range = i * per..(i + 1) * per;
+                        let bumped = match (keys.get(range.clone()), versions.get(range)) {
+                            (Some(k), Some(v)) => Ok((k.to_vec(), v.to_vec())),
+                            _ => Err(StoreError::Backend("short invalidation reply".to_owned())),
+                        };
+                        out.push((group, bumped));
+                    }
+                    out
+                }
+                Err(e) => batch.iter().map(|&g| (g, Err(e.clone()))).collect(),
+            }
+        })
+        .await
+    }
+
+    /// Sets `epoch` in every group; the first failure if one failed.
+    pub(super) async fn set_epoch_everywhere(&self, epoch: &str) -> Result<(), StoreError> {
+        let results = self
+            .everywhere(|batch| async move {
+                let keys: Vec<String> = batch.iter().map(|&g| self.layout.epoch(g)).collect();
+                // Group 0 tells fast-mode instances; one message is enough.
+                let channel = match batch.first() {
+                    Some(0) => self.channel.clone(),
+                    _ => String::new(),
+                };
+                let scripts = (&self.scripts.renew, &self.scripts.renew_many);
+                let args = vec![epoch.to_owned(), channel];
+                let result = self.call::<i64>(&batch, scripts, keys, args).await;
+                batch
+                    .iter()
+                    .map(|&g| (g, result.clone().map(|_| ())))
+                    .collect()
+            })
+            .await;
+        results.into_iter().find(Result::is_err).unwrap_or(Ok(()))
+    }
+}
