@@ -236,6 +236,11 @@ impl Pools {
             .max_lifetime(Some(config.max_lifetime))
             .retry_connection(false)
             .test_on_check_out(true)
+            // The connection returned last goes out first (PgBouncer's
+            // default): a trickle of transactions keeps one warm backend
+            // (its caches, its plans), and what a burst opened stays idle
+            // until `idle_timeout` closes it instead of being rotated through.
+            .queue_strategy(bb8::QueueStrategy::Lifo)
             .error_sink(Box::new(PublishErrors(errors.clone())))
             .build_unchecked(manager);
         let entry = Arc::new(PoolEntry {
