@@ -9,7 +9,8 @@ every node before and after it (`INFO commandstats` and `INFO cpu`, over a
 minimal RESP client of our own, no process per call): the deltas are the
 commands each node ran for that run, their server-side time, and the node's
 CPU. After the runs, `keys` counts each master's keys by kind (entries,
-fill leases, meta keys) with SCAN: how the cache spread over the masters.
+fill leases, meta keys, groups) with SCAN: how the cache and the store's
+groups (see proxy/src/cache/store/redis/layout.rs) spread over the masters.
 """
 
 import os
@@ -173,7 +174,13 @@ class Nodes:
 
     def keys(self, prefixes):
         """After the runs: each master's DBSIZE, slots, and keys by kind for
-        each pgstash key prefix (SCAN with a pattern; counts, not names)."""
+        each pgstash key prefix (SCAN with patterns; counts, not names):
+        entries, fill leases, meta keys (epochs and table versions) and
+        groups (distinct hash tags holding keys here; an epoch key exists only
+        once an epoch was set, a version key once its table was written).
+        Both store layouts are counted: groups `{prefix}` and `{prefix#n}`
+        holding `e:`, `f:`, `epoch`, `v:` keys (since 2b342d0), and before
+        it entries `prefix e:{hex}` beside one meta tag `{prefix}`."""
         out = {}
         slots = self.slots()
         for p in self.masters():
@@ -181,27 +188,48 @@ class Nodes:
             try:
                 row = {"dbsize": c.call("DBSIZE"), "slots": slots.get(p), "prefixes": {}}
                 for prefix in prefixes:
-                    row["prefixes"][prefix] = {
-                        kind: _scan_count(c, pattern) for kind, pattern in (
-                            ("entries", f"{prefix}e:*"), ("leases", f"{prefix}f:*"),
-                            ("meta", "{" + prefix + "}*"))}
+                    counts = {kind: sum(_scan_count(c, pattern) for pattern in patterns)
+                              for kind, patterns in key_patterns(prefix).items()}
+                    counts["groups"] = len(_tags(c, prefix))
+                    row["prefixes"][prefix] = counts
             finally:
                 c.close()
             out[p] = row
         return out
 
 
-def _glob_escape(s):
-    return "".join("\\" + ch if ch in "*?[]\\{}" else ch for ch in s)
+def key_patterns(prefix):
+    """{kind: [SCAN patterns]} of one prefix's keys, the patterns disjoint."""
+    one, many = _glob("{" + prefix + "}"), _glob("{" + prefix + "#") + "*" + _glob("}")
+    return {"entries": [one + "e:*", many + "e:*", _glob(prefix + "e:") + "*"],
+            "leases": [one + "f:*", many + "f:*", _glob(prefix + "f:") + "*"],
+            "meta": [one + "epoch", many + "epoch", one + "v:*", many + "v:*"]}
+
+
+def _glob(literal):
+    """`literal` as a SCAN MATCH pattern that matches only itself."""
+    return "".join("\\" + ch if ch in "*?[]\\{}" else ch for ch in literal)
+
+
+def _tags(conn, prefix):
+    """The group tags of `prefix` (`{prefix}`, `{prefix#n}`) with a key on
+    this node."""
+    tags, cursor = set(), "0"
+    while True:
+        cursor, keys = conn.call("SCAN", cursor, "MATCH", _glob("{" + prefix) + "*",
+                                 "COUNT", 1000)
+        for k in keys:
+            tag = k[:k.find("}") + 1]
+            if tag == "{" + prefix + "}" or tag.startswith("{" + prefix + "#"):
+                tags.add(tag)
+        if cursor == "0":
+            return tags
 
 
 def _scan_count(conn, pattern):
-    # The pattern's literal part may hold glob characters ({prefix}):
-    # escape all but the trailing star.
-    pat = _glob_escape(pattern[:-1]) + "*"
     cursor, n = "0", 0
     while True:
-        cursor, keys = conn.call("SCAN", cursor, "MATCH", pat, "COUNT", 1000)
+        cursor, keys = conn.call("SCAN", cursor, "MATCH", pattern, "COUNT", 1000)
         n += len(keys)
         if cursor == "0":
             return n
@@ -232,9 +260,9 @@ def start_cluster(sup, tmp, ports, bus_ports, masters, replicas, log):
     `bus_ports`, not Redis's default of port + 10000, which may be taken or
     beyond 65535), joined with redis-cli --cluster create (which wants 3
     masters or more); one master alone gets every slot with CLUSTER
-    ADDSLOTSRANGE (the cluster protocol, two calls per lookup, on one
-    process). Waits until every node reports cluster_state:ok and every
-    replica's link to its master is up."""
+    ADDSLOTSRANGE (the cluster protocol, every group on one process).
+    Waits until every node reports cluster_state:ok and every replica's
+    link to its master is up."""
     base = ["--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
             "--protected-mode", "yes", "--maxmemory", "512mb",
             "--maxmemory-policy", "allkeys-lru", "--cluster-enabled", "yes",

@@ -1,9 +1,19 @@
 """The report's Redis Cluster section (issue #18): pgstash on a local Redis
 Cluster against the same configuration on the single Redis, the Redis
 commands and CPU each node spent per transaction (from the per-run
-INFO deltas of cluster.py), where the keys and commands landed, what one
+INFO deltas of cluster.py), the calls per hit, miss and write set against
+the store's design, where the keys, groups and commands landed, what one
 call of each script costs a node (redis_scripts.py), and the capacity
-those per-call costs give N masters."""
+those per-call costs give N masters.
+
+The design (proxy/src/cache/store/redis/layout.rs, since 2b342d0): the
+store's keys live in groups (one hash tag each; 1 on one Redis, GROUPS on
+a Cluster, their slots evenly spaced), each holding its own epoch and table
+versions beside its entries and fill leases. A lookup is one script on the
+node of the entry's group; a fill one put there; a write one `invalidate`
+script per master (over every group that master serves)."""
+
+from . import baseline
 
 PAIRS = (("pgstash_cluster", "pgstash_redis"), ("pgstash_cluster_always", "pgstash_always"))
 REDIS_SYSTEMS = ("pgstash_redis", "pgstash_cluster", "pgstash_always",
@@ -12,7 +22,8 @@ REDIS_SYSTEMS = ("pgstash_redis", "pgstash_cluster", "pgstash_always",
 OURS = {"info", "cluster|nodes", "cluster|slots", "cluster|keyslot", "dbsize", "scan",
         "config|resetstat"}
 INNER = ("get", "mget", "pttl", "set", "del", "incr", "publish")
-MODEL_N = (1, 3, 6, 12, 24)
+GROUPS = 16          # layout.rs CLUSTER_GROUPS
+MODEL_N = (1, 3, 6, 12, 16, 24)
 
 
 def _fmt(x, digits=2):
@@ -26,6 +37,14 @@ def _ratio(a, b):
 def _table(header, rows):
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     return lines + ["| " + " | ".join(str(c) for c in r) + " |" for r in rows]
+
+
+def _pairs(present):
+    """PAIRS, then their baseline twins when the run has them."""
+    out = list(PAIRS)
+    out += [(baseline.twin(a), baseline.twin(b)) for a, b in PAIRS
+            if baseline.twin(a) in present]
+    return out
 
 
 def aggregate(result, workload, system):
@@ -55,7 +74,7 @@ def aggregate(result, workload, system):
 
 def store_wait(agg):
     """Mean µs pgstash waited on one lookup call (`pgstash_store_call_seconds`
-    of op="lookup": both scripts on Cluster), or None."""
+    of op="lookup"), or None."""
     c = agg["pgstash"]
     n = c.get('pgstash_store_call_seconds_count{op="lookup"}')
     return _ratio(1e6 * c.get('pgstash_store_call_seconds_sum{op="lookup"}', 0), n)
@@ -73,22 +92,36 @@ def _replicas(agg):
     return {p: n for p, n in agg["nodes"].items() if n["role"] == "replica"}
 
 
+def groups_per_master(topo, prefix):
+    """{port: groups of `prefix` on that master} (epoch keys found by SCAN
+    after the runs), or {}."""
+    keys = topo.get("keys") or {}
+    return {p: (k["prefixes"].get(prefix) or {}).get("groups", 0) for p, k in keys.items()}
+
+
+def prefix_of(system):
+    """The key prefix bench/run gives a Redis system (twins: their own)."""
+    prefix = "pgstash_always:" if "always" in baseline.original(system) else "pgstash:"
+    return baseline.twin_prefix(prefix) if baseline.is_twin(system) else prefix
+
+
 def node_labels(topo):
-    """{port: "M1 7001 (meta pgstash:)"}: masters M1…, replicas R1…, by
-    port; a node serving the meta keys of a prefix says which."""
+    """{port: "M1 7001 (groups: pgstash: 5, …)"}: masters M1…, replicas R1…,
+    by port; a master says how many groups of each prefix it serves."""
     roles = topo.get("roles") or {}
-    metas = {}
-    for prefix, port in sorted((topo.get("meta_node") or {}).items()):
-        metas.setdefault(str(port), []).append(prefix)
+    keys = topo.get("keys") or {}
     out, m, r = {}, 0, 0
     for port in sorted(roles, key=int):
         if roles[port] == "replica":
             r += 1
             out[port] = f"R{r} {port}"
-        else:
-            m += 1
-            out[port] = f"M{m} {port}" + (f" (meta {', '.join(metas[port])})"
-                                          if port in metas else "")
+            continue
+        m += 1
+        groups = {pr: v["groups"] for pr, v in
+                  ((keys.get(port) or {}).get("prefixes") or {}).items()
+                  if v.get("groups") is not None}
+        out[port] = f"M{m} {port}" + (" (groups: " + ", ".join(
+            f"{pr} {n}" for pr, n in sorted(groups.items())) + ")" if groups else "")
     return out
 
 
@@ -101,7 +134,7 @@ def section(result):
     topo = topo_all.get("cluster") or {}
     reps = result["params"].get("cluster_replicas")
     masters = result["params"].get("cluster_masters", 3)
-    meta = topo.get("meta_node") or {}
+    spread = groups_per_master(topo, "pgstash:")
     out = ["## Redis Cluster", "",
            "`pgstash_cluster` is `pgstash_redis` (strict mode, same rules) with `--redis "
            f"redis-cluster://…` naming every node of a local Redis Cluster of {masters} "
@@ -112,16 +145,17 @@ def section(result):
            + ", healthy when every node reports `cluster_state:ok` and every replica "
            "`master_link_status:up`); "
            "`pgstash_cluster_always` is `pgstash_always` (adaptive = false) on the same "
-           "cluster under its own prefix. A lookup on one Redis is one EVALSHA (epoch, "
-           "versions and entry in one script); on Cluster two EVALSHAs sent together, the "
-           "meta script on the node of the `{prefix}` slot and the entry script on the "
-           "entry's node. Meta keys: " + ", ".join(
-               f"`{pr}` on {port}" for pr, port in sorted(meta.items())) + ".", "",
+           "cluster under its own prefix. The store's keys live in groups (one hash tag "
+           f"each: 1 on one Redis, {GROUPS} on a Cluster, `{{prefix}}` and `{{prefix#n}}` "
+           "with evenly spaced slots), each holding its own epoch and table versions beside "
+           "its entries and fill leases. A lookup is one EVALSHA, on one Redis as on the "
+           "node of the entry's group; a write runs one invalidate script per master. "
+           "Groups of `pgstash:` per master: " + (", ".join(
+               f"{port} {n}" for port, n in sorted(spread.items())) or "–") + ".", "",
            "**One host cannot show scale-out**: the cluster's nodes, pgstash, pgbench and "
-           "Postgres share this machine's cores, so the cluster can only cost here (two "
-           "calls per lookup instead of one); what it would give on separate hosts is the "
-           "model at the end, from the per-node figures below.", ""]
-    out += _versus(result, summary)
+           "Postgres share this machine's cores; what N masters would give on separate "
+           "hosts is the model at the end, from the per-node figures below.", ""]
+    out += _versus(result, summary, present)
     out += _per_event(result, topo_all)
     out += _per_node(result, topo_all)
     out += _keys(topo)
@@ -130,7 +164,7 @@ def section(result):
     return out
 
 
-def _versus(result, summary):
+def _versus(result, summary, present):
     per_round = {}
     for r in result["runs"]:
         per_round.setdefault((r["workload"], r["system"]), {})[r["round"]] = r
@@ -139,7 +173,7 @@ def _versus(result, summary):
         lat = w["metric"] == "latency"
         key = "p50_ms" if lat else "tps"
         cells = summary.get(w["name"], {})
-        for a, b in PAIRS:
+        for a, b in _pairs(present):
             ca, cb = cells.get(a), cells.get(b)
             if not ca or not cb:
                 continue
@@ -155,22 +189,21 @@ def _versus(result, summary):
                 return "–" if u is None else f"{u + s:.1f}"
             v = (lambda c: f"{c[key]:.3f} ms") if lat else (lambda c: f"{c[key]:,.0f}")
             waits = [store_wait(aggregate(result, w["name"], x)) for x in (b, a)]
-            rows.append([f"`{w['name']}`", "p50" if lat else "tps",
+            rows.append([f"`{w['name']}`", f"{a} / {b}", "p50" if lat else "tps",
                          f"{v(cb)}", f"{v(ca)}",
                          f"**{_fmt(_ratio(ca[key], cb[key]))}×**",
                          ", ".join(_fmt(x) for x in rounds if x is not None) or "–",
                          f"{hr(cb)} / {hr(ca)}",
                          "–" if lat else f"{cpu(cb)} / {cpu(ca)}",
                          " / ".join(_fmt(x, 0) for x in waits)])
-    header = ["workload", "metric", "single Redis", "Cluster", "Cluster / single",
+    header = ["workload", "pair", "metric", "single Redis", "Cluster", "Cluster / single",
               "per round", "hits single / Cluster", "pgstash CPU µs/tx single / Cluster",
               "lookup wait µs single / Cluster"]
     return (["### Cluster against one Redis", "",
-             "`pgstash_cluster` / `pgstash_redis` and `pgstash_cluster_always` / "
-             "`pgstash_always` (rows in that order per workload), medians over rounds; "
-             "for throughput higher is better, for p50 lower is better. *lookup wait*: the "
-             "mean time pgstash waited on one lookup (`pgstash_store_call_seconds`, "
-             "op=\"lookup\", all rounds; on Cluster the two scripts sent together).", ""]
+             "Each Cluster system against its single-Redis twin (`@base`: the baseline "
+             "binary, when the run has one), medians over rounds; for throughput higher is "
+             "better, for p50 lower is better. *lookup wait*: the mean time pgstash waited "
+             "on one lookup (`pgstash_store_call_seconds`, op=\"lookup\", all rounds).", ""]
             + _table(header, rows) + [""])
 
 
@@ -187,29 +220,31 @@ EVENTS = (("hit", "select_8c", "pgstash_redis", "pgstash_cluster",
            "adaptive on: reads mostly bypassed, so the calls are the writes'"))
 
 
-def event_counts(agg, meta_port, cluster):
-    """The calls of one (workload, system) split by purpose. Invalidations
-    are the INCRs (one table per write here: one INCR per script call);
-    everything else on the masters is the lookup path: lookup scripts
-    (one per lookup on one Redis, meta + entry on Cluster), puts of fills,
-    lease releases of skipped fills, and on Cluster a lease call per
-    stale entry (the residual)."""
+def event_counts(agg, nodes_per_write):
+    """The calls of one (workload, system) split by purpose. By design a
+    lookup is one script, a fill written one put, a fill skipped as dead one
+    lease release, and a batch of invalidations one script on each of the
+    `nodes_per_write` masters serving a group (1 on one Redis). A batch is
+    counted by its PUBLISHes: only group 0's script publishes, once per
+    table (one table per write here). The residual is what the design does
+    not account for (epoch renewals would land there)."""
     m = _masters(agg)
     ev = sum(_calls(n, "evalsha") for n in m.values())
     incr = sum(_calls(n, "incr") for n in m.values())
+    publish = sum(_calls(n, "publish") for n in m.values())
     c = agg["pgstash"]
     lookups = agg["hits"] + agg["misses"]
     fills = c.get("pgstash_cache_fills_total", 0)
     skipped = c.get("pgstash_cache_fills_skipped_total", 0)
-    path = ev - incr
-    design = (2 if cluster else 1) * lookups + fills + skipped
-    split = cluster and len(m) > 1 and meta_port in m
-    meta_ev = _calls(m[meta_port], "evalsha") - incr if split else None
+    path = lookups + fills + skipped
+    design = path + publish * nodes_per_write
     return {"lookups": lookups, "hits": agg["hits"], "misses": agg["misses"],
             "fills": fills, "skipped": skipped,
             "writes": c.get("pgstash_invalidations_total", 0), "incr": incr,
-            "path": path, "design": design, "residual": path - design,
-            "meta_path": meta_ev, "entry_path": None if meta_ev is None else path - meta_ev}
+            "publish": publish, "evalsha": ev, "path": path, "design": design,
+            "residual": ev - design, "invalidate_scripts": ev - path,
+            "per_master": {p: {"evalsha": _calls(n, "evalsha"), "incr": _calls(n, "incr")}
+                           for p, n in m.items()}}
 
 
 def _per_event(result, topo_all):
@@ -220,41 +255,46 @@ def _per_event(result, topo_all):
             a = aggregate(result, w, s)
             if not a["tx"]:
                 continue
-            meta = str((topo.get("meta_node") or {}).get(
-                "pgstash_always:" if "always" in s else "pgstash:"))
-            e = event_counts(a, meta, kind == "cluster")
+            labels = node_labels(topo)
+            spread = groups_per_master(topo, prefix_of(s)) if kind == "cluster" else {}
+            nodes = sum(1 for n in spread.values() if n) or 1
+            e = event_counts(a, nodes)
             lk, wr = e["lookups"], e["writes"]
+            pm = sorted(e["per_master"].items(), key=lambda kv: labels.get(kv[0], kv[0]))
+
+            def name(p):
+                return labels.get(p, p).split(" ")[0]
             if event == "write":
-                per = (f"**{_fmt(_ratio(e['incr'], wr))}** INCR script per write "
-                       f"({wr:,.0f} writes)")
-                split = "all on the meta node" if kind == "cluster" else "–"
+                per = (f"**{_fmt(_ratio(e['invalidate_scripts'], e['publish']))}** "
+                       f"invalidate scripts per batch ({e['publish']:,.0f} batches for "
+                       f"{wr:,.0f} writes), {_fmt(_ratio(e['incr'], e['publish']))} INCR "
+                       "per batch")
+                split = ("–" if kind != "cluster" else "INCR per batch: " + " · ".join(
+                    f"{name(p)} {_fmt(_ratio(v['incr'], e['publish']))}" for p, v in pm))
             else:
-                per = f"**{_fmt(_ratio(e['path'], lk))}** per lookup"
-                if kind != "cluster":
-                    split = "–"
-                elif e["meta_path"] is None:
-                    split = "one node: both scripts"
-                else:
-                    split = (f"{_ratio(e['meta_path'], lk):.2f} meta node / "
-                             f"{_ratio(e['entry_path'], lk):.2f} entry nodes")
+                per = f"**{_fmt(_ratio(e['evalsha'], lk))}** per lookup"
+                split = ("–" if kind != "cluster" else "per lookup: " + " · ".join(
+                    f"{name(p)} {_fmt(_ratio(v['evalsha'], lk))}" for p, v in pm))
             rows.append([event, f"`{w}` ({how})", s, f"{lk:,.0f}",
                          f"{_ratio(e['hits'], lk) * 100:.0f}%" if lk else "–",
                          f"{e['fills']:,.0f} / {e['skipped']:,.0f}", per, split,
-                         f"{e['design']:,.0f}", f"{e['path']:,.0f}",
+                         f"{e['design']:,.0f}", f"{e['evalsha']:,.0f}",
                          f"{e['residual']:+,.0f} ({_fmt(_ratio(e['residual'], lk))}/lookup)"
-                         if lk else "–"])
+                         if lk else f"{e['residual']:+,.0f}"])
     return (["### Calls per hit, miss and write", "",
              "EVALSHA calls on the masters (commandstats deltas of the measured runs, all "
              "rounds) set against what pgstash counted in the same runs (lookups = hits + "
              "misses, fills written / skipped as dead, writes = `pgstash_invalidations_total`). "
-             "*By design*: per lookup 1 script on one Redis, 2 on Cluster (meta + entry), "
-             "plus 1 put per fill written and 1 lease release per fill skipped; an "
-             "invalidation is one INCR script per batch of writes. The *residual* is what "
-             "the design does not account for: on Cluster, the lease call of an entry "
-             "found stale (on one Redis the lookup script takes that lease itself).", ""]
+             "*By design*: 1 lookup script per lookup (on one Redis and on Cluster alike), "
+             "1 put per fill written, 1 lease release per fill skipped, and per batch of "
+             "invalidations one invalidate script on every master serving a group "
+             "(batches = PUBLISH calls: group 0's script publishes once per table; one "
+             "table per write here). *Invalidate scripts per batch* = (EVALSHA − lookups − "
+             "fills − skipped) / PUBLISH. The *residual* is what the design does not "
+             "account for.", ""]
             + _table(["event", "workload", "system", "lookups", "hits", "fills / skipped",
-                      "EVALSHA measured", "split (Cluster)", "lookup-path EVALSHA by design",
-                      "measured", "residual"], rows) + [""])
+                      "EVALSHA measured", "split over masters (Cluster)",
+                      "EVALSHA by design", "measured", "residual"], rows) + [""])
 
 
 def _per_node(result, topo_all):
@@ -272,7 +312,9 @@ def _per_node(result, topo_all):
            "Commands the bench sends itself (INFO, CLUSTER NODES) are left out.", ""]
     for kind in ("redis", "cluster"):
         topo = topo_all.get(kind) or {}
-        systems = [s for s in REDIS_SYSTEMS if s in (topo.get("systems") or [])]
+        users = topo.get("systems") or []
+        systems = [s for s in REDIS_SYSTEMS + tuple(baseline.twin(x) for x in REDIS_SYSTEMS)
+                   if s in users]
         if not systems:
             continue
         labels = node_labels(topo) if kind == "cluster" else {
@@ -284,32 +326,7 @@ def _per_node(result, topo_all):
                 a = aggregate(result, w["name"], s)
                 if not a["tx"]:
                     continue
-                tx, lookups = a["tx"], a["hits"] + a["misses"]
-                masters = _masters(a).values()
-                ev = sum(_calls(n, "evalsha") for n in masters)
-                inner = {c: sum(_calls(n, c) for n in masters) for c in INNER}
-                other, replayed = {}, {}
-                for n in masters:
-                    for c, v in n["cmd"].items():
-                        if c not in INNER and c != "evalsha":
-                            other[c] = other.get(c, 0) + v["calls"]
-                for n in _replicas(a).values():
-                    for c, v in n["cmd"].items():
-                        if c not in ("replconf", "select", "ping"):
-                            replayed[c] = replayed.get(c, 0) + v["calls"]
-                failed = sum(v["failed"] for n in a["nodes"].values()
-                             for v in n["cmd"].values())
-                cells = []
-                for p in ports:
-                    n = a["nodes"].get(p)
-                    cells.append("–" if n is None else
-                                 f"{_calls(n, 'evalsha') / tx:.2f} · {n['cpu_us'] / tx:.1f}")
-                rows.append([f"`{w['name']}`", s, f"{tx:,}",
-                             f"{lookups / tx:.2f}", _fmt(_ratio(ev, lookups))] + cells + [
-                    ", ".join(f"{c} {v / tx:.2f}" for c, v in inner.items() if v) or "–",
-                    ", ".join(f"{c} {v}" for c, v in sorted(other.items())) or "–"]
-                    + ([", ".join(f"{c} {v / tx:.2f}" for c, v in sorted(replayed.items()))
-                        or "–"] if kind == "cluster" else []) + [failed])
+                rows.append(_node_row(w["name"], s, a, ports, kind))
         header = (["workload", "system", "transactions", "lookups/tx", "EVALSHA/lookup"]
                   + [labels[p] for p in ports]
                   + ["inside scripts per tx (masters)", "other commands (total)"]
@@ -318,6 +335,34 @@ def _per_node(result, topo_all):
         out += [f"**{'Redis Cluster' if kind == 'cluster' else 'Single Redis'}**", ""]
         out += _table(header, rows) + [""]
     return out
+
+
+def _node_row(workload, s, a, ports, kind):
+    tx, lookups = a["tx"], a["hits"] + a["misses"]
+    masters = _masters(a).values()
+    ev = sum(_calls(n, "evalsha") for n in masters)
+    inner = {c: sum(_calls(n, c) for n in masters) for c in INNER}
+    other, replayed = {}, {}
+    for n in masters:
+        for c, v in n["cmd"].items():
+            if c not in INNER and c != "evalsha":
+                other[c] = other.get(c, 0) + v["calls"]
+    for n in _replicas(a).values():
+        for c, v in n["cmd"].items():
+            if c not in ("replconf", "select", "ping"):
+                replayed[c] = replayed.get(c, 0) + v["calls"]
+    failed = sum(v["failed"] for n in a["nodes"].values() for v in n["cmd"].values())
+    cells = []
+    for p in ports:
+        n = a["nodes"].get(p)
+        cells.append("–" if n is None else
+                     f"{_calls(n, 'evalsha') / tx:.2f} · {n['cpu_us'] / tx:.1f}")
+    return ([f"`{workload}`", s, f"{tx:,}", f"{lookups / tx:.2f}", _fmt(_ratio(ev, lookups))]
+            + cells + [
+        ", ".join(f"{c} {v / tx:.2f}" for c, v in inner.items() if v) or "–",
+        ", ".join(f"{c} {v}" for c, v in sorted(other.items())) or "–"]
+        + ([", ".join(f"{c} {v / tx:.2f}" for c, v in sorted(replayed.items()))
+            or "–"] if kind == "cluster" else []) + [failed])
 
 
 def _keys(topo):
@@ -343,21 +388,23 @@ def _keys(topo):
             v = k["prefixes"][pr]
             share = _ratio(v["entries"], totals[pr])
             cells.append(f"{v['entries']:,} ({_fmt(share and share * 100, 0)}%) / "
-                         f"{v['leases']} / {v['meta']}")
-        rows.append([labels.get(port, port), "–" if k is None else k["slots"],
+                         f"{v['leases']} / {v['meta']} / {v.get('groups', '–')}")
+        rows.append([labels.get(port, port).split(" (")[0], "–" if k is None else k["slots"],
                      "–" if k is None else f"{k['dbsize']:,}"] + cells + [
             f"{calls:,} ({_fmt(ev_share and ev_share * 100, 0)}%)",
             _fmt(_ratio(ev.get("usec"), ev.get("calls")), 1),
             f"{stats[port]['cpu_s']:.1f}"])
     return (["### Keys and commands on each node after the runs", "",
              "Keys by kind on each master (`SCAN MATCH`, after the workloads): cache entries "
-             "(`prefix e:{…}`, share of the prefix's entries) / fill leases (`prefix f:{…}`) / "
-             "meta keys (`{prefix}…`: epoch, table versions). EVALSHA calls since the node "
-             "started (warm-ups, the read-your-writes check not yet) and their share, "
-             "server-side µs per EVALSHA (`usec_per_call`: the script's execution, "
-             "without I/O), and the node's CPU seconds since it started.", ""]
+             "(`{prefix}e:…` and `{prefix#n}e:…`; before 2b342d0 `prefix e:{…}`; share of "
+             "the prefix's entries) / fill leases (`…f:…`) / meta keys (epochs and table "
+             "versions of the groups) / groups (distinct group tags holding a key here). "
+             "EVALSHA calls since the node started (warm-ups and the read-your-writes "
+             "check included) "
+             "and their share, server-side µs per EVALSHA (`usec_per_call`: the script's "
+             "execution, without I/O), and the node's CPU seconds since it started.", ""]
             + _table(["node", "slots", "DBSIZE"]
-                     + [f"`{pr}` entries / leases / meta" for pr in prefixes]
+                     + [f"`{pr}` entries / leases / meta / groups" for pr in prefixes]
                      + ["EVALSHA calls (share)", "µs per EVALSHA inside Redis",
                         "CPU s"], rows) + [""])
 
@@ -374,75 +421,84 @@ def _script_costs(result):
                      _fmt(c32.get("rps"), 0), _fmt(c32.get("cpu_us_per_call"), 1)])
     return (["### What one call costs a Redis node here", "",
              "`redis-benchmark` against a throwaway redis-server (not a cluster node): "
-             "EVALSHA of the store's own scripts (read from `scripts.rs`), keys of a hit on "
-             "a point select (an entry of ~100 bytes framed with its stamp); at 1 client "
-             "(latency) and 32 clients (a busy node; the client runs on the other core), "
-             "each 3 times interleaved, medians. *Node CPU per call*: the redis-server's "
-             "own user + system CPU (`INFO cpu`) over the calls, whichever side was the "
-             "bottleneck. "
-             f"The lookup script found its entry: {sc.get('lookup_hit_checked')}.", ""]
+             "EVALSHA of the store's own scripts (read from `scripts.rs`), keys of a point "
+             "select in one group (an entry of ~100 bytes framed with its stamp); at 1 "
+             "client (latency) and 32 clients (a busy node; the client runs on the other "
+             "core), each 3 times interleaved, medians. *Node CPU per call*: the "
+             "redis-server's own user + system CPU (`INFO cpu`) over the calls, whichever "
+             "side was the bottleneck. Checked after the runs: "
+             + ", ".join(f"{k} {v}" for k, v in (sc.get("checked") or {}).items()) + ".", ""]
             + _table(["call", "what", "p50 ms, 1 client", "calls/s, 1 client",
                       "node CPU µs per call, 1 client", "calls/s, 32 clients",
                       "node CPU µs per call, 32 clients"], rows) + [""])
 
 
-def costs(result, topo):
-    """Per-call node CPU (µs) measured in the hit runs: the single Redis's
-    lookup script, the cluster's meta script (on the meta node) and entry
-    script (on the other masters) — from select_8c, else the first
-    workload where both ran with hits only. -> dict or None."""
-    meta = str((topo.get("meta_node") or {}).get("pgstash:"))
+def costs(result):
+    """Node CPU (µs) per lookup script measured in a hits-only run: on the
+    single Redis, and over the cluster's masters — from select_8c, else the
+    first such workload both ran. -> dict or None."""
     for w in ("select_8c", "select_32c", "hot_zipf"):
         one = aggregate(result, w, "pgstash_redis")
         cl = aggregate(result, w, "pgstash_cluster")
-        if not one["tx"] or not cl["tx"] or meta not in cl["nodes"]:
+        if not one["tx"] or not cl["tx"]:
             continue
         single = next(iter(one["nodes"].values()))
-        c_single = _ratio(single["cpu_us"], _calls(single, "evalsha"))
-        others = [n for p, n in cl["nodes"].items() if p != meta and n["role"] == "master"]
-        e_calls = sum(_calls(n, "evalsha") for n in others)
-        e = _ratio(sum(n["cpu_us"] for n in others), e_calls)
-        m_node = cl["nodes"][meta]
-        m_calls = _calls(m_node, "mget")           # one MGET per meta script
-        m_entry = _calls(m_node, "evalsha") - m_calls
-        m = _ratio(m_node["cpu_us"] - m_entry * (e or 0), m_calls)
-        return {"workload": w, "single": c_single, "meta": m, "entry": e}
+        m = _masters(cl).values()
+        return {"workload": w, "single": _ratio(single["cpu_us"], _calls(single, "evalsha")),
+                "cluster": _ratio(sum(n["cpu_us"] for n in m),
+                                  sum(_calls(n, "evalsha") for n in m))}
     return None
 
 
+def busiest_share(n):
+    """The share of the hits on the busiest of `n` masters when the GROUPS
+    groups (hits spread evenly over them) are split as evenly as can be."""
+    return -(-GROUPS // min(n, GROUPS)) / GROUPS
+
+
 def _model(result, topo):
-    c = costs(result, topo)
+    c = costs(result)
     sc = {t["name"]: t for t in (result.get("redis_scripts") or {}).get("tests", [])}
 
     def bench_cost(name):
         return ((sc.get(name) or {}).get("c32") or {}).get("cpu_us_per_call")
     sources = []
-    if c and c["single"] and c["meta"] and c["entry"]:
-        sources.append((f"node CPU per call measured in `{c['workload']}` (part load)",
-                        c["single"], c["meta"], c["entry"]))
-    b = (bench_cost("lookup_hit"), bench_cost("meta"), bench_cost("entry_hit"))
-    if all(b):
-        sources.append(("node CPU per call under redis-benchmark, 32 clients (a busy "
-                        "node)",) + b)
+    if bench_cost("lookup_hit"):
+        sources.append(("`redis-benchmark -c 32` (a busy node)", bench_cost("lookup_hit"),
+                        bench_cost("lookup_hit")))
+    if c and c["single"] and c["cluster"]:
+        sources.append((f"node CPU per lookup in `{c['workload']}` (part load)",
+                        c["single"], c["cluster"]))
     if not sources:
         return []
+    spread = [n for n in groups_per_master(topo, "pgstash:").values() if n]
+    here = max(spread) / sum(spread) if spread else None
     rows = []
-    for what, single, m, e in sources:
-        rows.append([what, f"{single:.1f} / {m:.1f} / {e:.1f}",
-                     f"{1e6 / single:,.0f}"]
-                    + [f"{1e6 / (m + e / n):,.0f}" for n in MODEL_N]
-                    + [f"{1e6 / m:,.0f}"])
+    for what, single, cl in sources:
+        rows.append([what, f"{single:.1f} / {cl:.1f}", f"{1e6 / single:,.0f}"]
+                    + [f"{1e6 / (cl * busiest_share(n)):,.0f}" for n in MODEL_N]
+                    + [f"{1e6 / (cl * here):,.0f} ({max(spread)} of {sum(spread)} groups "
+                       "on the busiest)" if here else "–"])
+    inv, many = bench_cost("invalidate"), bench_cost("invalidate_many")
+    writes = []
+    if inv and many:
+        writes = [f"Writes: every write batch runs one invalidate script on every master "
+                  f"(each over the groups it serves), so writes do not spread: with "
+                  f"`redis-benchmark -c 32` costs, one Redis runs at most "
+                  f"{1e6 / inv:,.0f} invalidations/s (c = {inv:.1f} µs) and every master "
+                  f"of a Cluster at most {1e6 / many:,.0f}/s whatever N (c = {many:.1f} µs "
+                  "for 6 groups); each write takes that from every master's hit capacity.",
+                  ""]
     return (["### Capacity model", "",
              "Hits per second the Redis side can serve (every node one core), from the "
-             "cost of one call: *single Redis* one lookup script per hit, at most 1 / c(lookup). "
-             "*Cluster of N masters*: per hit one meta script, always on the node of the "
-             "`{prefix}` slot, and one entry script on the entry's node (1/N of them on "
-             "each master); the meta node carries c(meta) + c(entry)/N per hit and is the "
-             "first to fill, so N masters serve at most 1 / (c(meta) + c(entry)/N) hits/s, "
-             "and never more than 1 / c(meta) however many masters there are. Misses add "
-             "an entry-node put (and, for a stale entry, a lease call); writes one meta-"
-             "node call per invalidation batch. pgstash instances are not the limit here: "
-             "they share nothing but Redis and scale by adding them.", ""]
-            + _table(["per-call cost from", "c(lookup) / c(meta) / c(entry) µs",
-                      "single Redis hits/s"] + [f"Cluster N={n}" for n in MODEL_N]
-                     + ["Cluster, N → ∞"], rows) + [""])
+             "node CPU of one lookup script c: *one Redis* 1 / c. *Cluster of N masters*: "
+             f"each hit is one script on the node of its entry's group; hits spread evenly "
+             f"over the {GROUPS} groups, so the busiest master carries ⌈{GROUPS}/N⌉/{GROUPS} "
+             "of them at best and N masters serve N / c hits/s while N divides "
+             f"{GROUPS}, never more than {GROUPS} / c. The last column uses this run's "
+             "actual split of the groups over the masters. Misses add one put on the same "
+             "node. pgstash instances are not the limit here: they share nothing but Redis "
+             "and scale by adding them.", ""]
+            + _table(["per-call cost from", "c one Redis / c Cluster µs",
+                      "one Redis hits/s"] + [f"Cluster N={n}" for n in MODEL_N]
+                     + ["Cluster as started here"], rows) + [""] + writes)
