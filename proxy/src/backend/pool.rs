@@ -13,7 +13,8 @@
 //! default, FIFO, hands out the one idle the longest and so spreads a
 //! client's transactions over every backend in turn; for the same bytes
 //! sent, `pgbench -S -M extended -c 1` over eight idle connections cost
-//! Postgres twice the CPU per transaction (bench/README.md, issue #20).
+//! the backends up to twice the CPU per transaction on a loaded machine
+//! (bench/README.md, issue #20).
 //! Connections at the bottom of the stack stay idle: `idle_timeout`
 //! closes them, so the pool shrinks to what the load needs.
 

@@ -3,8 +3,9 @@
 //! = 0`). Handing out the connection idle the longest instead spreads
 //! sequential transactions over every backend in the pool, each one cold
 //! in its CPU's caches: with `pgbench -S -M extended -c 1` over eight idle
-//! connections that cost the Postgres backends about twice the CPU per
-//! transaction (bench/README.md, issue #20), for the same bytes sent.
+//! connections on a loaded machine that cost the Postgres backends up to
+//! twice the CPU per transaction (bench/README.md, issue #20), for the
+//! same bytes sent.
 
 use pgstash::config::PoolMode;
 use pgstash_tests::fixture;
