@@ -7,13 +7,23 @@
 //! [`acquire`] returns whichever comes first: a connection or a new error.
 //! Network failures put the pool in a backoff (doubling up to
 //! `reconnect_backoff_max`) so a down upstream is not hammered.
+//!
+//! A checkout takes the connection given back most recently (bb8's LIFO),
+//! as PgBouncer does: its backend is warm in the CPU's caches. bb8's
+//! default, FIFO, hands out the one idle the longest and so spreads a
+//! client's transactions over every backend in turn; for the same bytes
+//! sent, `pgbench -S -M extended -c 1` over eight idle connections cost
+//! the backends up to twice the CPU per transaction on a loaded machine
+//! (bench/README.md, issue #20).
+//! Connections at the bottom of the stack stay idle: `idle_timeout`
+//! closes them, so the pool shrinks to what the load needs.
 
 use std::collections::HashMap;
 use std::sync::atomic::AtomicU32;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use bb8::{ErrorSink, ManageConnection, PooledConnection};
+use bb8::{ErrorSink, ManageConnection, PooledConnection, QueueStrategy};
 use tokio::sync::watch;
 
 use super::connect::{connect, ConnectTarget};
@@ -236,11 +246,7 @@ impl Pools {
             .max_lifetime(Some(config.max_lifetime))
             .retry_connection(false)
             .test_on_check_out(true)
-            // The connection returned last goes out first (PgBouncer's
-            // default): a trickle of transactions keeps one warm backend
-            // (its caches, its plans), and what a burst opened stays idle
-            // until `idle_timeout` closes it instead of being rotated through.
-            .queue_strategy(bb8::QueueStrategy::Lifo)
+            .queue_strategy(QueueStrategy::Lifo)
             .error_sink(Box::new(PublishErrors(errors.clone())))
             .build_unchecked(manager);
         let entry = Arc::new(PoolEntry {

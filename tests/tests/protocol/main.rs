@@ -5,8 +5,8 @@
 //! (`auth`) and TLS (`tls`); faults upstream and misbehaving clients cost
 //! only the client concerned (`faults`), so do the `[client]` limits
 //! (`limits`), session-bound state pins a transaction-mode client to its
-//! server connection (`pinning`), the pool hands out the connection
-//! returned last (`pool`), and a shutdown is graceful
+//! server connection (`pinning`), a client's next transaction runs on the server
+//! connection used last (`pool_order`), and a shutdown is graceful
 //! (`shutdown`). The client's unnamed statement lives as long as on its
 //! own server (`unnamed`), and a client's `DROP DATABASE` is not kept
 //! from running by pgstash's idle pooled connections (`drop_database`). Transaction mode keeps the client's prepared statements
@@ -29,7 +29,7 @@ mod faults;
 mod limits;
 mod passthrough;
 mod pinning;
-mod pool;
+mod pool_order;
 mod shutdown;
 mod statements;
 mod tls;

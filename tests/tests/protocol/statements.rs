@@ -223,23 +223,30 @@ async fn statements_prepared_after_a_column_type_change_return_the_new_type() {
 
     pg.execute("ALTER TABLE retyped ALTER COLUMN v TYPE text USING 'v' || v")
         .await;
+    let mut fresh = Vec::new();
     for (client, old) in [(&a, &old_a), (&b, &old_b)] {
         let e = client
             .query_one(old, &[&1i32])
             .await
             .expect_err("a statement prepared before the change ran");
         assert_eq!(sqlstate(&e).as_deref(), Some("0A000"), "{}", describe(&e));
-        let fresh = client.prepare(SELECT).await.unwrap();
-        assert_eq!(fresh.columns()[0].type_(), &Type::TEXT);
-        // On whichever connection each execution lands.
-        for _ in 0..4 {
-            let row = client
-                .query_one(&fresh, &[&1i32])
-                .await
-                .unwrap_or_else(|e| panic!("after re-prepare: {}", describe(&e)));
-            assert_eq!(row.get::<_, String>(0), "v7");
-        }
+        let statement = client.prepare(SELECT).await.unwrap();
+        assert_eq!(statement.columns()[0].type_(), &Type::TEXT);
+        fresh.push(statement);
     }
+    // On both connections: each client holds one in an open transaction
+    // (the pool hands a lone client the connection it used last).
+    let ta = a.transaction().await.unwrap();
+    let tb = b.transaction().await.unwrap();
+    for (t, statement) in [(&ta, &fresh[0]), (&tb, &fresh[1])] {
+        let row = t
+            .query_one(statement, &[&1i32])
+            .await
+            .unwrap_or_else(|e| panic!("after re-prepare: {}", describe(&e)));
+        assert_eq!(row.get::<_, String>(0), "v7");
+    }
+    ta.commit().await.unwrap();
+    tb.commit().await.unwrap();
 }
 
 /// Texts that only mention the words leave the client's statements
