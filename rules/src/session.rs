@@ -331,8 +331,34 @@ fn words_present<const N: usize>(haystack: &[u8], lists: [&[&str]; N]) -> [bool;
     found
 }
 
+/// Whether `word` (a whole word) is one without which a string cannot have
+/// a session effect: what [`session_effects`]' prefilter looks for.
+pub(crate) fn is_trigger_word(word: &[u8]) -> bool {
+    const LONGEST: usize = 32;
+    word.len() <= LONGEST
+        && [SETTINGS_WORDS, LISTEN_WORDS, OBJECT_WORDS]
+            .iter()
+            .any(|list| list.iter().any(|w| w.as_bytes().eq_ignore_ascii_case(word)))
+}
+
+/// The [`first_letter`]s of the trigger words.
+pub(crate) const TRIGGER_FIRSTS: u32 = {
+    let lists = [SETTINGS_WORDS, LISTEN_WORDS, OBJECT_WORDS];
+    let mut set = 0;
+    let mut l = 0;
+    while l < lists.len() {
+        let mut w = 0;
+        while w < lists[l].len() {
+            set |= first_letter(lists[l][w].as_bytes()[0]);
+            w += 1;
+        }
+        l += 1;
+    }
+    set
+};
+
 /// A bit per ASCII letter (either case), one more for anything else.
-fn first_letter(b: u8) -> u32 {
+pub(crate) const fn first_letter(b: u8) -> u32 {
     let lower = b | 0x20;
     if lower.is_ascii_lowercase() {
         1 << (lower - b'a')
