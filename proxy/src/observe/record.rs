@@ -130,7 +130,11 @@ async fn run(batch: Weak<Mutex<Vec<QueryEvent>>>, mut sinks: Sinks) {
             &mut *batch.lock().unwrap_or_else(|e| e.into_inner()),
         );
         drop(batch);
-        for event in events.drain(..) {
+        // One wall-clock reading dates the whole batch: an event started
+        // that long before now.
+        let (wall, now) = (std::time::SystemTime::now(), std::time::Instant::now());
+        for mut event in events.drain(..) {
+            event.at = wall - now.saturating_duration_since(event.started);
             sinks.record(&analyses, event).await;
         }
         if swept.elapsed() >= SWEEP_EVERY {

@@ -432,10 +432,14 @@ impl Session {
             return Ok(true);
         }
         self.client.flush(self.holding()).await?;
+        let now = self.requests.now();
         let (waited, acquired) = self
             .upstream
-            .acquire(&self.settings.params, &self.context.metrics)
+            .acquire(&self.settings.params, &self.context.metrics, now)
             .await;
+        if !waited.is_zero() {
+            self.requests.woke(now + waited);
+        }
         self.requests.waited_for_pool(waited);
         match acquired {
             Ok(tx) => {

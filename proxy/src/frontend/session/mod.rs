@@ -38,6 +38,7 @@ mod settings;
 mod upstream;
 
 use std::sync::Arc;
+use std::time::Instant;
 
 use self::cached::CachePath;
 use self::client::ClientConn;
@@ -173,6 +174,9 @@ impl Session {
     }
 
     async fn serve(&mut self) -> Result<(), FrontendError> {
+        // The one clock read per wake-up (see `request.rs`): here, then
+        // each time the wait ends.
+        self.requests.woke(Instant::now());
         loop {
             loop {
                 let frame = match self.client.next_frame() {
@@ -193,7 +197,9 @@ impl Session {
             self.flush().await?;
             self.maybe_release().await?;
             tracing::trace!(held = self.upstream.is_held(), settled = self.upstream.settled(), phase = ?self.phase, "session waits");
-            match self.wait().await {
+            let event = self.wait().await;
+            self.requests.woke(Instant::now());
+            match event {
                 Event::Client(Ok(())) => {}
                 Event::Client(Err(NetError::Closed)) => return Err(FrontendError::ClientGone),
                 Event::Client(Err(e)) => return Err(e.into()),
@@ -220,7 +226,7 @@ impl Session {
             in_flight: self.upstream.is_held() && !self.upstream.settled(),
             idle,
         };
-        let deadline = self.clocks.deadline(waiting);
+        let deadline = self.clocks.deadline(waiting, self.requests.now());
         let expiry = async move {
             match deadline {
                 Some((at, kind)) => {
@@ -371,6 +377,8 @@ impl Session {
             }
             if let Some(writes) = self.writes.as_mut() {
                 writes.record(&self.database, &mut self.client.out).await;
+                // Recording may have waited for the store.
+                self.requests.woke(Instant::now());
             }
         }
     }
@@ -435,7 +443,7 @@ impl Session {
         } else {
             self.upstream.trim_statements(self.max_statements).await;
         }
-        self.upstream.release();
+        self.upstream.release(self.requests.now());
         Ok(())
     }
 
