@@ -15,7 +15,7 @@
 //! [`exclusive_databases`]: crate::exclusive_databases
 //! [`executed_statements`]: crate::executed_statements
 
-use crate::session::{first_letter, is_trigger_word, TRIGGER_FIRSTS};
+use crate::session::{is_trigger_word, may_be_trigger};
 
 /// What one pass found in a text (see [`screen`]).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -48,11 +48,33 @@ impl Screen {
     }
 }
 
-/// Bytes that continue an SQL word (as the session-effect prefilter reads
-/// them: every non-ASCII byte does).
-fn is_ident(b: u8) -> bool {
-    b.is_ascii_alphanumeric() || b == b'_' || b == b'$' || b >= 0x80
-}
+/// What a byte is to the pass.
+const BLANK: u8 = 1;
+const WORD: u8 = 2;
+const SEMICOLON: u8 = 3;
+const OTHER: u8 = 0;
+
+/// [`BLANK`], [`WORD`] (bytes that continue an SQL word, as the
+/// session-effect prefilter reads them: every non-ASCII byte does),
+/// [`SEMICOLON`] or [`OTHER`], by byte.
+const CLASS: [u8; 256] = {
+    let mut class = [OTHER; 256];
+    let mut b = 0;
+    while b < 256 {
+        let byte = b as u8;
+        class[b] = if byte.is_ascii_whitespace() {
+            BLANK
+        } else if byte.is_ascii_alphanumeric() || byte == b'_' || byte == b'$' || byte >= 0x80 {
+            WORD
+        } else if byte == b';' {
+            SEMICOLON
+        } else {
+            OTHER
+        };
+        b += 1;
+    }
+    class
+};
 
 /// Whether `at` starts with `word`, ASCII case-insensitively.
 fn starts_with(at: &[u8], word: &[u8]) -> bool {
@@ -63,7 +85,10 @@ fn starts_with(at: &[u8], word: &[u8]) -> bool {
 /// Reads `sql` once; see [`Screen::plain`].
 pub fn screen(sql: &[u8]) -> Screen {
     let mut found = Screen {
-        first: None,
+        first: sql
+            .iter()
+            .copied()
+            .find(|&b| CLASS[usize::from(b)] != BLANK),
         more_statements: false,
         trigger_word: false,
         reset_word: false,
@@ -71,36 +96,41 @@ pub fn screen(sql: &[u8]) -> Screen {
     let mut semicolon = false;
     let mut i = 0;
     while i < sql.len() {
-        let b = sql[i];
-        if b.is_ascii_whitespace() {
-            i += 1;
-            continue;
-        }
-        found.first.get_or_insert(b);
-        if b == b';' {
-            semicolon = true;
-            i += 1;
-            continue;
+        match CLASS[usize::from(sql[i])] {
+            BLANK => {
+                i += 1;
+                continue;
+            }
+            SEMICOLON => {
+                semicolon = true;
+                i += 1;
+                continue;
+            }
+            WORD => {}
+            _ => {
+                found.more_statements |= semicolon;
+                i += 1;
+                continue;
+            }
         }
         found.more_statements |= semicolon;
-        if !is_ident(b) {
-            i += 1;
-            continue;
-        }
         let start = i;
-        while i < sql.len() && is_ident(sql[i]) {
-            // Every `d` is inside a word: the reset words are looked for
-            // where one stands, as `statement_reset` does.
-            if sql[i] | 0x20 == b'd' && !found.reset_word {
-                let at = &sql[i..];
-                found.reset_word = starts_with(at, b"deallocate") || starts_with(at, b"discard");
-            }
+        let mut d = false;
+        while i < sql.len() && CLASS[usize::from(sql[i])] == WORD {
+            d |= sql[i] | 0x20 == b'd';
             i += 1;
         }
         let word = &sql[start..i];
-        if !found.trigger_word && TRIGGER_FIRSTS & first_letter(word[0]) != 0 {
-            found.trigger_word = is_trigger_word(word);
+        // Every `d` is inside a word: the reset words are looked for where
+        // one stands, as `statement_reset` does.
+        if d && !found.reset_word {
+            found.reset_word = (0..word.len()).any(|at| {
+                word[at] | 0x20 == b'd'
+                    && (starts_with(&word[at..], b"deallocate")
+                        || starts_with(&word[at..], b"discard"))
+            });
         }
+        found.trigger_word = found.trigger_word || may_be_trigger(word) && is_trigger_word(word);
     }
     found
 }
@@ -122,6 +152,8 @@ mod tests {
         "PREPARE p AS SELECT 1",
         "CREATE TEMP TABLE t (a int)",
         "SELECT pg_advisory_lock(1)",
+        "SELECT pg_try_advisory_lock_shared(1)",
+        "SELECT pg_try_advisory_xact_lock(1)",
         "DEALLOCATE p",
         "deallocate prepare all",
         "DISCARD ALL",
@@ -169,6 +201,7 @@ mod tests {
                 "SELECT abalance FROM pgbench_accounts WHERE aid = 42;",
                 "SELECT abalance FROM pgbench_accounts WHERE aid = $1",
                 "  select 1 ;  ;\n",
+                "SELECT pg_try_advisory_xact_lock(1)",
                 "WITH a AS (SELECT 1) SELECT * FROM a",
                 "INSERT INTO t VALUES (1)",
                 "",

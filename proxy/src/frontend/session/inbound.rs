@@ -156,7 +156,11 @@ impl Session {
         let query = frame.tag() == ftag::QUERY;
         let body = frame.body();
         let body = body.strip_suffix(&[0]).unwrap_or(body);
-        let text = String::from_utf8_lossy(body);
+        // Valid UTF-8 (almost always) is checked by the fast test alone.
+        let text = match std::str::from_utf8(body) {
+            Ok(text) => std::borrow::Cow::Borrowed(text),
+            Err(_) => String::from_utf8_lossy(body),
+        };
         let scanned = query && !pgstash_rules::screen(body).plain();
         if query {
             self.requests.text(Arc::from(&*text));
