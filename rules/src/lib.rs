@@ -66,7 +66,7 @@ pub use predicate::{filter_predicates, Predicate, PredicateKind};
 pub use reset::{statement_reset, StatementReset};
 pub use screen::{screen, Screen};
 pub use session::{session_effects, EffectsCache, SessionEffects};
-pub use shape::literal_mask;
+pub use shape::{literal_mask, literal_mask_into};
 pub use statement::{ImplicitCall, Statement, StatementKind, TransactionKind};
 pub use tree::{ParseError, TreeError};
 pub use writes::Writes;
