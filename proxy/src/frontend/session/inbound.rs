@@ -335,7 +335,13 @@ impl Session {
         };
         let route = match cache.route(sql, form, gate, facts, who, &target) {
             Routing::Done(route) => route,
-            Routing::Lookup(lookup) => lookup.await,
+            Routing::Lookup(lookup) => {
+                let route = lookup.await;
+                // The store made the session wait: the request's clock
+                // moves on (see `request.rs`).
+                self.requests.woke(std::time::Instant::now());
+                route
+            }
         };
         match route {
             Route::Write(writes) => return Routed::Write(writes),

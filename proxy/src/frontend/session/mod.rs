@@ -38,7 +38,6 @@ mod settings;
 mod upstream;
 
 use std::sync::Arc;
-use std::time::Instant;
 
 use self::cached::CachePath;
 use self::client::ClientConn;
@@ -174,9 +173,6 @@ impl Session {
     }
 
     async fn serve(&mut self) -> Result<(), FrontendError> {
-        // The one clock read per wake-up (see `request.rs`): here, then
-        // each time the wait ends.
-        self.requests.woke(Instant::now());
         loop {
             loop {
                 let frame = match self.client.next_frame() {
@@ -198,7 +194,7 @@ impl Session {
             self.maybe_release().await?;
             tracing::trace!(held = self.upstream.is_held(), settled = self.upstream.settled(), phase = ?self.phase, "session waits");
             let event = self.wait().await;
-            self.requests.woke(Instant::now());
+            self.requests.woke(std::time::Instant::now()); // see `request.rs`
             match event {
                 Event::Client(Ok(())) => {}
                 Event::Client(Err(NetError::Closed)) => return Err(FrontendError::ClientGone),
@@ -377,8 +373,7 @@ impl Session {
             }
             if let Some(writes) = self.writes.as_mut() {
                 writes.record(&self.database, &mut self.client.out).await;
-                // Recording may have waited for the store.
-                self.requests.woke(Instant::now());
+                self.requests.woke(std::time::Instant::now()); // it may have waited
             }
         }
     }

@@ -3,7 +3,9 @@
 //! or when the cache answers it.
 //!
 //! # Performance
-//! The clock is read once per wake-up of the session ([`Requests::woke`]):
+//! The clock is read once per wake-up of the session ([`Requests::woke`],
+//! when it is created and when its wait ends, and again after a wait inside
+//! its work: the pool, a store lookup, a write's recording):
 //! a request starts, goes upstream and ends at the time its session woke
 //! (or its pool wait ended), not at a clock read of its own, and its
 //! wall-clock time is worked out by the recorder (`observe/record.rs`).
