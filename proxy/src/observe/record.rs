@@ -156,9 +156,9 @@ async fn run(batch: Weak<Mutex<Vec<QueryEvent>>>, mut sinks: Sinks) {
 /// here reads them).
 ///
 /// # Performance
-/// Each event's text is masked into one reused buffer and looked up by it:
-/// no allocation per event, one pass over the text (`pgbench -M simple`
-/// never sends the same text twice).
+/// A text seen before costs one lookup; another is masked into one reused
+/// buffer and looked up by its mask: no allocation per event (`pgbench -M
+/// simple` never sends the same text twice).
 struct Shapes {
     analyses: AnalysisCache,
     by_mask: quick_cache::sync::Cache<String, Arc<Analysis>>,
@@ -175,15 +175,18 @@ impl Shapes {
     }
 
     fn analyze(&mut self, text: &str) -> Option<Arc<Analysis>> {
+        // A text sent again (a prepared statement's) is found at once.
+        if let Some(hit) = self.analyses.cached(text) {
+            return Some(hit);
+        }
         // Some(false): no literal, the text is its own mask; None: a text
         // the mask cannot read (decimals, E'' strings…), likely a one-off.
         let masked = literal_mask_into(text, &mut self.mask) == Some(true);
-        let known = match masked {
-            true => self.by_mask.get(self.mask.as_str()),
-            false => self.analyses.cached(text),
-        };
-        if known.is_some() {
-            return known;
+        if let Some(hit) = masked
+            .then(|| self.by_mask.get(self.mask.as_str()))
+            .flatten()
+        {
+            return Some(hit);
         }
         let analysis = self.analyses.analyze(text).ok()?;
         // No bulk-sized texts.
