@@ -10,6 +10,8 @@
 //!   connected to (`DROP DATABASE`…), whose idle pooled connections close;
 //! - [`executed_statements`]: the prepared statements `EXECUTE name` runs,
 //!   and where the names are written (for the transaction pooler's renaming);
+//! - [`screen`]: one pass that tells whether any of the four scans above
+//!   can find anything in a text (almost every text: none can);
 //! - [`analyze`] / [`AnalysisCache`]: statement kinds, relations read and
 //!   written, functions, locking, temp/system relations, parameters;
 //! - [`normalize`] / [`Fingerprint`]: the stable SHA-256 identity of a query
@@ -38,6 +40,7 @@ mod model;
 mod names;
 mod predicate;
 mod reset;
+mod screen;
 mod session;
 mod shape;
 mod starts;
@@ -61,8 +64,9 @@ pub use model::{Defaults, Matcher, Rule, RuleSet};
 pub use names::{FunctionRef, NameError, TableRef};
 pub use predicate::{filter_predicates, Predicate, PredicateKind};
 pub use reset::{statement_reset, StatementReset};
+pub use screen::{screen, Screen};
 pub use session::{session_effects, EffectsCache, SessionEffects};
-pub use shape::literal_mask;
+pub use shape::{literal_mask, literal_mask_into};
 pub use statement::{ImplicitCall, Statement, StatementKind, TransactionKind};
 pub use tree::{ParseError, TreeError};
 pub use writes::Writes;

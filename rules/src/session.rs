@@ -331,8 +331,44 @@ fn words_present<const N: usize>(haystack: &[u8], lists: [&[&str]; N]) -> [bool;
     found
 }
 
+/// Whether `word` (a whole word) is one without which a string cannot have
+/// a session effect: what [`session_effects`]' prefilter looks for.
+pub(crate) fn is_trigger_word(word: &[u8]) -> bool {
+    const LONGEST: usize = 32;
+    word.len() <= LONGEST
+        && [SETTINGS_WORDS, LISTEN_WORDS, OBJECT_WORDS]
+            .iter()
+            .any(|list| list.iter().any(|w| w.as_bytes().eq_ignore_ascii_case(word)))
+}
+
+/// By [`first_letter`], a bit per length of the trigger words with that
+/// first letter: most words of a text fail this test, without a compare.
+const TRIGGER_LENGTHS: [u32; 27] = {
+    let lists = [SETTINGS_WORDS, LISTEN_WORDS, OBJECT_WORDS];
+    let mut lengths = [0u32; 27];
+    let mut l = 0;
+    while l < lists.len() {
+        let mut w = 0;
+        while w < lists[l].len() {
+            let word = lists[l][w].as_bytes();
+            lengths[first_letter(word[0]).trailing_zeros() as usize] |= 1 << word.len();
+            w += 1;
+        }
+        l += 1;
+    }
+    lengths
+};
+
+/// Whether `word` (not empty) has the first letter and the length of a
+/// trigger word (see [`is_trigger_word`]).
+#[inline]
+pub(crate) fn may_be_trigger(word: &[u8]) -> bool {
+    word.len() < 32
+        && TRIGGER_LENGTHS[first_letter(word[0]).trailing_zeros() as usize] & (1 << word.len()) != 0
+}
+
 /// A bit per ASCII letter (either case), one more for anything else.
-fn first_letter(b: u8) -> u32 {
+pub(crate) const fn first_letter(b: u8) -> u32 {
     let lower = b | 0x20;
     if lower.is_ascii_lowercase() {
         1 << (lower - b'a')

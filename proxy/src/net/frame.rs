@@ -135,7 +135,8 @@ pub struct FrameReader {
     /// awaited (as Postgres does, so garbage fails fast).
     accept: Option<&'static [u8]>,
     /// Whether an emptied buffer is kept for the next read (server
-    /// connections) or given back (client connections, see [`fill`]).
+    /// connections, logged-in clients) or given back (clients before
+    /// their login, see [`fill`]).
     ///
     /// [`fill`]: FrameReader::fill
     keep_buffer: bool,
@@ -157,13 +158,25 @@ impl FrameReader {
     }
 
     /// A reader for client connections: only frontend message types, and
-    /// no buffer held while idle.
+    /// no buffer held while idle until [`keep_buffer`] (a logged-in
+    /// client's session calls it).
+    ///
+    /// [`keep_buffer`]: FrameReader::keep_buffer
     pub fn frontend(limit: usize) -> FrameReader {
         FrameReader {
             accept: Some(FRONTEND_TYPES),
             keep_buffer: false,
             ..FrameReader::new(limit)
         }
+    }
+
+    /// Keeps an emptied buffer for the next read unless a long message
+    /// grew it, as server readers do: a logged-in client's session reads
+    /// a request from it every transaction, and giving it back cost an
+    /// allocation, a free and a shared-buffer header per request. An idle
+    /// client then holds [`FIRST_READ`] bytes.
+    pub fn keep_buffer(&mut self) {
+        self.keep_buffer = true;
     }
 
     /// Changes the largest message accepted (raised once a client has
@@ -420,9 +433,10 @@ mod tests {
         assert!(matches!(r.next_frame(), Err(NetError::TooLarge { .. })));
     }
 
-    /// Server readers keep an emptied buffer for the next answer unless a
-    /// long answer grew it; client readers never keep one (idle clients
-    /// hold no buffer; a huge row is not pinned to a pooled connection).
+    /// Server readers (and logged-in clients') keep an emptied buffer for
+    /// the next answer unless a long answer grew it; client readers before
+    /// the login never keep one (silent connections hold no buffer; a huge
+    /// row is not pinned to a pooled connection).
     #[tokio::test]
     async fn emptied_buffers_are_kept_only_by_server_readers_and_only_small() {
         use tokio::io::AsyncWriteExt;
@@ -447,7 +461,14 @@ mod tests {
         let mut server = FrameReader::new(1 << 30);
         let mut client = FrameReader::frontend(1 << 30);
         client.accept = None;
-        for (r, is_server) in [(&mut server, true), (&mut client, false)] {
+        let mut session = FrameReader::frontend(1 << 30);
+        session.accept = None;
+        session.keep_buffer();
+        for (r, is_server) in [
+            (&mut server, true),
+            (&mut client, false),
+            (&mut session, true),
+        ] {
             b.write_all(&message(100)).await.unwrap();
             assert_eq!(read_one(r, &mut stream).await, 105);
             assert_eq!(r.keeps_emptied_buffer(), is_server, "after a short answer");

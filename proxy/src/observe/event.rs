@@ -4,7 +4,7 @@
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, OnceLock};
-use std::time::{Duration, SystemTime};
+use std::time::{Duration, Instant, SystemTime};
 
 use super::json::{into_text, push_str};
 
@@ -13,6 +13,10 @@ use super::json::{into_text, push_str};
 pub struct QueryEvent {
     pub session: Arc<SessionInfo>,
     pub text: Arc<str>,
+    /// When the request started (the session's clock).
+    pub started: Instant,
+    /// The same as wall-clock time: set by the recorder when it drains
+    /// the event (sessions read no wall clock per query).
     pub at: SystemTime,
     pub duration: Duration,
     /// hit, miss, bypass or write.

@@ -251,6 +251,7 @@ mod tests {
                 "127.0.0.1:5000".into(),
             )),
             text: text.into(),
+            started: std::time::Instant::now(),
             at: UNIX_EPOCH + Duration::from_millis(1_795_000_000_007),
             duration: Duration::from_nanos(12_345_678),
             path: "miss",

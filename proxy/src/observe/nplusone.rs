@@ -319,6 +319,7 @@ mod tests {
             let event = QueryEvent {
                 session: self.session.clone(),
                 text: sql.into(),
+                started: std::time::Instant::now(),
                 at: self.now,
                 duration: Duration::from_millis(1),
                 path: "bypass",

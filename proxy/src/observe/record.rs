@@ -11,7 +11,7 @@ use std::sync::{Arc, Mutex, Weak};
 use std::time::Duration;
 
 use arc_swap::ArcSwap;
-use pgstash_rules::{literal_mask, Analysis, AnalysisCache, MAX_CACHED_TEXT};
+use pgstash_rules::{literal_mask_into, Analysis, AnalysisCache, MAX_CACHED_TEXT};
 
 use super::digest::Digest;
 use super::event::QueryEvent;
@@ -117,7 +117,7 @@ impl Recorder {
 }
 
 async fn run(batch: Weak<Mutex<Vec<QueryEvent>>>, mut sinks: Sinks) {
-    let analyses = Shapes::new(10_000);
+    let mut analyses = Shapes::new(10_000);
     let mut events = Vec::new();
     let mut swept = std::time::Instant::now();
     loop {
@@ -130,8 +130,12 @@ async fn run(batch: Weak<Mutex<Vec<QueryEvent>>>, mut sinks: Sinks) {
             &mut *batch.lock().unwrap_or_else(|e| e.into_inner()),
         );
         drop(batch);
-        for event in events.drain(..) {
-            sinks.record(&analyses, event).await;
+        // One wall-clock reading dates the whole batch: an event started
+        // that long before now.
+        let (wall, now) = (std::time::SystemTime::now(), std::time::Instant::now());
+        for mut event in events.drain(..) {
+            event.at = wall - now.saturating_duration_since(event.started);
+            sinks.record(&mut analyses, event).await;
         }
         if swept.elapsed() >= SWEEP_EVERY {
             swept = std::time::Instant::now();
@@ -143,16 +147,22 @@ async fn run(batch: Weak<Mutex<Vec<QueryEvent>>>, mut sinks: Sinks) {
 
 /// The recorder's analyses: by text, and by literal mask so that texts of
 /// one shape (`... WHERE id = 1`, `... WHERE id = 2`) are analyzed once.
-/// Texts without plain literals (`... WHERE id = $1`) come back verbatim
+/// Texts without plain literals (`... WHERE id = $1`) are their own mask
 /// and are found by their text alone, in the analysis cache's short-text
-/// level, before any scan.
+/// level.
 ///
 /// An analysis found by mask is another text's: its fingerprint, normalized
 /// text and statements are this text's too, its literals are not (nothing
 /// here reads them).
+///
+/// # Performance
+/// A text seen before costs one lookup; another is masked into one reused
+/// buffer and looked up by its mask: no allocation per event (`pgbench -M
+/// simple` never sends the same text twice).
 struct Shapes {
     analyses: AnalysisCache,
     by_mask: quick_cache::sync::Cache<String, Arc<Analysis>>,
+    mask: String,
 }
 
 impl Shapes {
@@ -160,30 +170,36 @@ impl Shapes {
         Shapes {
             analyses: AnalysisCache::new(capacity),
             by_mask: quick_cache::sync::Cache::new(capacity),
+            mask: String::new(),
         }
     }
 
-    fn analyze(&self, text: &str) -> Option<Arc<Analysis>> {
+    fn analyze(&mut self, text: &str) -> Option<Arc<Analysis>> {
+        // A text sent again (a prepared statement's) is found at once.
         if let Some(hit) = self.analyses.cached(text) {
             return Some(hit);
         }
-        let mask = literal_mask(text);
-        if let Some(hit) = mask.as_ref().and_then(|m| self.by_mask.get(m)) {
+        // Some(false): no literal, the text is its own mask; None: a text
+        // the mask cannot read (decimals, E'' strings…), likely a one-off.
+        let masked = literal_mask_into(text, &mut self.mask) == Some(true);
+        if let Some(hit) = masked
+            .then(|| self.by_mask.get(self.mask.as_str()))
+            .flatten()
+        {
             return Some(hit);
         }
         let analysis = self.analyses.analyze(text).ok()?;
-        // Masks of texts with literals only: a verbatim text is found by the
-        // analysis cache, and a text the mask cannot read (decimals, E''
-        // strings…) has none. No bulk-sized texts.
-        if let Some(mask) = mask.filter(|m| m != text && text.len() <= MAX_CACHED_TEXT) {
-            self.by_mask.insert(mask, Arc::clone(&analysis));
+        // No bulk-sized texts.
+        if masked && text.len() <= MAX_CACHED_TEXT {
+            self.by_mask
+                .insert(std::mem::take(&mut self.mask), Arc::clone(&analysis));
         }
         Some(analysis)
     }
 }
 
 impl Sinks {
-    async fn record(&mut self, shapes: &Shapes, event: QueryEvent) {
+    async fn record(&mut self, shapes: &mut Shapes, event: QueryEvent) {
         let analysis = shapes.analyze(&event.text);
         self.digest.record(&event, analysis.as_deref());
         let settings = self.settings.load();
@@ -245,7 +261,7 @@ mod tests {
 
     #[test]
     fn only_masks_of_texts_with_readable_literals_are_kept() {
-        let shapes = Shapes::new(16);
+        let mut shapes = Shapes::new(16);
         for _ in 0..2 {
             assert!(shapes.analyze("SELECT a FROM t WHERE id = $1").is_some());
             // A decimal: the mask gives up; likely a one-off text.

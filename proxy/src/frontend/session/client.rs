@@ -20,7 +20,8 @@ pub struct ClientConn {
 
 impl ClientConn {
     #[inline]
-    pub fn new(stream: Stream, reader: FrameReader) -> ClientConn {
+    pub fn new(stream: Stream, mut reader: FrameReader) -> ClientConn {
+        reader.keep_buffer();
         ClientConn {
             stream,
             reader,

@@ -68,13 +68,13 @@ impl Clocks {
     }
 
     /// The deadline of the clock that runs while the session waits in
-    /// `waiting`, if that clock is on.
+    /// `waiting`, if that clock is on; `now` is the session's clock (read
+    /// when it last woke).
     #[inline]
-    pub fn deadline(&mut self, waiting: Waiting) -> Option<(Instant, Expired)> {
+    pub fn deadline(&mut self, waiting: Waiting, now: Instant) -> Option<(Instant, Expired)> {
         if !self.limits.any() {
             return None;
         }
-        let now = Instant::now();
         if waiting.in_flight {
             let limit = self.limits.query?;
             let at = *self.query_deadline.get_or_insert(now + limit);
@@ -141,26 +141,37 @@ mod tests {
             in_flight: true,
             idle: false,
         };
-        assert_eq!(clocks.deadline(idle).map(|d| d.1), Some(Expired::Idle));
         assert_eq!(
-            clocks.deadline(in_tx).map(|d| d.1),
+            clocks.deadline(idle, Instant::now()).map(|d| d.1),
+            Some(Expired::Idle)
+        );
+        assert_eq!(
+            clocks.deadline(in_tx, Instant::now()).map(|d| d.1),
             Some(Expired::IdleInTransaction)
         );
-        let (first, kind) = clocks.deadline(busy).unwrap();
+        let (first, kind) = clocks.deadline(busy, Instant::now()).unwrap();
         assert_eq!(kind, Expired::Query);
         // The query clock keeps running across waits of the same request.
-        assert_eq!(clocks.deadline(busy).unwrap().0, first);
+        assert_eq!(clocks.deadline(busy, Instant::now()).unwrap().0, first);
         clocks.cancelled();
-        assert_eq!(clocks.deadline(busy).unwrap().1, Expired::CancelIgnored);
+        assert_eq!(
+            clocks.deadline(busy, Instant::now()).unwrap().1,
+            Expired::CancelIgnored
+        );
         clocks.request_ended();
-        assert_eq!(clocks.deadline(busy).unwrap().1, Expired::Query);
+        assert_eq!(
+            clocks.deadline(busy, Instant::now()).unwrap().1,
+            Expired::Query
+        );
     }
 
     #[test]
     fn clocks_that_are_off_never_run_out() {
         let mut clocks = Clocks::new(SessionTimeouts::default());
         for (in_flight, idle) in [(true, false), (false, true), (false, false)] {
-            assert!(clocks.deadline(Waiting { in_flight, idle }).is_none());
+            assert!(clocks
+                .deadline(Waiting { in_flight, idle }, Instant::now())
+                .is_none());
         }
         let mut query_only = Clocks::new(SessionTimeouts {
             query: Some(Duration::from_secs(1)),
@@ -170,6 +181,6 @@ mod tests {
             in_flight: false,
             idle: true,
         };
-        assert!(query_only.deadline(idle).is_none());
+        assert!(query_only.deadline(idle, Instant::now()).is_none());
     }
 }

@@ -147,17 +147,26 @@ impl Session {
     }
 
     /// A simple Query or FunctionCall on its way to the server.
+    ///
+    /// # Performance
+    /// Its text is read once by [`pgstash_rules::screen`]: a text none of
+    /// the statement scans can find anything in (almost every one) skips
+    /// them, and is decoded once (the request's copy) instead of per scan.
     async fn forward_query(&mut self, frame: Frame) -> Result<bool, FrontendError> {
         let query = frame.tag() == ftag::QUERY;
-        let text = || {
-            let body = frame.body();
-            String::from_utf8_lossy(body.strip_suffix(&[0]).unwrap_or(body))
+        let body = frame.body();
+        let body = body.strip_suffix(&[0]).unwrap_or(body);
+        // Valid UTF-8 (almost always) is checked by the fast test alone.
+        let text = match std::str::from_utf8(body) {
+            Ok(text) => std::borrow::Cow::Borrowed(text),
+            Err(_) => String::from_utf8_lossy(body),
         };
+        let scanned = query && !pgstash_rules::screen(body).plain();
         if query {
-            self.requests.text(text().into());
-            if self.mode == PoolMode::Transaction && self.deallocate_locally(&text()) {
-                return Ok(true);
-            }
+            self.requests.text(Arc::from(&*text));
+        }
+        if scanned && self.mode == PoolMode::Transaction && self.deallocate_locally(&text) {
+            return Ok(true);
         }
         if !self.ensure_server().await? {
             if let Some(cache) = self.cache.as_mut() {
@@ -168,16 +177,18 @@ impl Session {
             return Ok(true);
         }
         let (mut forget, mut renamed) = (None, None);
+        if scanned {
+            self.note_effects(&text);
+            self.free_databases(&text);
+        }
         if query {
-            self.note_effects(&text());
-            self.free_databases(&text());
             self.statements
                 .on_simple_query(self.mode == PoolMode::Session);
-            if self.mode == PoolMode::Session {
-                forget = self.statements.deallocated_by(&text());
-            } else if self.phase.tx != Tx::Failed {
-                renamed = self.statements.execute_by_name(&text(), &mut self.upstream);
-            }
+        }
+        if scanned && self.mode == PoolMode::Session {
+            forget = self.statements.deallocated_by(&text);
+        } else if scanned && self.phase.tx != Tx::Failed {
+            renamed = self.statements.execute_by_name(&text, &mut self.upstream);
         }
         let bytes = renamed.as_deref().unwrap_or(frame.as_bytes());
         self.upstream.send(bytes, Expect::Query { forget });
@@ -324,7 +335,13 @@ impl Session {
         };
         let route = match cache.route(sql, form, gate, facts, who, &target) {
             Routing::Done(route) => route,
-            Routing::Lookup(lookup) => lookup.await,
+            Routing::Lookup(lookup) => {
+                let route = lookup.await;
+                // The store made the session wait: the request's clock
+                // moves on (see `request.rs`).
+                self.requests.woke(std::time::Instant::now());
+                route
+            }
         };
         match route {
             Route::Write(writes) => return Routed::Write(writes),
@@ -425,10 +442,14 @@ impl Session {
             return Ok(true);
         }
         self.client.flush(self.holding()).await?;
+        let now = self.requests.now();
         let (waited, acquired) = self
             .upstream
-            .acquire(&self.settings.params, &self.context.metrics)
+            .acquire(&self.settings.params, &self.context.metrics, now)
             .await;
+        if !waited.is_zero() {
+            self.requests.woke(now + waited);
+        }
         self.requests.waited_for_pool(waited);
         match acquired {
             Ok(tx) => {

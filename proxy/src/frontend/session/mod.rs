@@ -193,7 +193,9 @@ impl Session {
             self.flush().await?;
             self.maybe_release().await?;
             tracing::trace!(held = self.upstream.is_held(), settled = self.upstream.settled(), phase = ?self.phase, "session waits");
-            match self.wait().await {
+            let event = self.wait().await;
+            self.requests.woke(std::time::Instant::now()); // see `request.rs`
+            match event {
                 Event::Client(Ok(())) => {}
                 Event::Client(Err(NetError::Closed)) => return Err(FrontendError::ClientGone),
                 Event::Client(Err(e)) => return Err(e.into()),
@@ -220,7 +222,7 @@ impl Session {
             in_flight: self.upstream.is_held() && !self.upstream.settled(),
             idle,
         };
-        let deadline = self.clocks.deadline(waiting);
+        let deadline = self.clocks.deadline(waiting, self.requests.now());
         let expiry = async move {
             match deadline {
                 Some((at, kind)) => {
@@ -371,6 +373,7 @@ impl Session {
             }
             if let Some(writes) = self.writes.as_mut() {
                 writes.record(&self.database, &mut self.client.out).await;
+                self.requests.woke(std::time::Instant::now()); // it may have waited
             }
         }
     }
@@ -435,7 +438,7 @@ impl Session {
         } else {
             self.upstream.trim_statements(self.max_statements).await;
         }
-        self.upstream.release();
+        self.upstream.release(self.requests.now());
         Ok(())
     }
 

@@ -1,6 +1,14 @@
 //! Timing and accounting of the request in flight, finished into a metric
 //! sample and a query event (slow-query log, digest) at its ReadyForQuery
 //! or when the cache answers it.
+//!
+//! # Performance
+//! The clock is read once per wake-up of the session ([`Requests::woke`],
+//! when it is created and when its wait ends, and again after a wait inside
+//! its work: the pool, a store lookup, a write's recording):
+//! a request starts, goes upstream and ends at the time its session woke
+//! (or its pool wait ended), not at a clock read of its own, and its
+//! wall-clock time is worked out by the recorder (`observe/record.rs`).
 
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
@@ -13,7 +21,6 @@ use crate::observe::Metrics;
 #[derive(Debug)]
 pub struct Request {
     started: Instant,
-    at: SystemTime,
     /// hit, miss, bypass or write.
     path: &'static str,
     text: Option<Arc<str>>,
@@ -33,10 +40,9 @@ impl Request {
         self.in_transaction = in_transaction;
     }
 
-    fn new() -> Request {
+    fn new(now: Instant) -> Request {
         Request {
-            started: Instant::now(),
-            at: SystemTime::now(),
+            started: now,
             path: "bypass",
             text: None,
             rule: None,
@@ -51,6 +57,8 @@ impl Request {
 /// A session's requests, and who they are reported as coming from.
 pub struct Requests {
     current: Option<Request>,
+    /// When the session last woke up (or its pool wait ended).
+    now: Instant,
     metrics: Arc<Metrics>,
     recorder: Option<Recorder>,
     session: Arc<SessionInfo>,
@@ -67,6 +75,7 @@ impl Requests {
     ) -> Requests {
         Requests {
             current: None,
+            now: Instant::now(),
             metrics,
             recorder,
             session: Arc::new(session),
@@ -74,9 +83,23 @@ impl Requests {
         }
     }
 
+    /// The session woke up at `now` (its one clock read until it waits
+    /// again), or a wait inside its work (the pool) ended then.
+    #[inline]
+    pub fn woke(&mut self, now: Instant) {
+        self.now = now;
+    }
+
+    /// The time of the session's last wake-up (see [`Requests::woke`]).
+    #[inline]
+    pub fn now(&self) -> Instant {
+        self.now
+    }
+
     /// The request in flight, started now as a bypass if there is none.
     fn current(&mut self) -> &mut Request {
-        self.current.get_or_insert_with(Request::new)
+        let now = self.now;
+        self.current.get_or_insert_with(|| Request::new(now))
     }
 
     /// Starts a request if none is in flight.
@@ -117,7 +140,7 @@ impl Requests {
     #[inline]
     pub fn sent(&mut self) {
         if let Some(request) = self.current.as_mut() {
-            request.upstream_from.get_or_insert_with(Instant::now);
+            request.upstream_from.get_or_insert(self.now);
         }
     }
 
@@ -156,8 +179,7 @@ impl Requests {
     #[inline]
     pub fn finish(&self, request: Option<Request>) {
         let Some(request) = request else { return };
-        // One clock read for both spans: this runs once per query.
-        let now = Instant::now();
+        let now = self.now;
         let upstream = request
             .upstream_from
             .map(|from| now.saturating_duration_since(from))
@@ -172,7 +194,9 @@ impl Requests {
         recorder.record(QueryEvent {
             session: self.session.clone(),
             text,
-            at: request.at,
+            started: request.started,
+            // Dated by the recorder, from `started`.
+            at: SystemTime::UNIX_EPOCH,
             duration,
             path: request.path,
             rows: request.rows,

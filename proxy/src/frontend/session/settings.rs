@@ -72,8 +72,15 @@ impl ClientSettings {
             .unwrap_or_default()
     }
 
-    /// What `sql` does to the session.
+    /// What `sql` does to the session. A text the one-pass screen passes
+    /// over (almost every one) does nothing, without the two scans.
     pub fn effects_of(&self, sql: &str, known: &EffectsCache) -> StatementEffects {
+        if pgstash_rules::screen(sql.as_bytes()).plain() {
+            return StatementEffects {
+                session: pgstash_rules::SessionEffects::default(),
+                resets_statements: false,
+            };
+        }
         StatementEffects {
             session: known.effects(sql),
             resets_statements: self.mode == PoolMode::Transaction

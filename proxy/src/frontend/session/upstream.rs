@@ -150,16 +150,33 @@ impl Upstream {
 
     /// Takes a connection from the pool and brings it to `settings`.
     /// Returns how long the pool made the client wait, and the result.
+    ///
+    /// # Performance
+    /// `now` is the session's clock (read when it woke): a pool that hands
+    /// a connection over at once (its first poll) made the client wait
+    /// for nothing, and the clock is not read again.
     pub async fn acquire(
         &mut self,
         settings: &SessionParams,
         metrics: &Metrics,
+        now: Instant,
     ) -> (Duration, Result<Tx, BackendError>) {
-        let started = Instant::now();
         metrics.clients_waiting.inc();
-        let acquired = self.pool.acquire().await;
+        let mut pending = false;
+        let acquired = {
+            let mut acquiring = std::pin::pin!(self.pool.acquire());
+            std::future::poll_fn(|cx| {
+                let poll = std::future::Future::poll(acquiring.as_mut(), cx);
+                pending |= poll.is_pending();
+                poll
+            })
+            .await
+        };
         metrics.clients_waiting.dec();
-        let waited = started.elapsed();
+        let waited = match pending {
+            true => now.elapsed(),
+            false => Duration::ZERO,
+        };
         metrics.pool_acquire_wait.observe(waited.as_secs_f64());
         let mut server = match acquired {
             Ok(server) => server,
@@ -223,14 +240,15 @@ impl Upstream {
         }
     }
 
-    /// Gives the connection back to the pool.
+    /// Gives the connection back to the pool, last used `now` (the
+    /// session's clock).
     #[inline]
-    pub fn release(&mut self) {
+    pub fn release(&mut self, now: Instant) {
         let Some(mut server) = self.conn.take() else {
             return;
         };
         *self.cancel.lock().unwrap_or_else(|e| e.into_inner()) = None;
-        server.last_used = Instant::now();
+        server.last_used = now;
     }
 
     /// The connection must not be reused.
