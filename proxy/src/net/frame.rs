@@ -178,14 +178,9 @@ impl FrameReader {
     /// Safe to use in `select!`: bytes are only ever appended to the buffer
     /// by the completed read, so a cancelled call loses nothing.
     pub async fn fill(&mut self, stream: &mut Stream) -> Result<(), NetError> {
-        if self.buf.is_empty() && !self.keeps_emptied_buffer() {
-            // Nothing pending: give the buffer back and wait for data
-            // before taking one, so an idle connection holds no buffer.
-            // Always replaced: `capacity()` counts only the room after the
-            // consumed bytes, so a fully consumed buffer shows 0 while its
-            // whole allocation is still held (and a reserve reclaims it).
-            self.buf = BytesMut::new();
-            self.grew = false;
+        if self.release_emptied() {
+            // Nothing pending: wait for data before taking a buffer, so an
+            // idle connection holds none.
             stream.readable().await?;
         }
         if self.buf.is_empty() {
@@ -197,6 +192,20 @@ impl FrameReader {
             0 => Err(NetError::Closed),
             _ => Ok(()),
         }
+    }
+
+    /// Gives the buffer back if it is empty and this reader does not keep
+    /// an emptied one (client readers); whether it did. Always replaced:
+    /// `capacity()` counts only the room after the consumed bytes, so a
+    /// fully consumed buffer shows 0 while its whole allocation is still
+    /// held (and a reserve reclaims it).
+    pub fn release_emptied(&mut self) -> bool {
+        if !self.buf.is_empty() || self.keeps_emptied_buffer() {
+            return false;
+        }
+        self.buf = BytesMut::new();
+        self.grew = false;
+        true
     }
 
     /// Makes room, noting when the buffer grows past a first read's size.

@@ -315,7 +315,8 @@ impl Session {
             return Routed::Forward;
         };
         let facts = self.settings.facts(!self.phase.tx.is_idle());
-        let (context, database, user) = (&self.context, &self.database, &self.user);
+        let (context, info) = (&self.context, self.requests.info());
+        let (database, user) = (&info.database, &info.user);
         let target = || context.connect_target(database, user);
         let who = Identity {
             database,
@@ -365,7 +366,8 @@ impl Session {
     fn writes_of(&mut self, sql: &str) -> Option<Writes> {
         let cache = self.cache.as_mut()?;
         let facts = self.settings.facts(!self.phase.tx.is_idle());
-        let (context, database, user) = (&self.context, &self.database, &self.user);
+        let (context, info) = (&self.context, self.requests.info());
+        let (database, user) = (&info.database, &info.user);
         let target = || context.connect_target(database, user);
         let closed = Gate::Closed { counted: None };
         let who = Identity {
@@ -437,7 +439,8 @@ impl Session {
                 Ok(true)
             }
             Err(e) => {
-                tracing::warn!(user = %self.user, database = %self.database, error = %e, "no server connection for client");
+                let info = self.requests.info();
+                tracing::warn!(user = %info.user, database = %info.database, error = %e, "no server connection for client");
                 self.client
                     .out
                     .extend_from_slice(&e.to_client(Severity::Error));
