@@ -22,7 +22,7 @@ use super::params::SessionParams;
 use super::passthrough::{PassThrough, Proven};
 use super::server::{ServerConn, UPSTREAM_FRAME_LIMIT};
 use crate::config::Upstream;
-use crate::net::frame::Body;
+use crate::net::body::Body;
 use crate::net::message::{self, ftag, tag};
 use crate::net::{FrameReader, Stream};
 use crate::scram::client::{Challenge, ClientFinal, ClientFirst};

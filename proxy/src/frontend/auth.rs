@@ -21,7 +21,7 @@ use super::error::FrontendError;
 use crate::backend::passthrough::Proven;
 use crate::config::{AuthMethod, ScramKeys};
 use crate::context::Context;
-use crate::net::frame::Body;
+use crate::net::body::Body;
 use crate::net::message::{self, ftag, Severity};
 use crate::net::{FrameReader, NetError, Stream};
 use crate::scram::{self, MECHANISM};

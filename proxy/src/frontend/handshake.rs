@@ -24,46 +24,70 @@ use crate::net::startup::{read_startup_packet, StartupPacket};
 use crate::net::{FrameReader, NetError, Stream};
 
 /// Serves one client connection from accept to close.
+///
+/// # Memory
+/// This future is the client's task for its whole life, allocated once at
+/// the size of its largest state: the handshake and the refusal run boxed,
+/// so that an idle session's task is the session's own (issue #20; see
+/// `session/park.rs`). A connection that has sent nothing yet waits for
+/// readability before the handshake's box is taken.
 pub async fn serve_client(context: Arc<Context>, stream: Stream) {
     let limits = context.config.load().client.clone();
     let admitted = Admitted::new(&context, limits.max_client_conn);
-    let peer = stream.peer();
     // Until the client has authenticated, a message may not exceed what
     // Postgres accepts before authentication.
     let reader = FrameReader::frontend(PRE_AUTH_MESSAGE_BYTES);
     if admitted.over_limit {
         admitted.limit_hit("max_client_conn");
-        let refusal = refuse_too_many(&context, stream, reader);
+        let refusal = Box::pin(refuse_too_many(&context, stream, reader));
         let _ = tokio::time::timeout(limits.login_timeout, refusal).await;
         return;
     }
-    // Pinned here, not moved into the timeout: on expiry the connection is
-    // counted before it is closed (dropping `login` closes it).
-    let mut login = Box::pin(handshake(&context, stream, reader, peer.clone()));
-    let session = match tokio::time::timeout(limits.login_timeout, &mut login).await {
-        Ok(Ok(Some(session))) => session,
-        Ok(Ok(None)) => return,
-        Ok(Err(e)) => {
-            if matches!(e, FrontendError::Net(NetError::TooLarge { .. })) {
-                admitted.limit_hit("pre_auth_message");
+    let deadline = tokio::time::Instant::now() + limits.login_timeout;
+    let first = tokio::time::timeout_at(deadline, stream.first_bytes()).await;
+    let peer = stream.peer();
+    let session = match first {
+        Ok(Ok(())) => {
+            // Pinned here, not moved into the timeout: on expiry the
+            // connection is counted before it is closed (dropping `login`
+            // closes it).
+            let mut login = Box::pin(handshake(&context, stream, reader, peer.clone()));
+            match tokio::time::timeout_at(deadline, &mut login).await {
+                Ok(Ok(Some(session))) => session,
+                Ok(Ok(None)) => return,
+                Ok(Err(e)) => {
+                    if matches!(e, FrontendError::Net(NetError::TooLarge { .. })) {
+                        admitted.limit_hit("pre_auth_message");
+                    }
+                    tracing::debug!(%peer, error = %e, "client handshake ended");
+                    return;
+                }
+                Err(_) => {
+                    login_timed_out(&admitted, &peer, limits.login_timeout);
+                    drop(login);
+                    return;
+                }
             }
-            tracing::debug!(%peer, error = %e, "client handshake ended");
+        }
+        Ok(Err(e)) => {
+            tracing::debug!(%peer, error = %e, "client connection failed before its startup packet");
             return;
         }
         Err(_) => {
-            // As Postgres' authentication_timeout: the connection is closed.
-            admitted.limit_hit("login_timeout");
-            tracing::debug!(%peer, timeout = ?limits.login_timeout, "client did not log in in time");
-            drop(login);
+            login_timed_out(&admitted, &peer, limits.login_timeout);
+            drop(stream);
             return;
         }
     };
-    // The finished handshake's state is not kept for the session's life.
-    drop(login);
-    let user = session.user().to_owned();
-    if let Err(e) = session.run().await {
-        tracing::debug!(%peer, %user, error = %e, "session ended with an error");
-    }
+    drop(peer);
+    session.run().await;
+}
+
+/// As Postgres' authentication_timeout: the connection is closed (by the
+/// caller, after this count).
+fn login_timed_out(admitted: &Admitted, peer: &str, timeout: std::time::Duration) {
+    admitted.limit_hit("login_timeout");
+    tracing::debug!(%peer, ?timeout, "client did not log in in time");
 }
 
 /// Answers a client over `max_client_conn`: its startup packet is read (a
@@ -84,7 +108,7 @@ async fn handshake(
     mut client: Stream,
     mut client_reader: FrameReader,
     client_address: String,
-) -> Result<Option<Session>, FrontendError> {
+) -> Result<Option<Box<Session>>, FrontendError> {
     let Some((minor, params)) = read_startup(context, &mut client, &mut client_reader).await?
     else {
         return Ok(None);
@@ -183,7 +207,7 @@ async fn handshake(
         mode,
         client_address,
     };
-    Ok(Some(Session::new(context.clone(), login)))
+    Ok(Some(Box::new(Session::new(context.clone(), login))))
 }
 
 /// Reads startup packets until the StartupMessage: answers SSLRequest

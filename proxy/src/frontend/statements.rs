@@ -18,7 +18,8 @@ use bytes::{BufMut, Bytes, BytesMut};
 use sha2::{Digest, Sha256};
 
 use crate::backend::statement_names::StatementNames;
-use crate::net::frame::{Body, NetError};
+use crate::net::body::Body;
+use crate::net::frame::NetError;
 use crate::net::message::ftag;
 
 /// A client's prepared statement, as pgstash keeps it.

@@ -191,14 +191,9 @@ impl FrameReader {
     /// Safe to use in `select!`: bytes are only ever appended to the buffer
     /// by the completed read, so a cancelled call loses nothing.
     pub async fn fill(&mut self, stream: &mut Stream) -> Result<(), NetError> {
-        if self.buf.is_empty() && !self.keeps_emptied_buffer() {
-            // Nothing pending: give the buffer back and wait for data
-            // before taking one, so an idle connection holds no buffer.
-            // Always replaced: `capacity()` counts only the room after the
-            // consumed bytes, so a fully consumed buffer shows 0 while its
-            // whole allocation is still held (and a reserve reclaims it).
-            self.buf = BytesMut::new();
-            self.grew = false;
+        if self.release_emptied() {
+            // Nothing pending: wait for data before taking a buffer, so an
+            // idle connection holds none.
             stream.readable().await?;
         }
         if self.buf.is_empty() {
@@ -209,6 +204,30 @@ impl FrameReader {
         match stream.read_buf(&mut self.buf).await? {
             0 => Err(NetError::Closed),
             _ => Ok(()),
+        }
+    }
+
+    /// Gives the buffer back if it is empty and this reader does not keep
+    /// an emptied one (client readers); whether it did. Always replaced:
+    /// `capacity()` counts only the room after the consumed bytes, so a
+    /// fully consumed buffer shows 0 while its whole allocation is still
+    /// held (and a reserve reclaims it).
+    pub fn release_emptied(&mut self) -> bool {
+        if !self.buf.is_empty() || self.keeps_emptied_buffer() {
+            return false;
+        }
+        self.buf = BytesMut::new();
+        self.grew = false;
+        true
+    }
+
+    /// Gives the buffer back if it is empty, whether or not this reader
+    /// keeps an emptied one while busy: a parked session holds none (its
+    /// next request takes a new one; see `frontend/session/park.rs`).
+    pub fn release_parked(&mut self) {
+        if self.buf.is_empty() {
+            self.buf = BytesMut::new();
+            self.grew = false;
         }
     }
 
@@ -330,75 +349,6 @@ impl FrameReader {
     }
 }
 
-/// A cursor over a message body, for the few fields pgstash decodes.
-/// Every accessor fails instead of panicking on short or malformed input.
-pub struct Body<'a> {
-    data: &'a [u8],
-    what: &'static str,
-}
-
-impl<'a> Body<'a> {
-    pub fn new(data: &'a [u8], what: &'static str) -> Body<'a> {
-        Body { data, what }
-    }
-
-    fn malformed(&self) -> NetError {
-        NetError::Malformed { what: self.what }
-    }
-
-    pub fn cstr(&mut self) -> Result<&'a [u8], NetError> {
-        let end = self
-            .data
-            .iter()
-            .position(|b| *b == 0)
-            .ok_or_else(|| self.malformed())?;
-        let (s, rest) = self.data.split_at(end);
-        self.data = &rest[1..];
-        Ok(s)
-    }
-
-    pub fn string(&mut self) -> Result<&'a str, NetError> {
-        let bytes = self.cstr()?;
-        std::str::from_utf8(bytes).map_err(|_| self.malformed())
-    }
-
-    pub fn u8(&mut self) -> Result<u8, NetError> {
-        let (b, rest) = self.data.split_first().ok_or_else(|| self.malformed())?;
-        self.data = rest;
-        Ok(*b)
-    }
-
-    pub fn i16(&mut self) -> Result<i16, NetError> {
-        let bytes = self.take(2)?;
-        Ok(i16::from_be_bytes([bytes[0], bytes[1]]))
-    }
-
-    pub fn i32(&mut self) -> Result<i32, NetError> {
-        let bytes = self.take(4)?;
-        Ok(i32::from_be_bytes([bytes[0], bytes[1], bytes[2], bytes[3]]))
-    }
-
-    pub fn i64(&mut self) -> Result<i64, NetError> {
-        let bytes = self.take(8)?;
-        let mut word = [0u8; 8];
-        word.copy_from_slice(bytes);
-        Ok(i64::from_be_bytes(word))
-    }
-
-    pub fn take(&mut self, n: usize) -> Result<&'a [u8], NetError> {
-        if self.data.len() < n {
-            return Err(self.malformed());
-        }
-        let (head, rest) = self.data.split_at(n);
-        self.data = rest;
-        Ok(head)
-    }
-
-    pub fn rest(&self) -> &'a [u8] {
-        self.data
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -484,13 +434,5 @@ mod tests {
             );
             assert_eq!(r.keeps_emptied_buffer(), is_server, "short again");
         }
-    }
-
-    #[test]
-    fn body_accessors_fail_instead_of_panicking() {
-        let mut b = Body::new(b"abc", "Parse");
-        assert!(b.cstr().is_err());
-        let mut b = Body::new(b"\x00", "Bind");
-        assert!(b.i16().is_err());
     }
 }

@@ -3,7 +3,8 @@
 
 use std::collections::BTreeMap;
 
-use super::frame::{Body, FrameReader, NetError};
+use super::body::Body;
+use super::frame::{FrameReader, NetError};
 use super::stream::Stream;
 
 /// Postgres refuses startup packets longer than this; so does pgstash.

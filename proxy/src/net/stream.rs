@@ -41,16 +41,61 @@ impl Stream {
         }
     }
 
-    /// Waits until the socket has something to read, without a buffer.
-    /// TLS streams answer at once (their reads must go through rustls).
+    /// Waits until the socket has something to read, without a buffer
+    /// (see [`Stream::poll_readable`]).
     ///
     /// # Cancellation safety
     /// Safe: readiness is not consumed by a cancelled wait.
     pub async fn readable(&self) -> io::Result<()> {
+        std::future::poll_fn(|cx| self.poll_readable(cx)).await
+    }
+
+    /// Whether the socket has something to read, without a buffer. A
+    /// client's TLS stream looks at its socket only when rustls holds no
+    /// decrypted bytes (`wants_read`); an upstream TLS stream is always
+    /// ready. Polled, not awaited: the waiting takes no room in the
+    /// caller's future (the one reader's waker slot of the socket), which
+    /// is what an idle session's task is made of (`session/park.rs`).
+    pub fn poll_readable(&self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         match self {
-            Stream::Tcp(s) => s.readable().await,
-            Stream::Unix(s) => s.readable().await,
-            Stream::Tls(_) | Stream::UpstreamTls(_) => Ok(()),
+            Stream::Tcp(s) => s.poll_read_ready(cx),
+            Stream::Unix(s) => s.poll_read_ready(cx),
+            Stream::Tls(s) => {
+                let (tcp, tls) = s.get_ref();
+                if tls.wants_read() {
+                    tcp.poll_read_ready(cx)
+                } else {
+                    Poll::Ready(Ok(()))
+                }
+            }
+            Stream::UpstreamTls(_) => Poll::Ready(Ok(())),
+        }
+    }
+
+    /// Waits until the peer has sent something or closed, checked with a
+    /// one-byte peek: a fresh socket's first readiness may come before
+    /// any byte (seen right after accept), and a connection that sends
+    /// nothing must wait here, not in a handshake's state. One system call
+    /// more than [`Stream::readable`]: for a connection's first bytes only.
+    ///
+    /// # Cancellation safety
+    /// Safe: nothing is consumed.
+    pub async fn first_bytes(&self) -> io::Result<()> {
+        match self {
+            Stream::Tcp(s) => s.peek(&mut [0u8; 1]).await.map(|_| ()),
+            Stream::Unix(s) => loop {
+                s.readable().await?;
+                let peeked = s.try_io(tokio::io::Interest::READABLE, || {
+                    let mut byte = [MaybeUninit::<u8>::uninit(); 1];
+                    socket2::SockRef::from(s).peek(&mut byte)
+                });
+                match peeked {
+                    Ok(_) => return Ok(()),
+                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => continue,
+                    Err(e) => return Err(e),
+                }
+            },
+            Stream::Tls(_) | Stream::UpstreamTls(_) => self.readable().await,
         }
     }
 

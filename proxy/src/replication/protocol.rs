@@ -11,7 +11,7 @@
 
 use bytes::{BufMut, BytesMut};
 
-use crate::net::frame::Body;
+use crate::net::body::Body;
 use crate::net::NetError;
 
 /// A position in the write-ahead log.

@@ -52,7 +52,9 @@ pub struct Waiting {
 
 #[derive(Debug)]
 pub struct Clocks {
-    limits: SessionTimeouts,
+    /// `None` with every timeout off; boxed, so that a session without
+    /// timeouts carries a pointer (memory per idle client, issue #20).
+    limits: Option<Box<SessionTimeouts>>,
     /// When the request in flight runs out of time.
     query_deadline: Option<Instant>,
     cancelled: bool,
@@ -61,7 +63,7 @@ pub struct Clocks {
 impl Clocks {
     pub fn new(limits: SessionTimeouts) -> Clocks {
         Clocks {
-            limits,
+            limits: limits.any().then(|| Box::new(limits)),
             query_deadline: None,
             cancelled: false,
         }
@@ -72,11 +74,9 @@ impl Clocks {
     /// when it last woke).
     #[inline]
     pub fn deadline(&mut self, waiting: Waiting, now: Instant) -> Option<(Instant, Expired)> {
-        if !self.limits.any() {
-            return None;
-        }
+        let limits = self.limits.as_deref()?;
         if waiting.in_flight {
-            let limit = self.limits.query?;
+            let limit = limits.query?;
             let at = *self.query_deadline.get_or_insert(now + limit);
             let kind = if self.cancelled {
                 Expired::CancelIgnored
@@ -85,11 +85,12 @@ impl Clocks {
             };
             return Some((at, kind));
         }
-        self.request_ended();
+        self.query_deadline = None;
+        self.cancelled = false;
         if waiting.idle {
-            self.limits.idle.map(|t| (now + t, Expired::Idle))
+            limits.idle.map(|t| (now + t, Expired::Idle))
         } else {
-            self.limits
+            limits
                 .idle_transaction
                 .map(|t| (now + t, Expired::IdleInTransaction))
         }
@@ -110,7 +111,10 @@ impl Clocks {
 
     /// The query timeout in force, for messages.
     pub fn query_limit(&self) -> Duration {
-        self.limits.query.unwrap_or_default()
+        self.limits
+            .as_ref()
+            .and_then(|limits| limits.query)
+            .unwrap_or_default()
     }
 }
 

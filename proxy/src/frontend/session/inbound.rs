@@ -326,23 +326,23 @@ impl Session {
             return Routed::Forward;
         };
         let facts = self.settings.facts(!self.phase.tx.is_idle());
-        let (context, database, user) = (&self.context, &self.database, &self.user);
+        let (context, info) = (&self.context, self.requests.info());
+        let (database, user) = (&info.database, &info.user);
         let target = || context.connect_target(database, user);
         let who = Identity {
             database,
             user,
             settings: &self.settings.params,
         };
-        let route = match cache.route(sql, form, gate, facts, who, &target) {
-            Routing::Done(route) => route,
-            Routing::Lookup(lookup) => {
-                let route = lookup.await;
-                // The store made the session wait: the request's clock
-                // moves on (see `request.rs`).
-                self.requests.woke(std::time::Instant::now());
-                route
-            }
+        let (route, waited) = match cache.route(sql, form, gate, facts, who, &target) {
+            Routing::Done(route) => (route, false),
+            Routing::Lookup(lookup) => (lookup.await, true),
         };
+        if waited {
+            // The store made the session wait: the request's clock moves
+            // on (see `request.rs`).
+            self.requests.woke(std::time::Instant::now());
+        }
         match route {
             Route::Write(writes) => return Routed::Write(writes),
             Route::Forward => {}
@@ -382,7 +382,8 @@ impl Session {
     fn writes_of(&mut self, sql: &str) -> Option<Writes> {
         let cache = self.cache.as_mut()?;
         let facts = self.settings.facts(!self.phase.tx.is_idle());
-        let (context, database, user) = (&self.context, &self.database, &self.user);
+        let (context, info) = (&self.context, self.requests.info());
+        let (database, user) = (&info.database, &info.user);
         let target = || context.connect_target(database, user);
         let closed = Gate::Closed { counted: None };
         let who = Identity {
@@ -458,7 +459,8 @@ impl Session {
                 Ok(true)
             }
             Err(e) => {
-                tracing::warn!(user = %self.user, database = %self.database, error = %e, "no server connection for client");
+                let info = self.requests.info();
+                tracing::warn!(user = %info.user, database = %info.database, error = %e, "no server connection for client");
                 self.client
                     .out
                     .extend_from_slice(&e.to_client(Severity::Error));

@@ -29,6 +29,7 @@ mod cached;
 mod client;
 mod clocks;
 mod inbound;
+mod park;
 mod phase;
 mod pinning;
 mod prepared;
@@ -41,7 +42,7 @@ use std::sync::Arc;
 
 use self::cached::CachePath;
 use self::client::ClientConn;
-use self::clocks::{Clocks, Expired, Waiting};
+use self::clocks::{Clocks, Expired};
 use self::phase::{Flow, Phase};
 use self::pinning::Pinned;
 use self::relay::Relay;
@@ -83,6 +84,8 @@ pub struct Login {
 }
 
 enum Event {
+    /// The parked session's client sent something (not read yet).
+    Readable,
     Client(Result<(), NetError>),
     Server(Result<(), NetError>),
     Shutdown,
@@ -92,8 +95,6 @@ enum Event {
 pub struct Session {
     context: Arc<Context>,
     mode: PoolMode,
-    database: String,
-    user: String,
     key: (i32, i32),
     client: ClientConn,
     upstream: Upstream,
@@ -117,9 +118,10 @@ impl Session {
     pub fn new(context: Arc<Context>, login: Login) -> Session {
         let mode = login.mode;
         let settings = ClientSettings::new(login.settings, mode);
+        // The user and the database live here only (`Session::info`).
         let info = SessionInfo::new(
-            login.user.clone(),
-            login.database.clone(),
+            login.user,
+            login.database,
             settings.application_name(),
             login.client_address,
         );
@@ -148,8 +150,6 @@ impl Session {
             clocks,
             max_statements,
             pinned: None,
-            database: login.database,
-            user: login.user,
             context,
         };
         if let Some(server) = login.server {
@@ -158,27 +158,76 @@ impl Session {
         session
     }
 
-    pub fn user(&self) -> &str {
-        &self.user
-    }
-
     /// Serves the client until it leaves, then cleans up.
-    pub async fn run(mut self) -> Result<(), FrontendError> {
+    ///
+    /// Boxed: an `async fn` taking a large value keeps two copies of it in
+    /// its state (the argument and the local it is moved to), and this
+    /// future is the client's task for its whole life (issue #20).
+    pub async fn run(mut self: Box<Self>) {
         let result = self.serve().await;
         self.finish().await;
         match result {
-            Err(FrontendError::ClientGone) => Ok(()),
-            other => other,
+            Ok(()) | Err(FrontendError::ClientGone) => {}
+            Err(e) => {
+                let info = self.requests.info();
+                tracing::debug!(peer = %info.client, user = %info.user, error = %e, "session ended with an error");
+            }
         }
     }
 
+    /// The session's loop: busy in a box of its own (what the client sent,
+    /// the relay, the cache…), parked in the task's own small state while
+    /// it holds no server connection (see `park.rs`).
     async fn serve(&mut self) -> Result<(), FrontendError> {
+        // First whatever the client pipelined behind its startup packet.
+        let mut woken = None;
         loop {
+            if !Box::pin(self.busy(woken.take())).await? {
+                return Ok(());
+            }
+            woken = Some(self.park().await);
+        }
+    }
+
+    /// Serves the client from `woken` (what woke the parked session) until
+    /// it holds no server connection again (`true`: park) or ends.
+    async fn busy(&mut self, woken: Option<Event>) -> Result<bool, FrontendError> {
+        let mut event = woken;
+        loop {
+            if let Some(woke) = event.take() {
+                self.requests.woke(std::time::Instant::now()); // see `request.rs`
+                match woke {
+                    Event::Readable => match self.client.read_ready().await {
+                        Some(Ok(())) => {}
+                        // The readiness was stale: parked again.
+                        None => return Ok(true),
+                        Some(Err(NetError::Closed)) => return Err(FrontendError::ClientGone),
+                        Some(Err(e)) => return Err(e.into()),
+                    },
+                    Event::Client(Ok(())) => {}
+                    Event::Client(Err(NetError::Closed)) => return Err(FrontendError::ClientGone),
+                    Event::Client(Err(e)) => return Err(e.into()),
+                    Event::Server(Ok(())) => self.relay().await?,
+                    Event::Server(Err(e)) => return self.on_server_lost(e).await.map(|()| false),
+                    Event::Shutdown => {
+                        let e = FrontendError::Protocol("shutdown".into());
+                        let text = "terminating connection because pgstash is shutting down";
+                        return self.fatal("57P01", text, e).await.map(|()| false);
+                    }
+                    Event::Expired(kind) => self.on_expired(kind).await?,
+                }
+            }
             loop {
                 let frame = match self.client.next_frame() {
                     Ok(Some(frame)) => frame,
                     Ok(None) => break,
-                    Err(e) => return self.fatal(e.sqlstate(), &e.to_string(), e.into()).await,
+                    Err(e) => {
+                        let sqlstate = e.sqlstate();
+                        return self
+                            .fatal(sqlstate, &e.to_string(), e.into())
+                            .await
+                            .map(|()| false);
+                    }
                 };
                 // Without a cache nothing is held: straight to dispatch.
                 let going = match self.cache {
@@ -186,74 +235,17 @@ impl Session {
                     Some(_) => self.on_client_message(frame).await?,
                 };
                 if !going {
-                    return Ok(());
+                    return Ok(false);
                 }
             }
             self.upstream.drain_synthetic(&mut self.client.out);
             self.flush().await?;
             self.maybe_release().await?;
-            tracing::trace!(held = self.upstream.is_held(), settled = self.upstream.settled(), phase = ?self.phase, "session waits");
-            let event = self.wait().await;
-            self.requests.woke(std::time::Instant::now()); // see `request.rs`
-            match event {
-                Event::Client(Ok(())) => {}
-                Event::Client(Err(NetError::Closed)) => return Err(FrontendError::ClientGone),
-                Event::Client(Err(e)) => return Err(e.into()),
-                Event::Server(Ok(())) => self.relay().await?,
-                Event::Server(Err(e)) => return self.on_server_lost(e).await,
-                Event::Shutdown => {
-                    let e = FrontendError::Protocol("shutdown".into());
-                    let text = "terminating connection because pgstash is shutting down";
-                    return self.fatal("57P01", text, e).await;
-                }
-                Event::Expired(kind) => self.on_expired(kind).await?,
+            if !self.upstream.is_held() {
+                return Ok(true);
             }
-        }
-    }
-
-    /// Waits for the next input from either side.
-    ///
-    /// # Cancellation safety
-    /// Both reads append to their buffers only on completion, so the branch
-    /// that loses the race loses nothing.
-    async fn wait(&mut self) -> Event {
-        let idle = self.is_idle();
-        let waiting = Waiting {
-            in_flight: self.upstream.is_held() && !self.upstream.settled(),
-            idle,
-        };
-        let deadline = self.clocks.deadline(waiting, self.requests.now());
-        let expiry = async move {
-            match deadline {
-                Some((at, kind)) => {
-                    tokio::time::sleep_until(at.into()).await;
-                    kind
-                }
-                None => std::future::pending().await,
-            }
-        };
-        // Borrowed, not cloned: a token clone locks the token's tree.
-        let shutdown = &self.context.shutdown;
-        if !self.upstream.is_held() {
-            return tokio::select! {
-                biased;
-                _ = shutdown.cancelled() => Event::Shutdown,
-                r = self.client.read() => Event::Client(r),
-                kind = expiry => Event::Expired(kind),
-            };
-        }
-        tokio::select! {
-            // In order, not at random (the draw showed in profiles). The
-            // server first: reading its answers never blocks anyone, while a
-            // client that keeps sending (a pipeline, COPY IN) must not keep
-            // them unread until the server stops reading in turn. A server
-            // sends only what the client asked for, so it cannot starve the
-            // client.
-            biased;
-            _ = shutdown.cancelled(), if idle => Event::Shutdown,
-            r = self.upstream.read() => Event::Server(r),
-            r = self.client.read() => Event::Client(r),
-            kind = expiry => Event::Expired(kind),
+            tracing::trace!(settled = self.upstream.settled(), phase = ?self.phase, "session waits");
+            event = Some(self.wait().await);
         }
     }
 
@@ -372,7 +364,9 @@ impl Session {
                 return Ok(());
             }
             if let Some(writes) = self.writes.as_mut() {
-                writes.record(&self.database, &mut self.client.out).await;
+                writes
+                    .record(&self.requests.info().database, &mut self.client.out)
+                    .await;
                 self.requests.woke(std::time::Instant::now()); // it may have waited
             }
         }
@@ -486,7 +480,7 @@ impl Session {
         Box::pin(async move {
             self.context.front.cancels.unregister(self.key);
             if let Some(writes) = self.writes.as_mut() {
-                writes.on_disconnect(&self.database).await;
+                writes.on_disconnect(&self.requests.info().database).await;
             }
             // A pinned connection may still hold a lock, a cursor, a temp
             // table or a LISTEN: closed, so that no other client inherits it.

@@ -56,7 +56,9 @@ impl Request {
 
 /// A session's requests, and who they are reported as coming from.
 pub struct Requests {
-    current: Option<Request>,
+    /// Boxed: a parked session carries a pointer, not the request's
+    /// hundred-odd bytes (issue #20).
+    current: Option<Box<Request>>,
     /// When the session last woke up (or its pool wait ended).
     now: Instant,
     metrics: Arc<Metrics>,
@@ -99,7 +101,8 @@ impl Requests {
     /// The request in flight, started now as a bypass if there is none.
     fn current(&mut self) -> &mut Request {
         let now = self.now;
-        self.current.get_or_insert_with(|| Request::new(now))
+        self.current
+            .get_or_insert_with(|| Box::new(Request::new(now)))
     }
 
     /// Starts a request if none is in flight.
@@ -156,7 +159,7 @@ impl Requests {
     /// reported by [`Requests::finish`].
     #[inline]
     pub fn take(&mut self) -> Option<Request> {
-        self.current.take()
+        self.current.take().map(|request| *request)
     }
 
     /// Ends the request in flight as answered from the cache.
@@ -164,7 +167,7 @@ impl Requests {
     pub fn answered(&mut self, rows: u64) {
         self.path("hit");
         self.current().rows = rows;
-        let request = self.current.take();
+        let request = self.take();
         self.finish(request);
     }
 
@@ -206,6 +209,12 @@ impl Requests {
             in_transaction: request.in_transaction,
             pinned: self.pinned,
         });
+    }
+
+    /// Who the session is: its user, database, client address.
+    #[inline]
+    pub fn info(&self) -> &SessionInfo {
+        &self.session
     }
 
     /// The client's application_name changed (SET).

@@ -22,6 +22,10 @@ use crate::Boxed;
 /// are written, so an idle session does not pin a large buffer.
 const SHRINK_ABOVE: usize = 64 * 1024;
 
+/// Bytes kept for the server beyond this size are given back when the
+/// session parks without a server connection (`park.rs`).
+const KEEP_PARKED: usize = 1024;
+
 /// The CommandComplete tags of statements that drop every prepared
 /// statement of the session.
 const STATEMENT_RESETS: [&[u8]; 2] = [b"DEALLOCATE ALL", b"DISCARD ALL"];
@@ -63,6 +67,14 @@ impl Upstream {
             out: BytesMut::new(),
             expect: ExpectQueue::default(),
             cancel,
+        }
+    }
+
+    /// The session parks without a server connection (`park.rs`): bytes
+    /// kept for the server beyond a small buffer are given back.
+    pub fn park(&mut self) {
+        if self.out.is_empty() && self.out.capacity() > KEEP_PARKED {
+            self.out = BytesMut::new();
         }
     }
 

@@ -81,13 +81,13 @@ impl ClientStatements {
         if parse.name.is_empty() {
             let frame = statements::parse_frame("", parse.query, parse.types);
             upstream.send(&frame, expect(None));
-            self.unnamed = Some(Unnamed {
+            self.unnamed = Some(Box::new(Unnamed {
                 parse: frame,
                 text: parse.query_text().into(),
                 types: Bytes::copy_from_slice(parse.types),
                 effects: Some(effects),
                 requires,
-            });
+            }));
             self.unnamed_on_server = true;
             return Ok(Some(effects));
         }

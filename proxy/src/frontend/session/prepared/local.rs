@@ -117,10 +117,10 @@ impl ClientStatements {
                 let Some(name) = name.filter(|_| without_parameters(bind.rest)) else {
                     return Ok(false);
                 };
-                self.deallocating = Some(DeallocatePortal {
+                self.deallocating = Some(Box::new(DeallocatePortal {
                     portal: bind.portal.to_vec(),
                     name: name.into_bytes(),
-                });
+                }));
                 Bytes::from_static(BIND_COMPLETE)
             }
             ftag::DESCRIBE => {

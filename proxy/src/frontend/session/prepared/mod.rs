@@ -49,7 +49,8 @@ pub struct Bound {
 #[derive(Default)]
 pub struct ClientStatements {
     named: Statements,
-    unnamed: Option<Unnamed>,
+    /// Boxed: a parked session carries a pointer (issue #20).
+    unnamed: Option<Box<Unnamed>>,
     /// The held server connection has the client's unnamed statement.
     unnamed_on_server: bool,
     /// The client dropped server-side statements in a way pgstash cannot
@@ -59,8 +60,9 @@ pub struct ClientStatements {
     /// [`StatementReset::Other`]: pgstash_rules::StatementReset::Other
     forget_on_release: bool,
     /// The portal bound to run `DEALLOCATE` of one of the client's
-    /// statements, until it is executed.
-    deallocating: Option<DeallocatePortal>,
+    /// statements, until it is executed. Boxed: rare, and every idle
+    /// session would carry its room.
+    deallocating: Option<Box<DeallocatePortal>>,
 }
 
 impl ClientStatements {
@@ -164,13 +166,13 @@ impl ClientStatements {
     ) {
         if parse.name.is_empty() {
             if !bound.known_unnamed {
-                self.unnamed = Some(Unnamed {
+                self.unnamed = Some(Box::new(Unnamed {
                     parse: Bytes::copy_from_slice(frame.as_bytes()),
                     text: bound.text,
                     types: bound.types,
                     effects: None,
                     requires: Vec::new(),
-                });
+                }));
             }
             self.unnamed_on_server = false;
         } else {
@@ -376,13 +378,13 @@ impl ClientStatements {
         }
         let text: Arc<str> = parse.query_text().into();
         let effects = effects_of(&text);
-        self.unnamed = Some(Unnamed {
+        self.unnamed = Some(Box::new(Unnamed {
             parse: Bytes::copy_from_slice(frame.as_bytes()),
             text,
             types: Bytes::copy_from_slice(parse.types),
             effects: Some(effects),
             requires: Vec::new(),
-        });
+        }));
         effects
     }
 }
