@@ -28,13 +28,14 @@ use bytes::Bytes;
 use prometheus::IntCounter;
 
 use super::entries::Entries;
-use crate::cache::key::TableKey;
 
 /// What the tier knows of Redis' versions.
 #[derive(Default)]
 struct Mirror {
     epoch: Option<String>,
-    /// By table (`TableKey`), not by Redis version key.
+    /// By Redis version key: on a Cluster each group of slots keeps its
+    /// own versions (see `redis/layout.rs`), which need not be equal, so a
+    /// key built from one group's versions never names another's entry.
     versions: HashMap<String, u64>,
 }
 
@@ -46,8 +47,8 @@ pub struct LocalTier {
     /// Moves on at every reset.
     generation: AtomicU64,
     max_age: Duration,
-    /// What every Redis version key starts with (`{tag}v:`).
-    version_prefix: String,
+    /// What the Redis version keys start with (`{tag}v:`, one per group).
+    version_prefixes: Vec<String>,
     counters: LocalCounters,
 }
 
@@ -90,7 +91,7 @@ impl LocalTier {
     pub fn new(
         max_bytes: u64,
         max_age: Duration,
-        version_prefix: String,
+        version_prefixes: Vec<String>,
         counters: LocalCounters,
     ) -> LocalTier {
         LocalTier {
@@ -99,7 +100,7 @@ impl LocalTier {
             live: AtomicBool::new(false),
             generation: AtomicU64::new(0),
             max_age,
-            version_prefix,
+            version_prefixes,
             counters,
         }
     }
@@ -107,17 +108,17 @@ impl LocalTier {
     /// `prefix` is the Redis key up to the versions (`{tag}e:<hex>:`).
     /// Returns the full key and the value when every version is known and
     /// the entry is held.
-    pub fn get(&self, prefix: &str, tables: &[TableKey]) -> Option<(String, Bytes)> {
+    pub fn get(&self, prefix: &str, version_keys: &[String]) -> Option<(String, Bytes)> {
         if !self.live.load(Ordering::Acquire) {
             return None;
         }
-        let mut key = String::with_capacity(prefix.len() + 20 + tables.len() * 4);
+        let mut key = String::with_capacity(prefix.len() + 20 + version_keys.len() * 4);
         key.push_str(prefix);
         {
             let mirror = self.mirror.lock().unwrap_or_else(|e| e.into_inner());
             key.push_str(mirror.epoch.as_deref()?);
-            for table in tables {
-                let _ = write!(key, ".{}", mirror.versions.get(table.as_str())?);
+            for version_key in version_keys {
+                let _ = write!(key, ".{}", mirror.versions.get(version_key)?);
             }
         }
         let value = self.entries.get(&key)?;
@@ -175,14 +176,17 @@ impl LocalTier {
 
     /// Whether the mirror holds, for one of `tables`, a version newer
     /// than the one given for it (a fill keyed by those is unreachable).
-    pub fn knows_newer(&self, tables: &[TableKey], versions: &[u64]) -> bool {
+    pub fn knows_newer(&self, version_keys: &[String], versions: &[u64]) -> bool {
         let mirror = self.mirror.lock().unwrap_or_else(|e| e.into_inner());
-        tables.iter().zip(versions).any(|(table, version)| {
-            mirror
-                .versions
-                .get(table.as_str())
-                .is_some_and(|known| known > version)
-        })
+        version_keys
+            .iter()
+            .zip(versions)
+            .any(|(version_key, version)| {
+                mirror
+                    .versions
+                    .get(version_key)
+                    .is_some_and(|known| known > version)
+            })
     }
 
     /// A fill written to Redis under `key`.
@@ -202,21 +206,28 @@ impl LocalTier {
 
     fn raise_all(&self, mirror: &mut Mirror, version_keys: &[String], versions: &[u64]) {
         for (version_key, version) in version_keys.iter().zip(versions) {
-            if let Some(table) = version_key.strip_prefix(&self.version_prefix) {
-                raise(&mut mirror.versions, table, *version);
+            if self.owns(version_key) {
+                raise(&mut mirror.versions, version_key, *version);
             }
         }
+    }
+
+    /// Whether `version_key` is one of this store's (any group's).
+    fn owns(&self, version_key: &str) -> bool {
+        self.version_prefixes
+            .iter()
+            .any(|p| version_key.starts_with(p.as_str()))
     }
 
     /// A message from the invalidation channel.
     pub fn hear(&self, text: &str) {
         match Notice::parse(text) {
             Some(Notice::Version { key, version }) => {
-                let Some(table) = key.strip_prefix(&self.version_prefix) else {
+                if !self.owns(key) {
                     return self.reset("an invalidation message for another prefix");
-                };
+                }
                 let mut mirror = self.mirror.lock().unwrap_or_else(|e| e.into_inner());
-                raise(&mut mirror.versions, table, version);
+                raise(&mut mirror.versions, key, version);
             }
             Some(Notice::Epoch) => self.reset("the epoch was renewed"),
             None => {
@@ -288,13 +299,14 @@ mod tests {
             hits: IntCounter::new("h", "h").unwrap(),
             resets: IntCounter::new("r", "r").unwrap(),
         };
-        let tier = LocalTier::new(1 << 20, Duration::from_secs(60), "{p}v:".into(), counters);
+        let tier = LocalTier::new(
+            1 << 20,
+            Duration::from_secs(60),
+            vec!["{p}v:".into()],
+            counters,
+        );
         tier.set_live(true);
         tier
-    }
-
-    fn users() -> Vec<TableKey> {
-        vec![TableKey::new("db", "users")]
     }
 
     fn version_keys() -> Vec<String> {
@@ -318,9 +330,9 @@ mod tests {
     #[test]
     fn serves_what_redis_returned_under_the_same_versions() {
         let tier = tier();
-        assert!(tier.get(PREFIX, &users()).is_none());
+        assert!(tier.get(PREFIX, &version_keys()).is_none());
         learn_hit(&tier, tier.ticket(), 3);
-        let (key, value) = tier.get(PREFIX, &users()).expect("a local hit");
+        let (key, value) = tier.get(PREFIX, &version_keys()).expect("a local hit");
         assert_eq!(key, "{p}e:ab:e0.3");
         assert_eq!(&value[..], b"rows");
     }
@@ -330,14 +342,17 @@ mod tests {
         let tier = tier();
         learn_hit(&tier, tier.ticket(), 3);
         tier.raise(&version_keys(), &[4]);
-        assert!(tier.get(PREFIX, &users()).is_none(), "own write");
+        assert!(tier.get(PREFIX, &version_keys()).is_none(), "own write");
         learn_hit(&tier, tier.ticket(), 4);
-        assert!(tier.get(PREFIX, &users()).is_some());
+        assert!(tier.get(PREFIX, &version_keys()).is_some());
         tier.hear("v 5 {p}v:db.users");
-        assert!(tier.get(PREFIX, &users()).is_none(), "another's write");
+        assert!(
+            tier.get(PREFIX, &version_keys()).is_none(),
+            "another's write"
+        );
         // A reply read before that message cannot move the version back.
         learn_hit(&tier, tier.ticket(), 4);
-        assert!(tier.get(PREFIX, &users()).is_none());
+        assert!(tier.get(PREFIX, &version_keys()).is_none());
     }
 
     #[test]
@@ -346,19 +361,25 @@ mod tests {
         let before = tier.ticket();
         tier.reset("test");
         learn_hit(&tier, before, 3);
-        assert!(tier.get(PREFIX, &users()).is_none(), "stale ticket");
+        assert!(tier.get(PREFIX, &version_keys()).is_none(), "stale ticket");
         learn_hit(&tier, tier.ticket(), 3);
-        assert!(tier.get(PREFIX, &users()).is_some());
+        assert!(tier.get(PREFIX, &version_keys()).is_some());
         tier.set_live(false);
-        assert!(tier.get(PREFIX, &users()).is_none(), "down");
+        assert!(tier.get(PREFIX, &version_keys()).is_none(), "down");
         learn_hit(&tier, tier.ticket(), 3);
         let while_down = tier.ticket();
         tier.set_live(true);
-        assert!(tier.get(PREFIX, &users()).is_none(), "learned while down");
+        assert!(
+            tier.get(PREFIX, &version_keys()).is_none(),
+            "learned while down"
+        );
         // A reply whose lookup began before the SUBSCRIBE was confirmed may
         // predate a message this instance never got.
         learn_hit(&tier, while_down, 3);
-        assert!(tier.get(PREFIX, &users()).is_none(), "in flight at confirm");
+        assert!(
+            tier.get(PREFIX, &version_keys()).is_none(),
+            "in flight at confirm"
+        );
     }
 
     #[test]
@@ -366,7 +387,7 @@ mod tests {
         let tier = tier();
         learn_hit(&tier, tier.ticket(), 3);
         tier.hear("e 00ff");
-        assert!(tier.get(PREFIX, &users()).is_none());
+        assert!(tier.get(PREFIX, &version_keys()).is_none());
         assert_eq!(tier.usage().0, 0);
     }
 
@@ -382,5 +403,40 @@ mod tests {
         assert_eq!(Notice::parse("e 00ff"), Some(Notice::Epoch));
         assert_eq!(Notice::parse("v x {p}v:db.a"), None);
         assert_eq!(Notice::parse("hello"), None);
+    }
+
+    /// On a Cluster two groups' versions of one table can differ (one lost
+    /// a bump, then the epoch was renewed): each group's are mirrored apart,
+    /// so one group's version never names another group's entry.
+    #[test]
+    fn groups_with_different_versions_do_not_share_entries() {
+        let tier = LocalTier::new(
+            1 << 20,
+            Duration::from_secs(60),
+            vec!["{p}v:".into(), "{p#7}v:".into()],
+            LocalCounters {
+                hits: IntCounter::new("h", "h").unwrap(),
+                resets: IntCounter::new("r", "r").unwrap(),
+            },
+        );
+        tier.set_live(true);
+        let (a, b) = (
+            vec!["{p}v:db.users".to_owned()],
+            vec!["{p#7}v:db.users".to_owned()],
+        );
+        let value = Bytes::from_static(b"rows");
+        // An entry of group b at 6; group a is at 9 (b lost bumps before an
+        // epoch renewal).
+        let entry = "{p}e:cd:e0.6";
+        let ttl = Duration::from_secs(60);
+        tier.learn(tier.ticket(), "e0", &b, &[6], entry, Some((&value, ttl)));
+        tier.learn(tier.ticket(), "e0", &a, &[9], "{p}e:ef:e0.9", None);
+        // a's 9 does not move b's 6, nor the other way round.
+        assert!(tier.get("{p}e:cd:", &b).is_some());
+        assert!(tier.knows_newer(&a, &[6]));
+        assert!(!tier.knows_newer(&b, &[6]));
+        // A write raises every group: b's entry is hidden.
+        tier.raise(&b, &[7]);
+        assert!(tier.get("{p}e:cd:", &b).is_none());
     }
 }

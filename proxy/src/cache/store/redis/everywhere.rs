@@ -129,11 +129,10 @@ impl RedisStore {
                 .iter()
                 .flat_map(|&group| tables.iter().map(move |t| self.layout.version(group, t)))
                 .collect();
-            // Group 0 tells fast-mode instances; one message per table.
-            let (channel, published) = match batch.first() {
-                Some(0) => (self.channel.clone(), per),
-                _ => (String::new(), 0),
-            };
+            // Every group's new versions are published: fast-mode
+            // instances mirror each group's versions apart (they need not
+            // be equal, see `local.rs`).
+            let (channel, published) = (self.channel.clone(), keys.len());
             let scripts = (&self.scripts.invalidate, &self.scripts.invalidate_many);
             let args = vec![channel, published.to_string()];
             match self

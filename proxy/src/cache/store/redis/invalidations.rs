@@ -35,10 +35,10 @@ impl RedisStore {
     /// entry's group alone.
     async fn invalidate_now(&self, tables: &[TableKey]) -> Result<(), StoreError> {
         let mut failed = None;
-        for (group, result) in self.bump_everywhere(tables).await.into_iter().enumerate() {
+        for result in self.bump_everywhere(tables).await {
             match result {
                 Ok((keys, versions)) => {
-                    if let (0, Some(local)) = (group, &self.local) {
+                    if let Some(local) = &self.local {
                         // Before the write is acknowledged: this instance's
                         // next lookups build keys with the new versions.
                         local.raise(&keys, &versions);

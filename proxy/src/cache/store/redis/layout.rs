@@ -91,6 +91,11 @@ impl Layout {
         format!("{}v:{}", self.tags[group], table.as_str())
     }
 
+    /// `{tag}v:`, what `group`'s version keys start with.
+    pub fn version_prefix(&self, group: usize) -> String {
+        format!("{}v:", self.tags[group])
+    }
+
     /// Where invalidations and epoch renewals are published.
     pub fn channel(&self) -> String {
         format!("{}inv", self.tags[0])

@@ -111,12 +111,13 @@ impl RedisStore {
         let _ = tokio::time::timeout(STARTUP_WAIT, init).await;
         let cluster = target.topology == Topology::Cluster;
         let layout = Layout::new(&config.key_prefix, cluster);
-        let tag = layout.tag().to_owned();
         let local = (config.mode == CacheMode::Fast).then(|| {
             Arc::new(LocalTier::new(
                 config.max_memory_bytes,
                 config.local_max_age,
-                format!("{tag}v:"),
+                (0..layout.groups())
+                    .map(|g| layout.version_prefix(g))
+                    .collect(),
                 counters,
             ))
         });
@@ -226,14 +227,16 @@ impl RedisStore {
         if versions.len() != tables.len() {
             return false;
         }
+        let keys: Vec<String> = tables
+            .iter()
+            .map(|t| self.layout.version(group, t))
+            .collect();
         if let Some(local) = &self.local {
-            if local.knows_newer(tables, versions) {
+            if local.knows_newer(&keys, versions) {
                 return true;
             }
         }
-        let pairs = tables.iter().map(|t| self.layout.version(group, t));
-        let pairs = pairs.zip(versions);
-        self.bumped.newer_than(pairs)
+        self.bumped.newer_than(keys.into_iter().zip(versions))
     }
 
     /// Renews the epoch unless a renewal is already running (then the
@@ -284,8 +287,14 @@ impl CacheStore for RedisStore {
             self.repair().await?;
         }
         let prefix = self.layout.full_key_prefix(base);
+        let hex = self.layout.split(&prefix).map_or("", |(hex, _)| hex);
+        let group = self.layout.group_of(hex);
+        let version_keys: Vec<String> = tables
+            .iter()
+            .map(|t| self.layout.version(group, t))
+            .collect();
         if let Some(local) = &self.local {
-            if let Some((key, value)) = local.get(&prefix, tables) {
+            if let Some((key, value)) = local.get(&prefix, &version_keys) {
                 return Ok(Lookup {
                     key,
                     value: Some(value),
@@ -297,12 +306,6 @@ impl CacheStore for RedisStore {
         let ticket = self.local.as_ref().map(|l| l.ticket());
         let generation = self.generation.load(Ordering::SeqCst);
         let bumps_before = self.bumped.sequence();
-        let hex = self.layout.split(&prefix).map_or("", |(hex, _)| hex);
-        let group = self.layout.group_of(hex);
-        let version_keys: Vec<String> = tables
-            .iter()
-            .map(|t| self.layout.version(group, t))
-            .collect();
         let Fetched {
             stamp,
             value,
@@ -323,15 +326,8 @@ impl CacheStore for RedisStore {
         }
         let key = prefix + &stamp;
         if let (Some(local), Some(ticket)) = (&self.local, ticket) {
-            // The local tier mirrors versions by group 0's keys (those its
-            // messages name); an entry of a group whose versions lag is
-            // then kept under a key the mirror does not build: unused.
-            let mirrored: Vec<String> = match group {
-                0 => version_keys,
-                _ => tables.iter().map(|t| self.layout.version(0, t)).collect(),
-            };
             let entry = value.as_ref().zip(remaining);
-            local.learn(ticket, epoch, &mirrored, &versions, &key, entry);
+            local.learn(ticket, epoch, &version_keys, &versions, &key, entry);
         }
         Ok(Lookup {
             key,

@@ -84,7 +84,8 @@ end
 "#;
 
 /// Keys: version keys. ARGV[1]: the invalidation channel; ARGV[2]: how
-/// many of the keys (the first) to publish: those of group 0.
+/// many of the keys (the first) to publish (all of them: fast mode mirrors
+/// every group's versions).
 const INVALIDATE_LUA: &str = r#"
 local versions = {}
 local published = tonumber(ARGV[2]) or 0
