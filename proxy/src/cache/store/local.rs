@@ -28,15 +28,36 @@ use bytes::Bytes;
 use prometheus::IntCounter;
 
 use super::entries::Entries;
+use crate::cache::key::TableKey;
 
 /// What the tier knows of Redis' versions.
 #[derive(Default)]
 struct Mirror {
     epoch: Option<String>,
-    /// By Redis version key: on a Cluster each group of slots keeps its
-    /// own versions (see `redis/layout.rs`), which need not be equal, so a
-    /// key built from one group's versions never names another's entry.
-    versions: HashMap<String, u64>,
+    /// By group, then by table (`TableKey`): on a Cluster each group of
+    /// slots keeps its own versions (see `redis/layout.rs`), which need not
+    /// be equal, so a key built from one group's versions never names
+    /// another's entry. Empty until a group is first learned.
+    versions: Vec<HashMap<String, u64>>,
+}
+
+impl Mirror {
+    fn raise(&mut self, group: usize, table: &str, version: u64) {
+        if self.versions.len() <= group {
+            self.versions.resize_with(group + 1, HashMap::new);
+        }
+        let versions = &mut self.versions[group];
+        match versions.get_mut(table) {
+            Some(known) => *known = (*known).max(version),
+            None => {
+                versions.insert(table.to_owned(), version);
+            }
+        }
+    }
+
+    fn version(&self, group: usize, table: &TableKey) -> Option<u64> {
+        self.versions.get(group)?.get(table.as_str()).copied()
+    }
 }
 
 pub struct LocalTier {
@@ -47,7 +68,8 @@ pub struct LocalTier {
     /// Moves on at every reset.
     generation: AtomicU64,
     max_age: Duration,
-    /// What the Redis version keys start with (`{tag}v:`, one per group).
+    /// What each group's Redis version keys start with (`{tag}v:`), in
+    /// group order.
     version_prefixes: Vec<String>,
     counters: LocalCounters,
 }
@@ -105,20 +127,20 @@ impl LocalTier {
         }
     }
 
-    /// `prefix` is the Redis key up to the versions (`{tag}e:<hex>:`).
-    /// Returns the full key and the value when every version is known and
-    /// the entry is held.
-    pub fn get(&self, prefix: &str, version_keys: &[String]) -> Option<(String, Bytes)> {
+    /// `prefix` is the Redis key up to the versions (`{tag}e:<hex>:`) of an
+    /// entry of `group`. Returns the full key and the value when every
+    /// version is known and the entry is held.
+    pub fn get(&self, prefix: &str, group: usize, tables: &[TableKey]) -> Option<(String, Bytes)> {
         if !self.live.load(Ordering::Acquire) {
             return None;
         }
-        let mut key = String::with_capacity(prefix.len() + 20 + version_keys.len() * 4);
+        let mut key = String::with_capacity(prefix.len() + 20 + tables.len() * 4);
         key.push_str(prefix);
         {
             let mirror = self.mirror.lock().unwrap_or_else(|e| e.into_inner());
             key.push_str(mirror.epoch.as_deref()?);
-            for version_key in version_keys {
-                let _ = write!(key, ".{}", mirror.versions.get(version_key)?);
+            for table in tables {
+                let _ = write!(key, ".{}", mirror.version(group, table)?);
             }
         }
         let value = self.entries.get(&key)?;
@@ -174,19 +196,16 @@ impl LocalTier {
         }
     }
 
-    /// Whether the mirror holds, for one of `tables`, a version newer
-    /// than the one given for it (a fill keyed by those is unreachable).
-    pub fn knows_newer(&self, version_keys: &[String], versions: &[u64]) -> bool {
+    /// Whether the mirror holds, for one of `tables` in `group`, a version
+    /// newer than the one given for it (a fill keyed by those is
+    /// unreachable).
+    pub fn knows_newer(&self, group: usize, tables: &[TableKey], versions: &[u64]) -> bool {
         let mirror = self.mirror.lock().unwrap_or_else(|e| e.into_inner());
-        version_keys
-            .iter()
-            .zip(versions)
-            .any(|(version_key, version)| {
-                mirror
-                    .versions
-                    .get(version_key)
-                    .is_some_and(|known| known > version)
-            })
+        tables.iter().zip(versions).any(|(table, version)| {
+            mirror
+                .version(group, table)
+                .is_some_and(|known| known > *version)
+        })
     }
 
     /// A fill written to Redis under `key`.
@@ -206,28 +225,29 @@ impl LocalTier {
 
     fn raise_all(&self, mirror: &mut Mirror, version_keys: &[String], versions: &[u64]) {
         for (version_key, version) in version_keys.iter().zip(versions) {
-            if self.owns(version_key) {
-                raise(&mut mirror.versions, version_key, *version);
+            if let Some((group, table)) = self.split(version_key) {
+                mirror.raise(group, table, *version);
             }
         }
     }
 
-    /// Whether `version_key` is one of this store's (any group's).
-    fn owns(&self, version_key: &str) -> bool {
+    /// The group and table of one of this store's version keys.
+    fn split<'k>(&self, version_key: &'k str) -> Option<(usize, &'k str)> {
         self.version_prefixes
             .iter()
-            .any(|p| version_key.starts_with(p.as_str()))
+            .enumerate()
+            .find_map(|(group, p)| Some((group, version_key.strip_prefix(p.as_str())?)))
     }
 
     /// A message from the invalidation channel.
     pub fn hear(&self, text: &str) {
         match Notice::parse(text) {
             Some(Notice::Version { key, version }) => {
-                if !self.owns(key) {
+                let Some((group, table)) = self.split(key) else {
                     return self.reset("an invalidation message for another prefix");
-                }
+                };
                 let mut mirror = self.mirror.lock().unwrap_or_else(|e| e.into_inner());
-                raise(&mut mirror.versions, key, version);
+                mirror.raise(group, table, version);
             }
             Some(Notice::Epoch) => self.reset("the epoch was renewed"),
             None => {
@@ -279,15 +299,6 @@ impl LocalTier {
     }
 }
 
-fn raise(versions: &mut HashMap<String, u64>, table: &str, version: u64) {
-    match versions.get_mut(table) {
-        Some(known) => *known = (*known).max(version),
-        None => {
-            versions.insert(table.to_owned(), version);
-        }
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -307,6 +318,10 @@ mod tests {
         );
         tier.set_live(true);
         tier
+    }
+
+    fn users() -> Vec<TableKey> {
+        vec![TableKey::new("db", "users")]
     }
 
     fn version_keys() -> Vec<String> {
@@ -330,9 +345,9 @@ mod tests {
     #[test]
     fn serves_what_redis_returned_under_the_same_versions() {
         let tier = tier();
-        assert!(tier.get(PREFIX, &version_keys()).is_none());
+        assert!(tier.get(PREFIX, 0, &users()).is_none());
         learn_hit(&tier, tier.ticket(), 3);
-        let (key, value) = tier.get(PREFIX, &version_keys()).expect("a local hit");
+        let (key, value) = tier.get(PREFIX, 0, &users()).expect("a local hit");
         assert_eq!(key, "{p}e:ab:e0.3");
         assert_eq!(&value[..], b"rows");
     }
@@ -342,17 +357,14 @@ mod tests {
         let tier = tier();
         learn_hit(&tier, tier.ticket(), 3);
         tier.raise(&version_keys(), &[4]);
-        assert!(tier.get(PREFIX, &version_keys()).is_none(), "own write");
+        assert!(tier.get(PREFIX, 0, &users()).is_none(), "own write");
         learn_hit(&tier, tier.ticket(), 4);
-        assert!(tier.get(PREFIX, &version_keys()).is_some());
+        assert!(tier.get(PREFIX, 0, &users()).is_some());
         tier.hear("v 5 {p}v:db.users");
-        assert!(
-            tier.get(PREFIX, &version_keys()).is_none(),
-            "another's write"
-        );
+        assert!(tier.get(PREFIX, 0, &users()).is_none(), "another's write");
         // A reply read before that message cannot move the version back.
         learn_hit(&tier, tier.ticket(), 4);
-        assert!(tier.get(PREFIX, &version_keys()).is_none());
+        assert!(tier.get(PREFIX, 0, &users()).is_none());
     }
 
     #[test]
@@ -361,23 +373,23 @@ mod tests {
         let before = tier.ticket();
         tier.reset("test");
         learn_hit(&tier, before, 3);
-        assert!(tier.get(PREFIX, &version_keys()).is_none(), "stale ticket");
+        assert!(tier.get(PREFIX, 0, &users()).is_none(), "stale ticket");
         learn_hit(&tier, tier.ticket(), 3);
-        assert!(tier.get(PREFIX, &version_keys()).is_some());
+        assert!(tier.get(PREFIX, 0, &users()).is_some());
         tier.set_live(false);
-        assert!(tier.get(PREFIX, &version_keys()).is_none(), "down");
+        assert!(tier.get(PREFIX, 0, &users()).is_none(), "down");
         learn_hit(&tier, tier.ticket(), 3);
         let while_down = tier.ticket();
         tier.set_live(true);
         assert!(
-            tier.get(PREFIX, &version_keys()).is_none(),
+            tier.get(PREFIX, 0, &users()).is_none(),
             "learned while down"
         );
         // A reply whose lookup began before the SUBSCRIBE was confirmed may
         // predate a message this instance never got.
         learn_hit(&tier, while_down, 3);
         assert!(
-            tier.get(PREFIX, &version_keys()).is_none(),
+            tier.get(PREFIX, 0, &users()).is_none(),
             "in flight at confirm"
         );
     }
@@ -387,7 +399,7 @@ mod tests {
         let tier = tier();
         learn_hit(&tier, tier.ticket(), 3);
         tier.hear("e 00ff");
-        assert!(tier.get(PREFIX, &version_keys()).is_none());
+        assert!(tier.get(PREFIX, 0, &users()).is_none());
         assert_eq!(tier.usage().0, 0);
     }
 
@@ -432,11 +444,11 @@ mod tests {
         tier.learn(tier.ticket(), "e0", &b, &[6], entry, Some((&value, ttl)));
         tier.learn(tier.ticket(), "e0", &a, &[9], "{p}e:ef:e0.9", None);
         // a's 9 does not move b's 6, nor the other way round.
-        assert!(tier.get("{p}e:cd:", &b).is_some());
-        assert!(tier.knows_newer(&a, &[6]));
-        assert!(!tier.knows_newer(&b, &[6]));
+        assert!(tier.get("{p}e:cd:", 1, &users()).is_some());
+        assert!(tier.knows_newer(0, &users(), &[6]));
+        assert!(!tier.knows_newer(1, &users(), &[6]));
         // A write raises every group: b's entry is hidden.
         tier.raise(&b, &[7]);
-        assert!(tier.get("{p}e:cd:", &b).is_none());
+        assert!(tier.get("{p}e:cd:", 1, &users()).is_none());
     }
 }

@@ -227,16 +227,13 @@ impl RedisStore {
         if versions.len() != tables.len() {
             return false;
         }
-        let keys: Vec<String> = tables
-            .iter()
-            .map(|t| self.layout.version(group, t))
-            .collect();
         if let Some(local) = &self.local {
-            if local.knows_newer(&keys, versions) {
+            if local.knows_newer(group, tables, versions) {
                 return true;
             }
         }
-        self.bumped.newer_than(keys.into_iter().zip(versions))
+        let pairs = tables.iter().map(|t| self.layout.version(group, t));
+        self.bumped.newer_than(pairs.zip(versions))
     }
 
     /// Renews the epoch unless a renewal is already running (then the
@@ -289,12 +286,8 @@ impl CacheStore for RedisStore {
         let prefix = self.layout.full_key_prefix(base);
         let hex = self.layout.split(&prefix).map_or("", |(hex, _)| hex);
         let group = self.layout.group_of(hex);
-        let version_keys: Vec<String> = tables
-            .iter()
-            .map(|t| self.layout.version(group, t))
-            .collect();
         if let Some(local) = &self.local {
-            if let Some((key, value)) = local.get(&prefix, &version_keys) {
+            if let Some((key, value)) = local.get(&prefix, group, tables) {
                 return Ok(Lookup {
                     key,
                     value: Some(value),
@@ -306,6 +299,10 @@ impl CacheStore for RedisStore {
         let ticket = self.local.as_ref().map(|l| l.ticket());
         let generation = self.generation.load(Ordering::SeqCst);
         let bumps_before = self.bumped.sequence();
+        let version_keys: Vec<String> = tables
+            .iter()
+            .map(|t| self.layout.version(group, t))
+            .collect();
         let Fetched {
             stamp,
             value,
