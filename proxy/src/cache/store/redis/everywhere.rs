@@ -28,7 +28,7 @@ const REFUSED_RETRY: Duration = Duration::from_millis(300);
 const RETRY_PAUSE: Duration = Duration::from_millis(10);
 
 /// One group's bump: its version keys and the versions they reached.
-pub(super) type Bumped = Result<(Vec<String>, Vec<u64>), StoreError>;
+pub(super) type GroupBump = Result<(Vec<String>, Vec<u64>), StoreError>;
 
 /// What a call over a batch of groups answers, per group.
 type PerGroup<T> = Vec<(usize, Result<T, StoreError>)>;
@@ -122,7 +122,7 @@ impl RedisStore {
 
     /// Bumps `tables` in every group: each group's version keys and the
     /// versions they reached, in group order.
-    pub(super) async fn bump_everywhere(&self, tables: &[TableKey]) -> Vec<Bumped> {
+    pub(super) async fn bump_everywhere(&self, tables: &[TableKey]) -> Vec<GroupBump> {
         let per = tables.len();
         self.everywhere(|batch| async move {
             let keys: Vec<String> = batch
