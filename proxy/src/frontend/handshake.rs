@@ -27,11 +27,26 @@ use crate::net::{FrameReader, NetError, Stream};
 ///
 /// # Memory
 /// This future is the client's task for its whole life, allocated once at
-/// the size of its largest state: the handshake and the refusal run boxed,
-/// so that an idle session's task is the session's own (issue #20; see
-/// `session/park.rs`). A connection that has sent nothing yet waits for
-/// readability before the handshake's box is taken.
+/// the size of its largest state (rounded up to tokio's 128-byte task
+/// cells). Everything before the session — the wait for the first bytes,
+/// the handshake, a refusal — runs in a box freed before the session
+/// starts, so that an idle session's task holds the session's parked state
+/// and little else (issue #20; see `session/park.rs`).
 pub async fn serve_client(context: Arc<Context>, stream: Stream) {
+    let login = Box::pin(log_in(context, stream));
+    if let Some((admitted, session)) = login.await {
+        session.run().await;
+        // Counted against `max_client_conn` until the session has ended.
+        drop(admitted);
+    }
+}
+
+/// From accept to the first ReadyForQuery: the session and its place among
+/// the open connections, or `None` when the connection ended (refused,
+/// cancel request, failed login, timeout).
+/// A connection that has sent nothing yet waits for readability before the
+/// handshake's own box is taken.
+async fn log_in(context: Arc<Context>, stream: Stream) -> Option<(Admitted, Box<Session>)> {
     let limits = context.config.load().client.clone();
     let admitted = Admitted::new(&context, limits.max_client_conn);
     // Until the client has authenticated, a message may not exceed what
@@ -41,46 +56,43 @@ pub async fn serve_client(context: Arc<Context>, stream: Stream) {
         admitted.limit_hit("max_client_conn");
         let refusal = Box::pin(refuse_too_many(&context, stream, reader));
         let _ = tokio::time::timeout(limits.login_timeout, refusal).await;
-        return;
+        return None;
     }
     let deadline = tokio::time::Instant::now() + limits.login_timeout;
     let first = tokio::time::timeout_at(deadline, stream.first_bytes()).await;
     let peer = stream.peer();
-    let session = match first {
+    match first {
         Ok(Ok(())) => {
             // Pinned here, not moved into the timeout: on expiry the
             // connection is counted before it is closed (dropping `login`
             // closes it).
             let mut login = Box::pin(handshake(&context, stream, reader, peer.clone()));
             match tokio::time::timeout_at(deadline, &mut login).await {
-                Ok(Ok(Some(session))) => session,
-                Ok(Ok(None)) => return,
+                Ok(Ok(session)) => session.map(|session| (admitted, session)),
                 Ok(Err(e)) => {
                     if matches!(e, FrontendError::Net(NetError::TooLarge { .. })) {
                         admitted.limit_hit("pre_auth_message");
                     }
                     tracing::debug!(%peer, error = %e, "client handshake ended");
-                    return;
+                    None
                 }
                 Err(_) => {
                     login_timed_out(&admitted, &peer, limits.login_timeout);
                     drop(login);
-                    return;
+                    None
                 }
             }
         }
         Ok(Err(e)) => {
             tracing::debug!(%peer, error = %e, "client connection failed before its startup packet");
-            return;
+            None
         }
         Err(_) => {
             login_timed_out(&admitted, &peer, limits.login_timeout);
             drop(stream);
-            return;
+            None
         }
-    };
-    drop(peer);
-    session.run().await;
+    }
 }
 
 /// As Postgres' authentication_timeout: the connection is closed (by the

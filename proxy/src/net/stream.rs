@@ -81,21 +81,33 @@ impl Stream {
     /// # Cancellation safety
     /// Safe: nothing is consumed.
     pub async fn first_bytes(&self) -> io::Result<()> {
+        // Polled by hand: an awaited peek's state (~240 bytes) would be
+        // part of every silent connection's.
+        std::future::poll_fn(|cx| self.poll_first_bytes(cx)).await
+    }
+
+    fn poll_first_bytes(&self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         match self {
-            Stream::Tcp(s) => s.peek(&mut [0u8; 1]).await.map(|_| ()),
+            Stream::Tcp(s) => {
+                let mut byte = [MaybeUninit::<u8>::uninit(); 1];
+                let mut peeked = ReadBuf::uninit(&mut byte);
+                s.poll_peek(cx, &mut peeked).map_ok(|_| ())
+            }
             Stream::Unix(s) => loop {
-                s.readable().await?;
+                std::task::ready!(s.poll_read_ready(cx))?;
                 let peeked = s.try_io(tokio::io::Interest::READABLE, || {
                     let mut byte = [MaybeUninit::<u8>::uninit(); 1];
                     socket2::SockRef::from(s).peek(&mut byte)
                 });
                 match peeked {
-                    Ok(_) => return Ok(()),
+                    Ok(_) => return Poll::Ready(Ok(())),
+                    // Readiness cleared: polled again, the socket registers
+                    // the waker.
                     Err(e) if e.kind() == io::ErrorKind::WouldBlock => continue,
-                    Err(e) => return Err(e),
+                    Err(e) => return Poll::Ready(Err(e)),
                 }
             },
-            Stream::Tls(_) | Stream::UpstreamTls(_) => self.readable().await,
+            Stream::Tls(_) | Stream::UpstreamTls(_) => self.poll_readable(cx),
         }
     }
 

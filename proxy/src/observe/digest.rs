@@ -137,8 +137,8 @@ impl Digest {
                 .map(|t| t.to_string())
                 .collect(),
             plain_read: analysis.is_single_plain_read(),
-            database: event.session.database.clone(),
-            user: event.session.user.clone(),
+            database: event.session.database().to_owned(),
+            user: event.session.user().to_owned(),
             ..Shape::default()
         });
         shape.calls += 1;

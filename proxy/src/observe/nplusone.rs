@@ -430,6 +430,6 @@ mod tests {
         feed.run("SELECT * FROM messages WHERE c = 3", 1, false);
         feed.sweep_after(200);
         assert_eq!(feed.out.len(), 1);
-        assert_eq!(feed.out[0].session.application_name, "other");
+        assert_eq!(feed.out[0].session.application_name(), "other");
     }
 }

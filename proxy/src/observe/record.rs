@@ -217,8 +217,8 @@ impl Sinks {
                     query: shape.normalized.clone(),
                     // Its literals are `$n` after its parameters.
                     params: shape.param_count + shape.literals.len(),
-                    database: event.session.database.clone(),
-                    user: event.session.user.clone(),
+                    database: event.session.database().to_owned(),
+                    user: event.session.user().to_owned(),
                 };
                 self.plans.want(wanted, shape.fingerprint, every);
             }
@@ -248,7 +248,7 @@ impl Sinks {
             self.digest.note_burst(&burst);
             self.metrics
                 .n_plus_one
-                .with_label_values(&[&burst.session.database])
+                .with_label_values(&[burst.session.database()])
                 .inc();
             self.slow_log.write_burst(&burst).await;
         }

@@ -327,7 +327,7 @@ impl Session {
         };
         let facts = self.settings.facts(!self.phase.tx.is_idle());
         let (context, info) = (&self.context, self.requests.info());
-        let (database, user) = (&info.database, &info.user);
+        let (database, user) = (info.database(), info.user());
         let target = || context.connect_target(database, user);
         let who = Identity {
             database,
@@ -383,7 +383,7 @@ impl Session {
         let cache = self.cache.as_mut()?;
         let facts = self.settings.facts(!self.phase.tx.is_idle());
         let (context, info) = (&self.context, self.requests.info());
-        let (database, user) = (&info.database, &info.user);
+        let (database, user) = (info.database(), info.user());
         let target = || context.connect_target(database, user);
         let closed = Gate::Closed { counted: None };
         let who = Identity {
@@ -460,7 +460,7 @@ impl Session {
             }
             Err(e) => {
                 let info = self.requests.info();
-                tracing::warn!(user = %info.user, database = %info.database, error = %e, "no server connection for client");
+                tracing::warn!(user = %info.user(), database = %info.database(), error = %e, "no server connection for client");
                 self.client
                     .out
                     .extend_from_slice(&e.to_client(Severity::Error));

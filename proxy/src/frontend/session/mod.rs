@@ -120,10 +120,10 @@ impl Session {
         let settings = ClientSettings::new(login.settings, mode);
         // The user and the database live here only (`Session::info`).
         let info = SessionInfo::new(
-            login.user,
-            login.database,
+            &login.user,
+            &login.database,
             settings.application_name(),
-            login.client_address,
+            &login.client_address,
         );
         let cache = context.cache.clone();
         let config = context.config.load();
@@ -164,15 +164,15 @@ impl Session {
     /// its state (the argument and the local it is moved to), and this
     /// future is the client's task for its whole life (issue #20).
     pub async fn run(mut self: Box<Self>) {
-        let result = self.serve().await;
-        self.finish().await;
-        match result {
+        // Told before the cleanup, so that the error is not kept across it.
+        match self.serve().await {
             Ok(()) | Err(FrontendError::ClientGone) => {}
             Err(e) => {
                 let info = self.requests.info();
-                tracing::debug!(peer = %info.client, user = %info.user, error = %e, "session ended with an error");
+                tracing::debug!(peer = %info.client(), user = %info.user(), error = %e, "session ended with an error");
             }
         }
+        self.finish().await;
     }
 
     /// The session's loop: busy in a box of its own (what the client sent,
@@ -365,7 +365,7 @@ impl Session {
             }
             if let Some(writes) = self.writes.as_mut() {
                 writes
-                    .record(&self.requests.info().database, &mut self.client.out)
+                    .record(self.requests.info().database(), &mut self.client.out)
                     .await;
                 self.requests.woke(std::time::Instant::now()); // it may have waited
             }
@@ -480,7 +480,7 @@ impl Session {
         Box::pin(async move {
             self.context.front.cancels.unregister(self.key);
             if let Some(writes) = self.writes.as_mut() {
-                writes.on_disconnect(&self.requests.info().database).await;
+                writes.on_disconnect(self.requests.info().database()).await;
             }
             // A pinned connection may still hold a lock, a cursor, a temp
             // table or a LISTEN: closed, so that no other client inherits it.

@@ -42,8 +42,9 @@ impl Session {
             idle: self.is_idle(),
         };
         let deadline = self.clocks.deadline(waiting, self.requests.now());
-        let mut expiry =
-            std::pin::pin!(deadline.map(|(at, _)| tokio::time::sleep_until(at.into())));
+        // Boxed: a timer is ~110 bytes of every parked session's state,
+        // and only sessions with a timeout configured wait on one.
+        let mut expiry = deadline.map(|(at, _)| Box::pin(tokio::time::sleep_until(at.into())));
         // Borrowed, not cloned: a token clone locks the token's tree.
         let mut shutdown = std::pin::pin!(self.context.shutdown.cancelled());
         let client = &self.client;
@@ -59,8 +60,8 @@ impl Session {
                     Err(e) => Event::Client(Err(e)),
                 });
             }
-            if let (Some(sleep), Some((_, kind))) = (expiry.as_mut().as_pin_mut(), deadline) {
-                if sleep.poll(cx).is_ready() {
+            if let (Some(sleep), Some((_, kind))) = (expiry.as_mut(), deadline) {
+                if sleep.as_mut().poll(cx).is_ready() {
                     return Poll::Ready(Event::Expired(kind));
                 }
             }

@@ -219,8 +219,8 @@ impl Requests {
 
     /// The client's application_name changed (SET).
     #[inline]
-    pub fn set_application_name(&mut self, application_name: String) {
-        if application_name != self.session.application_name {
+    pub fn set_application_name(&mut self, application_name: &str) {
+        if application_name != self.session.application_name() {
             self.session = Arc::new(self.session.with_application_name(application_name));
         }
     }

@@ -64,12 +64,11 @@ impl ClientSettings {
         }
     }
 
-    pub fn application_name(&self) -> String {
+    pub fn application_name(&self) -> &str {
         self.params
             .settings
             .get("application_name")
-            .cloned()
-            .unwrap_or_default()
+            .map_or("", String::as_str)
     }
 
     /// What `sql` does to the session. A text the one-pass screen passes
