@@ -245,10 +245,10 @@ mod tests {
     fn event(text: &str, rule: Option<&str>) -> QueryEvent {
         QueryEvent {
             session: Arc::new(SessionInfo::new(
-                "al\"ice".into(),
-                "db\\1".into(),
-                "app\n".into(),
-                "127.0.0.1:5000".into(),
+                "al\"ice",
+                "db\\1",
+                "app\n",
+                "127.0.0.1:5000",
             )),
             text: text.into(),
             started: std::time::Instant::now(),
@@ -347,7 +347,7 @@ mod tests {
         let mut e = event("SELECT 1", None);
         let first = line(&mut parts, &e, None, false);
         e.at += Duration::from_millis(1_500);
-        e.session = Arc::new(e.session.with_application_name("other".into()));
+        e.session = Arc::new(e.session.with_application_name("other"));
         let second = line(&mut parts, &e, None, false);
         assert_eq!(first["ts"], "2026-11-18T11:06:40.007Z");
         assert_eq!(second["ts"], "2026-11-18T11:06:41.507Z");

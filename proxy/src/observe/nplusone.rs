@@ -302,12 +302,7 @@ mod tests {
         fn new() -> Feed {
             Feed {
                 detector: Detector::default(),
-                session: Arc::new(SessionInfo::new(
-                    "u".into(),
-                    "db".into(),
-                    "app".into(),
-                    "127.0.0.1:1".into(),
-                )),
+                session: Arc::new(SessionInfo::new("u", "db", "app", "127.0.0.1:1")),
                 now: SystemTime::UNIX_EPOCH + Duration::from_secs(1_000_000),
                 out: Vec::new(),
             }
@@ -411,13 +406,8 @@ mod tests {
     fn sessions_are_apart_and_a_renamed_session_is_the_same() {
         let mut feed = Feed::new();
         let first = feed.session.clone();
-        let renamed = Arc::new(first.with_application_name("other".into()));
-        let stranger = Arc::new(SessionInfo::new(
-            "u".into(),
-            "db".into(),
-            "app".into(),
-            "127.0.0.1:2".into(),
-        ));
+        let renamed = Arc::new(first.with_application_name("other"));
+        let stranger = Arc::new(SessionInfo::new("u", "db", "app", "127.0.0.1:2"));
         for session in [&first, &stranger, &renamed, &stranger] {
             feed.session = session.clone();
             feed.run("SELECT * FROM messages WHERE c = 1", 1, false);
