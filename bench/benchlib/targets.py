@@ -107,6 +107,7 @@ def evaluate(summary, extras):
              _ratio(tps(w, "pgstash_mem_tls"), tps(w, "pgbouncer_tls")),
              f"tps pgstash_mem_tls / pgbouncer_tls, {w}")
     out += _cluster(summary, extras, add, info)
+    _parity(summary, extras, add)
     out += _direct_writes(extras)
     idle = (extras.get("idle") or {}).get("pgstash_pass") or {}
     kb = idle.get("kb_per_connection") if idle.get("opened") else None
@@ -133,6 +134,52 @@ def evaluate(summary, extras):
                 "status": ("PASS" if total == 0 else "FAIL") if viol else "N/A",
                 "basis": "violations counted by workloads/rw_check.sql (absolute)"})
     return out
+
+
+def _parity(summary, extras, add):
+    """Issue #20: pass-through parity with PgBouncer per protocol, a cache
+    that never costs (misses, writes), the Redis hit floor, the prepared
+    protocol's share of the caching gain, memory per idle client."""
+    def tps(w, s):
+        return _get(summary, w, s, "tps")
+
+    def p50(w, s):
+        return _get(summary, w, s, "p50_ms")
+
+    for c in (8, 32, 128):
+        for m, w in (("simple", f"select_{c}c_simple"), ("extended", f"select_{c}c"),
+                     ("prepared", f"select_{c}c_prepared")):
+            add(f"#20 pass-through ≥ 1.0× PgBouncer, {c} clients, -M {m}",
+                _ratio(tps(w, "pgstash_pass"), tps(w, "pgbouncer")), ">=", 1.0,
+                f"tps pgstash_pass / pgbouncer, {w}")
+    for s in ("pgstash_mem", "pgstash_redis", "pgstash_fast", "pgstash_always"):
+        for w in ("uniform_miss", "mix_50_50"):
+            add(f"#20 {w} ≥ 0.95× pass-through ({s})",
+                _ratio(tps(w, s), tps(w, "pgstash_pass")), ">=", 0.95,
+                f"tps {s} / pgstash_pass, {w}")
+    rb = (extras.get("redis_benchmark") or {}).get("p50_ms")
+    add("#20 strict-mode Redis hit p50 ≤ 1.3× redis-benchmark GET p50 (1 client)",
+        _ratio(p50("select_1c_extended", "pgstash_redis"), rb), "<=", 1.3,
+        "p50 pgstash_redis (select_1c_extended) / redis-benchmark GET p50")
+
+    def gain(mode):
+        # What caching saves a query at 1 client: pass-through p50 over the
+        # in-process hit's, less one.
+        w = f"select_1c_{mode}"
+        speedup = _ratio(p50(w, "pgstash_pass"), p50(w, "pgstash_mem"))
+        return None if speedup is None else speedup - 1
+
+    gp, gs = gain("prepared"), gain("simple")
+    add("#20 caching gain with -M prepared ≥ 80% of its gain with -M simple",
+        _ratio(gp, gs), ">=", 0.8,
+        "(p50 pgstash_pass / p50 pgstash_mem − 1), select_1c_prepared over select_1c_simple",
+        shown=gp is not None and gs is not None and
+        f"{_ratio(gp, gs):.2f} (prepared {gp:.2f}, simple {gs:.2f})")
+    idle = (extras.get("idle") or {}).get("pgstash_pass") or {}
+    kb = idle.get("kb_per_connection") if idle.get("opened") else None
+    add("#20 ≤ 2 KiB of proxy memory per idle client (pgstash_pass)",
+        kb, "<=", 2.0, f"KiB of RSS per idle connection (absolute), "
+        f"{idle.get('opened', 0):,} connections", shown=kb and f"{kb:.2f} KiB")
 
 
 TARGET_RATES = (20, 1000)   # the direct write rates of the latency targets

@@ -53,6 +53,12 @@ def all_workloads(naccounts):
         point("select_8c", "point select, 8 clients", "throughput", 8),
         point("select_32c", "point select, 32 clients", "throughput", 32),
         point("select_128c", "point select, 128 clients", "throughput at saturation", 128),
+        # The same three counts with the two other protocols (issue #20's
+        # pass-through targets are per protocol).
+        *[point(f"select_{c}c_{m}", f"point select, {c} clients, -M {m}",
+                f"throughput, {'simple' if m == 'simple' else 'named prepared'} protocol",
+                c, mode=m)
+          for m in ("simple", "prepared") for c in (8, 32, 128)],
         Workload("hot_zipf", "hot set (zipfian over all accounts), 8 clients",
                  "throughput when most reads are hits", [(script("hot_zipf.sql"), None)], 8,
                  defines={**base, "zipf": ZIPF}, warm_tx=5000),
