@@ -40,7 +40,7 @@ pub struct Direct {
     /// The cluster clients' builder: its TLS, timeouts and reconnect
     /// policy for each master's pool.
     builder: Builder,
-    /// How many clients the store's pool has (spread over the masters).
+    /// How many clients the store's pool has.
     clients: usize,
     /// By group: its master's pool (`None`: the cluster clients route it).
     routes: ArcSwap<Vec<Option<Client>>>,
@@ -105,7 +105,10 @@ impl Direct {
         let mut masters: Vec<&Server> = owners.iter().flatten().collect();
         masters.sort();
         masters.dedup();
-        let per_master = self.clients.div_ceil(masters.len().max(1)).max(1);
+        // The store's pool spread over the masters, one client each at
+        // least: no more connections carry lookups than on one Redis, so
+        // each carries as many calls per read and write.
+        let per_master = (self.clients / masters.len().max(1)).max(1);
         for master in masters {
             if nodes.pools.contains_key(master) {
                 continue;
