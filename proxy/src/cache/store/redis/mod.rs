@@ -195,7 +195,11 @@ impl RedisStore {
             let slots: Vec<u16> = (0..self.layout.groups())
                 .map(|g| self.layout.slot(g))
                 .collect();
-            let cluster = self.pool.next();
+            // Always the same cluster client: the one that relearns the
+            // slots after a redirection is the one whose view is read.
+            let Some(cluster) = self.pool.clients().first() else {
+                return;
+            };
             direct
                 .refresh(cluster, &slots, &self.dirty, &self.generation)
                 .await;
