@@ -312,6 +312,41 @@ async fn redis_cluster_keeps_the_contract() {
     }
 }
 
+/// Issue #18: a lookup on Cluster goes to its group's master over a plain
+/// connection of the store's own for that master, not through the cluster
+/// clients (which route each call by slot and spread a master's calls over
+/// one connection per pooled client). With the default pool of 4 over 3
+/// masters, one connection per master carries every lookup (`CLIENT LIST`:
+/// the connections whose last command was `EVALSHA`).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cluster_lookups_reach_each_master_over_one_connection() {
+    let cluster = RedisCluster::start();
+    let store = redis_at(&cluster.url(), "direct:", CacheMode::Strict).await;
+    let masters = cluster.masters();
+    // Bases 0..48 name each of the 16 groups three times, in turn.
+    for n in 0..48 {
+        store
+            .lookup(&base(n), &[table("direct")])
+            .await
+            .expect("lookup");
+    }
+    let lookups = cluster.calls_per_master("evalsha");
+    for master in &masters {
+        let calls = lookups
+            .iter()
+            .find(|(p, _)| *p == master.port)
+            .map(|(_, c)| *c);
+        assert!(
+            calls.unwrap_or(0) > 0,
+            "master {} served no lookup",
+            master.port
+        );
+        let list = pgstash_tests::redis_cluster::cli(master.port, &["CLIENT", "LIST"]);
+        let carrying = list.lines().filter(|l| l.contains(" cmd=evalsha ")).count();
+        assert_eq!(carrying, 1, "master {}: {list}", master.port);
+    }
+}
+
 #[tokio::test]
 async fn instances_sharing_redis_take_turns_filling() {
     let prefix = RedisPrefix::new();

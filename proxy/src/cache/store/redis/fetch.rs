@@ -3,8 +3,8 @@
 //! when it was not (the fill lease).
 //!
 //! One script on the node of the entry's group (`layout.rs`), on one Redis
-//! as on Cluster: one round trip, one command, whether it hits, finds the
-//! entry stale or finds none.
+//! as on Cluster (sent straight to that node, `direct.rs`): one round trip,
+//! one command, whether it hits, finds the entry stale or finds none.
 
 use std::time::Duration;
 
@@ -12,6 +12,7 @@ use bytes::Bytes;
 use fred::prelude::*;
 
 use super::layout::unframe;
+use super::scripts;
 use super::RedisStore;
 use crate::cache::store::contract::{Filler, StoreError};
 
@@ -45,13 +46,21 @@ impl RedisStore {
         // Every fred call is boxed in a statement of its own: its state is
         // ~16 KiB, which would otherwise size (and be copied with) the
         // caller's — every lookup's, up to the session's.
-        let call = Box::pin(self.scripts.lookup.evalsha_with_reload::<Value, _, _>(
-            self.pool.next(),
-            keys,
-            args,
-        ));
-        let reply = self.bounded(call).await?;
-        self.decode(reply)
+        // Cluster: the group's master, when known (`direct.rs`).
+        let direct = self.direct.as_ref().and_then(|d| d.client(group));
+        let client = direct.as_ref().unwrap_or_else(|| self.pool.next());
+        let call = Box::pin(
+            self.scripts
+                .lookup
+                .evalsha_with_reload::<Value, _, _>(client, keys, args),
+        );
+        let reply = self.bounded(call).await;
+        if let (Err(StoreError::Refused(e)), Some(d)) = (&reply, &self.direct) {
+            if scripts::is_redirection(e) {
+                d.redirected();
+            }
+        }
+        self.decode(reply?)
     }
 
     /// `{stamp, framed entry, pttl}` or `{stamp, false, claimed}`.

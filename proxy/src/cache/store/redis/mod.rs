@@ -16,6 +16,7 @@
 
 mod breaker;
 mod bumped;
+mod direct;
 mod dirt;
 mod everywhere;
 mod fetch;
@@ -36,6 +37,7 @@ use fred::prelude::*;
 
 use self::breaker::Breaker;
 use self::bumped::Bumped;
+use self::direct::Direct;
 use self::dirt::Dirt;
 use self::fetch::Fetched;
 use self::follow::{follow, SUBSCRIBER_BUFFER};
@@ -57,6 +59,8 @@ const REPAIR_INTERVAL: Duration = Duration::from_millis(200);
 
 pub struct RedisStore {
     pool: Pool,
+    /// Cluster: lookups go straight to their group's master (`direct.rs`).
+    direct: Option<Direct>,
     /// Where every key lives.
     layout: Layout,
     timeout: Duration,
@@ -121,9 +125,12 @@ impl RedisStore {
                 counters,
             ))
         });
+        let direct =
+            cluster.then(|| Direct::new(&builder, config.redis_pool_size, layout.groups()));
         let store = Arc::new_cyclic(|me| RedisStore {
             me: me.clone(),
             pool,
+            direct,
             channel: layout.channel(),
             layout,
             timeout: config.store_timeout,
@@ -148,6 +155,7 @@ impl RedisStore {
         for client in store.pool.clients() {
             dirt::watch(client, store.dirty.clone(), store.generation.clone());
         }
+        store.route_direct().await;
         if let Some(local) = &store.local {
             let mut builder = builder;
             // Messages queue here between the connection task and `follow`;
@@ -168,6 +176,7 @@ impl RedisStore {
             loop {
                 tokio::time::sleep(REPAIR_INTERVAL).await;
                 let Some(store) = weak.upgrade() else { return };
+                store.route_direct().await;
                 if store.breaker.is_down() {
                     store.probe().await;
                 }
@@ -177,6 +186,24 @@ impl RedisStore {
             }
         });
         Ok(store)
+    }
+
+    /// Cluster: routes each group's lookups to its master as fred's view of
+    /// the cluster has it (see `direct.rs`).
+    async fn route_direct(&self) {
+        if let Some(direct) = &self.direct {
+            let slots: Vec<u16> = (0..self.layout.groups())
+                .map(|g| self.layout.slot(g))
+                .collect();
+            // Always the same cluster client: the one that relearns the
+            // slots after a redirection is the one whose view is read.
+            let Some(cluster) = self.pool.clients().first() else {
+                return;
+            };
+            direct
+                .refresh(cluster, &slots, &self.dirty, &self.generation)
+                .await;
+        }
     }
 
     /// Asks Redis for a PING; an answer closes the breaker.

@@ -205,6 +205,11 @@ pub async fn bounded<T>(
         Ok(Err(e)) if *e.kind() == ErrorKind::Routing && e.details().contains("redirections") => {
             Err(StoreError::Refused(e.to_string()))
         }
+        // A plain client's call to a node that does not serve the slot
+        // (`direct.rs`): Redis answered.
+        Ok(Err(e)) if *e.kind() == ErrorKind::Cluster && is_redirection(e.details()) => {
+            Err(StoreError::Refused(e.to_string()))
+        }
         // What fred makes of an error reply (`ERR …`, `TRYAGAIN …`,
         // `NOREPLICAS …`, `WRONGTYPE …`): Redis answered.
         Ok(Err(e))
@@ -218,4 +223,9 @@ pub async fn bounded<T>(
         Ok(Err(e)) => Err(StoreError::Backend(e.to_string())),
         Err(_) => Err(StoreError::Timeout(timeout)),
     }
+}
+
+/// Whether an error names a Cluster redirection (`MOVED`, `ASK`).
+pub fn is_redirection(error: &str) -> bool {
+    error.contains("MOVED ") || error.contains("ASK ")
 }
