@@ -4,7 +4,13 @@ script (a benchmark reports, it does not assert)."""
 
 
 def _get(summary, workload, system, metric):
-    return (summary.get(workload, {}).get(system) or {}).get(metric)
+    """A system's figure, or None when every run of it failed (e.g.
+    PgBouncer before 1.21 under -M prepared in transaction mode: its
+    figure is the rate of its errors)."""
+    entry = summary.get(workload, {}).get(system) or {}
+    if entry.get("ok_runs") == 0:
+        return None
+    return entry.get(metric)
 
 
 def _ratio(a, b):
