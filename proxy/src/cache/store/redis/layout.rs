@@ -76,6 +76,11 @@ impl Layout {
         self.slots[group]
     }
 
+    /// Every group's slot, by group.
+    pub fn slots(&self) -> &[u16] {
+        &self.slots
+    }
+
     /// The group the entry of base `hex` belongs to (from its first four
     /// hex digits: the base is a SHA-256, so groups fill evenly).
     pub fn group_of(&self, hex: &str) -> usize {

@@ -192,16 +192,13 @@ impl RedisStore {
     /// the cluster has it (see `direct.rs`).
     async fn route_direct(&self) {
         if let Some(direct) = &self.direct {
-            let slots: Vec<u16> = (0..self.layout.groups())
-                .map(|g| self.layout.slot(g))
-                .collect();
             // Always the same cluster client: the one that relearns the
             // slots after a redirection is the one whose view is read.
             let Some(cluster) = self.pool.clients().first() else {
                 return;
             };
             direct
-                .refresh(cluster, &slots, &self.dirty, &self.generation)
+                .refresh(cluster, self.layout.slots(), &self.dirty, &self.generation)
                 .await;
         }
     }
