@@ -271,7 +271,11 @@ impl Upstream {
         }
     }
 
-    /// Waits until the server sent something (or failed).
+    /// Waits until the server sent something (or failed). A whole message
+    /// already buffered counts as sent: pgstash's own queries (the pin
+    /// check, the settings read-back) stop reading at their ReadyForQuery,
+    /// and a notification the same read brought behind it would otherwise
+    /// wait for the server's next bytes.
     ///
     /// # Cancellation safety
     /// Bytes are appended to the buffer only on completion.
@@ -279,6 +283,10 @@ impl Upstream {
         match self.conn.as_deref_mut() {
             Some(server) => {
                 let conn: &mut ServerConn = server;
+                if !matches!(conn.reader.peek(), Ok(None)) {
+                    // A whole message, or a broken one the relay reports.
+                    return Ok(());
+                }
                 conn.reader.fill(&mut conn.stream).await
             }
             None => std::future::pending().await,
