@@ -162,6 +162,8 @@ async fn fast_mode_on_a_cluster_serves_locally_and_follows_other_instances_write
     );
     // A write through A reaches B's local tier over the cluster's pub/sub,
     // long before local_max_age.
+    let resets = b.metrics().local_resets.get();
+    let published = publishes(&cluster);
     client_a
         .execute("UPDATE counters SET v = 41 WHERE id = 1", &[])
         .await
@@ -175,9 +177,28 @@ async fn fast_mode_on_a_cluster_serves_locally_and_follows_other_instances_write
         tokio::time::sleep(Duration::from_millis(2)).await;
     }
     eprintln!("B saw A's write after {:?}", started.elapsed());
+    // The write bumped the table in all 16 groups, and said so in one
+    // message per master (each PUBLISH on a Cluster goes to every node),
+    // which B understood: it learned the versions rather than resetting.
+    let messages = publishes(&cluster) - published;
+    let masters = cluster.masters().len() as u64;
+    assert!(
+        (1..=masters).contains(&messages),
+        "{messages} PUBLISH for one write over {masters} masters"
+    );
+    assert_eq!(b.metrics().local_resets.get(), resets, "B reset its tier");
     drop((client_a, client_b));
     // One instance's own reads stay fresh under concurrency.
     check_across(&pg, &[a], "redis cluster, fast mode", None).await;
+}
+
+/// PUBLISH calls so far on all the masters (inside scripts included).
+fn publishes(cluster: &RedisCluster) -> u64 {
+    cluster
+        .calls_per_master("publish")
+        .iter()
+        .map(|(_, n)| n)
+        .sum()
 }
 
 /// The master serving group 0's slot (epoch, versions, the channel) of

@@ -84,20 +84,34 @@ pub struct LocalCounters {
 /// A message on the invalidation channel.
 #[derive(Debug, PartialEq, Eq)]
 pub enum Notice<'a> {
-    /// `v <version> <version key>`: a table was bumped to `version`.
-    Version { key: &'a str, version: u64 },
+    /// Tables were bumped: each version key with the version it reached.
+    /// `vs <version> <key length> <key>[ <version> <key length> <key>…]`,
+    /// one message per invalidation script (a node's groups together), or
+    /// `v <version> <key>` (one key: instances before the batched form).
+    Versions(Vec<(&'a str, u64)>),
     /// `e <epoch>`: the epoch was replaced; every entry is gone.
     Epoch,
 }
 
 impl<'a> Notice<'a> {
     pub fn parse(text: &'a str) -> Option<Notice<'a>> {
+        if let Some(mut rest) = text.strip_prefix("vs ") {
+            // Lengths, not separators: a key may hold any character.
+            let mut versions = Vec::new();
+            loop {
+                let (version, after) = rest.split_once(' ')?;
+                let (length, after) = after.split_once(' ')?;
+                let length: usize = length.parse().ok()?;
+                versions.push((after.get(..length)?, version.parse().ok()?));
+                match after.get(length..)? {
+                    "" => return Some(Notice::Versions(versions)),
+                    more => rest = more.strip_prefix(' ')?,
+                }
+            }
+        }
         if let Some(rest) = text.strip_prefix("v ") {
             let (version, key) = rest.split_once(' ')?;
-            return Some(Notice::Version {
-                key,
-                version: version.parse().ok()?,
-            });
+            return Some(Notice::Versions(vec![(key, version.parse().ok()?)]));
         }
         text.strip_prefix("e ").map(|_| Notice::Epoch)
     }
@@ -242,12 +256,15 @@ impl LocalTier {
     /// A message from the invalidation channel.
     pub fn hear(&self, text: &str) {
         match Notice::parse(text) {
-            Some(Notice::Version { key, version }) => {
-                let Some((group, table)) = self.split(key) else {
-                    return self.reset("an invalidation message for another prefix");
-                };
+            Some(Notice::Versions(versions)) => {
                 let mut mirror = self.mirror.lock().unwrap_or_else(|e| e.into_inner());
-                mirror.raise(group, table, version);
+                for (key, version) in versions {
+                    let Some((group, table)) = self.split(key) else {
+                        drop(mirror);
+                        return self.reset("an invalidation message for another prefix");
+                    };
+                    mirror.raise(group, table, version);
+                }
             }
             Some(Notice::Epoch) => self.reset("the epoch was renewed"),
             None => {
@@ -407,14 +424,30 @@ mod tests {
     fn parses_messages() {
         assert_eq!(
             Notice::parse("v 12 {p}v:db.a b"),
-            Some(Notice::Version {
-                key: "{p}v:db.a b",
-                version: 12
-            })
+            Some(Notice::Versions(vec![("{p}v:db.a b", 12)]))
+        );
+        assert_eq!(
+            Notice::parse("vs 12 11 {p}v:db.a b 3 10 {p}v:db.é"),
+            Some(Notice::Versions(vec![
+                ("{p}v:db.a b", 12),
+                ("{p}v:db.é", 3)
+            ]))
         );
         assert_eq!(Notice::parse("e 00ff"), Some(Notice::Epoch));
         assert_eq!(Notice::parse("v x {p}v:db.a"), None);
         assert_eq!(Notice::parse("hello"), None);
+        // Lengths that overrun, split a character, or leave bytes behind.
+        for broken in [
+            "vs 12 12 {p}v:db.a",
+            "vs 12 9 {p}v:db.é",
+            "vs 12 8 {p}v:db.é",
+            "vs 12 7 {p}v:db.a",
+            "vs 12 9 {p}v:db.a ",
+            "vs 12 x {p}v:db.a",
+            "vs",
+        ] {
+            assert_eq!(Notice::parse(broken), None, "{broken}");
+        }
     }
 
     /// On a Cluster two groups' versions of one table can differ (one lost

@@ -129,12 +129,11 @@ impl RedisStore {
                 .iter()
                 .flat_map(|&group| tables.iter().map(move |t| self.layout.version(group, t)))
                 .collect();
-            // Every group's new versions are published: fast-mode
-            // instances mirror each group's versions apart (they need not
-            // be equal, see `local.rs`).
-            let (channel, published) = (self.channel.clone(), keys.len());
+            // Every group's new versions are published, in one message
+            // per node: fast-mode instances mirror each group's versions
+            // apart (they need not be equal, see `local.rs`).
             let scripts = (&self.scripts.invalidate, &self.scripts.invalidate_many);
-            let args = vec![channel, published.to_string()];
+            let args = vec![self.channel.clone(), "1".to_owned()];
             match self
                 .call::<Vec<i64>>(&batch, scripts, keys.clone(), args)
                 .await

@@ -83,17 +83,19 @@ if #ARGV > 2 then
 end
 "#;
 
-/// Keys: version keys. ARGV[1]: the invalidation channel; ARGV[2]: how
-/// many of the keys (the first) to publish (all of them: fast mode mirrors
-/// every group's versions).
+/// Keys: version keys. ARGV[1]: the invalidation channel; ARGV[2]: `1` to
+/// publish the new versions. One message for all the keys of the call (a
+/// node's groups on Cluster, where every PUBLISH goes to every node): fast
+/// mode mirrors every group's versions (`local.rs` parses it).
 const INVALIDATE_LUA: &str = r#"
 local versions = {}
-local published = tonumber(ARGV[2]) or 0
+local notice = {}
 for i = 1, #keys do
   versions[i] = redis.call('INCR', keys[i])
-  if i <= published then
-    redis.call('PUBLISH', ARGV[1], 'v ' .. versions[i] .. ' ' .. keys[i])
-  end
+  notice[i] = versions[i] .. ' ' .. #keys[i] .. ' ' .. keys[i]
+end
+if ARGV[2] == '1' then
+  redis.call('PUBLISH', ARGV[1], 'vs ' .. table.concat(notice, ' '))
 end
 return versions
 "#;
