@@ -27,19 +27,22 @@ fn free_port() -> u16 {
 struct Pgstash {
     child: Child,
     port: u16,
+    /// Holds its config file; removed with it.
+    dir: std::path::PathBuf,
 }
 
 impl Drop for Pgstash {
     fn drop(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
+        let _ = std::fs::remove_dir_all(&self.dir);
     }
 }
 
 impl Pgstash {
     fn start(login_timeout: &str) -> Pgstash {
         let port = free_port();
-        let dir = std::env::temp_dir().join(format!("pgstash-abuse-{}", std::process::id()));
+        let dir = std::env::temp_dir().join(format!("pgstash-abuse-{}-{port}", std::process::id()));
         std::fs::create_dir_all(&dir).unwrap();
         let config = dir.join("pgstash.toml");
         std::fs::write(
@@ -64,7 +67,7 @@ impl Pgstash {
             assert!(Instant::now() < deadline, "pgstash did not start listening");
             std::thread::sleep(Duration::from_millis(50));
         }
-        Pgstash { child, port }
+        Pgstash { child, port, dir }
     }
 
     fn rss_kib(&self) -> u64 {

@@ -12,12 +12,29 @@ fn pgstash() -> Command {
     Command::new(env!("CARGO_BIN_EXE_pgstash"))
 }
 
-fn temp_file(name: &str, text: &str) -> std::path::PathBuf {
+/// A file holding `text`, in a folder of its own that goes with it.
+fn temp_file(name: &str, text: &str) -> TempFile {
     let dir = std::env::temp_dir().join(format!("pgstash-cli-{}-{name}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
     let path = dir.join(name);
     std::fs::write(&path, text).unwrap();
-    path
+    TempFile(path)
+}
+
+struct TempFile(std::path::PathBuf);
+
+impl AsRef<std::ffi::OsStr> for TempFile {
+    fn as_ref(&self) -> &std::ffi::OsStr {
+        self.0.as_os_str()
+    }
+}
+
+impl Drop for TempFile {
+    fn drop(&mut self) {
+        if let Some(dir) = self.0.parent() {
+            let _ = std::fs::remove_dir_all(dir);
+        }
+    }
 }
 
 /// Runs `pgstash rules check` on a file with `text`; it must fail. Returns stderr.

@@ -23,12 +23,27 @@ fn pgstash() -> Command {
     Command::new(env!("CARGO_BIN_EXE_pgstash"))
 }
 
-/// A fresh folder for one test.
-fn folder(name: &str) -> PathBuf {
+/// A fresh folder for one test, removed when the test is done with it.
+fn folder(name: &str) -> Folder {
     let dir = std::env::temp_dir().join(format!("pgstash-config-{}-{name}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
     std::fs::create_dir_all(&dir).unwrap();
-    dir
+    Folder(dir)
+}
+
+struct Folder(PathBuf);
+
+impl std::ops::Deref for Folder {
+    type Target = Path;
+    fn deref(&self) -> &Path {
+        &self.0
+    }
+}
+
+impl Drop for Folder {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
 }
 
 fn write(dir: &Path, name: &str, text: &str) -> PathBuf {
