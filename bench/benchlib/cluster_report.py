@@ -225,8 +225,9 @@ def event_counts(agg, nodes_per_write):
     lookup is one script, a fill written one put, a fill skipped as dead one
     lease release, and a batch of invalidations one script on each of the
     `nodes_per_write` masters serving a group (1 on one Redis). A batch is
-    counted by its PUBLISHes: only group 0's script publishes, once per
-    table (one table per write here). The residual is what the design does
+    counted by its PUBLISHes: each of those scripts publishes one message
+    for all its keys (since 6c817c8; before, binaries published once per
+    version key, and so this count). The residual is what the design does
     not account for (epoch renewals would land there)."""
     m = _masters(agg)
     ev = sum(_calls(n, "evalsha") for n in m.values())
@@ -237,11 +238,13 @@ def event_counts(agg, nodes_per_write):
     fills = c.get("pgstash_cache_fills_total", 0)
     skipped = c.get("pgstash_cache_fills_skipped_total", 0)
     path = lookups + fills + skipped
-    design = path + publish * nodes_per_write
+    batches = publish / nodes_per_write
+    design = path + batches * nodes_per_write
     return {"lookups": lookups, "hits": agg["hits"], "misses": agg["misses"],
             "fills": fills, "skipped": skipped,
             "writes": c.get("pgstash_invalidations_total", 0), "incr": incr,
-            "publish": publish, "evalsha": ev, "path": path, "design": design,
+            "publish": publish, "batches": batches, "evalsha": ev, "path": path,
+            "design": design,
             "residual": ev - design, "invalidate_scripts": ev - path,
             "per_master": {p: {"evalsha": _calls(n, "evalsha"), "incr": _calls(n, "incr")}
                            for p, n in m.items()}}
@@ -265,12 +268,12 @@ def _per_event(result, topo_all):
             def name(p):
                 return labels.get(p, p).split(" ")[0]
             if event == "write":
-                per = (f"**{_fmt(_ratio(e['invalidate_scripts'], e['publish']))}** "
-                       f"invalidate scripts per batch ({e['publish']:,.0f} batches for "
-                       f"{wr:,.0f} writes), {_fmt(_ratio(e['incr'], e['publish']))} INCR "
+                per = (f"**{_fmt(_ratio(e['invalidate_scripts'], e['batches']))}** "
+                       f"invalidate scripts per batch ({e['batches']:,.0f} batches for "
+                       f"{wr:,.0f} writes), {_fmt(_ratio(e['incr'], e['batches']))} INCR "
                        "per batch")
                 split = ("–" if kind != "cluster" else "INCR per batch: " + " · ".join(
-                    f"{name(p)} {_fmt(_ratio(v['incr'], e['publish']))}" for p, v in pm))
+                    f"{name(p)} {_fmt(_ratio(v['incr'], e['batches']))}" for p, v in pm))
             else:
                 per = f"**{_fmt(_ratio(e['evalsha'], lk))}** per lookup"
                 split = ("–" if kind != "cluster" else "per lookup: " + " · ".join(
@@ -288,10 +291,11 @@ def _per_event(result, topo_all):
              "*By design*: 1 lookup script per lookup (on one Redis and on Cluster alike), "
              "1 put per fill written, 1 lease release per fill skipped, and per batch of "
              "invalidations one invalidate script on every master serving a group "
-             "(batches = PUBLISH calls: group 0's script publishes once per table; one "
-             "table per write here). *Invalidate scripts per batch* = (EVALSHA − lookups − "
-             "fills − skipped) / PUBLISH. The *residual* is what the design does not "
-             "account for.", ""]
+             "(batches = PUBLISH calls ÷ masters serving a group: each invalidate script "
+             "publishes one message for all its keys; binaries before 6c817c8 published one "
+             "per version key, which this count misreads). *Invalidate scripts per batch* = "
+             "(EVALSHA − lookups − fills − skipped) / batches. The *residual* is what the "
+             "design does not account for.", ""]
             + _table(["event", "workload", "system", "lookups", "hits", "fills / skipped",
                       "EVALSHA measured", "split over masters (Cluster)",
                       "EVALSHA by design", "measured", "residual"], rows) + [""])
