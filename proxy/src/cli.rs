@@ -165,6 +165,10 @@ pub struct ServeArgs {
     /// runtime [default: 0].
     #[arg(long, env = "PGSTASH_WORKERS")]
     pub workers: Option<usize>,
+    /// shared (one work-stealing runtime) or per_worker (a single-threaded
+    /// runtime and a share of each pool per worker) [default: shared].
+    #[arg(long, env = "PGSTASH_RUNTIME")]
+    pub runtime: Option<crate::config::RuntimeLayout>,
     /// Invalidate from Postgres' logical replication stream (writes that
     /// bypass pgstash); see `pgstash replication setup`.
     #[arg(long, env = "PGSTASH_REPLICATION")]
@@ -216,6 +220,9 @@ impl ServeArgs {
         }
         if let Some(v) = self.workers {
             config.workers = v;
+        }
+        if let Some(v) = self.runtime {
+            config.runtime = v;
         }
         if self.replication {
             config.replication.enabled = true;

@@ -24,6 +24,7 @@ pub mod replication;
 pub mod scram;
 pub mod server;
 pub mod tools;
+pub mod workers;
 
 pub(crate) use boxed::Boxed;
 pub use config::{CacheMode, Config};

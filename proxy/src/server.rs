@@ -13,6 +13,7 @@ use crate::config::{Config, ConfigError};
 use crate::context::Context;
 use crate::frontend::handshake::serve_client;
 use crate::net::Stream;
+use crate::workers::Workers;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ServeError {
@@ -35,6 +36,9 @@ pub struct Server {
     local_addr: SocketAddr,
     metrics_listener: TcpListener,
     metrics_addr: SocketAddr,
+    /// Per-worker runtimes the clients are handed to; `None`: sessions run
+    /// on the runtime that runs the server.
+    workers: Option<Arc<Workers>>,
 }
 
 /// Controls a running server from elsewhere (signal handlers, tests).
@@ -128,7 +132,15 @@ impl Server {
             local_addr,
             metrics_listener,
             metrics_addr,
+            workers: None,
         })
+    }
+
+    /// Serves every client on one of `workers` (`runtime = "per_worker"`),
+    /// each worker with its own share of every pool.
+    pub fn spread_over(&mut self, workers: Arc<Workers>) {
+        self.context.pools.set_shards(workers.len());
+        self.workers = Some(workers);
     }
 
     pub fn local_addr(&self) -> SocketAddr {
@@ -155,10 +167,14 @@ impl Server {
             local_addr,
             metrics_listener,
             metrics_addr,
+            workers,
         } = self;
         tracing::info!(metrics = %metrics_addr, "metrics port listening");
-        let workers = tokio::runtime::Handle::current().metrics().num_workers();
-        context.metrics.workers.set(workers as i64);
+        let threads = match &workers {
+            Some(workers) => workers.len(),
+            None => tokio::runtime::Handle::current().metrics().num_workers(),
+        };
+        context.metrics.workers.set(threads as i64);
         tokio::spawn(crate::admin::serve(metrics_listener, context.clone()));
         let upstream = context.config.load().upstream.clone();
         tracing::info!(listen = %local_addr, upstream = %upstream.display, sslmode = upstream.tls.mode.as_str(), "pgstash listening");
@@ -175,14 +191,22 @@ impl Server {
                 accepted = listener.accept() => match accepted {
                     Ok((stream, _)) => {
                         let _ = stream.set_nodelay(true);
-                        tracker.spawn(serve_client(context.clone(), Stream::Tcp(stream)));
+                        match &workers {
+                            Some(workers) => hand_off(workers, &tracker, &context, Accepted::Tcp(stream)),
+                            None => {
+                                tracker.spawn(serve_client(context.clone(), Stream::Tcp(stream)));
+                            }
+                        }
                     }
                     Err(e) => accept_failed(e).await,
                 },
                 accepted = unix_accept => match accepted {
-                    Ok(stream) => {
-                        tracker.spawn(serve_client(context.clone(), Stream::Unix(stream)));
-                    }
+                    Ok(stream) => match &workers {
+                        Some(workers) => hand_off(workers, &tracker, &context, Accepted::Unix(stream)),
+                        None => {
+                            tracker.spawn(serve_client(context.clone(), Stream::Unix(stream)));
+                        }
+                    },
                     Err(e) => accept_failed(e).await,
                 },
                 _ = shutdown.cancelled() => break,
@@ -248,6 +272,41 @@ async fn watch_rules(cache: std::sync::Weak<crate::cache::Cache>) {
         let Some(cache) = cache.upgrade() else { return };
         cache.decider().reload_if_changed();
     }
+}
+
+/// A client socket as accepted, before a worker takes it.
+enum Accepted {
+    Tcp(tokio::net::TcpStream),
+    Unix(tokio::net::UnixStream),
+}
+
+/// Moves an accepted client to the next worker's runtime: its socket leaves
+/// this runtime's reactor and joins the worker's, where its session runs.
+fn hand_off(workers: &Workers, tracker: &TaskTracker, context: &Arc<Context>, accepted: Accepted) {
+    enum Socket {
+        Tcp(std::net::TcpStream),
+        Unix(std::os::unix::net::UnixStream),
+    }
+    let socket = match accepted {
+        Accepted::Tcp(stream) => stream.into_std().map(Socket::Tcp),
+        Accepted::Unix(stream) => stream.into_std().map(Socket::Unix),
+    };
+    let socket = match socket {
+        Ok(socket) => socket,
+        Err(e) => return tracing::warn!(error = %e, "could not hand a client to a worker"),
+    };
+    let context = context.clone();
+    workers.next().spawn(tracker.track_future(async move {
+        // Registered with the reactor of the runtime running this task.
+        let stream = match socket {
+            Socket::Tcp(socket) => tokio::net::TcpStream::from_std(socket).map(Stream::Tcp),
+            Socket::Unix(socket) => tokio::net::UnixStream::from_std(socket).map(Stream::Unix),
+        };
+        match stream {
+            Ok(stream) => serve_client(context, stream).await,
+            Err(e) => tracing::warn!(error = %e, "a worker could not take a client"),
+        }
+    }));
 }
 
 /// Accept errors (e.g. out of file descriptors) must not stop the server;

@@ -65,7 +65,9 @@ fn refresh_gauges(context: &Context) {
     let (mut idle, mut active) = (0i64, 0i64);
     let states = context.pools.states();
     let size = i64::from(context.config.load().pool.size);
-    context.metrics.pool_size.set(size * states.len() as i64);
+    // Per-worker runtimes split each (database, user)'s size over their pools.
+    let keys: std::collections::HashSet<_> = states.iter().map(|(k, _)| k).collect();
+    context.metrics.pool_size.set(size * keys.len() as i64);
     for (_, state) in states {
         idle += i64::from(state.idle_connections);
         active += i64::from(state.connections.saturating_sub(state.idle_connections));

@@ -19,7 +19,7 @@
 //! closes them, so the pool shrinks to what the load needs.
 
 use std::collections::HashMap;
-use std::sync::atomic::AtomicU32;
+use std::sync::atomic::{AtomicU32, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -198,12 +198,25 @@ impl PoolEntry {
     }
 }
 
-/// All pools of a pgstash process, created on first use.
+/// All pools of a pgstash process, created on first use. With per-worker
+/// runtimes (`workers.rs`) each (database, user) has a pool per worker, a
+/// share of the configured size each, so that a session only ever uses
+/// connections opened on its own thread.
 #[derive(Debug)]
 pub struct Pools {
-    entries: Mutex<HashMap<PoolKey, Arc<PoolEntry>>>,
+    entries: Mutex<HashMap<(PoolKey, usize), Arc<PoolEntry>>>,
     /// Schema changes seen through any pool (see `statement_names.rs`).
     schema_era: Arc<AtomicU32>,
+    /// Pools per (database, user): the worker count, or 1.
+    shards: AtomicUsize,
+}
+
+/// Shard `shard`'s part of `size` split over `shards`: the remainder goes
+/// to the first shards, and every shard gets at least one connection.
+fn share(size: u32, shard: usize, shards: usize) -> u32 {
+    let shards = shards.max(1) as u32;
+    let shard = shard as u32 % shards;
+    (size / shards + u32::from(shard < size % shards)).max(1)
 }
 
 impl Default for Pools {
@@ -217,10 +230,18 @@ impl Pools {
         Pools {
             entries: Mutex::new(HashMap::new()),
             schema_era: Arc::default(),
+            shards: AtomicUsize::new(1),
         }
     }
 
-    /// The pool for `key`, created with `target` and `config` if missing.
+    /// One pool per worker for each (database, user) from now on
+    /// (`runtime = "per_worker"`), before any client is served.
+    pub fn set_shards(&self, workers: usize) {
+        self.shards.store(workers.max(1), Ordering::Relaxed);
+    }
+
+    /// The pool for `key` (the calling worker's, with per-worker runtimes),
+    /// created with `target` and `config` if missing.
     pub fn get(
         &self,
         key: &PoolKey,
@@ -228,8 +249,12 @@ impl Pools {
         config: &PoolConfig,
         size: u32,
     ) -> Arc<PoolEntry> {
+        let shards = self.shards.load(Ordering::Relaxed);
+        let shard = crate::workers::current().unwrap_or(0) % shards.max(1);
+        let size = share(size, shard, shards);
         let mut entries = self.entries.lock().unwrap_or_else(|e| e.into_inner());
-        if let Some(entry) = entries.get(key) {
+        let slot = (key.clone(), shard);
+        if let Some(entry) = entries.get(&slot) {
             return entry.clone();
         }
         let errors = Arc::new(watch::channel(None).0);
@@ -255,7 +280,7 @@ impl Pools {
             errors,
             acquire_timeout: config.acquire_timeout,
         });
-        entries.insert(key.clone(), entry.clone());
+        entries.insert(slot, entry.clone());
         entry
     }
 
@@ -280,9 +305,9 @@ impl Pools {
     pub fn retire(&self, database: &str) {
         let retired: Vec<Arc<PoolEntry>> = {
             let mut entries = self.entries.lock().unwrap_or_else(|e| e.into_inner());
-            let keys: Vec<PoolKey> = entries
+            let keys: Vec<(PoolKey, usize)> = entries
                 .keys()
-                .filter(|k| k.database == database)
+                .filter(|(k, _)| k.database == database)
                 .cloned()
                 .collect();
             keys.iter().filter_map(|k| entries.remove(k)).collect()
@@ -296,12 +321,32 @@ impl Pools {
         }
     }
 
-    /// (database, user, state) counts for metrics and logs.
+    /// (database, user, state) counts for metrics and logs: one per pool,
+    /// so a (database, user) appears once per worker that has used it.
     pub fn states(&self) -> Vec<(PoolKey, bb8::State)> {
         let entries = self.entries.lock().unwrap_or_else(|e| e.into_inner());
         entries
             .iter()
-            .map(|(k, e)| (k.clone(), e.pool.state()))
+            .map(|((k, _), e)| (k.clone(), e.pool.state()))
             .collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::share;
+
+    #[test]
+    fn a_pool_splits_over_workers_without_losing_or_adding_connections() {
+        for (size, shards) in [(20, 2), (21, 2), (20, 3), (7, 4), (1, 1), (64, 8)] {
+            let total: u32 = (0..shards).map(|s| share(size, s, shards)).sum();
+            assert_eq!(total, size, "{size} over {shards}");
+        }
+        // Fewer connections than workers: each worker still gets one.
+        assert_eq!(
+            (0..4).map(|s| share(2, s, 4)).collect::<Vec<_>>(),
+            [1, 1, 1, 1]
+        );
+        assert_eq!(share(20, 0, 1), 20);
     }
 }

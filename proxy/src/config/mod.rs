@@ -137,6 +137,11 @@ pub struct Config {
     /// single-threaded runtime. Read at start only (a reload does not
     /// change it).
     pub workers: usize,
+    /// How the workers share the clients: `shared`, one work-stealing
+    /// runtime (the default), or `per_worker`, a single-threaded runtime
+    /// per worker with server pools of its own (see `workers.rs`). Read at
+    /// start only.
+    pub runtime: RuntimeLayout,
     pub pool: PoolConfig,
     pub client: ClientConfig,
     pub auth: AuthConfig,
@@ -145,6 +150,32 @@ pub struct Config {
     pub tls: TlsConfig,
     pub replication: ReplicationConfig,
     pub observe: ObserveConfig,
+}
+
+/// How the worker threads share the clients (`runtime`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]
+#[serde(rename_all = "snake_case")]
+pub enum RuntimeLayout {
+    /// One work-stealing runtime over every worker: any worker runs any
+    /// session, and the pools are shared.
+    #[default]
+    Shared,
+    /// One single-threaded runtime per worker; each client stays on the
+    /// worker it was handed to at accept, and each worker has its own share
+    /// of every pool.
+    PerWorker,
+}
+
+impl std::str::FromStr for RuntimeLayout {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s {
+            "shared" => Ok(RuntimeLayout::Shared),
+            "per_worker" => Ok(RuntimeLayout::PerWorker),
+            other => Err(format!("unknown runtime {other:?} (shared|per_worker)")),
+        }
+    }
 }
 
 /// How the process log is written.
@@ -183,6 +214,7 @@ impl Default for Config {
             max_message_bytes: 64 * 1024 * 1024,
             shutdown_timeout: Duration::from_secs(30),
             workers: 0,
+            runtime: RuntimeLayout::Shared,
             log_format: LogFormat::Text,
             pool: PoolConfig::default(),
             client: ClientConfig::default(),

@@ -27,6 +27,7 @@ impl Config {
             unix_socket_dir,
             metrics_listen,
             workers,
+            runtime,
             log_format,
             rules,
             redis,
