@@ -34,7 +34,7 @@ pub struct Recorder(Arc<Shared>);
 
 /// What the sessions' handles share (one pointer per session).
 struct Shared {
-    batch: Arc<Mutex<Vec<QueryEvent>>>,
+    batch: Arc<Batches>,
     dropped: prometheus::IntCounter,
     settings: Arc<ArcSwap<LogSettings>>,
     /// Set to make the slow-query log reopen its file (SIGHUP, logrotate).
@@ -65,6 +65,31 @@ struct Sinks {
     plans: Arc<PlanQueue>,
 }
 
+/// The sessions' events waiting for the recorder: one batch per worker of
+/// per-worker runtimes (`workers.rs`), each on a cache line of its own, so
+/// that workers appending never contend for one lock; the shared runtime's
+/// sessions all use the first.
+struct Batches([Batch; BATCHES]);
+
+/// Batches (and so lock-disjoint workers) before they share again.
+const BATCHES: usize = 8;
+
+#[repr(align(128))]
+#[derive(Default)]
+struct Batch(Mutex<Vec<QueryEvent>>);
+
+impl Batches {
+    fn new() -> Batches {
+        Batches(std::array::from_fn(|_| Batch::default()))
+    }
+
+    /// The calling session's batch.
+    fn own(&self) -> &Mutex<Vec<QueryEvent>> {
+        let index = crate::workers::current().map_or(0, |i| i + 1) % BATCHES;
+        &self.0[index].0
+    }
+}
+
 /// How often the recorder drains the sessions' events.
 const DRAIN_EVERY: Duration = Duration::from_millis(20);
 
@@ -78,7 +103,7 @@ impl Recorder {
         settings: LogSettings,
         plans: Arc<PlanQueue>,
     ) -> Recorder {
-        let batch = Arc::new(Mutex::new(Vec::new()));
+        let batch = Arc::new(Batches::new());
         let reopen = Arc::new(AtomicBool::new(false));
         let settings = Arc::new(ArcSwap::from_pointee(settings));
         let sinks = Sinks {
@@ -106,7 +131,7 @@ impl Recorder {
     }
 
     pub fn record(&self, event: QueryEvent) {
-        let mut batch = self.0.batch.lock().unwrap_or_else(|e| e.into_inner());
+        let mut batch = self.0.batch.own().lock().unwrap_or_else(|e| e.into_inner());
         if batch.len() >= QUEUE {
             drop(batch);
             self.0.dropped.inc();
@@ -116,20 +141,24 @@ impl Recorder {
     }
 }
 
-async fn run(batch: Weak<Mutex<Vec<QueryEvent>>>, mut sinks: Sinks) {
+async fn run(batch: Weak<Batches>, mut sinks: Sinks) {
     let mut analyses = Shapes::new(10_000);
     let mut events = Vec::new();
     let mut swept = std::time::Instant::now();
     loop {
         tokio::time::sleep(DRAIN_EVERY).await;
-        let Some(batch) = batch.upgrade() else {
+        let Some(batches) = batch.upgrade() else {
             return;
         };
-        std::mem::swap(
-            &mut events,
-            &mut *batch.lock().unwrap_or_else(|e| e.into_inner()),
-        );
-        drop(batch);
+        for batch in &batches.0 {
+            let mut batch = batch.0.lock().unwrap_or_else(|e| e.into_inner());
+            if events.is_empty() {
+                std::mem::swap(&mut events, &mut *batch);
+            } else {
+                events.append(&mut batch);
+            }
+        }
+        drop(batches);
         // One wall-clock reading dates the whole batch: an event started
         // that long before now.
         let (wall, now) = (std::time::SystemTime::now(), std::time::Instant::now());
