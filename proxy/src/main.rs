@@ -258,10 +258,12 @@ fn serve(args: ServeArgs) -> ExitCode {
     });
     // Tasks still running (a log write stuck on a full pipe…) do not hold
     // the exit up.
-    runtime.shutdown_timeout(shutdown_timeout.min(Duration::from_secs(5)));
+    // The workers' sessions go first, while the main runtime's tasks
+    // (Redis, the control connection) can still take their last calls.
     if let Some(workers) = workers {
         workers.stop();
     }
+    runtime.shutdown_timeout(shutdown_timeout.min(Duration::from_secs(5)));
     code
 }
 

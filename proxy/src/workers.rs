@@ -4,7 +4,13 @@
 //! there for its whole life, with server connections from that worker's own
 //! share of each pool (`backend/pool.rs`): a socket is registered with the
 //! runtime that opened it, so a session never waits on another thread's
-//! reactor, and no thread wakes another on the query path.
+//! reactor, and a forwarded query wakes no other thread. (Redis calls do:
+//! the store's clients live on the main runtime.)
+//!
+//! The clients are dealt out in turn, whatever their pool: a (database,
+//! user)'s clients may gather on one worker while its share of the pool on
+//! another sits idle. And a pool smaller than the worker count grows to it,
+//! one connection per worker (`Config::warnings` says so).
 //!
 //! The default layout (`shared`) is one work-stealing runtime: any worker
 //! runs any session. `bench/runtimes` measured both (bench/README.md):

@@ -337,12 +337,13 @@ mod tests {
     use super::share;
 
     #[test]
-    fn a_pool_splits_over_workers_without_losing_or_adding_connections() {
+    fn a_pool_splits_over_workers_keeping_its_size_when_each_gets_one() {
         for (size, shards) in [(20, 2), (21, 2), (20, 3), (7, 4), (1, 1), (64, 8)] {
             let total: u32 = (0..shards).map(|s| share(size, s, shards)).sum();
             assert_eq!(total, size, "{size} over {shards}");
         }
-        // Fewer connections than workers: each worker still gets one.
+        // Fewer connections than workers: each worker still gets one, so
+        // the pool grows to the worker count (`Config::warnings` says so).
         assert_eq!(
             (0..4).map(|s| share(2, s, 4)).collect::<Vec<_>>(),
             [1, 1, 1, 1]

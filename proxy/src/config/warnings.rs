@@ -4,7 +4,9 @@
 //! starts and printed by `pgstash config check`, so that nothing set is
 //! silently ignored; contradictions are errors instead (`validate`).
 
-use super::{AdminConfig, CacheConfig, CacheMode, Config, ReplicationConfig, UpstreamHost};
+use super::{
+    AdminConfig, CacheConfig, CacheMode, Config, ReplicationConfig, RuntimeLayout, UpstreamHost,
+};
 
 /// A setting that does nothing here, and why.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -121,6 +123,29 @@ impl Config {
                 ),
             );
         }
+        if self.runtime == RuntimeLayout::PerWorker {
+            let threads = match self.workers {
+                0 => std::thread::available_parallelism().map_or(1, |n| n.get()),
+                n => n,
+            };
+            let smallest = self.pool.overrides.iter().map(|o| o.size);
+            let smallest = smallest.chain([self.pool.size]).min().unwrap_or(1);
+            if threads == 1 {
+                warn(
+                    "runtime",
+                    "\"per_worker\" with one worker thread is the single-threaded runtime",
+                );
+            } else if (smallest as usize) < threads {
+                warn(
+                    "pool.size",
+                    &format!(
+                        "{smallest} is below the {threads} workers of runtime = \"per_worker\": \
+                         each worker gets at least one connection, so a pool may open up to \
+                         {threads}; set workers to at most the smallest pool size"
+                    ),
+                );
+            }
+        }
         found
     }
 }
@@ -172,6 +197,17 @@ mod tests {
             keys("[replication]\nmax_lag = \"2s\"\n[admin]\ntoken = \"t\"\n"),
             ["replication", "admin.token"]
         );
+    }
+
+    #[test]
+    fn per_worker_pools_smaller_than_the_workers_warn() {
+        assert!(keys("workers = 2\nruntime = \"per_worker\"\n").is_empty());
+        assert_eq!(
+            keys("workers = 4\nruntime = \"per_worker\"\n[[pool.overrides]]\nuser = \"u\"\nsize = 3\n"),
+            ["pool.size"]
+        );
+        assert_eq!(keys("workers = 1\nruntime = \"per_worker\"\n"), ["runtime"]);
+        assert!(keys("workers = 4\n[pool]\nsize = 2\n").is_empty());
     }
 
     #[test]
