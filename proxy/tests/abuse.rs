@@ -9,86 +9,44 @@
 
 #![allow(clippy::unwrap_used, reason = "a test: a failure should say where")]
 
-use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
-const SHARED_POSTGRES: &str = "postgres://postgres@127.0.0.1:5432/postgres";
+mod support;
+use support::{Pgstash, SHARED_POSTGRES};
 
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .unwrap()
-        .port()
-}
-
-struct Pgstash {
-    child: Child,
-    port: u16,
-    /// Holds its config file; removed with it.
-    dir: std::path::PathBuf,
-}
-
-impl Drop for Pgstash {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-        let _ = std::fs::remove_dir_all(&self.dir);
-    }
-}
-
-impl Pgstash {
-    fn start(login_timeout: &str) -> Pgstash {
-        let port = free_port();
-        let dir = std::env::temp_dir().join(format!("pgstash-abuse-{}-{port}", std::process::id()));
-        std::fs::create_dir_all(&dir).unwrap();
-        let config = dir.join("pgstash.toml");
-        std::fs::write(
-            &config,
-            format!(
-                "listen = \"127.0.0.1:{port}\"\nmetrics_listen = \"127.0.0.1:0\"\n\
-                 upstream = \"{SHARED_POSTGRES}\"\nworkers = 2\n\
-                 [client]\nlogin_timeout = \"{login_timeout}\"\nmax_client_conn = 5000\n\
-                 [auth]\ntype = \"scram-sha-256\"\n\
-                 [[auth.users]]\nname = \"postgres\"\npassword = \"abuse-test\"\n"
-            ),
+fn start(login_timeout: &str) -> Pgstash {
+    Pgstash::start("abuse", |port| {
+        format!(
+            "listen = \"127.0.0.1:{port}\"\nmetrics_listen = \"127.0.0.1:0\"\n\
+             upstream = \"{SHARED_POSTGRES}\"\nworkers = 2\n\
+             [client]\nlogin_timeout = \"{login_timeout}\"\nmax_client_conn = 5000\n\
+             [auth]\ntype = \"scram-sha-256\"\n\
+             [[auth.users]]\nname = \"postgres\"\npassword = \"abuse-test\"\n"
         )
-        .unwrap();
-        let child = Command::new(env!("CARGO_BIN_EXE_pgstash"))
-            .arg("--config")
-            .arg(&config)
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap();
-        let deadline = Instant::now() + Duration::from_secs(20);
-        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-            assert!(Instant::now() < deadline, "pgstash did not start listening");
-            std::thread::sleep(Duration::from_millis(50));
-        }
-        Pgstash { child, port, dir }
-    }
+    })
+}
 
-    fn rss_kib(&self) -> u64 {
-        let status = std::fs::read_to_string(format!("/proc/{}/status", self.child.id())).unwrap();
-        status
-            .lines()
-            .find_map(|l| l.strip_prefix("VmRSS:"))
-            .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
-            .unwrap()
-    }
+fn rss_kib(pgstash: &Pgstash) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{}/status", pgstash.child.id())).unwrap();
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .unwrap()
+}
 
-    async fn query(&self) -> Result<i32, tokio_postgres::Error> {
-        let url = format!(
-            "postgres://postgres:abuse-test@127.0.0.1:{}/postgres",
-            self.port
-        );
-        let (client, connection) = tokio_postgres::connect(&url, tokio_postgres::NoTls).await?;
-        tokio::spawn(connection);
-        let row = client.query_one("SELECT 6 * 7", &[]).await?;
-        Ok(row.get(0))
-    }
+async fn query(pgstash: &Pgstash) -> Result<i32, tokio_postgres::Error> {
+    let url = format!(
+        "postgres://postgres:abuse-test@127.0.0.1:{}/postgres",
+        pgstash.port
+    );
+    let (client, connection) = tokio_postgres::connect(&url, tokio_postgres::NoTls).await?;
+    tokio::spawn(connection);
+    let row = client.query_one("SELECT 6 * 7", &[]).await?;
+    Ok(row.get(0))
 }
 
 fn startup(user: &str) -> Vec<u8> {
@@ -134,9 +92,9 @@ async fn closed_within(socket: &mut TcpStream, wait: Duration) -> bool {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn unauthenticated_sockets_cost_a_bounded_amount_and_are_closed() {
     let login_timeout = Duration::from_secs(5);
-    let pgstash = Pgstash::start("5s");
-    assert_eq!(pgstash.query().await.unwrap(), 42);
-    let before = pgstash.rss_kib();
+    let pgstash = start("5s");
+    assert_eq!(query(&pgstash).await.unwrap(), 42);
+    let before = rss_kib(&pgstash);
     let started = Instant::now();
 
     let mut silent = Vec::new();
@@ -163,7 +121,7 @@ async fn unauthenticated_sockets_cost_a_bounded_amount_and_are_closed() {
     tokio::time::sleep(Duration::from_millis(300)).await;
 
     // Within the bound while all of them are connected, and served.
-    let grown = pgstash.rss_kib().saturating_sub(before);
+    let grown = rss_kib(&pgstash).saturating_sub(before);
     // 100 trickling connections may each hold one pre-authentication
     // message (64 KiB) plus its read buffer; the 350 others almost nothing.
     let bound = 100 * 96 + 350 * 16 + 8 * 1024;
@@ -171,7 +129,7 @@ async fn unauthenticated_sockets_cost_a_bounded_amount_and_are_closed() {
         grown < bound,
         "RSS grew by {grown} KiB under 450 unauthenticated sockets (bound {bound} KiB)"
     );
-    assert_eq!(pgstash.query().await.unwrap(), 42);
+    assert_eq!(query(&pgstash).await.unwrap(), 42);
     for socket in oversized_sockets.iter_mut().flatten() {
         assert!(
             closed_within(socket, Duration::from_millis(500)).await,
@@ -191,5 +149,5 @@ async fn unauthenticated_sockets_cost_a_bounded_amount_and_are_closed() {
         );
     }
     assert!(started.elapsed() >= login_timeout - Duration::from_millis(500));
-    assert_eq!(pgstash.query().await.unwrap(), 42);
+    assert_eq!(query(&pgstash).await.unwrap(), 42);
 }

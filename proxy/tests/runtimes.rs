@@ -7,62 +7,21 @@
 #![allow(clippy::unwrap_used, reason = "a test: a failure should say where")]
 
 use std::collections::HashSet;
-use std::process::{Child, Command, Stdio};
+use std::process::Command;
 use std::time::{Duration, Instant};
 
-const SHARED_POSTGRES: &str = "postgres://postgres@127.0.0.1:5432/postgres";
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .unwrap()
-        .port()
-}
-
-struct Pgstash {
-    child: Child,
-    port: u16,
-    dir: std::path::PathBuf,
-}
-
-impl Drop for Pgstash {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-        let _ = std::fs::remove_dir_all(&self.dir);
-    }
-}
+mod support;
+use support::{Pgstash, SHARED_POSTGRES};
 
 fn start(pool_size: u32) -> Pgstash {
-    let port = free_port();
-    let dir = std::env::temp_dir().join(format!("pgstash-runtimes-{}-{port}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
-    let config = dir.join("pgstash.toml");
-    std::fs::write(
-        &config,
+    Pgstash::start("runtimes", |port| {
         format!(
             "listen = \"127.0.0.1:{port}\"\nmetrics_listen = \"127.0.0.1:0\"\n\
              upstream = \"{SHARED_POSTGRES}?sslmode=disable\"\n\
              workers = 2\nruntime = \"per_worker\"\nslow_query_ms = 100000\n\
              [pool]\nsize = {pool_size}\nmode = \"transaction\"\n"
-        ),
-    )
-    .unwrap();
-    let child = Command::new(env!("CARGO_BIN_EXE_pgstash"))
-        .arg("--config")
-        .arg(&config)
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let started = Instant::now();
-    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-        assert!(
-            started.elapsed() < Duration::from_secs(20),
-            "pgstash did not start"
-        );
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    Pgstash { child, port, dir }
+        )
+    })
 }
 
 /// CPU nanoseconds each worker thread of `pid` has run (by thread name).
