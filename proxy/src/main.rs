@@ -206,10 +206,7 @@ fn serve(args: ServeArgs) -> ExitCode {
     // fewer instructions per forwarded query (callgrind: 16.8k vs 17.7k).
     // Per-worker runtimes: the main runtime keeps the accept loop and the
     // background work, single-threaded; the clients go to the workers.
-    let threads = match config.workers {
-        0 => std::thread::available_parallelism().map_or(1, |n| n.get()),
-        n => n,
-    };
+    let threads = config.worker_threads();
     let per_worker = config.runtime == RuntimeLayout::PerWorker && threads > 1;
     let mut builder = if config.workers == 1 || per_worker {
         tokio::runtime::Builder::new_current_thread()
@@ -256,13 +253,13 @@ fn serve(args: ServeArgs) -> ExitCode {
             }
         }
     });
-    // Tasks still running (a log write stuck on a full pipe…) do not hold
-    // the exit up.
     // The workers' sessions go first, while the main runtime's tasks
     // (Redis, the control connection) can still take their last calls.
     if let Some(workers) = workers {
         workers.stop();
     }
+    // Tasks still running (a log write stuck on a full pipe…) do not hold
+    // the exit up.
     runtime.shutdown_timeout(shutdown_timeout.min(Duration::from_secs(5)));
     code
 }

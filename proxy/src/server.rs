@@ -191,22 +191,14 @@ impl Server {
                 accepted = listener.accept() => match accepted {
                     Ok((stream, _)) => {
                         let _ = stream.set_nodelay(true);
-                        match &workers {
-                            Some(workers) => hand_off(workers, &tracker, &context, Accepted::Tcp(stream)),
-                            None => {
-                                tracker.spawn(serve_client(context.clone(), Stream::Tcp(stream)));
-                            }
-                        }
+                        start_session(workers.as_deref(), &tracker, &context, Accepted::Tcp(stream));
                     }
                     Err(e) => accept_failed(e).await,
                 },
                 accepted = unix_accept => match accepted {
-                    Ok(stream) => match &workers {
-                        Some(workers) => hand_off(workers, &tracker, &context, Accepted::Unix(stream)),
-                        None => {
-                            tracker.spawn(serve_client(context.clone(), Stream::Unix(stream)));
-                        }
-                    },
+                    Ok(stream) => {
+                        start_session(workers.as_deref(), &tracker, &context, Accepted::Unix(stream));
+                    }
                     Err(e) => accept_failed(e).await,
                 },
                 _ = shutdown.cancelled() => break,
@@ -280,9 +272,23 @@ enum Accepted {
     Unix(tokio::net::UnixStream),
 }
 
-/// Moves an accepted client to the next worker's runtime: its socket leaves
-/// this runtime's reactor and joins the worker's, where its session runs.
-fn hand_off(workers: &Workers, tracker: &TaskTracker, context: &Arc<Context>, accepted: Accepted) {
+/// Starts an accepted client's session: on this runtime, or with
+/// per-worker runtimes on the next worker's, where the socket moves (it
+/// leaves this runtime's reactor and joins the worker's).
+fn start_session(
+    workers: Option<&Workers>,
+    tracker: &TaskTracker,
+    context: &Arc<Context>,
+    accepted: Accepted,
+) {
+    let Some(workers) = workers else {
+        let stream = match accepted {
+            Accepted::Tcp(stream) => Stream::Tcp(stream),
+            Accepted::Unix(stream) => Stream::Unix(stream),
+        };
+        tracker.spawn(serve_client(context.clone(), stream));
+        return;
+    };
     enum Socket {
         Tcp(std::net::TcpStream),
         Unix(std::os::unix::net::UnixStream),

@@ -211,11 +211,11 @@ pub struct Pools {
     shards: AtomicUsize,
 }
 
-/// Shard `shard`'s part of `size` split over `shards`: the remainder goes
-/// to the first shards, and every shard gets at least one connection.
+/// Shard `shard`'s part (`shard < shards`) of `size` split over `shards`:
+/// the remainder goes to the first shards, and every shard gets at least
+/// one connection.
 fn share(size: u32, shard: usize, shards: usize) -> u32 {
-    let shards = shards.max(1) as u32;
-    let shard = shard as u32 % shards;
+    let (shard, shards) = (shard as u32, shards as u32);
     (size / shards + u32::from(shard < size % shards)).max(1)
 }
 
@@ -250,7 +250,8 @@ impl Pools {
         size: u32,
     ) -> Arc<PoolEntry> {
         let shards = self.shards.load(Ordering::Relaxed);
-        let shard = crate::workers::current().unwrap_or(0) % shards.max(1);
+        // At least 1 (`set_shards`).
+        let shard = crate::workers::current().unwrap_or(0) % shards;
         let size = share(size, shard, shards);
         let mut entries = self.entries.lock().unwrap_or_else(|e| e.into_inner());
         let slot = (key.clone(), shard);

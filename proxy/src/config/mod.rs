@@ -229,6 +229,14 @@ impl Default for Config {
 }
 
 impl Config {
+    /// The threads `workers` asks for: one per CPU when 0.
+    pub fn worker_threads(&self) -> usize {
+        match self.workers {
+            0 => std::thread::available_parallelism().map_or(1, |n| n.get()),
+            n => n,
+        }
+    }
+
     /// The databases the replication stream follows: as configured, or the
     /// upstream URL's database.
     pub fn replicated_databases(&self) -> Vec<String> {

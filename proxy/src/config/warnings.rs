@@ -124,10 +124,7 @@ impl Config {
             );
         }
         if self.runtime == RuntimeLayout::PerWorker {
-            let threads = match self.workers {
-                0 => std::thread::available_parallelism().map_or(1, |n| n.get()),
-                n => n,
-            };
+            let threads = self.worker_threads();
             let smallest = self.pool.overrides.iter().map(|o| o.size);
             let smallest = smallest.chain([self.pool.size]).min().unwrap_or(1);
             if threads == 1 {

@@ -74,6 +74,7 @@ struct Batches([Batch; BATCHES]);
 /// Batches (and so lock-disjoint workers) before they share again.
 const BATCHES: usize = 8;
 
+/// One worker's batch, alone on its cache lines.
 #[repr(align(128))]
 #[derive(Default)]
 struct Batch(Mutex<Vec<QueryEvent>>);
