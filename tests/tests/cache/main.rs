@@ -23,6 +23,7 @@ mod fast;
 mod hits;
 mod isolation;
 mod payoff;
+mod redis_login;
 mod redis_tls;
 mod replication;
 mod stores;

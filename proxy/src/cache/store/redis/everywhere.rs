@@ -16,7 +16,7 @@ use std::time::{Duration, Instant};
 use fred::prelude::*;
 use fred::types::scripts::Script;
 
-use super::RedisStore;
+use super::{scripts, RedisStore};
 use crate::cache::key::TableKey;
 use crate::cache::store::contract::StoreError;
 
@@ -67,18 +67,26 @@ impl RedisStore {
         &self,
         batch: &[usize],
         (one, many): (&Script, &Script),
-        keys: Vec<String>,
-        mut args: Vec<String>,
+        keys: &[String],
+        args: &[String],
     ) -> Result<R, StoreError> {
         let client = self.pool.next();
-        let call = if batch.len() > 1 {
-            let route: Vec<String> = keys.first().cloned().into_iter().collect();
-            args.extend(keys);
-            Box::pin(many.evalsha_with_reload::<R, _, _>(client, route, args))
+        let text = |s: &String| Value::from(s.as_str());
+        if batch.len() > 1 {
+            let call = || {
+                let route = keys.first().map(Key::from).into_iter().collect();
+                (route, args.iter().chain(keys).map(text).collect())
+            };
+            self.bounded(Box::pin(scripts::run::<R>(many, client, call)))
+                .await
         } else {
-            Box::pin(one.evalsha_with_reload::<R, _, _>(client, keys, args))
-        };
-        self.bounded(call).await
+            let call = || {
+                let keys = keys.iter().map(Key::from).collect();
+                (keys, args.iter().map(text).collect())
+            };
+            self.bounded(Box::pin(scripts::run::<R>(one, client, call)))
+                .await
+        }
     }
 
     /// Runs `send` over every group, a batch per node, then asks again
@@ -134,10 +142,7 @@ impl RedisStore {
             // apart (they need not be equal, see `local.rs`).
             let scripts = (&self.scripts.invalidate, &self.scripts.invalidate_many);
             let args = vec![self.channel.clone(), "1".to_owned()];
-            match self
-                .call::<Vec<i64>>(&batch, scripts, keys.clone(), args)
-                .await
-            {
+            match self.call::<Vec<i64>>(&batch, scripts, &keys, &args).await {
                 Ok(versions) => {
                     let versions: Vec<u64> =
                         versions.into_iter().map(|v| v.max(0) as u64).collect();
@@ -170,7 +175,7 @@ impl RedisStore {
                 };
                 let scripts = (&self.scripts.renew, &self.scripts.renew_many);
                 let args = vec![epoch.to_owned(), channel];
-                let result = self.call::<i64>(&batch, scripts, keys, args).await;
+                let result = self.call::<i64>(&batch, scripts, &keys, &args).await;
                 batch
                     .iter()
                     .map(|&g| (g, result.clone().map(|_| ())))

@@ -37,24 +37,20 @@ impl RedisStore {
         version_keys: &[String],
     ) -> Result<Fetched, StoreError> {
         let layout = &self.layout;
-        let mut keys = Vec::with_capacity(version_keys.len() + 3);
-        keys.push(layout.epoch(group));
-        keys.extend_from_slice(version_keys);
-        keys.push(layout.entry(hex));
-        keys.push(layout.fill_lease(hex));
-        let args = vec![self.holder.clone(), self.lease_ms.clone()];
-        // Every fred call is boxed in a statement of its own: its state is
-        // ~16 KiB, which would otherwise size (and be copied with) the
-        // caller's — every lookup's, up to the session's.
+        let (epoch, entry, lease) = (
+            layout.epoch(group),
+            layout.entry(hex),
+            layout.fill_lease(hex),
+        );
+        let mut keys: Vec<&[u8]> = Vec::with_capacity(version_keys.len() + 3);
+        keys.push(epoch.as_bytes());
+        keys.extend(version_keys.iter().map(|k| k.as_bytes()));
+        keys.extend([entry.as_bytes(), lease.as_bytes()]);
+        let args = [&self.holder[..], &self.lease_ms[..]];
         // Cluster: the group's master, when known (`direct.rs`).
         let direct = self.direct.as_ref().and_then(|d| d.client(group));
         let client = direct.as_ref().unwrap_or_else(|| self.pool.next());
-        let call = Box::pin(
-            self.scripts
-                .lookup
-                .evalsha_with_reload::<Value, _, _>(client, keys, args),
-        );
-        let reply = self.bounded(call).await;
+        let reply = self.eval(&self.scripts.lookup, client, &keys, &args).await;
         if let (Err(StoreError::Refused(e)), Some(d)) = (&reply, &self.direct) {
             if scripts::is_redirection(e) {
                 d.redirected();

@@ -89,16 +89,16 @@ impl Layout {
     }
 
     pub fn epoch(&self, group: usize) -> String {
-        format!("{}epoch", self.tags[group])
+        concat(&[&self.tags[group], "epoch"])
     }
 
     pub fn version(&self, group: usize, table: &TableKey) -> String {
-        format!("{}v:{}", self.tags[group], table.as_str())
+        concat(&[&self.tags[group], "v:", table.as_str()])
     }
 
     /// `{tag}v:`, what `group`'s version keys start with.
     pub fn version_prefix(&self, group: usize) -> String {
-        format!("{}v:", self.tags[group])
+        concat(&[&self.tags[group], "v:"])
     }
 
     /// Where invalidations and epoch renewals are published.
@@ -126,13 +126,23 @@ impl Layout {
 
     /// The Redis key of the entry of base `hex`, in its group's slot.
     pub fn entry(&self, hex: &str) -> String {
-        format!("{}e:{hex}", self.tags[self.group_of(hex)])
+        concat(&[&self.tags[self.group_of(hex)], "e:", hex])
     }
 
     /// The fill lease of base `hex`, in the entry's slot.
     pub fn fill_lease(&self, hex: &str) -> String {
-        format!("{}f:{hex}", self.tags[self.group_of(hex)])
+        concat(&[&self.tags[self.group_of(hex)], "f:", hex])
     }
+}
+
+/// `parts` end to end, in one allocation of the exact size. Key names are
+/// built on every store call, where `format!` costs several times this.
+fn concat(parts: &[&str]) -> String {
+    let mut joined = String::with_capacity(parts.iter().map(|p| p.len()).sum());
+    for part in parts {
+        joined.push_str(part);
+    }
+    joined
 }
 
 /// The tags of `groups` groups: `{prefix}`, then for each further group the

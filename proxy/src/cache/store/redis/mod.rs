@@ -18,13 +18,16 @@ mod breaker;
 mod bumped;
 mod direct;
 mod dirt;
+mod eval;
 mod everywhere;
 mod fetch;
 mod follow;
 mod invalidations;
 mod layout;
 mod lease;
+mod pipe;
 mod scripts;
+mod wire;
 
 pub use lease::Leases;
 
@@ -43,6 +46,7 @@ use self::fetch::Fetched;
 use self::follow::{follow, SUBSCRIBER_BUFFER};
 use self::invalidations::run_invalidations;
 use self::layout::{frame, stamp_versions, Layout};
+use self::pipe::Pipes;
 use self::scripts::{builder, Scripts};
 use super::coalesce::Coalescer;
 use super::contract::{CacheStore, Filler, Lookup, StoreError};
@@ -59,17 +63,21 @@ const REPAIR_INTERVAL: Duration = Duration::from_millis(200);
 
 pub struct RedisStore {
     pool: Pool,
+    /// One Redis without TLS: the store's own connections, for lookups,
+    /// fills and lease releases (`pipe.rs`).
+    pipes: Option<Pipes>,
     /// Cluster: lookups go straight to their group's master (`direct.rs`).
     direct: Option<Direct>,
     /// Where every key lives.
     layout: Layout,
     timeout: Duration,
     scripts: Scripts,
-    /// This instance's name in fill leases.
-    holder: String,
+    /// This instance's name in fill leases (its own bytes once, shared by
+    /// every call's argument).
+    holder: Bytes,
     /// A fill lease's time to live in ms (`cache.coalesce_wait`); empty
     /// when leases are off.
-    lease_ms: String,
+    lease_ms: Bytes,
     /// `{prefix}inv`: where invalidations and epoch renewals are published.
     channel: String,
     /// Fast mode's local tier.
@@ -115,6 +123,15 @@ impl RedisStore {
         let _ = tokio::time::timeout(STARTUP_WAIT, init).await;
         let cluster = target.topology == Topology::Cluster;
         let layout = Layout::new(&config.key_prefix, cluster);
+        let dirty = Arc::new(Dirt::default());
+        let generation = Arc::new(AtomicU64::new(0));
+        let pipes = Pipes::for_target(
+            &target,
+            config.redis_pool_size,
+            (dirty.clone(), generation.clone()),
+            STARTUP_WAIT,
+        )
+        .await;
         let local = (config.mode == CacheMode::Fast).then(|| {
             Arc::new(LocalTier::new(
                 config.max_memory_bytes,
@@ -130,21 +147,22 @@ impl RedisStore {
         let store = Arc::new_cyclic(|me| RedisStore {
             me: me.clone(),
             pool,
+            pipes,
             direct,
             channel: layout.channel(),
             layout,
             timeout: config.store_timeout,
             scripts: Scripts::default(),
-            holder: format!("{:016x}", rand::random::<u64>()),
+            holder: Bytes::from(format!("{:016x}", rand::random::<u64>())),
             lease_ms: match config.coalesce_wait.as_millis() {
-                0 => String::new(),
-                ms => ms.to_string(),
+                0 => Bytes::new(),
+                ms => Bytes::from(ms.to_string()),
             },
             local,
-            dirty: Arc::new(Dirt::default()),
+            dirty,
             renewing: AtomicBool::new(false),
             coalescer: Coalescer::default(),
-            generation: Arc::new(AtomicU64::new(0)),
+            generation,
             bumped: Bumped::default(),
             breaker: Breaker::new(
                 metrics.store_up.clone(),
@@ -385,15 +403,13 @@ impl CacheStore for RedisStore {
             self.abandon(key);
             return Ok(false);
         }
-        let (entry, lease) = (self.layout.entry(hex), self.layout.fill_lease(hex));
         let ms = ttl.as_millis().clamp(1, i64::MAX as u128).to_string();
         let framed = frame(stamp, &value);
-        let call = Box::pin(self.scripts.put.evalsha_with_reload::<i64, _, _>(
-            self.pool.next(),
-            vec![entry, lease],
-            vec![framed, Bytes::from(ms), Bytes::from(self.holder.clone())],
-        ));
-        self.bounded(call).await?;
+        let (entry, lease) = (self.layout.entry(hex), self.layout.fill_lease(hex));
+        let keys = [entry.as_bytes(), lease.as_bytes()];
+        let args = [&framed[..], ms.as_bytes(), &self.holder[..]];
+        self.eval(&self.scripts.put, self.pool.next(), &keys, &args)
+            .await?;
         Ok(true)
     }
 
@@ -408,12 +424,9 @@ impl CacheStore for RedisStore {
         }
         let lease = store.layout.fill_lease(hex);
         tokio::spawn(async move {
-            let call = Box::pin(store.scripts.release.evalsha_with_reload::<i64, _, _>(
-                store.pool.next(),
-                vec![lease],
-                vec![store.holder.clone()],
-            ));
-            let _ = store.bounded(call).await;
+            let (keys, args) = ([lease.as_bytes()], [&store.holder[..]]);
+            let (script, client) = (&store.scripts.release, store.pool.next());
+            let _ = store.eval(script, client, &keys, &args).await;
         });
     }
 
