@@ -1,5 +1,5 @@
-//! One Redis without TLS, where lookups and fills go over pgstash's own
-//! connections (`pipe.rs`) rather than fred's: they log in as the URL's
+//! One Redis, where lookups, fills and invalidations go over pgstash's own
+//! connections (`pipe/`) rather than fred's: they log in as the URL's
 //! ACL user, use the URL's database, and recover when Redis drops them.
 //! A redis-server of the test's own, with the default user off, so every
 //! connection must log in.

@@ -1,5 +1,5 @@
-//! Redis Cluster lookups sent straight to the master of their group: one
-//! plain (not cluster-aware) fred pool per master, picked by the group's
+//! Redis Cluster lookups sent straight to the master of their group: the
+//! store's own connections to each master (`pipe/`), picked by the group's
 //! slot in fred's cached view of the cluster (`cached_cluster_state`).
 //!
 //! # Performance
@@ -10,15 +10,17 @@
 //! calls (issue #18). On a 3-master cluster at 8 clients a hit cost the
 //! pgstash process 70.5k instructions against 65.1k on one Redis (callgrind,
 //! `bench/hits`), and more read and `epoll_wait` calls. A plain client has
-//! one connection and none of that routing.
+//! one connection and none of that routing; the store's own connections
+//! (as on one Redis) spare fred's encoding and router task too.
 //!
 //! The guarantees do not depend on the view being right: a master answers a
 //! script only over slots it serves. Sent to a node that no longer serves
 //! the group (a migrated slot, a failover), the call is answered `MOVED` or
 //! `ASK`, fails as a refused call does (the query goes upstream), and the
 //! cluster client is asked to relearn the slots; the next refresh (every
-//! 200 ms, `mod.rs`) routes the group anew. Each direct client is watched
-//! as the cluster clients are (`dirt.rs`) before any lookup uses it.
+//! 200 ms, `mod.rs`) routes the group anew. A master's connections mark
+//! the store dirty when they fail or come back, as the cluster clients'
+//! events do (`dirt.rs`).
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -27,23 +29,25 @@ use std::time::Duration;
 
 use arc_swap::ArcSwap;
 use fred::prelude::*;
-use fred::types::config::{Server, ServerConfig};
+use fred::types::config::Server;
 
-use super::dirt::{self, Dirt};
+use super::dirt::Dirt;
+use super::pipe::{Endpoint, Pipes};
 
-/// How long a new master's pool may take to connect before its groups
-/// stay on the cluster clients until the next refresh.
+/// How long a new master's connections may take to come up before its
+/// groups stay on the cluster clients until the next refresh.
 const CONNECT_WAIT: Duration = Duration::from_secs(2);
 
-/// The pool of each master serving a group, by group.
+/// The connections to each master serving a group, by group.
 pub struct Direct {
-    /// The cluster clients' builder: its TLS, timeouts and reconnect
-    /// policy for each master's pool.
-    builder: Builder,
+    /// The URL's login and TLS, for every master (its host and port
+    /// replaced).
+    endpoint: Endpoint,
     /// How many clients the store's pool has.
     clients: usize,
-    /// By group: its master's pool (`None`: the cluster clients route it).
-    routes: ArcSwap<Vec<Option<Client>>>,
+    /// By group: its master's connections (`None`: the cluster clients
+    /// route it).
+    routes: ArcSwap<Vec<Option<Arc<Pipes>>>>,
     /// Per master, its pool; the masters each group was routed to.
     nodes: tokio::sync::Mutex<Nodes>,
     /// A direct call was redirected: relearn the slots at the next refresh.
@@ -53,13 +57,13 @@ pub struct Direct {
 #[derive(Default)]
 struct Nodes {
     owners: Vec<Option<Server>>,
-    pools: HashMap<Server, Pool>,
+    pools: HashMap<Server, Arc<Pipes>>,
 }
 
 impl Direct {
-    pub fn new(builder: &Builder, clients: usize, groups: usize) -> Direct {
+    pub fn new(endpoint: Endpoint, clients: usize, groups: usize) -> Direct {
         Direct {
-            builder: builder.clone(),
+            endpoint,
             clients,
             routes: ArcSwap::from_pointee(vec![None; groups]),
             nodes: tokio::sync::Mutex::new(Nodes::default()),
@@ -67,8 +71,8 @@ impl Direct {
         }
     }
 
-    /// The client for a lookup in `group`, when its master is known.
-    pub fn client(&self, group: usize) -> Option<Client> {
+    /// The connections for a lookup in `group`, when its master is known.
+    pub fn pipes(&self, group: usize) -> Option<Arc<Pipes>> {
         self.routes.load().get(group).cloned().flatten()
     }
 
@@ -113,19 +117,17 @@ impl Direct {
             if nodes.pools.contains_key(master) {
                 continue;
             }
-            if let Some(pool) = self.connect(master, per_master).await {
-                for client in pool.clients() {
-                    dirt::watch(client, dirt.clone(), generation.clone());
-                }
-                nodes.pools.insert(master.clone(), pool);
+            let mut endpoint = self.endpoint.clone();
+            (endpoint.host, endpoint.port) = (master.host.to_string(), master.port);
+            let marks = (dirt.clone(), generation.clone());
+            let pipes = Pipes::start(endpoint, per_master, marks, CONNECT_WAIT).await;
+            if pipes.is_up() {
+                nodes.pools.insert(master.clone(), Arc::new(pipes));
             }
         }
         let routes = owners
             .iter()
-            .map(|o| {
-                let pool = o.as_ref().and_then(|o| nodes.pools.get(o))?;
-                Some(pool.next().clone())
-            })
+            .map(|o| o.as_ref().and_then(|o| nodes.pools.get(o)).cloned())
             .collect();
         self.routes.store(Arc::new(routes));
         let gone: Vec<Server> = nodes
@@ -135,31 +137,9 @@ impl Direct {
             .cloned()
             .collect();
         for server in gone {
-            if let Some(pool) = nodes.pools.remove(&server) {
-                tokio::spawn(async move {
-                    let _ = pool.quit().await;
-                });
-            }
+            // Its connections close when the last lookup using them ends.
+            nodes.pools.remove(&server);
         }
         nodes.owners = owners;
-    }
-
-    /// A connected pool of `size` plain clients to `master`, or `None`.
-    async fn connect(&self, master: &Server, size: usize) -> Option<Pool> {
-        let mut builder = self.builder.clone();
-        builder.with_config(|c| {
-            c.server = ServerConfig::Centralized {
-                server: master.clone(),
-            }
-        });
-        let pool = builder.build_pool(size).ok()?;
-        let init = pool.init();
-        match tokio::time::timeout(CONNECT_WAIT, init).await {
-            Ok(Ok(_)) => Some(pool),
-            _ => {
-                let _ = pool.quit().await;
-                None
-            }
-        }
     }
 }

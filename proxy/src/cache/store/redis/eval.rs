@@ -1,19 +1,21 @@
-//! How the scripts every read runs (lookup, fill, lease release) reach
-//! Redis: over the store's own connections on one Redis without TLS
-//! (`pipe.rs`), through fred everywhere else (Cluster, Sentinel, TLS).
+//! How the scripts every read and write runs (lookup, fill, lease
+//! release, invalidation) reach Redis: over the store's own connections
+//! (`pipe/`) on one Redis and for a Cluster's lookups (`direct.rs`),
+//! through fred everywhere else (Sentinel, a Cluster's other calls).
 
 use bytes::Bytes;
 use fred::prelude::*;
 use fred::types::scripts::Script;
 
+use super::pipe::Pipes;
 use super::scripts;
 use super::RedisStore;
 use crate::cache::store::contract::StoreError;
 
 impl RedisStore {
     /// `EVALSHA` of `script` over `keys` then `args`, within the store's
-    /// timeout. `client` carries it when fred does, and loads the script
-    /// where Redis answers `NOSCRIPT`.
+    /// timeout, on the store's own connections to one Redis when it has
+    /// them (else on `client`, see [`RedisStore::eval_on`]).
     pub(super) async fn eval(
         &self,
         script: &Script,
@@ -21,7 +23,22 @@ impl RedisStore {
         keys: &[&[u8]],
         args: &[&[u8]],
     ) -> Result<Value, StoreError> {
-        match &self.pipes {
+        self.eval_on(self.pipes.as_ref(), script, client, keys, args)
+            .await
+    }
+
+    /// [`RedisStore::eval`] on `pipes`, or through fred's `client` without
+    /// them. `client` also loads the script where Redis answers
+    /// `NOSCRIPT` (a Cluster client loads it on every master).
+    pub(super) async fn eval_on(
+        &self,
+        pipes: Option<&Pipes>,
+        script: &Script,
+        client: &Client,
+        keys: &[&[u8]],
+        args: &[&[u8]],
+    ) -> Result<Value, StoreError> {
+        match pipes {
             Some(pipes) => {
                 self.bounded(scripts::run_piped(script, pipes, client, keys, args))
                     .await

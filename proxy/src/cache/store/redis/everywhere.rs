@@ -72,6 +72,13 @@ impl RedisStore {
     ) -> Result<R, StoreError> {
         let client = self.pool.next();
         let text = |s: &String| Value::from(s.as_str());
+        if let (Some(_), [_]) = (&self.pipes, batch) {
+            // One Redis: the store's own connections (`eval.rs`).
+            let keys: Vec<&[u8]> = keys.iter().map(|k| k.as_bytes()).collect();
+            let args: Vec<&[u8]> = args.iter().map(|a| a.as_bytes()).collect();
+            let reply = self.eval(one, client, &keys, &args).await?;
+            return R::from_value(reply).map_err(|e| StoreError::Backend(e.to_string()));
+        }
         if batch.len() > 1 {
             let call = || {
                 let route = keys.first().map(Key::from).into_iter().collect();

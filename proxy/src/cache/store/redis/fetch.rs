@@ -48,9 +48,10 @@ impl RedisStore {
         keys.extend([entry.as_bytes(), lease.as_bytes()]);
         let args = [&self.holder[..], &self.lease_ms[..]];
         // Cluster: the group's master, when known (`direct.rs`).
-        let direct = self.direct.as_ref().and_then(|d| d.client(group));
-        let client = direct.as_ref().unwrap_or_else(|| self.pool.next());
-        let reply = self.eval(&self.scripts.lookup, client, &keys, &args).await;
+        let direct = self.direct.as_ref().and_then(|d| d.pipes(group));
+        let pipes = direct.as_deref().or(self.pipes.as_ref());
+        let (script, client) = (&self.scripts.lookup, self.pool.next());
+        let reply = self.eval_on(pipes, script, client, &keys, &args).await;
         if let (Err(StoreError::Refused(e)), Some(d)) = (&reply, &self.direct) {
             if scripts::is_redirection(e) {
                 d.redirected();

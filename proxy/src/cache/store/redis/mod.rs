@@ -46,7 +46,7 @@ use self::fetch::Fetched;
 use self::follow::{follow, SUBSCRIBER_BUFFER};
 use self::invalidations::run_invalidations;
 use self::layout::{frame, stamp_versions, Layout};
-use self::pipe::Pipes;
+use self::pipe::{Endpoint, Pipes};
 use self::scripts::{builder, Scripts};
 use super::coalesce::Coalescer;
 use super::contract::{CacheStore, Filler, Lookup, StoreError};
@@ -63,8 +63,8 @@ const REPAIR_INTERVAL: Duration = Duration::from_millis(200);
 
 pub struct RedisStore {
     pool: Pool,
-    /// One Redis without TLS: the store's own connections, for lookups,
-    /// fills and lease releases (`pipe.rs`).
+    /// One Redis: the store's own connections, for lookups, fills, lease
+    /// releases and invalidations (`pipe/`).
     pipes: Option<Pipes>,
     /// Cluster: lookups go straight to their group's master (`direct.rs`).
     direct: Option<Direct>,
@@ -125,13 +125,8 @@ impl RedisStore {
         let layout = Layout::new(&config.key_prefix, cluster);
         let dirty = Arc::new(Dirt::default());
         let generation = Arc::new(AtomicU64::new(0));
-        let pipes = Pipes::for_target(
-            &target,
-            config.redis_pool_size,
-            (dirty.clone(), generation.clone()),
-            STARTUP_WAIT,
-        )
-        .await;
+        let marks = (dirty.clone(), generation.clone());
+        let pipes = Pipes::for_target(&target, config.redis_pool_size, marks, STARTUP_WAIT).await;
         let local = (config.mode == CacheMode::Fast).then(|| {
             Arc::new(LocalTier::new(
                 config.max_memory_bytes,
@@ -142,8 +137,14 @@ impl RedisStore {
                 counters,
             ))
         });
-        let direct =
-            cluster.then(|| Direct::new(&builder, config.redis_pool_size, layout.groups()));
+        let direct = match (cluster, Endpoint::of(&target)) {
+            (true, Some(endpoint)) => Some(Direct::new(
+                endpoint,
+                config.redis_pool_size,
+                layout.groups(),
+            )),
+            _ => None,
+        };
         let store = Arc::new_cyclic(|me| RedisStore {
             me: me.clone(),
             pool,

@@ -217,7 +217,7 @@ pub async fn run<R: FromValue>(
     }
 }
 
-/// [`run`] over the store's own connections (`pipe.rs`): `EVALSHA` of
+/// [`run`] over the store's own connections (`pipe/`): `EVALSHA` of
 /// `script` over `keys` then `args`. A `NOSCRIPT` answer has `loader`
 /// (fred, to the same Redis) load the script, and the call is made again.
 pub async fn run_piped(

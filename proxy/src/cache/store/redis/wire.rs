@@ -1,4 +1,4 @@
-//! RESP2, as the store's own connections (`pipe.rs`) speak it: commands
+//! RESP2, as the store's own connections (`pipe/`) speak it: commands
 //! encoded straight into the connection's output buffer, replies parsed
 //! into fred's [`Value`] so the callers read them as they read fred's.
 //!
