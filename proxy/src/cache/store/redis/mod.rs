@@ -113,20 +113,28 @@ impl RedisStore {
         let target =
             RedisTarget::new(url, config).map_err(|e| StoreError::Connect(e.to_string()))?;
         let builder = builder(&target, config.store_timeout)?;
+        // On one Redis the calls of reads and writes go over the store's
+        // own connections (`pipe/`): fred's pool is left the rest.
+        let fred_clients = match target.topology {
+            Topology::Single => 1,
+            _ => config.redis_pool_size,
+        };
         let pool = builder
-            .build_pool(config.redis_pool_size)
+            .build_pool(fred_clients)
             .map_err(|e| StoreError::Connect(e.to_string()))?;
+        let dirty = Arc::new(Dirt::default());
+        let generation = Arc::new(AtomicU64::new(0));
         // Connection tasks run (and reconnect) in the background; startup
         // waits briefly so a reachable Redis is used from the first query.
         let init_pool = pool.clone();
         let init = tokio::spawn(async move { init_pool.init().await.map(|_| ()) });
-        let _ = tokio::time::timeout(STARTUP_WAIT, init).await;
+        let marks = (dirty.clone(), generation.clone());
+        let (pipes, _) = tokio::join!(
+            Pipes::for_target(&target, config.redis_pool_size, marks, STARTUP_WAIT),
+            tokio::time::timeout(STARTUP_WAIT, init),
+        );
         let cluster = target.topology == Topology::Cluster;
         let layout = Layout::new(&config.key_prefix, cluster);
-        let dirty = Arc::new(Dirt::default());
-        let generation = Arc::new(AtomicU64::new(0));
-        let marks = (dirty.clone(), generation.clone());
-        let pipes = Pipes::for_target(&target, config.redis_pool_size, marks, STARTUP_WAIT).await;
         let local = (config.mode == CacheMode::Fast).then(|| {
             Arc::new(LocalTier::new(
                 config.max_memory_bytes,
