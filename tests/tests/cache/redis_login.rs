@@ -29,6 +29,14 @@ async fn through(redis: &RedisProcess, password: &str) -> (TestPostgres, Caching
     .await
 }
 
+/// A Redis of the test's own where every connection must log in.
+fn acl_redis() -> RedisProcess {
+    RedisProcess::start_with(RedisOptions {
+        user: Some((USER, PASSWORD)),
+        ..Default::default()
+    })
+}
+
 fn keys_in(redis: &RedisProcess, database: &str) -> u64 {
     let out = redis.cli(&["-n", database, "DBSIZE"]);
     out.trim().parse().expect("DBSIZE")
@@ -50,10 +58,7 @@ async fn a_read_hits(proxy: &CachingProxy) -> bool {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn lookups_log_in_as_the_acl_user_and_use_the_urls_database() {
-    let redis = RedisProcess::start_with(RedisOptions {
-        user: Some((USER, PASSWORD)),
-        ..Default::default()
-    });
+    let redis = acl_redis();
     let (_pg, proxy) = through(&redis, PASSWORD).await;
     assert!(a_read_hits(&proxy).await, "a hit from the logged-in Redis");
     assert!(
@@ -65,10 +70,7 @@ async fn lookups_log_in_as_the_acl_user_and_use_the_urls_database() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_wrong_password_sends_every_read_upstream() {
-    let redis = RedisProcess::start_with(RedisOptions {
-        user: Some((USER, PASSWORD)),
-        ..Default::default()
-    });
+    let redis = acl_redis();
     let (_pg, proxy) = through(&redis, "not_the_password").await;
     let client = proxy.connect().await;
     for extended in [false, true, false, true] {
@@ -80,10 +82,7 @@ async fn a_wrong_password_sends_every_read_upstream() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn dropped_connections_come_back_and_serve_again() {
-    let redis = RedisProcess::start_with(RedisOptions {
-        user: Some((USER, PASSWORD)),
-        ..Default::default()
-    });
+    let redis = acl_redis();
     let (_pg, proxy) = through(&redis, PASSWORD).await;
     assert!(
         a_read_hits(&proxy).await,

@@ -3,6 +3,8 @@
 //! (`pipe/`) on one Redis and for a Cluster's lookups (`direct.rs`),
 //! through fred everywhere else (Sentinel, a Cluster's other calls).
 
+use std::sync::Arc;
+
 use bytes::Bytes;
 use fred::prelude::*;
 use fred::types::scripts::Script;
@@ -13,24 +15,21 @@ use super::RedisStore;
 use crate::cache::store::contract::StoreError;
 
 impl RedisStore {
-    /// `EVALSHA` of `script` over `keys` then `args`, within the store's
-    /// timeout, on the store's own connections to one Redis when it has
-    /// them (else on `client`, see [`RedisStore::eval_on`]).
-    pub(super) async fn eval(
-        &self,
-        script: &Script,
-        client: &Client,
-        keys: &[&[u8]],
-        args: &[&[u8]],
-    ) -> Result<Value, StoreError> {
-        self.eval_on(self.pipes.as_ref(), script, client, keys, args)
-            .await
+    /// The store's own connections for a call over `group`'s keys: its
+    /// master's on a Cluster, when `direct.rs` knows it; the one Redis's.
+    pub(super) fn pipes_for(&self, group: usize) -> Option<Arc<Pipes>> {
+        match &self.direct {
+            Some(direct) => direct.pipes(group),
+            None => self.pipes.clone(),
+        }
     }
 
-    /// [`RedisStore::eval`] on `pipes`, or through fred's `client` without
-    /// them. `client` also loads the script where Redis answers
-    /// `NOSCRIPT` (a Cluster client loads it on every master).
-    pub(super) async fn eval_on(
+    /// `EVALSHA` of `script` over `keys` then `args`, within the store's
+    /// timeout: on `pipes` (see [`RedisStore::pipes_for`]), or through
+    /// fred's `client` without them. `client` also loads the script where
+    /// Redis answers `NOSCRIPT` (a Cluster client loads it on every
+    /// master).
+    pub(super) async fn eval(
         &self,
         pipes: Option<&Pipes>,
         script: &Script,
@@ -38,7 +37,7 @@ impl RedisStore {
         keys: &[&[u8]],
         args: &[&[u8]],
     ) -> Result<Value, StoreError> {
-        match pipes {
+        let reply = match pipes {
             Some(pipes) => {
                 self.bounded(scripts::run_piped(script, pipes, client, keys, args))
                     .await
@@ -54,6 +53,13 @@ impl RedisStore {
                 self.bounded(Box::pin(scripts::run::<Value>(script, client, call)))
                     .await
             }
+        };
+        // A master that no longer serves the slot: relearn the slots.
+        if let (Err(StoreError::Refused(e)), Some(direct)) = (&reply, &self.direct) {
+            if scripts::is_redirection(e) {
+                direct.redirected();
+            }
         }
+        reply
     }
 }

@@ -2,7 +2,9 @@
 //! and an epoch renewal. One script per node carries all the groups that
 //! node serves, on a Redis Cluster as on one Redis (one group, one call).
 //!
-//! The nodes come from fred's cached view of which node serves which slot.
+//! The nodes come from fred's cached view of which node serves which slot;
+//! a batch's script goes over the store's own connections to its node
+//! (`direct.rs`), the groups asked again through fred's cluster client.
 //! A node that refuses (a view gone stale, a slot migrating: `ASK`,
 //! `TRYAGAIN`, `MOVED`) is asked again for each of its groups alone, routed
 //! by that group's own keys (fred relearns the slots from a `MOVED`), for
@@ -16,7 +18,7 @@ use std::time::{Duration, Instant};
 use fred::prelude::*;
 use fred::types::scripts::Script;
 
-use super::{scripts, RedisStore};
+use super::RedisStore;
 use crate::cache::key::TableKey;
 use crate::cache::store::contract::StoreError;
 
@@ -29,6 +31,13 @@ const RETRY_PAUSE: Duration = Duration::from_millis(10);
 
 /// One group's bump: its version keys and the versions they reached.
 pub(super) type GroupBump = Result<(Vec<String>, Vec<u64>), StoreError>;
+
+/// Whether a batch is asked for the first time, or a group again.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Attempt {
+    First,
+    Again,
+}
 
 /// What a call over a batch of groups answers, per group.
 type PerGroup<T> = Vec<(usize, Result<T, StoreError>)>;
@@ -63,37 +72,41 @@ impl RedisStore {
     /// Runs `one` over `keys` with `args`, or for a batch of several
     /// groups `many` (`allow-cross-slot-keys`, Redis ≥ 7: only when it has
     /// to), which takes its keys after `args` and declares only the first.
+    /// A first attempt goes over the store's own connections to the batch's
+    /// node (on a Cluster, as `direct.rs` routes its first group); a Cluster
+    /// group asked again goes through fred's cluster client, which follows
+    /// the slots anew after a `MOVED`.
     async fn call<R: FromValue>(
         &self,
         batch: &[usize],
         (one, many): (&Script, &Script),
-        keys: &[String],
-        args: &[String],
+        (keys, args): (&[String], &[String]),
+        attempt: Attempt,
     ) -> Result<R, StoreError> {
+        fn bytes(s: &String) -> &[u8] {
+            s.as_bytes()
+        }
+        let (script, declared, argv): (_, Vec<&[u8]>, Vec<&[u8]>) = match batch.len() {
+            1 => (
+                one,
+                keys.iter().map(bytes).collect(),
+                args.iter().map(bytes).collect(),
+            ),
+            _ => (
+                many,
+                keys.first().map(bytes).into_iter().collect(),
+                args.iter().chain(keys).map(bytes).collect(),
+            ),
+        };
+        let pipes = match attempt {
+            Attempt::First => batch.first().and_then(|&group| self.pipes_for(group)),
+            Attempt::Again => self.pipes.clone(),
+        };
         let client = self.pool.next();
-        let text = |s: &String| Value::from(s.as_str());
-        if let (Some(_), [_]) = (&self.pipes, batch) {
-            // One Redis: the store's own connections (`eval.rs`).
-            let keys: Vec<&[u8]> = keys.iter().map(|k| k.as_bytes()).collect();
-            let args: Vec<&[u8]> = args.iter().map(|a| a.as_bytes()).collect();
-            let reply = self.eval(one, client, &keys, &args).await?;
-            return R::from_value(reply).map_err(|e| StoreError::Backend(e.to_string()));
-        }
-        if batch.len() > 1 {
-            let call = || {
-                let route = keys.first().map(Key::from).into_iter().collect();
-                (route, args.iter().chain(keys).map(text).collect())
-            };
-            self.bounded(Box::pin(scripts::run::<R>(many, client, call)))
-                .await
-        } else {
-            let call = || {
-                let keys = keys.iter().map(Key::from).collect();
-                (keys, args.iter().map(text).collect())
-            };
-            self.bounded(Box::pin(scripts::run::<R>(one, client, call)))
-                .await
-        }
+        let reply = self
+            .eval(pipes.as_deref(), script, client, &declared, &argv)
+            .await?;
+        R::from_value(reply).map_err(|e| StoreError::Backend(e.to_string()))
     }
 
     /// Runs `send` over every group, a batch per node, then asks again
@@ -101,12 +114,13 @@ impl RedisStore {
     /// One result per group, in group order.
     async fn everywhere<T, F, Fut>(&self, send: F) -> Vec<Result<T, StoreError>>
     where
-        F: Fn(Vec<usize>) -> Fut,
+        F: Fn(Vec<usize>, Attempt) -> Fut,
         Fut: Future<Output = PerGroup<T>>,
     {
         let mut results: Vec<Option<Result<T, StoreError>>> =
             (0..self.layout.groups()).map(|_| None).collect();
-        let first = futures_util::future::join_all(self.batches().into_iter().map(&send)).await;
+        let batches = self.batches().into_iter();
+        let first = futures_util::future::join_all(batches.map(|b| send(b, Attempt::First))).await;
         for (group, result) in first.into_iter().flatten() {
             results[group] = Some(result);
         }
@@ -119,7 +133,9 @@ impl RedisStore {
                 break;
             }
             tokio::time::sleep(RETRY_PAUSE).await;
-            let again = refused.into_iter().map(|group| send(vec![group]));
+            let again = refused
+                .into_iter()
+                .map(|group| send(vec![group], Attempt::Again));
             for (group, result) in futures_util::future::join_all(again)
                 .await
                 .into_iter()
@@ -139,7 +155,7 @@ impl RedisStore {
     /// versions they reached, in group order.
     pub(super) async fn bump_everywhere(&self, tables: &[TableKey]) -> Vec<GroupBump> {
         let per = tables.len();
-        self.everywhere(|batch| async move {
+        self.everywhere(|batch, attempt| async move {
             let keys: Vec<String> = batch
                 .iter()
                 .flat_map(|&group| tables.iter().map(move |t| self.layout.version(group, t)))
@@ -149,7 +165,10 @@ impl RedisStore {
             // apart (they need not be equal, see `local.rs`).
             let scripts = (&self.scripts.invalidate, &self.scripts.invalidate_many);
             let args = vec![self.channel.clone(), "1".to_owned()];
-            match self.call::<Vec<i64>>(&batch, scripts, &keys, &args).await {
+            match self
+                .call::<Vec<i64>>(&batch, scripts, (&keys, &args), attempt)
+                .await
+            {
                 Ok(versions) => {
                     let versions: Vec<u64> =
                         versions.into_iter().map(|v| v.max(0) as u64).collect();
@@ -173,7 +192,7 @@ impl RedisStore {
     /// Sets `epoch` in every group; the first failure if one failed.
     pub(super) async fn set_epoch_everywhere(&self, epoch: &str) -> Result<(), StoreError> {
         let results = self
-            .everywhere(|batch| async move {
+            .everywhere(|batch, attempt| async move {
                 let keys: Vec<String> = batch.iter().map(|&g| self.layout.epoch(g)).collect();
                 // Group 0 tells fast-mode instances; one message is enough.
                 let channel = match batch.first() {
@@ -182,7 +201,9 @@ impl RedisStore {
                 };
                 let scripts = (&self.scripts.renew, &self.scripts.renew_many);
                 let args = vec![epoch.to_owned(), channel];
-                let result = self.call::<i64>(&batch, scripts, &keys, &args).await;
+                let result = self
+                    .call::<i64>(&batch, scripts, (&keys, &args), attempt)
+                    .await;
                 batch
                     .iter()
                     .map(|&g| (g, result.clone().map(|_| ())))

@@ -12,7 +12,6 @@ use bytes::Bytes;
 use fred::prelude::*;
 
 use super::layout::unframe;
-use super::scripts;
 use super::RedisStore;
 use crate::cache::store::contract::{Filler, StoreError};
 
@@ -48,16 +47,10 @@ impl RedisStore {
         keys.extend([entry.as_bytes(), lease.as_bytes()]);
         let args = [&self.holder[..], &self.lease_ms[..]];
         // Cluster: the group's master, when known (`direct.rs`).
-        let direct = self.direct.as_ref().and_then(|d| d.pipes(group));
-        let pipes = direct.as_deref().or(self.pipes.as_ref());
+        let pipes = self.pipes_for(group);
         let (script, client) = (&self.scripts.lookup, self.pool.next());
-        let reply = self.eval_on(pipes, script, client, &keys, &args).await;
-        if let (Err(StoreError::Refused(e)), Some(d)) = (&reply, &self.direct) {
-            if scripts::is_redirection(e) {
-                d.redirected();
-            }
-        }
-        self.decode(reply?)
+        let reply = self.eval(pipes.as_deref(), script, client, &keys, &args);
+        self.decode(reply.await?)
     }
 
     /// `{stamp, framed entry, pttl}` or `{stamp, false, claimed}`.

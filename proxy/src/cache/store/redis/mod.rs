@@ -65,7 +65,7 @@ pub struct RedisStore {
     pool: Pool,
     /// One Redis: the store's own connections, for lookups, fills, lease
     /// releases and invalidations (`pipe/`).
-    pipes: Option<Pipes>,
+    pipes: Option<Arc<Pipes>>,
     /// Cluster: lookups go straight to their group's master (`direct.rs`).
     direct: Option<Direct>,
     /// Where every key lives.
@@ -156,7 +156,7 @@ impl RedisStore {
         let store = Arc::new_cyclic(|me| RedisStore {
             me: me.clone(),
             pool,
-            pipes,
+            pipes: pipes.map(Arc::new),
             direct,
             channel: layout.channel(),
             layout,
@@ -417,7 +417,10 @@ impl CacheStore for RedisStore {
         let (entry, lease) = (self.layout.entry(hex), self.layout.fill_lease(hex));
         let keys = [entry.as_bytes(), lease.as_bytes()];
         let args = [&framed[..], ms.as_bytes(), &self.holder[..]];
-        self.eval(&self.scripts.put, self.pool.next(), &keys, &args)
+        // Cluster: the entry's master, as for its lookup.
+        let pipes = self.pipes_for(self.layout.group_of(hex));
+        let (script, client) = (&self.scripts.put, self.pool.next());
+        self.eval(pipes.as_deref(), script, client, &keys, &args)
             .await?;
         Ok(true)
     }
@@ -431,11 +434,16 @@ impl CacheStore for RedisStore {
         if store.lease_ms.is_empty() || store.breaker.is_down() {
             return;
         }
-        let lease = store.layout.fill_lease(hex);
+        let (lease, pipes) = (
+            store.layout.fill_lease(hex),
+            store.pipes_for(store.layout.group_of(hex)),
+        );
         tokio::spawn(async move {
             let (keys, args) = ([lease.as_bytes()], [&store.holder[..]]);
             let (script, client) = (&store.scripts.release, store.pool.next());
-            let _ = store.eval(script, client, &keys, &args).await;
+            let _ = store
+                .eval(pipes.as_deref(), script, client, &keys, &args)
+                .await;
         });
     }
 
