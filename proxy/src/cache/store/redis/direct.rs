@@ -23,7 +23,7 @@
 //! events do (`dirt.rs`).
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -31,7 +31,7 @@ use arc_swap::ArcSwap;
 use fred::prelude::*;
 use fred::types::config::Server;
 
-use super::dirt::Dirt;
+use super::dirt::Marks;
 use super::pipe::{Endpoint, Pipes};
 
 /// How long a new master's connections may take to come up before its
@@ -84,13 +84,7 @@ impl Direct {
     /// Routes each group (whose slots are `slots`) to its master in the
     /// view of `cluster`, connecting to masters not seen before and
     /// closing the pools of masters that serve no group any more.
-    pub async fn refresh(
-        &self,
-        cluster: &Client,
-        slots: &[u16],
-        dirt: &Arc<Dirt>,
-        generation: &Arc<AtomicU64>,
-    ) {
+    pub async fn refresh(&self, cluster: &Client, slots: &[u16], marks: &Marks) {
         let mut nodes = self.nodes.lock().await;
         if self.redirected.swap(false, Ordering::SeqCst) {
             let _ = tokio::time::timeout(CONNECT_WAIT, cluster.sync_cluster()).await;
@@ -119,8 +113,7 @@ impl Direct {
             }
             let mut endpoint = self.endpoint.clone();
             (endpoint.host, endpoint.port) = (master.host.to_string(), master.port);
-            let marks = (dirt.clone(), generation.clone());
-            let pipes = Pipes::start(endpoint, per_master, marks, CONNECT_WAIT).await;
+            let pipes = Pipes::start(endpoint, per_master, marks.clone(), CONNECT_WAIT).await;
             if pipes.is_up() {
                 nodes.pools.insert(master.clone(), Arc::new(pipes));
             }

@@ -55,10 +55,37 @@ impl Dirt {
     }
 }
 
-/// Marks the store dirty, and moves `generation` on, at every error or
-/// reconnection of `client` (Redis may have restarted from an older
-/// snapshot, and a lookup in flight across the event may have run there).
-pub fn watch(client: &Client, dirt: Arc<Dirt>, generation: Arc<AtomicU64>) {
+/// What a connection event marks: the store's dirt and its generation.
+#[derive(Clone)]
+pub struct Marks {
+    pub dirt: Arc<Dirt>,
+    pub generation: Arc<AtomicU64>,
+}
+
+impl Marks {
+    /// A connection failed or came back: Redis may have restarted from an
+    /// older snapshot, and a lookup in flight across the event may have
+    /// run there. The store is marked dirty *before* the generation moves,
+    /// and a lookup loads the generation before it checks the dirt: so it
+    /// either sees the mark, or sees the generation move under it (and is
+    /// discarded). The other order let a lookup load the new generation,
+    /// find the store clean, and serve from the restarted server once a
+    /// renewal had cleaned the mark meanwhile.
+    pub fn connection(&self, event: &str) {
+        let was_clean = self.dirt.mark();
+        self.generation.fetch_add(1, Ordering::SeqCst);
+        if was_clean {
+            tracing::warn!(
+                event,
+                "redis connection {event}; renewing the cache epoch before serving"
+            );
+        }
+    }
+}
+
+/// Marks the store at every error or reconnection of `client` (see
+/// [`Marks::connection`]).
+pub fn watch(client: &Client, marks: Marks) {
     let mut reconnects = client.reconnect_rx();
     let mut errors = client.error_rx();
     tokio::spawn(async move {
@@ -68,13 +95,7 @@ pub fn watch(client: &Client, dirt: Arc<Dirt>, generation: Arc<AtomicU64>) {
                 r = errors.recv() => r.map(|_| "failed").map_err(|_| ()),
             };
             let Ok(event) = event else { return };
-            generation.fetch_add(1, Ordering::SeqCst);
-            if dirt.mark() {
-                tracing::warn!(
-                    event,
-                    "redis connection {event}; renewing the cache epoch before serving"
-                );
-            }
+            marks.connection(event);
         }
     });
 }

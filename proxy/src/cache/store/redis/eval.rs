@@ -1,7 +1,8 @@
 //! How the scripts every read and write runs (lookup, fill, lease
-//! release, invalidation) reach Redis: over the store's own connections
-//! (`pipe/`) on one Redis and for a Cluster's lookups (`direct.rs`),
-//! through fred everywhere else (Sentinel, a Cluster's other calls).
+//! release, invalidation, renewal) reach Redis: over the store's own
+//! connections (`pipe/`) to one Redis or to a Cluster master
+//! (`direct.rs`); through fred where there are none (Sentinel, a master
+//! not known yet, a Cluster group asked again after a refusal).
 
 use std::sync::Arc;
 
@@ -24,22 +25,32 @@ impl RedisStore {
         }
     }
 
+    /// The fred client that loads scripts for the store's own connections:
+    /// the pool's first, whose view of a Cluster's slots `direct.rs` routes
+    /// by and relearns.
+    pub(super) fn loader(&self) -> &Client {
+        self.pool
+            .clients()
+            .first()
+            .unwrap_or_else(|| self.pool.next())
+    }
+
     /// `EVALSHA` of `script` over `keys` then `args`, within the store's
     /// timeout: on `pipes` (see [`RedisStore::pipes_for`]), or through
-    /// fred's `client` without them. `client` also loads the script where
-    /// Redis answers `NOSCRIPT` (a Cluster client loads it on every
-    /// master).
+    /// fred's pool without them. Where Redis answers `NOSCRIPT` the script
+    /// is loaded (by a Cluster client: on every master) and the call made
+    /// again.
     pub(super) async fn eval(
         &self,
         pipes: Option<&Pipes>,
         script: &Script,
-        client: &Client,
         keys: &[&[u8]],
         args: &[&[u8]],
     ) -> Result<Value, StoreError> {
         let reply = match pipes {
             Some(pipes) => {
-                self.bounded(scripts::run_piped(script, pipes, client, keys, args))
+                let loader = self.loader();
+                self.bounded(scripts::run_piped(script, pipes, loader, keys, args))
                     .await
             }
             None => {
@@ -50,6 +61,7 @@ impl RedisStore {
                 };
                 // Boxed: fred's call state is ~16 KiB, which would size
                 // (and be copied with) every caller's future.
+                let client = self.pool.next();
                 self.bounded(Box::pin(scripts::run::<Value>(script, client, call)))
                     .await
             }

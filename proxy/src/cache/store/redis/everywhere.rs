@@ -50,7 +50,8 @@ impl RedisStore {
         let groups = self.layout.groups();
         let state = match groups {
             1 => None,
-            _ => self.pool.next().cached_cluster_state(),
+            // The view `direct.rs` routes by, and relearns after a `MOVED`.
+            _ => self.loader().cached_cluster_state(),
         };
         let Some(state) = state else {
             return (0..groups).map(|g| vec![g]).collect();
@@ -102,9 +103,8 @@ impl RedisStore {
             Attempt::First => batch.first().and_then(|&group| self.pipes_for(group)),
             Attempt::Again => self.pipes.clone(),
         };
-        let client = self.pool.next();
         let reply = self
-            .eval(pipes.as_deref(), script, client, &declared, &argv)
+            .eval(pipes.as_deref(), script, &declared, &argv)
             .await?;
         R::from_value(reply).map_err(|e| StoreError::Backend(e.to_string()))
     }

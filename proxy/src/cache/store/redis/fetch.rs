@@ -48,8 +48,7 @@ impl RedisStore {
         let args = [&self.holder[..], &self.lease_ms[..]];
         // Cluster: the group's master, when known (`direct.rs`).
         let pipes = self.pipes_for(group);
-        let (script, client) = (&self.scripts.lookup, self.pool.next());
-        let reply = self.eval(pipes.as_deref(), script, client, &keys, &args);
+        let reply = self.eval(pipes.as_deref(), &self.scripts.lookup, &keys, &args);
         self.decode(reply.await?)
     }
 

@@ -1,5 +1,5 @@
-//! The Redis store (via `fred`), on one Redis, Redis Cluster or behind
-//! Sentinel: entries as keys with a TTL, table versions as counters, and a
+//! The Redis store, on one Redis, Redis Cluster or behind Sentinel:
+//! entries as keys with a TTL, table versions as counters, and a
 //! global epoch; an entry is served only under the epoch and versions it
 //! was filled under (`layout.rs`). A lookup is one script on one node
 //! (`fetch.rs`): on Cluster every group of slots holds its own copy of the
@@ -13,6 +13,10 @@
 //! `{prefix}inv` channel, in the same script as the write. In fast mode an
 //! instance subscribes to it and serves hits from its local tier (see
 //! `local.rs`); strict-mode instances ignore it.
+//!
+//! The calls reads and writes make go over the store's own connections
+//! (`pipe/`, `eval.rs`); `fred` carries the rest, and everything behind
+//! Sentinel.
 
 mod breaker;
 mod bumped;
@@ -21,6 +25,7 @@ mod dirt;
 mod eval;
 mod everywhere;
 mod fetch;
+mod fill;
 mod follow;
 mod invalidations;
 mod layout;
@@ -41,11 +46,11 @@ use fred::prelude::*;
 use self::breaker::Breaker;
 use self::bumped::Bumped;
 use self::direct::Direct;
-use self::dirt::Dirt;
+use self::dirt::{Dirt, Marks};
 use self::fetch::Fetched;
 use self::follow::{follow, SUBSCRIBER_BUFFER};
 use self::invalidations::run_invalidations;
-use self::layout::{frame, stamp_versions, Layout};
+use self::layout::{stamp_versions, Layout};
 use self::pipe::{Endpoint, Pipes};
 use self::scripts::{builder, Scripts};
 use super::coalesce::Coalescer;
@@ -128,7 +133,10 @@ impl RedisStore {
         // waits briefly so a reachable Redis is used from the first query.
         let init_pool = pool.clone();
         let init = tokio::spawn(async move { init_pool.init().await.map(|_| ()) });
-        let marks = (dirty.clone(), generation.clone());
+        let marks = Marks {
+            dirt: dirty.clone(),
+            generation: generation.clone(),
+        };
         let (pipes, _) = tokio::join!(
             Pipes::for_target(&target, config.redis_pool_size, marks, STARTUP_WAIT),
             tokio::time::timeout(STARTUP_WAIT, init),
@@ -180,7 +188,7 @@ impl RedisStore {
             ),
         });
         for client in store.pool.clients() {
-            dirt::watch(client, store.dirty.clone(), store.generation.clone());
+            dirt::watch(client, store.marks());
         }
         store.route_direct().await;
         if let Some(local) = &store.local {
@@ -215,6 +223,14 @@ impl RedisStore {
         Ok(store)
     }
 
+    /// What a connection event marks (`dirt.rs`).
+    fn marks(&self) -> Marks {
+        Marks {
+            dirt: self.dirty.clone(),
+            generation: self.generation.clone(),
+        }
+    }
+
     /// Cluster: routes each group's lookups to its master as fred's view of
     /// the cluster has it (see `direct.rs`).
     async fn route_direct(&self) {
@@ -225,7 +241,7 @@ impl RedisStore {
                 return;
             };
             direct
-                .refresh(cluster, self.layout.slots(), &self.dirty, &self.generation)
+                .refresh(cluster, self.layout.slots(), &self.marks())
                 .await;
         }
     }
@@ -331,6 +347,8 @@ impl CacheStore for RedisStore {
         if self.breaker.is_down() {
             return Err(StoreError::Down);
         }
+        // Before the dirt is checked (see `Marks::connection`).
+        let generation = self.generation.load(Ordering::SeqCst);
         if self.dirty.is_dirty() {
             self.repair().await?;
         }
@@ -348,7 +366,6 @@ impl CacheStore for RedisStore {
             }
         }
         let ticket = self.local.as_ref().map(|l| l.ticket());
-        let generation = self.generation.load(Ordering::SeqCst);
         let bumps_before = self.bumped.sequence();
         let version_keys: Vec<String> = tables
             .iter()
@@ -385,9 +402,7 @@ impl CacheStore for RedisStore {
         })
     }
 
-    /// Writes a fill under `key` (the full key a lookup of `tables`
-    /// built from `versions`). Returns `Ok(false)` without a Redis call
-    /// when the fill is already dead (see `is_dead`).
+    /// Writes a fill under `key` (see `fill.rs`).
     async fn put(
         &self,
         key: &str,
@@ -396,55 +411,12 @@ impl CacheStore for RedisStore {
         tables: &[TableKey],
         versions: &[u64],
     ) -> Result<bool, StoreError> {
-        if self.breaker.is_down() {
-            return Err(StoreError::Down);
-        }
-        if self.dirty.is_dirty() {
-            return Err(StoreError::Recovering);
-        }
-        let Some((hex, stamp)) = self.layout.split(key) else {
-            return Err(StoreError::Backend(format!(
-                "not a key of this store: {key}"
-            )));
-        };
-        if self.is_dead(self.layout.group_of(hex), tables, versions) {
-            // Nothing to store; waiting instances fill it themselves.
-            self.abandon(key);
-            return Ok(false);
-        }
-        let ms = ttl.as_millis().clamp(1, i64::MAX as u128).to_string();
-        let framed = frame(stamp, &value);
-        let (entry, lease) = (self.layout.entry(hex), self.layout.fill_lease(hex));
-        let keys = [entry.as_bytes(), lease.as_bytes()];
-        let args = [&framed[..], ms.as_bytes(), &self.holder[..]];
-        // Cluster: the entry's master, as for its lookup.
-        let pipes = self.pipes_for(self.layout.group_of(hex));
-        let (script, client) = (&self.scripts.put, self.pool.next());
-        self.eval(pipes.as_deref(), script, client, &keys, &args)
-            .await?;
-        Ok(true)
+        self.fill(key, value, ttl, tables, versions).await
     }
 
-    /// Gives up this instance's fill lease on `key`'s entry, in the
-    /// background (a lease not given up expires after `coalesce_wait`).
+    /// Gives up this instance's fill lease on `key`'s entry (`fill.rs`).
     fn abandon(&self, key: &str) {
-        let (Some(store), Some((hex, _))) = (self.me.upgrade(), self.layout.split(key)) else {
-            return;
-        };
-        if store.lease_ms.is_empty() || store.breaker.is_down() {
-            return;
-        }
-        let (lease, pipes) = (
-            store.layout.fill_lease(hex),
-            store.pipes_for(store.layout.group_of(hex)),
-        );
-        tokio::spawn(async move {
-            let (keys, args) = ([lease.as_bytes()], [&store.holder[..]]);
-            let (script, client) = (&store.scripts.release, store.pool.next());
-            let _ = store
-                .eval(pipes.as_deref(), script, client, &keys, &args)
-                .await;
-        });
+        self.give_up_lease(key);
     }
 
     /// Fast mode keeps a local copy before the `SET`; strict mode nothing.

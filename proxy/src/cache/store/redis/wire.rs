@@ -12,6 +12,10 @@ use fred::prelude::*;
 /// Nesting deeper than this is not a reply of the store's scripts.
 const MAX_DEPTH: usize = 8;
 
+/// Redis' own bound on a bulk string (`proto-max-bulk-len`): a longer one
+/// is a broken stream, not a reply to wait for.
+const MAX_BULK: i64 = 512 * 1024 * 1024;
+
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 pub enum WireError {
     #[error("malformed reply from redis: {0}")]
@@ -92,6 +96,9 @@ fn measure(buf: &[u8], at: usize, depth: usize) -> Result<Option<usize>, WireErr
             let len = number(digits)?;
             if len < 0 {
                 return Ok(Some(next));
+            }
+            if len > MAX_BULK {
+                return Err(WireError::Malformed("bulk string longer than redis allows"));
             }
             let end = next + len as usize + 2;
             match buf.get(end - 2..end) {
@@ -230,6 +237,7 @@ mod tests {
         ] {
             assert!(parse(&mut BytesMut::from(bad)).is_err(), "{bad:?}");
         }
+        assert!(parse(&mut BytesMut::from(&b"$9223372036854775807\r\n"[..])).is_err());
         let deep = "*1\r\n".repeat(20) + ":1\r\n";
         assert!(parse(&mut BytesMut::from(deep.as_bytes())).is_err());
     }

@@ -1,6 +1,7 @@
 //! Opening one of the store's own connections: TCP, TLS when the URL is
 //! `rediss://` (pgstash's TLS client, as fred is given it), then the login
-//! the URL asks for (`AUTH`, `SELECT`), before the connection is shared.
+//! the URL asks for (`AUTH`, `SELECT`; else a `PING`), before the
+//! connection is shared.
 
 use std::io;
 use std::sync::Arc;
@@ -56,6 +57,12 @@ async fn login<S: AsyncRead + AsyncWrite + Unpin>(
     }
     if let Some(db) = endpoint.database {
         handshake(stream, &[b"SELECT", db.to_string().as_bytes()]).await?;
+    }
+    if endpoint.password.is_none() && endpoint.database.is_none() {
+        // One reply before the connection is shared: what Redis says to a
+        // client it will not serve (`maxclients`, protected mode) ends the
+        // dial, not a caller's call.
+        handshake(stream, &[b"PING"]).await?;
     }
     Ok(())
 }

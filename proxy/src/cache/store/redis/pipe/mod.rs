@@ -1,7 +1,7 @@
-//! The store's own connections to one Redis (not Cluster, not
-//! Sentinel), for the calls every read and write makes: the lookup script,
-//! the fill, the lease release and the invalidation. Everything else goes
-//! through fred.
+//! The store's own connections to one Redis, or to one Cluster master
+//! (`direct.rs`), for the calls every read and write makes: the lookup
+//! script, the fill, the lease release, the invalidation and the renewal.
+//! Everything else goes through fred (Sentinel among it).
 //!
 //! Why: through fred, one call cost a strict-mode hit ~26,000 instructions
 //! of its ~57,000 (callgrind, `bench/hits`), and two task hand-offs (the
@@ -14,17 +14,17 @@
 //!
 //! Calls are pipelined: any number may be in flight on a connection, their
 //! replies come back in the order they were written. A connection that
-//! fails answers every call in flight with an error, moves the store's
-//! generation on and marks it dirty (as fred's connection events do, see
-//! `dirt.rs`), then reconnects (`dial.rs`), backing off from 100 ms to
-//! 2 s; calls made while it is down fail at once.
+//! fails answers every call in flight with an error, marks the store dirty
+//! and moves its generation on (`dirt::Marks`, as fred's connection events
+//! do), then reconnects (`dial.rs`), backing off from 100 ms to 2 s; calls
+//! go to the other connections meanwhile, or fail at once when none is up.
 
 mod dial;
 mod task;
 
 use std::collections::VecDeque;
 use std::io;
-use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
@@ -35,7 +35,7 @@ use tokio::sync::{oneshot, Notify};
 use tokio_rustls::rustls;
 
 use self::task::Task;
-use super::dirt::Dirt;
+use super::dirt::Marks;
 use super::wire::{self, Reply};
 use crate::config::{RedisTarget, Topology};
 
@@ -81,10 +81,6 @@ impl Endpoint {
         })
     }
 }
-
-/// What the connections mark when they fail or come back (`dirt.rs`): the
-/// store's dirt and its generation.
-pub type Marks = (Arc<Dirt>, Arc<AtomicU64>);
 
 /// A few connections, used in turn.
 pub struct Pipes {
@@ -136,7 +132,6 @@ impl Pipes {
     /// Starts `count` connections to `endpoint` (each reconnecting on its
     /// own) and waits up to `wait` for them to be up.
     pub async fn start(endpoint: Endpoint, count: usize, marks: Marks, wait: Duration) -> Pipes {
-        let (dirt, generation) = marks;
         let mut pipes = Vec::with_capacity(count.max(1));
         let mut up = Vec::new();
         for _ in 0..count.max(1) {
@@ -150,8 +145,7 @@ impl Pipes {
             let task = Task {
                 shared: shared.clone(),
                 endpoint: endpoint.clone(),
-                dirt: dirt.clone(),
-                generation: generation.clone(),
+                marks: marks.clone(),
             };
             tokio::spawn(task.run(ready));
             pipes.push(shared);
@@ -174,8 +168,15 @@ impl Pipes {
     /// reply is an error of kind `Unknown` with Redis' text (as fred makes
     /// it); a connection that is down or fails, one of kind `IO`.
     pub async fn call(&self, args: &[&[u8]]) -> Result<Value, Error> {
-        let n = self.next.fetch_add(1, Ordering::Relaxed) % self.pipes.len();
-        let reply = self.pipes[n].send(args)?.await;
+        let first = self.next.fetch_add(1, Ordering::Relaxed);
+        // The next connection that is up: one reconnecting does not fail
+        // the calls its turn would have been (each trips the breaker).
+        let count = self.pipes.len();
+        let sent = (0..count).find_map(|i| self.pipes[(first + i) % count].send(args).ok());
+        let Some(reply) = sent else {
+            return Err(Error::new(ErrorKind::IO, "redis connections down"));
+        };
+        let reply = reply.await;
         match reply {
             Ok(Reply::Value(value)) => Ok(value),
             Ok(Reply::Error(text)) => Err(Error::new(ErrorKind::Unknown, text)),

@@ -5,7 +5,6 @@
 //! finishes what a full socket left; on TLS the task does all the writing.
 
 use std::io;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -14,7 +13,7 @@ use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::tcp::OwnedWriteHalf;
 use tokio::sync::oneshot;
 
-use super::super::dirt::Dirt;
+use super::super::dirt::Marks;
 use super::super::wire;
 use super::dial::{dial, Dialed};
 use super::{Endpoint, Shared, Writer};
@@ -33,8 +32,7 @@ const READ_GROWTH: usize = 16 * 1024;
 pub struct Task {
     pub shared: Arc<Shared>,
     pub endpoint: Endpoint,
-    pub dirt: Arc<Dirt>,
-    pub generation: Arc<AtomicU64>,
+    pub marks: Marks,
 }
 
 impl Task {
@@ -57,12 +55,12 @@ impl Task {
                     continue;
                 }
             };
-            backoff = MIN_BACKOFF;
             if connected_before {
                 // Redis may have restarted from an older snapshot.
-                self.moved_on("re-established");
+                self.marks.connection("re-established");
             }
             connected_before = true;
+            let mut answered = false;
             let error = match dialed {
                 Dialed::Plain(tcp) => {
                     let (mut reader, writer) = tcp.into_split();
@@ -71,7 +69,7 @@ impl Task {
                     if let Some(ready) = ready.take() {
                         let _ = ready.send(());
                     }
-                    self.serve_plain(&mut reader, &writer).await
+                    self.serve_plain(&mut reader, &writer, &mut answered).await
                 }
                 Dialed::Tls(tls) => {
                     let (mut reader, mut writer) = tokio::io::split(*tls);
@@ -79,7 +77,8 @@ impl Task {
                     if let Some(ready) = ready.take() {
                         let _ = ready.send(());
                     }
-                    self.serve_tls(&mut reader, &mut writer).await
+                    self.serve_tls(&mut reader, &mut writer, &mut answered)
+                        .await
                 }
             };
             self.shared.close_connection();
@@ -87,20 +86,14 @@ impl Task {
                 return;
             }
             tracing::debug!(error = %error, "redis connection failed");
-            self.moved_on("failed");
-        }
-    }
-
-    /// What fred's connection events do (`dirt::watch`): a lookup in
-    /// flight across the event is discarded, and the epoch is renewed
-    /// before anything is served again.
-    fn moved_on(&self, event: &str) {
-        self.generation.fetch_add(1, Ordering::SeqCst);
-        if self.dirt.mark() {
-            tracing::warn!(
-                event,
-                "redis connection {event}; renewing the cache epoch before serving"
-            );
+            self.marks.connection("failed");
+            // A connection that carried replies starts the backoff anew; one
+            // accepted and closed at once (a Redis at `maxclients`, a proxy
+            // with no backend) waits longer each time.
+            if answered {
+                backoff = MIN_BACKOFF;
+            }
+            self.pause(&mut backoff).await;
         }
     }
 
@@ -121,6 +114,7 @@ impl Task {
         &self,
         reader: &mut R,
         writer: &OwnedWriteHalf,
+        answered: &mut bool,
     ) -> io::Error {
         let mut buf = BytesMut::with_capacity(READ_GROWTH);
         loop {
@@ -130,7 +124,7 @@ impl Task {
             let pending = self.shared.has_output();
             reserve(&mut buf);
             let outcome = tokio::select! {
-                read = reader.read_buf(&mut buf) => self.on_read(read, &mut buf),
+                read = reader.read_buf(&mut buf) => self.on_read(read, &mut buf, answered),
                 writable = writer.writable(), if pending => {
                     writable.and_then(|_| self.shared.write_some(writer))
                 }
@@ -143,7 +137,12 @@ impl Task {
     }
 
     /// A TLS connection: callers queue, the task writes and reads.
-    async fn serve_tls<R, W>(&self, reader: &mut R, writer: &mut W) -> io::Error
+    async fn serve_tls<R, W>(
+        &self,
+        reader: &mut R,
+        writer: &mut W,
+        answered: &mut bool,
+    ) -> io::Error
     where
         R: AsyncRead + Unpin,
         W: AsyncWrite + Unpin,
@@ -168,7 +167,7 @@ impl Task {
             }
             reserve(&mut buf);
             let outcome = tokio::select! {
-                read = reader.read_buf(&mut buf) => self.on_read(read, &mut buf),
+                read = reader.read_buf(&mut buf) => self.on_read(read, &mut buf, answered),
                 _ = self.shared.wake.notified() => Ok(()),
             };
             if let Err(e) = outcome {
@@ -177,13 +176,21 @@ impl Task {
         }
     }
 
-    fn on_read(&self, read: io::Result<usize>, buf: &mut BytesMut) -> io::Result<()> {
+    fn on_read(
+        &self,
+        read: io::Result<usize>,
+        buf: &mut BytesMut,
+        answered: &mut bool,
+    ) -> io::Result<()> {
         match read? {
             0 => Err(io::Error::new(
                 io::ErrorKind::UnexpectedEof,
                 "closed by redis",
             )),
-            _ => self.answer(buf),
+            _ => {
+                *answered = true;
+                self.answer(buf)
+            }
         }
     }
 
