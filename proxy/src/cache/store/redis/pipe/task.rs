@@ -42,19 +42,27 @@ impl Task {
         let mut ready = Some(ready);
         let mut backoff = MIN_BACKOFF;
         let mut connected_before = false;
+        // Said once per run of failed dials (a wrong password repeats).
+        let mut told = false;
         while !self.shared.is_closed() {
             let dialed = match tokio::time::timeout(DIAL_TIMEOUT, dial(&self.endpoint)).await {
                 Ok(Ok(dialed)) => dialed,
-                Ok(Err(e)) => {
-                    tracing::debug!(error = %e, "redis connection could not be opened");
-                    self.pause(&mut backoff).await;
-                    continue;
-                }
-                Err(_) => {
+                failed => {
+                    let error = match failed {
+                        Ok(Err(e)) => e.to_string(),
+                        _ => format!("no answer within {DIAL_TIMEOUT:?}"),
+                    };
+                    let (host, port) = (&self.endpoint.host, self.endpoint.port);
+                    if !std::mem::replace(&mut told, true) {
+                        tracing::warn!(%host, port, %error, "redis connection could not be opened; retrying");
+                    } else {
+                        tracing::debug!(%host, port, %error, "redis connection could not be opened");
+                    }
                     self.pause(&mut backoff).await;
                     continue;
                 }
             };
+            told = false;
             if connected_before {
                 // Redis may have restarted from an older snapshot.
                 self.marks.connection("re-established");
