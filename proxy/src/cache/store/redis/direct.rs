@@ -48,7 +48,7 @@ pub struct Direct {
     /// By group: its master's connections (`None`: the cluster clients
     /// route it).
     routes: ArcSwap<Vec<Option<Arc<Pipes>>>>,
-    /// Per master, its pool; the masters each group was routed to.
+    /// Per master, its connections; the masters each group was routed to.
     nodes: tokio::sync::Mutex<Nodes>,
     /// A direct call was redirected: relearn the slots at the next refresh.
     redirected: AtomicBool,
@@ -83,7 +83,7 @@ impl Direct {
 
     /// Routes each group (whose slots are `slots`) to its master in the
     /// view of `cluster`, connecting to masters not seen before and
-    /// closing the pools of masters that serve no group any more.
+    /// dropping the connections of masters that serve no group any more.
     pub async fn refresh(&self, cluster: &Client, slots: &[u16], marks: &Marks) {
         let mut nodes = self.nodes.lock().await;
         if self.redirected.swap(false, Ordering::SeqCst) {

@@ -55,8 +55,9 @@ impl Dirt {
     }
 }
 
-/// What a connection event marks: the store's dirt and its generation.
-#[derive(Clone)]
+/// What a connection event marks: the store's dirt and its generation
+/// (which moves on at every such event).
+#[derive(Clone, Default)]
 pub struct Marks {
     pub dirt: Arc<Dirt>,
     pub generation: Arc<AtomicU64>,

@@ -37,9 +37,9 @@ impl RedisStore {
 
     /// `EVALSHA` of `script` over `keys` then `args`, within the store's
     /// timeout: on `pipes` (see [`RedisStore::pipes_for`]), or through
-    /// fred's pool without them. Where Redis answers `NOSCRIPT` the script
-    /// is loaded (by a Cluster client: on every master) and the call made
-    /// again.
+    /// fred's pool without them. A node that does not have the script
+    /// (`NOSCRIPT`: restarted, or new) gets it loaded (by a Cluster client:
+    /// on every master) and the call is made again.
     pub(super) async fn eval(
         &self,
         pipes: Option<&Pipes>,
@@ -47,25 +47,18 @@ impl RedisStore {
         keys: &[&[u8]],
         args: &[&[u8]],
     ) -> Result<Value, StoreError> {
-        let reply = match pipes {
-            Some(pipes) => {
-                let loader = self.loader();
-                self.bounded(scripts::run_piped(script, pipes, loader, keys, args))
-                    .await
-            }
-            None => {
-                let call = || {
-                    let keys = keys.iter().map(|k| Key::from(*k)).collect();
-                    let args = args.iter().map(|a| Value::Bytes(Bytes::copy_from_slice(a)));
-                    (keys, args.collect())
-                };
-                // Boxed: fred's call state is ~16 KiB, which would size
-                // (and be copied with) every caller's future.
-                let client = self.pool.next();
-                self.bounded(Box::pin(scripts::run::<Value>(script, client, call)))
-                    .await
+        let call = async {
+            match self.evalsha(pipes, script, keys, args).await {
+                Err(e) if e.details().starts_with("NOSCRIPT") => {
+                    // Boxed: fred's call state would size every caller's
+                    // future.
+                    Box::pin(script.load(self.loader())).await?;
+                    self.evalsha(pipes, script, keys, args).await
+                }
+                result => result,
             }
         };
+        let reply = self.bounded(call).await;
         // A master that no longer serves the slot: relearn the slots.
         if let (Err(StoreError::Refused(e)), Some(direct)) = (&reply, &self.direct) {
             if scripts::is_redirection(e) {
@@ -73,5 +66,43 @@ impl RedisStore {
             }
         }
         reply
+    }
+
+    /// One `EVALSHA`. fred's `evalsha_with_reload` is not used: it clones
+    /// the keys and arguments on every call for a `NOSCRIPT` retry that
+    /// almost never comes, each key promoted to shared storage on the way
+    /// (a tenth of a strict-mode hit's instructions).
+    async fn evalsha(
+        &self,
+        pipes: Option<&Pipes>,
+        script: &Script,
+        keys: &[&[u8]],
+        args: &[&[u8]],
+    ) -> Result<Value, Error> {
+        let sha = script.sha1();
+        match pipes {
+            Some(pipes) => {
+                let mut count = itoa::Buffer::new();
+                let mut command: Vec<&[u8]> = Vec::with_capacity(3 + keys.len() + args.len());
+                command.extend([
+                    &b"EVALSHA"[..],
+                    sha.as_bytes(),
+                    count.format(keys.len()).as_bytes(),
+                ]);
+                command.extend_from_slice(keys);
+                command.extend_from_slice(args);
+                pipes.call(&command).await
+            }
+            None => {
+                let keys: Vec<Key> = keys.iter().map(|k| Key::from(*k)).collect();
+                let args: Vec<Value> = args
+                    .iter()
+                    .map(|a| Value::Bytes(Bytes::copy_from_slice(a)))
+                    .collect();
+                // Boxed: fred's call state is ~16 KiB, which would size
+                // (and be copied with) every caller's future.
+                Box::pin(self.pool.next().evalsha(sha.clone(), keys, args)).await
+            }
+        }
     }
 }

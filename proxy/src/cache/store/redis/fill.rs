@@ -27,7 +27,7 @@ impl RedisStore {
         if self.breaker.is_down() {
             return Err(StoreError::Down);
         }
-        if self.dirty.is_dirty() {
+        if self.marks.dirt.is_dirty() {
             return Err(StoreError::Recovering);
         }
         let Some((hex, stamp)) = self.layout.split(key) else {

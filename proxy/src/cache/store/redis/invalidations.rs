@@ -21,7 +21,7 @@ impl RedisStore {
     /// Bumps the versions of `tables`, or (the store dirty, or the bump
     /// failed) renews the epoch, which hides the writes' tables as well.
     async fn record(&self, tables: &[TableKey]) -> Result<(), StoreError> {
-        if self.dirty.is_dirty() {
+        if self.marks.dirt.is_dirty() {
             return self.renew_epoch().await;
         }
         match self.invalidate_now(tables).await {
@@ -52,7 +52,7 @@ impl RedisStore {
             None => Ok(()),
             Some(e) => {
                 tracing::error!(error = %e, "invalidation could not be recorded; cache disabled until the epoch is renewed");
-                self.dirty.mark();
+                self.marks.dirt.mark();
                 Err(e)
             }
         }
@@ -77,7 +77,7 @@ pub(super) async fn run_invalidations(store: Arc<RedisStore>) {
             // Down for this instance, maybe not for the others sharing the
             // store (a failover this one has not got past yet): they would
             // serve what the writes changed. One short try.
-            store.dirty.mark();
+            store.marks.dirt.mark();
             match tokio::time::timeout(WHILE_DOWN, store.record(&batch.tables)).await {
                 Ok(result) => result,
                 Err(_) => Err(StoreError::Down),
@@ -102,7 +102,7 @@ struct Runner<'a> {
 impl Drop for Runner<'_> {
     fn drop(&mut self) {
         if !self.finished {
-            self.store.dirty.mark();
+            self.store.marks.dirt.mark();
             self.store.coalescer.abandon();
         }
     }

@@ -36,7 +36,7 @@ mod wire;
 
 pub use lease::Leases;
 
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -46,7 +46,7 @@ use fred::prelude::*;
 use self::breaker::Breaker;
 use self::bumped::Bumped;
 use self::direct::Direct;
-use self::dirt::{Dirt, Marks};
+use self::dirt::Marks;
 use self::fetch::Fetched;
 use self::follow::{follow, SUBSCRIBER_BUFFER};
 use self::invalidations::run_invalidations;
@@ -87,9 +87,9 @@ pub struct RedisStore {
     channel: String,
     /// Fast mode's local tier.
     local: Option<Arc<LocalTier>>,
-    dirty: Arc<Dirt>,
-    /// Moves on at every connection error or reconnection.
-    generation: Arc<AtomicU64>,
+    /// Whether an invalidation may have been lost, and the generation that
+    /// moves on at every connection error or reconnection (`dirt.rs`).
+    marks: Marks,
     /// Versions this instance bumped tables to.
     bumped: Bumped,
     /// A renewal is running: concurrent lookups go upstream instead of
@@ -127,18 +127,13 @@ impl RedisStore {
         let pool = builder
             .build_pool(fred_clients)
             .map_err(|e| StoreError::Connect(e.to_string()))?;
-        let dirty = Arc::new(Dirt::default());
-        let generation = Arc::new(AtomicU64::new(0));
+        let marks = Marks::default();
         // Connection tasks run (and reconnect) in the background; startup
         // waits briefly so a reachable Redis is used from the first query.
         let init_pool = pool.clone();
         let init = tokio::spawn(async move { init_pool.init().await.map(|_| ()) });
-        let marks = Marks {
-            dirt: dirty.clone(),
-            generation: generation.clone(),
-        };
         let (pipes, _) = tokio::join!(
-            Pipes::for_target(&target, config.redis_pool_size, marks, STARTUP_WAIT),
+            Pipes::for_target(&target, config.redis_pool_size, marks.clone(), STARTUP_WAIT),
             tokio::time::timeout(STARTUP_WAIT, init),
         );
         let cluster = target.topology == Topology::Cluster;
@@ -176,10 +171,9 @@ impl RedisStore {
                 ms => Bytes::from(ms.to_string()),
             },
             local,
-            dirty,
+            marks,
             renewing: AtomicBool::new(false),
             coalescer: Coalescer::default(),
-            generation,
             bumped: Bumped::default(),
             breaker: Breaker::new(
                 metrics.store_up.clone(),
@@ -188,7 +182,7 @@ impl RedisStore {
             ),
         });
         for client in store.pool.clients() {
-            dirt::watch(client, store.marks());
+            dirt::watch(client, store.marks.clone());
         }
         store.route_direct().await;
         if let Some(local) = &store.local {
@@ -215,20 +209,12 @@ impl RedisStore {
                 if store.breaker.is_down() {
                     store.probe().await;
                 }
-                if store.dirty.is_dirty() && !store.breaker.is_down() {
+                if store.marks.dirt.is_dirty() && !store.breaker.is_down() {
                     let _ = store.repair().await;
                 }
             }
         });
         Ok(store)
-    }
-
-    /// What a connection event marks (`dirt.rs`).
-    fn marks(&self) -> Marks {
-        Marks {
-            dirt: self.dirty.clone(),
-            generation: self.generation.clone(),
-        }
     }
 
     /// Cluster: routes each group's lookups to its master as fred's view of
@@ -241,7 +227,7 @@ impl RedisStore {
                 return;
             };
             direct
-                .refresh(cluster, self.layout.slots(), &self.marks())
+                .refresh(cluster, self.layout.slots(), &self.marks)
                 .await;
         }
     }
@@ -319,7 +305,7 @@ impl RedisStore {
     /// marks of lost invalidations made before it began. A group that
     /// could not be renewed leaves the store dirty (and renewing again).
     pub async fn renew_epoch(&self) -> Result<(), StoreError> {
-        let seen = self.dirty.seen();
+        let seen = self.marks.dirt.seen();
         let epoch = format!("{:016x}", rand::random::<u64>());
         let result = self.set_epoch_everywhere(&epoch).await;
         match &result {
@@ -330,12 +316,12 @@ impl RedisStore {
                 // Entries under the old epoch are unreachable: versions seen
                 // before no longer matter.
                 self.bumped.clear();
-                if self.dirty.clean(seen) {
+                if self.marks.dirt.clean(seen) {
                     tracing::info!("cache epoch renewed; serving from redis again");
                 }
             }
             Err(_) => {
-                self.dirty.mark();
+                self.marks.dirt.mark();
             }
         }
         result.map_err(|_| StoreError::Recovering)
@@ -348,8 +334,8 @@ impl CacheStore for RedisStore {
             return Err(StoreError::Down);
         }
         // Before the dirt is checked (see `Marks::connection`).
-        let generation = self.generation.load(Ordering::SeqCst);
-        if self.dirty.is_dirty() {
+        let generation = self.marks.generation.load(Ordering::SeqCst);
+        if self.marks.dirt.is_dirty() {
             self.repair().await?;
         }
         let prefix = self.layout.full_key_prefix(base);
@@ -377,7 +363,8 @@ impl CacheStore for RedisStore {
             remaining,
             filler,
         } = self.fetch(group, hex, &version_keys).await?;
-        if self.generation.load(Ordering::SeqCst) != generation || self.dirty.is_dirty() {
+        if self.marks.generation.load(Ordering::SeqCst) != generation || self.marks.dirt.is_dirty()
+        {
             // The connection failed or came back while this lookup ran.
             return Err(StoreError::Recovering);
         }
@@ -386,7 +373,7 @@ impl CacheStore for RedisStore {
             .bumped
             .lost_data(&version_keys, &versions, bumps_before)
         {
-            self.dirty.mark();
+            self.marks.dirt.mark();
             return Err(StoreError::Recovering);
         }
         let key = prefix + &stamp;
@@ -442,7 +429,7 @@ impl CacheStore for RedisStore {
         done.await.unwrap_or_else(|_| {
             // The runner went away without an answer (it panicked, or the
             // runtime is shutting down): the bump may not have happened.
-            self.dirty.mark();
+            self.marks.dirt.mark();
             Err(StoreError::Recovering)
         })
     }
@@ -452,7 +439,7 @@ impl CacheStore for RedisStore {
     }
 
     async fn ready(&self) -> bool {
-        if self.dirty.is_dirty() || self.breaker.is_down() {
+        if self.marks.dirt.is_dirty() || self.breaker.is_down() {
             return false;
         }
         let client = self.pool.next();

@@ -9,7 +9,6 @@ use fred::prelude::*;
 use fred::types::config::TlsConnector;
 use fred::types::scripts::Script;
 
-use super::pipe::Pipes;
 use crate::cache::store::contract::StoreError;
 use crate::config::RedisTarget;
 
@@ -193,57 +192,6 @@ pub fn builder(target: &RedisTarget, timeout: Duration) -> Result<Builder, Store
         // Reconnect forever, backing off from 100 ms to 2 s.
         .set_policy(ReconnectPolicy::new_exponential(0, 100, 2000, 2));
     Ok(builder)
-}
-
-/// `EVALSHA` of `script` with the keys and arguments `call` makes. A node
-/// that does not have the script (`NOSCRIPT`: restarted, or new) gets it
-/// loaded, and `call` is made again. fred's `evalsha_with_reload` would
-/// clone both vectors on every call for that rare retry, each key promoted
-/// to shared storage on the way: a tenth of a strict-mode hit's
-/// instructions.
-pub async fn run<R: FromValue>(
-    script: &Script,
-    client: &Client,
-    call: impl Fn() -> (Vec<Key>, Vec<Value>),
-) -> Result<R, Error> {
-    let (keys, args) = call();
-    match client.evalsha(script.sha1().clone(), keys, args).await {
-        Err(e) if e.details().starts_with("NOSCRIPT") => {
-            script.load(client).await?;
-            let (keys, args) = call();
-            client.evalsha(script.sha1().clone(), keys, args).await
-        }
-        result => result,
-    }
-}
-
-/// [`run`] over the store's own connections (`pipe/`): `EVALSHA` of
-/// `script` over `keys` then `args`. A `NOSCRIPT` answer has `loader`
-/// (fred, to the same Redis) load the script, and the call is made again.
-pub async fn run_piped(
-    script: &Script,
-    pipes: &Pipes,
-    loader: &Client,
-    keys: &[&[u8]],
-    args: &[&[u8]],
-) -> Result<Value, Error> {
-    let mut count = itoa::Buffer::new();
-    let mut command: Vec<&[u8]> = Vec::with_capacity(3 + keys.len() + args.len());
-    command.extend([
-        &b"EVALSHA"[..],
-        script.sha1().as_bytes(),
-        count.format(keys.len()).as_bytes(),
-    ]);
-    command.extend_from_slice(keys);
-    command.extend_from_slice(args);
-    match pipes.call(&command).await {
-        Err(e) if e.details().starts_with("NOSCRIPT") => {
-            // Boxed: fred's call state would size every lookup's future.
-            Box::pin(script.load(loader)).await?;
-            pipes.call(&command).await
-        }
-        result => result,
-    }
 }
 
 /// `call` within `timeout`: a slow Redis is an error the caller answers by
