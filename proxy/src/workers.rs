@@ -4,28 +4,34 @@
 //! there for its whole life, with server connections from that worker's own
 //! share of each pool (`backend/pool.rs`): a socket is registered with the
 //! runtime that opened it, so a session never waits on another thread's
-//! reactor, and a forwarded query wakes no other thread. (Redis calls do:
-//! the store's clients live on the main runtime.)
+//! reactor, and a forwarded query wakes no other thread. The Redis store's
+//! own connections (`cache/store/redis/pipe/`) are spread over the workers
+//! too, and a session calls its own worker's first: a hit's reply is read
+//! on the session's thread.
 //!
 //! The clients are dealt out in turn, whatever their pool: a (database,
-//! user)'s clients may gather on one worker while its share of the pool on
-//! another sits idle. And a pool smaller than the worker count grows to it,
-//! one connection per worker (`Config::warnings` says so).
+//! user)'s clients may gather on one worker. When that worker's share of
+//! the pool is all in use, its clients take another worker's idle
+//! connections (their sockets stay with that worker's reactor), so the pool
+//! keeps its configured size as a whole. A pool smaller than the worker
+//! count has one share per connection, shared by several workers.
 //!
 //! The default layout (`shared`) is one work-stealing runtime: any worker
 //! runs any session. `bench/runtimes` measured both (bench/README.md):
 //! the shared runtime spends 4–5 µs of CPU per transaction on waking its
-//! idle worker and stealing; a runtime per worker does not, at the price of
-//! pools split between the workers (one worker's clients may wait while
-//! another's connections are idle).
+//! idle worker and stealing; a runtime per worker does not. But an idle
+//! worker thread sleeps at once where the shared runtime's look for work a
+//! while first: one client's round trip waits for its worker to wake
+//! (bench/README.md: in-process hits at 1 client 0.83× as fast).
 //!
-//! Everything else (the accept loop, the metrics port, Redis clients, the
-//! control connection, the recorder) stays on the main runtime; sessions
-//! reach it through channels, as they do under the shared layout.
+//! Everything else (the accept loop, the metrics port, fred's Redis
+//! clients, the control connection, the recorder) stays on the main
+//! runtime; sessions reach it through channels, as they do under the
+//! shared layout.
 
 use std::cell::Cell;
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::Mutex;
+use std::sync::{Mutex, OnceLock};
 use std::thread::JoinHandle;
 use std::time::Duration;
 
@@ -36,9 +42,19 @@ thread_local! {
     static WORKER: Cell<Option<usize>> = const { Cell::new(None) };
 }
 
+/// The workers' runtimes, once started: for what must run on each worker
+/// beside its sessions (the Redis store's connections, `pipe/mod.rs`).
+static HANDLES: OnceLock<Vec<Handle>> = OnceLock::new();
+
 /// The worker the calling thread is, if it is one.
 pub fn current() -> Option<usize> {
     WORKER.with(Cell::get)
+}
+
+/// The per-worker runtimes of this process, in worker order (empty under
+/// the shared layout).
+pub fn handles() -> &'static [Handle] {
+    HANDLES.get().map(Vec::as_slice).unwrap_or_default()
 }
 
 /// The worker threads and their runtimes.
@@ -72,6 +88,8 @@ impl Workers {
                 })?;
             threads.push(thread);
         }
+        // One set of workers per process: a second start keeps the first's.
+        let _ = HANDLES.set(handles.clone());
         Ok(Workers {
             handles,
             next: AtomicUsize::new(0),

@@ -20,7 +20,7 @@
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU32, AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, OnceLock, Weak};
 use std::time::{Duration, Instant};
 
 use bb8::{ErrorSink, ManageConnection, PooledConnection, QueueStrategy};
@@ -154,10 +154,19 @@ impl ErrorSink<BackendError> for PublishErrors {
 #[derive(Debug)]
 pub struct PoolEntry {
     pub pool: UpstreamPool,
-    /// The server-side names of prepared statements (transaction mode).
-    pub statements: StatementNames,
+    /// The server-side names of prepared statements (transaction mode),
+    /// shared by the workers' pools of one (database, user): a connection
+    /// one worker borrows from another's pool holds statements under the
+    /// same names.
+    pub statements: Arc<StatementNames>,
     errors: Arc<watch::Sender<Option<BackendError>>>,
     acquire_timeout: Duration,
+    /// The pool's size (its share, with per-worker runtimes).
+    size: u32,
+    /// With per-worker runtimes, the other workers' pools of the same
+    /// (database, user), whose idle connections this pool's clients take
+    /// when this one has none left to give (see [`PoolEntry::acquire`]).
+    siblings: OnceLock<Vec<Weak<PoolEntry>>>,
 }
 
 impl PoolEntry {
@@ -169,8 +178,34 @@ impl PoolEntry {
     ///
     /// The future is boxed: bb8's wait is large, and inline it would size
     /// every session's state machine.
+    ///
+    /// With per-worker runtimes, a pool that has given all its connections
+    /// out hands over an idle one of another worker's pool instead of
+    /// making its client wait: the configured size is the (database,
+    /// user)'s, not each worker's. Such a connection's socket stays with
+    /// the other worker's reactor (its readiness comes through that
+    /// thread), and it goes back to its own pool.
     pub fn acquire(&self) -> Boxed<'_, Result<Pooled, BackendError>> {
-        Box::pin(self.acquire_inline())
+        Box::pin(async move {
+            if let Some(sibling) = self.idle_sibling() {
+                return sibling.acquire_inline().await;
+            }
+            self.acquire_inline().await
+        })
+    }
+
+    /// Another worker's pool with an idle connection, when this one has
+    /// none idle and cannot open more.
+    fn idle_sibling(&self) -> Option<Arc<PoolEntry>> {
+        let siblings = self.siblings.get()?;
+        let state = self.pool.state();
+        if state.idle_connections > 0 || state.connections < self.size {
+            return None;
+        }
+        siblings
+            .iter()
+            .filter_map(Weak::upgrade)
+            .find(|sibling| sibling.pool.state().idle_connections > 0)
     }
 
     async fn acquire_inline(&self) -> Result<Pooled, BackendError> {
@@ -200,8 +235,10 @@ impl PoolEntry {
 
 /// All pools of a pgstash process, created on first use. With per-worker
 /// runtimes (`workers.rs`) each (database, user) has a pool per worker, a
-/// share of the configured size each, so that a session only ever uses
-/// connections opened on its own thread.
+/// share of the configured size each, so that a session uses connections
+/// opened on its own thread — and another worker's idle ones when its own
+/// are all in use (see [`PoolEntry::acquire`]). A pool smaller than the
+/// worker count has one pool per connection, workers sharing them.
 #[derive(Debug)]
 pub struct Pools {
     entries: Mutex<HashMap<(PoolKey, usize), Arc<PoolEntry>>>,
@@ -211,12 +248,45 @@ pub struct Pools {
     shards: AtomicUsize,
 }
 
-/// Shard `shard`'s part (`shard < shards`) of `size` split over `shards`:
-/// the remainder goes to the first shards, and every shard gets at least
-/// one connection.
+/// Shard `shard`'s part (`shard < shards <= size`) of `size` split over
+/// `shards`: the remainder goes to the first shards.
 fn share(size: u32, shard: usize, shards: usize) -> u32 {
     let (shard, shards) = (shard as u32, shards as u32);
-    (size / shards + u32::from(shard < size % shards)).max(1)
+    size / shards + u32::from(shard < size % shards)
+}
+
+/// A pool of `size` connections to `target`.
+fn pool_entry(
+    target: &ConnectTarget,
+    config: &PoolConfig,
+    size: u32,
+    statements: Arc<StatementNames>,
+) -> PoolEntry {
+    let errors = Arc::new(watch::channel(None).0);
+    let manager = ServerManager {
+        target: target.clone(),
+        config: config.clone(),
+        backoff: Mutex::new(Backoff::default()),
+    };
+    let pool = bb8::Pool::builder()
+        .max_size(size)
+        .min_idle(None)
+        .connection_timeout(config.acquire_timeout)
+        .idle_timeout(Some(config.idle_timeout))
+        .max_lifetime(Some(config.max_lifetime))
+        .retry_connection(false)
+        .test_on_check_out(true)
+        .queue_strategy(QueueStrategy::Lifo)
+        .error_sink(Box::new(PublishErrors(errors.clone())))
+        .build_unchecked(manager);
+    PoolEntry {
+        pool,
+        statements,
+        errors,
+        acquire_timeout: config.acquire_timeout,
+        size,
+        siblings: OnceLock::new(),
+    }
 }
 
 impl Default for Pools {
@@ -241,7 +311,8 @@ impl Pools {
     }
 
     /// The pool for `key` (the calling worker's, with per-worker runtimes),
-    /// created with `target` and `config` if missing.
+    /// created with `target` and `config` if missing: with per-worker
+    /// runtimes, the pools of every worker at once.
     pub fn get(
         &self,
         key: &PoolKey,
@@ -249,40 +320,34 @@ impl Pools {
         config: &PoolConfig,
         size: u32,
     ) -> Arc<PoolEntry> {
-        let shards = self.shards.load(Ordering::Relaxed);
-        // At least 1 (`set_shards`).
+        let size = size.max(1);
+        // At least 1 (`set_shards`); no more pools than connections.
+        let shards = self.shards.load(Ordering::Relaxed).min(size as usize);
         let shard = crate::workers::current().unwrap_or(0) % shards;
-        let size = share(size, shard, shards);
         let mut entries = self.entries.lock().unwrap_or_else(|e| e.into_inner());
-        let slot = (key.clone(), shard);
-        if let Some(entry) = entries.get(&slot) {
+        if let Some(entry) = entries.get(&(key.clone(), shard)) {
             return entry.clone();
         }
-        let errors = Arc::new(watch::channel(None).0);
-        let manager = ServerManager {
-            target: target(),
-            config: config.clone(),
-            backoff: Mutex::new(Backoff::default()),
-        };
-        let pool = bb8::Pool::builder()
-            .max_size(size)
-            .min_idle(None)
-            .connection_timeout(config.acquire_timeout)
-            .idle_timeout(Some(config.idle_timeout))
-            .max_lifetime(Some(config.max_lifetime))
-            .retry_connection(false)
-            .test_on_check_out(true)
-            .queue_strategy(QueueStrategy::Lifo)
-            .error_sink(Box::new(PublishErrors(errors.clone())))
-            .build_unchecked(manager);
-        let entry = Arc::new(PoolEntry {
-            pool,
-            statements: StatementNames::new(self.schema_era.clone()),
-            errors,
-            acquire_timeout: config.acquire_timeout,
-        });
-        entries.insert(slot, entry.clone());
-        entry
+        let target = target();
+        let statements = Arc::new(StatementNames::new(self.schema_era.clone()));
+        let pools: Vec<Arc<PoolEntry>> = (0..shards)
+            .map(|s| {
+                let size = share(size, s, shards);
+                Arc::new(pool_entry(&target, config, size, statements.clone()))
+            })
+            .collect();
+        if shards > 1 {
+            for (s, pool) in pools.iter().enumerate() {
+                let others = pools.iter().enumerate().filter(|&(o, _)| o != s);
+                let _ = pool
+                    .siblings
+                    .set(others.map(|(_, p)| Arc::downgrade(p)).collect());
+            }
+        }
+        for (s, pool) in pools.iter().enumerate() {
+            entries.insert((key.clone(), s), pool.clone());
+        }
+        pools[shard].clone()
     }
 
     /// Forgets every pool (after a reload changed pool settings); their
@@ -323,7 +388,7 @@ impl Pools {
     }
 
     /// (database, user, state) counts for metrics and logs: one per pool,
-    /// so a (database, user) appears once per worker that has used it.
+    /// so a (database, user) appears once per worker's pool.
     pub fn states(&self) -> Vec<(PoolKey, bb8::State)> {
         let entries = self.entries.lock().unwrap_or_else(|e| e.into_inner());
         entries
@@ -343,12 +408,9 @@ mod tests {
             let total: u32 = (0..shards).map(|s| share(size, s, shards)).sum();
             assert_eq!(total, size, "{size} over {shards}");
         }
-        // Fewer connections than workers: each worker still gets one, so
-        // the pool grows to the worker count (`Config::warnings` says so).
-        assert_eq!(
-            (0..4).map(|s| share(2, s, 4)).collect::<Vec<_>>(),
-            [1, 1, 1, 1]
-        );
+        // Fewer connections than workers: as many pools as connections
+        // (`Pools::get`), one each.
+        assert_eq!((0..2).map(|s| share(2, s, 2)).collect::<Vec<_>>(), [1, 1]);
         assert_eq!(share(20, 0, 1), 20);
     }
 }

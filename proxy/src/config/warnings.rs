@@ -123,25 +123,11 @@ impl Config {
                 ),
             );
         }
-        if self.runtime == RuntimeLayout::PerWorker {
-            let threads = self.worker_threads();
-            let smallest = self.pool.overrides.iter().map(|o| o.size);
-            let smallest = smallest.chain([self.pool.size]).min().unwrap_or(1);
-            if threads == 1 {
-                warn(
-                    "runtime",
-                    "\"per_worker\" with one worker thread is the single-threaded runtime",
-                );
-            } else if (smallest as usize) < threads {
-                warn(
-                    "pool.size",
-                    &format!(
-                        "{smallest} is below the {threads} workers of runtime = \"per_worker\": \
-                         each worker gets at least one connection, so a pool may open up to \
-                         {threads}; set workers to at most the smallest pool size"
-                    ),
-                );
-            }
+        if self.runtime == RuntimeLayout::PerWorker && self.worker_threads() == 1 {
+            warn(
+                "runtime",
+                "\"per_worker\" with one worker thread is the single-threaded runtime",
+            );
         }
         found
     }

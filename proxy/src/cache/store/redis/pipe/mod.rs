@@ -83,9 +83,16 @@ impl Endpoint {
 }
 
 /// A few connections, used in turn.
+///
+/// With per-worker runtimes (`workers.rs`) connection `i`'s task runs on
+/// worker `i % spread`, and a session calls the connections of its own
+/// worker first: its reply is read and handed over on its own thread, with
+/// no other thread woken. Every worker has one at least.
 pub struct Pipes {
     pipes: Vec<Arc<Shared>>,
     next: AtomicUsize,
+    /// The workers the connections' tasks are spread over (0: one runtime).
+    spread: usize,
 }
 
 /// What a connection's callers and its task share.
@@ -130,11 +137,14 @@ impl Pipes {
     }
 
     /// Starts `count` connections to `endpoint` (each reconnecting on its
-    /// own) and waits up to `wait` for them to be up.
+    /// own; at least one per worker) and waits up to `wait` for them to be
+    /// up.
     pub async fn start(endpoint: Endpoint, count: usize, marks: Marks, wait: Duration) -> Pipes {
-        let mut pipes = Vec::with_capacity(count.max(1));
+        let workers = crate::workers::handles();
+        let count = count.max(1).max(workers.len());
+        let mut pipes = Vec::with_capacity(count);
         let mut up = Vec::new();
-        for _ in 0..count.max(1) {
+        for i in 0..count {
             let shared = Arc::new(Shared {
                 state: Mutex::new(State::default()),
                 wake: Notify::new(),
@@ -147,13 +157,17 @@ impl Pipes {
                 endpoint: endpoint.clone(),
                 marks: marks.clone(),
             };
-            tokio::spawn(task.run(ready));
+            match workers.get(i % workers.len().max(1)) {
+                Some(worker) => drop(worker.spawn(task.run(ready))),
+                None => drop(tokio::spawn(task.run(ready))),
+            }
             pipes.push(shared);
         }
         let _ = tokio::time::timeout(wait, futures_util::future::join_all(up)).await;
         Pipes {
             pipes,
             next: AtomicUsize::new(0),
+            spread: workers.len(),
         }
     }
 
@@ -172,7 +186,9 @@ impl Pipes {
         // The next connection that is up: one reconnecting does not fail
         // the calls its turn would have been (each trips the breaker).
         let count = self.pipes.len();
-        let sent = (0..count).find_map(|i| self.pipes[(first + i) % count].send(args).ok());
+        let sent = self
+            .send_on_own_worker(first, args)
+            .or_else(|| (0..count).find_map(|i| self.pipes[(first + i) % count].send(args).ok()));
         let Some(reply) = sent else {
             return Err(Error::new(ErrorKind::IO, "redis connections down"));
         };
@@ -182,6 +198,25 @@ impl Pipes {
             Ok(Reply::Error(text)) => Err(Error::new(ErrorKind::Unknown, text)),
             Err(_) => Err(lost()),
         }
+    }
+}
+
+impl Pipes {
+    /// Sends on the next connection that is up among those whose task runs
+    /// on the calling worker (`None`: not on a worker, or none is up).
+    fn send_on_own_worker(&self, first: usize, args: &[&[u8]]) -> Option<oneshot::Receiver<Reply>> {
+        let spread = self.spread;
+        if spread == 0 {
+            return None;
+        }
+        let worker = crate::workers::current()? % spread;
+        // Connections `worker`, `worker + spread`, …: one at least, as
+        // `start` opens one per worker at least.
+        let own = (self.pipes.len().saturating_sub(worker)).div_ceil(spread);
+        (0..own).find_map(|k| {
+            let i = worker + spread * ((first + k) % own);
+            self.pipes.get(i)?.send(args).ok()
+        })
     }
 }
 
