@@ -3,8 +3,10 @@
 //! each client to the next worker in turn, and the client's session runs
 //! there for its whole life, with server connections from that worker's own
 //! share of each pool (`backend/pool.rs`): a socket is registered with the
-//! runtime that opened it, so a session never waits on another thread's
-//! reactor, and a forwarded query wakes no other thread. The Redis store's
+//! runtime that opened it, so as a rule a session waits on no other
+//! thread's reactor, and a forwarded query wakes no other thread (the
+//! exceptions: a connection borrowed from another worker's share, below,
+//! and a Redis call when its worker's connections are down). The Redis store's
 //! own connections (`cache/store/redis/pipe/`) are spread over the workers
 //! too, and a session calls its own worker's first: a hit's reply is read
 //! on the session's thread.
@@ -22,7 +24,7 @@
 //! idle worker and stealing; a runtime per worker does not. But an idle
 //! worker thread sleeps at once where the shared runtime's look for work a
 //! while first: one client's round trip waits for its worker to wake
-//! (bench/README.md: in-process hits at 1 client 0.83× as fast).
+//! (bench/README.md: in-process hits at 1 client are slower).
 //!
 //! Everything else (the accept loop, the metrics port, fred's Redis
 //! clients, the control connection, the recorder) stays on the main

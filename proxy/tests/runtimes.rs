@@ -128,10 +128,11 @@ async fn backend(client: &tokio_postgres::Client) -> i32 {
         .get(0)
 }
 
-/// Clients are dealt to the workers in turn: the first and third land on
-/// worker 0, the second on worker 1, each worker with one of the pool's
-/// two connections. The third's query, while the first holds worker 0's
-/// connection in a transaction, runs at once on worker 1's idle one.
+/// Clients are dealt to the two workers in turn: the first and third share
+/// a worker, the second has the other, each worker with one of the pool's
+/// two connections. The third's query, while the first holds their
+/// worker's connection in a transaction, runs at once on the other
+/// worker's idle one.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_worker_with_its_connections_in_use_takes_another_workers_idle_one() {
     let pgstash = start(2);
@@ -217,7 +218,8 @@ impl Drop for Redis {
 /// With a Redis store, the store's own connections run on the workers
 /// (each session calls its own worker's): clients of both workers are
 /// served from the cache, and a write through either worker invalidates
-/// what the other serves.
+/// what the other serves. (Which connection carries a call is
+/// `pipe/mod.rs`'s unit test; the speed is bench/README.md's.)
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn per_worker_runtimes_serve_and_invalidate_from_redis_on_every_worker() {
     let redis = Redis::start();
@@ -241,12 +243,9 @@ async fn per_worker_runtimes_serve_and_invalidate_from_redis_on_every_worker() {
             redis.port
         )
     });
-    let (direct, connection) = tokio_postgres::connect(
-        "host=127.0.0.1 port=5432 user=postgres dbname=postgres sslmode=disable",
-        tokio_postgres::NoTls,
-    )
-    .await
-    .unwrap();
+    let (direct, connection) = tokio_postgres::connect(SHARED_POSTGRES, tokio_postgres::NoTls)
+        .await
+        .unwrap();
     tokio::spawn(connection);
     direct
         .batch_execute(&format!(

@@ -56,6 +56,10 @@ pub struct ServerManager {
     target: ConnectTarget,
     config: PoolConfig,
     backoff: Mutex<Backoff>,
+    /// With per-worker runtimes, the runtime of the worker whose share
+    /// this pool is: connections open there (bb8 opens them on whichever
+    /// runtime asked), so that their sockets belong to its reactor.
+    home: Option<(usize, tokio::runtime::Handle)>,
 }
 
 impl ServerManager {
@@ -100,7 +104,18 @@ impl ManageConnection for ServerManager {
             return Err(e);
         }
         let timeout = self.config.connect_timeout;
-        let result = match tokio::time::timeout(timeout, connect(&self.target)).await {
+        let connecting = tokio::time::timeout(timeout, connect_owned(self.target.clone()));
+        let connected = match &self.home {
+            Some((worker, home)) if crate::workers::current() != Some(*worker) => {
+                home.spawn(connecting).await.unwrap_or_else(|e| {
+                    Ok(Err(BackendError::from(std::io::Error::other(format!(
+                        "the worker that opens this pool's connections is gone: {e}"
+                    )))))
+                })
+            }
+            _ => connecting.await,
+        };
+        let result = match connected {
             Ok(result) => result,
             Err(_) => Err(BackendError::ConnectTimeout(timeout)),
         };
@@ -130,6 +145,11 @@ impl ManageConnection for ServerManager {
     fn has_broken(&self, conn: &mut Box<ServerConn>) -> bool {
         conn.broken || conn.status != b'I' || conn.reader.has_buffered()
     }
+}
+
+/// [`connect`] with a target of its own, to run on another runtime.
+async fn connect_owned(target: ConnectTarget) -> Result<ServerConn, BackendError> {
+    connect(&target).await
 }
 
 /// Keeps the last connect error where waiting clients can see it.
@@ -163,9 +183,10 @@ pub struct PoolEntry {
     acquire_timeout: Duration,
     /// The pool's size (its share, with per-worker runtimes).
     size: u32,
-    /// With per-worker runtimes, the other workers' pools of the same
-    /// (database, user), whose idle connections this pool's clients take
-    /// when this one has none left to give (see [`PoolEntry::acquire`]).
+    /// With per-worker runtimes, the other shares of the same (database,
+    /// user), the next one first, whose idle connections this pool's
+    /// clients take when this one has none left to give (see
+    /// [`PoolEntry::acquire`]).
     siblings: OnceLock<Vec<Weak<PoolEntry>>>,
 }
 
@@ -180,11 +201,14 @@ impl PoolEntry {
     /// every session's state machine.
     ///
     /// With per-worker runtimes, a pool that has given all its connections
-    /// out hands over an idle one of another worker's pool instead of
-    /// making its client wait: the configured size is the (database,
-    /// user)'s, not each worker's. Such a connection's socket stays with
-    /// the other worker's reactor (its readiness comes through that
-    /// thread), and it goes back to its own pool.
+    /// out hands over an idle one of another worker's share, one no client
+    /// of that share waits for, instead of making its client wait: the
+    /// configured size is the (database, user)'s, not each worker's. Such a
+    /// connection's socket stays with the other worker's reactor (its
+    /// readiness comes through that thread), and it goes back to its own
+    /// share. Should that idle connection be taken between the look and
+    /// the checkout (a race of a few instructions), the client waits in
+    /// the other share's queue, up to `acquire_timeout`.
     pub fn acquire(&self) -> Boxed<'_, Result<Pooled, BackendError>> {
         Box::pin(async move {
             if let Some(sibling) = self.idle_sibling() {
@@ -194,18 +218,18 @@ impl PoolEntry {
         })
     }
 
-    /// Another worker's pool with an idle connection, when this one has
-    /// none idle and cannot open more.
+    /// Another worker's share with an idle connection and no client
+    /// waiting, when this one has none idle and cannot open more.
     fn idle_sibling(&self) -> Option<Arc<PoolEntry>> {
         let siblings = self.siblings.get()?;
         let state = self.pool.state();
         if state.idle_connections > 0 || state.connections < self.size {
             return None;
         }
-        siblings
-            .iter()
-            .filter_map(Weak::upgrade)
-            .find(|sibling| sibling.pool.state().idle_connections > 0)
+        siblings.iter().filter_map(Weak::upgrade).find(|sibling| {
+            let state = sibling.pool.state();
+            state.idle_connections > 0 && state.statistics.pending_gets() == 0
+        })
     }
 
     async fn acquire_inline(&self) -> Result<Pooled, BackendError> {
@@ -234,39 +258,44 @@ impl PoolEntry {
 }
 
 /// All pools of a pgstash process, created on first use. With per-worker
-/// runtimes (`workers.rs`) each (database, user) has a pool per worker, a
-/// share of the configured size each, so that a session uses connections
-/// opened on its own thread — and another worker's idle ones when its own
-/// are all in use (see [`PoolEntry::acquire`]). A pool smaller than the
-/// worker count has one pool per connection, workers sharing them.
+/// runtimes (`workers.rs`) each (database, user) has a pool per worker (a
+/// *share*), a part of the configured size each, whose connections open
+/// on that worker's runtime; a worker's clients take another share's idle
+/// connections when their own are all in use (see [`PoolEntry::acquire`]).
+/// A pool smaller than the worker count has one share per connection,
+/// each used by several workers: the configured size is never exceeded.
 #[derive(Debug)]
 pub struct Pools {
-    entries: Mutex<HashMap<(PoolKey, usize), Arc<PoolEntry>>>,
+    /// Each (database, user)'s shares, in worker order.
+    entries: Mutex<HashMap<PoolKey, Arc<[Arc<PoolEntry>]>>>,
     /// Schema changes seen through any pool (see `statement_names.rs`).
     schema_era: Arc<AtomicU32>,
-    /// Pools per (database, user): the worker count, or 1.
+    /// Shares per (database, user) at most: the worker count, or 1.
     shards: AtomicUsize,
 }
 
 /// Shard `shard`'s part (`shard < shards <= size`) of `size` split over
 /// `shards`: the remainder goes to the first shards.
 fn share(size: u32, shard: usize, shards: usize) -> u32 {
+    debug_assert!(shard < shards && shards as u32 <= size);
     let (shard, shards) = (shard as u32, shards as u32);
     size / shards + u32::from(shard < size % shards)
 }
 
-/// A pool of `size` connections to `target`.
+/// A pool of `size` connections to `target`, opened on `home` if given.
 fn pool_entry(
     target: &ConnectTarget,
     config: &PoolConfig,
     size: u32,
     statements: Arc<StatementNames>,
+    home: Option<(usize, tokio::runtime::Handle)>,
 ) -> PoolEntry {
     let errors = Arc::new(watch::channel(None).0);
     let manager = ServerManager {
         target: target.clone(),
         config: config.clone(),
         backoff: Mutex::new(Backoff::default()),
+        home,
     };
     let pool = bb8::Pool::builder()
         .max_size(size)
@@ -289,6 +318,38 @@ fn pool_entry(
     }
 }
 
+/// The shares of one (database, user): `size` split over at most `shards`
+/// (never more than `size`), sharing their statement names, each knowing
+/// the others (the next one first).
+fn shares(
+    target: &ConnectTarget,
+    config: &PoolConfig,
+    size: u32,
+    shards: usize,
+    era: &Arc<AtomicU32>,
+) -> Arc<[Arc<PoolEntry>]> {
+    let size = size.max(1);
+    let shards = shards.clamp(1, size as usize);
+    let statements = Arc::new(StatementNames::new(era.clone()));
+    let workers = crate::workers::handles();
+    let pools: Arc<[Arc<PoolEntry>]> = (0..shards)
+        .map(|s| {
+            // Share `s` serves workers `s`, `s + shards`…: it opens on `s`.
+            let home = (shards > 1).then(|| workers.get(s).map(|h| (s, h.clone())));
+            let home = home.flatten();
+            let size = share(size, s, shards);
+            Arc::new(pool_entry(target, config, size, statements.clone(), home))
+        })
+        .collect();
+    if shards > 1 {
+        for (s, pool) in pools.iter().enumerate() {
+            let others = (1..shards).map(|k| Arc::downgrade(&pools[(s + k) % shards]));
+            let _ = pool.siblings.set(others.collect());
+        }
+    }
+    pools
+}
+
 impl Default for Pools {
     fn default() -> Self {
         Self::new()
@@ -304,15 +365,15 @@ impl Pools {
         }
     }
 
-    /// One pool per worker for each (database, user) from now on
+    /// One share per worker for each (database, user) from now on
     /// (`runtime = "per_worker"`), before any client is served.
     pub fn set_shards(&self, workers: usize) {
         self.shards.store(workers.max(1), Ordering::Relaxed);
     }
 
-    /// The pool for `key` (the calling worker's, with per-worker runtimes),
-    /// created with `target` and `config` if missing: with per-worker
-    /// runtimes, the pools of every worker at once.
+    /// The pool for `key` (the calling worker's share, with per-worker
+    /// runtimes), created with `target` and `config` if missing, with
+    /// every share at once.
     pub fn get(
         &self,
         key: &PoolKey,
@@ -320,34 +381,19 @@ impl Pools {
         config: &PoolConfig,
         size: u32,
     ) -> Arc<PoolEntry> {
-        let size = size.max(1);
-        // At least 1 (`set_shards`); no more pools than connections.
-        let shards = self.shards.load(Ordering::Relaxed).min(size as usize);
-        let shard = crate::workers::current().unwrap_or(0) % shards;
+        let worker = crate::workers::current().unwrap_or(0);
         let mut entries = self.entries.lock().unwrap_or_else(|e| e.into_inner());
-        if let Some(entry) = entries.get(&(key.clone(), shard)) {
-            return entry.clone();
-        }
-        let target = target();
-        let statements = Arc::new(StatementNames::new(self.schema_era.clone()));
-        let pools: Vec<Arc<PoolEntry>> = (0..shards)
-            .map(|s| {
-                let size = share(size, s, shards);
-                Arc::new(pool_entry(&target, config, size, statements.clone()))
-            })
-            .collect();
-        if shards > 1 {
-            for (s, pool) in pools.iter().enumerate() {
-                let others = pools.iter().enumerate().filter(|&(o, _)| o != s);
-                let _ = pool
-                    .siblings
-                    .set(others.map(|(_, p)| Arc::downgrade(p)).collect());
+        let pools = match entries.get(key) {
+            Some(pools) => pools.clone(),
+            None => {
+                let shards = self.shards.load(Ordering::Relaxed);
+                let pools = shares(&target(), config, size, shards, &self.schema_era);
+                entries.insert(key.clone(), pools.clone());
+                pools
             }
-        }
-        for (s, pool) in pools.iter().enumerate() {
-            entries.insert((key.clone(), s), pool.clone());
-        }
-        pools[shard].clone()
+        };
+        // Not empty: `shares` makes one at least.
+        pools[worker % pools.len()].clone()
     }
 
     /// Forgets every pool (after a reload changed pool settings); their
@@ -369,31 +415,28 @@ impl Pools {
     /// pool keeps it (and its connections) until it ends, as its own
     /// connection to Postgres would.
     pub fn retire(&self, database: &str) {
-        let retired: Vec<Arc<PoolEntry>> = {
+        let retired = {
             let mut entries = self.entries.lock().unwrap_or_else(|e| e.into_inner());
-            let keys: Vec<(PoolKey, usize)> = entries
-                .keys()
-                .filter(|(k, _)| k.database == database)
-                .cloned()
-                .collect();
-            keys.iter().filter_map(|k| entries.remove(k)).collect()
+            let before = entries.len();
+            entries.retain(|k, _| k.database != database);
+            before - entries.len()
         };
-        if !retired.is_empty() {
+        if retired > 0 {
             tracing::debug!(
                 database,
-                pools = retired.len(),
+                pools = retired,
                 "retired the pools of a database a client needs alone"
             );
         }
     }
 
     /// (database, user, state) counts for metrics and logs: one per pool,
-    /// so a (database, user) appears once per worker's pool.
+    /// so a (database, user) appears once per share.
     pub fn states(&self) -> Vec<(PoolKey, bb8::State)> {
         let entries = self.entries.lock().unwrap_or_else(|e| e.into_inner());
         entries
             .iter()
-            .map(|((k, _), e)| (k.clone(), e.pool.state()))
+            .flat_map(|(k, pools)| pools.iter().map(|e| (k.clone(), e.pool.state())))
             .collect()
     }
 }

@@ -37,7 +37,9 @@ pub struct CacheConfig {
     /// Prefix of every Redis key (pgstash wraps it in a `{…}` hash tag, so
     /// all its keys share one Redis Cluster slot).
     pub key_prefix: String,
-    /// Connections to Redis that carry lookups, fills and invalidations.
+    /// Connections to Redis that carry lookups, fills and invalidations
+    /// (per master on Cluster, spread; with per-worker runtimes one per
+    /// worker at least).
     pub redis_pool_size: usize,
     /// Longest a store call may take; after it the query goes upstream and
     /// `pgstash_cache_errors_total` counts it.

@@ -105,7 +105,8 @@ impl Direct {
         masters.dedup();
         // The store's pool spread over the masters, one client each at
         // least: no more connections carry lookups than on one Redis, so
-        // each carries as many calls per read and write.
+        // each carries as many calls per read and write (with per-worker
+        // runtimes, `Pipes::start` opens one per worker at least).
         let per_master = (self.clients / masters.len().max(1)).max(1);
         for master in masters {
             if nodes.pools.contains_key(master) {

@@ -210,14 +210,22 @@ impl Pipes {
             return None;
         }
         let worker = crate::workers::current()? % spread;
-        // Connections `worker`, `worker + spread`, …: one at least, as
-        // `start` opens one per worker at least.
-        let own = (self.pipes.len().saturating_sub(worker)).div_ceil(spread);
-        (0..own).find_map(|k| {
-            let i = worker + spread * ((first + k) % own);
-            self.pipes.get(i)?.send(args).ok()
-        })
+        own_connections(self.pipes.len(), spread, worker, first)
+            .find_map(|i| self.pipes.get(i)?.send(args).ok())
     }
+}
+
+/// The connections among `count` whose task runs on `worker` (connections
+/// `worker`, `worker + spread`, …), starting at the `first`-th of them in
+/// turn. `start` opens one per worker at least, so there is one.
+fn own_connections(
+    count: usize,
+    spread: usize,
+    worker: usize,
+    first: usize,
+) -> impl Iterator<Item = usize> {
+    let own = count.saturating_sub(worker).div_ceil(spread.max(1));
+    (0..own).map(move |k| worker + spread * ((first + k) % own))
 }
 
 impl Drop for Pipes {
@@ -314,5 +322,26 @@ impl Shared {
     /// The caller the next reply answers.
     fn next_caller(&self) -> io::Result<Option<oneshot::Sender<Reply>>> {
         Ok(self.lock()?.waiting.pop_front())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::own_connections;
+
+    #[test]
+    fn each_worker_calls_the_connections_its_runtime_runs_in_turn() {
+        let of = |count, spread, worker, first| {
+            own_connections(count, spread, worker, first).collect::<Vec<_>>()
+        };
+        // Five connections over two workers: 0, 2, 4 on worker 0; 1, 3 on 1.
+        assert_eq!(of(5, 2, 0, 0), [0, 2, 4]);
+        assert_eq!(of(5, 2, 0, 1), [2, 4, 0]);
+        assert_eq!(of(5, 2, 1, 0), [1, 3]);
+        assert_eq!(of(5, 2, 1, 7), [3, 1]);
+        // As many as workers: one each.
+        assert_eq!(of(4, 4, 3, 9), [3]);
+        // One runtime: every connection.
+        assert_eq!(of(3, 1, 0, 1), [1, 2, 0]);
     }
 }

@@ -35,6 +35,15 @@ pub struct Task {
     pub marks: Marks,
 }
 
+/// A task dropped before its end (its runtime stopped: a worker's, at
+/// shutdown) leaves its connection down, so that calls fail at once
+/// rather than wait on replies no task will read.
+impl Drop for Task {
+    fn drop(&mut self) {
+        self.shared.close_connection();
+    }
+}
+
 impl Task {
     /// Runs until the pipes are dropped; `ready` is told at the first
     /// connection.
