@@ -165,8 +165,8 @@ pub struct ServeArgs {
     /// runtime [default: 0].
     #[arg(long, env = "PGSTASH_WORKERS")]
     pub workers: Option<usize>,
-    /// shared (one work-stealing runtime) or per_worker (a single-threaded
-    /// runtime and a share of each pool per worker) [default: shared].
+    /// per_worker (a single-threaded runtime and a share of each pool per
+    /// worker) or shared (one work-stealing runtime) [default: per_worker].
     #[arg(long, env = "PGSTASH_RUNTIME")]
     pub runtime: Option<crate::config::RuntimeLayout>,
     /// Invalidate from Postgres' logical replication stream (writes that

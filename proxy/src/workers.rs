@@ -1,4 +1,5 @@
-//! Per-worker runtimes (`runtime = "per_worker"`, issue #20): one
+//! Per-worker runtimes (`runtime = "per_worker"`, the default since issue
+//! #20; with more than one worker thread): one
 //! single-threaded tokio runtime per worker thread. The accept loop hands
 //! each client to the next worker in turn, and the client's session runs
 //! there for its whole life, with server connections from that worker's own
@@ -18,13 +19,14 @@
 //! keeps its configured size as a whole. A pool smaller than the worker
 //! count has one share per connection, shared by several workers.
 //!
-//! The default layout (`shared`) is one work-stealing runtime: any worker
-//! runs any session. `bench/runtimes` measured both (bench/README.md):
-//! the shared runtime spends 4–5 µs of CPU per transaction on waking its
-//! idle worker and stealing; a runtime per worker does not. But an idle
-//! worker thread sleeps at once where the shared runtime's look for work a
-//! while first: one client's round trip waits for its worker to wake
-//! (bench/README.md: in-process hits at 1 client are slower).
+//! The other layout (`shared`) is one work-stealing runtime: any worker
+//! runs any session. `bench/runtimes` and `bench/run` measured both
+//! (bench/README.md): the shared runtime spends 4–5 µs of CPU per
+//! transaction on waking its idle worker and stealing; a runtime per
+//! worker does not, and forwards 1.02–1.21× as many transactions, serves
+//! Redis hits 1.06–1.18× as fast. But an idle worker thread sleeps at once
+//! where the shared runtime's look for work a while first: a few clients'
+//! in-process hits wait for their worker to wake (0.84–0.99× as many).
 //!
 //! Everything else (the accept loop, the metrics port, fred's Redis
 //! clients, the control connection, the recorder) stays on the main

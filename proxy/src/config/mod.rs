@@ -137,10 +137,10 @@ pub struct Config {
     /// single-threaded runtime. Read at start only (a reload does not
     /// change it).
     pub workers: usize,
-    /// How the workers share the clients: `shared`, one work-stealing
-    /// runtime (the default), or `per_worker`, a single-threaded runtime
-    /// per worker with server pools of its own (see `workers.rs`). Read at
-    /// start only.
+    /// How the workers share the clients: `per_worker` (the default), a
+    /// single-threaded runtime per worker with a share of every pool of
+    /// its own (see `workers.rs`), or `shared`, one work-stealing runtime.
+    /// Read at start only.
     pub runtime: RuntimeLayout,
     pub pool: PoolConfig,
     pub client: ClientConfig,
@@ -158,11 +158,13 @@ pub struct Config {
 pub enum RuntimeLayout {
     /// One work-stealing runtime over every worker: any worker runs any
     /// session, and the pools are shared.
-    #[default]
     Shared,
     /// One single-threaded runtime per worker; each client stays on the
     /// worker it was handed to at accept, and each worker has its own share
-    /// of every pool.
+    /// of every pool (lending idle connections to the others). The default:
+    /// measured faster for everything but a few clients' in-process hits
+    /// (bench/README.md, issue #20).
+    #[default]
     PerWorker,
 }
 
@@ -214,7 +216,7 @@ impl Default for Config {
             max_message_bytes: 64 * 1024 * 1024,
             shutdown_timeout: Duration::from_secs(30),
             workers: 0,
-            runtime: RuntimeLayout::Shared,
+            runtime: RuntimeLayout::PerWorker,
             log_format: LogFormat::Text,
             pool: PoolConfig::default(),
             client: ClientConfig::default(),

@@ -4,9 +4,7 @@
 //! starts and printed by `pgstash config check`, so that nothing set is
 //! silently ignored; contradictions are errors instead (`validate`).
 
-use super::{
-    AdminConfig, CacheConfig, CacheMode, Config, ReplicationConfig, RuntimeLayout, UpstreamHost,
-};
+use super::{AdminConfig, CacheConfig, CacheMode, Config, ReplicationConfig, UpstreamHost};
 
 /// A setting that does nothing here, and why.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -123,12 +121,6 @@ impl Config {
                 ),
             );
         }
-        if self.runtime == RuntimeLayout::PerWorker && self.worker_threads() == 1 {
-            warn(
-                "runtime",
-                "\"per_worker\" with one worker thread is the single-threaded runtime",
-            );
-        }
         found
     }
 }
@@ -183,15 +175,17 @@ mod tests {
     }
 
     #[test]
-    fn per_worker_warns_only_with_one_worker() {
-        assert!(keys("workers = 2\nruntime = \"per_worker\"\n").is_empty());
-        // A pool smaller than the worker count keeps its size (`pool.rs`).
-        assert!(keys(
-            "workers = 4\nruntime = \"per_worker\"\n[[pool.overrides]]\nuser = \"u\"\nsize = 3\n"
-        )
-        .is_empty());
-        assert_eq!(keys("workers = 1\nruntime = \"per_worker\"\n"), ["runtime"]);
-        assert!(keys("workers = 4\n[pool]\nsize = 2\n").is_empty());
+    fn runtime_layouts_do_not_warn() {
+        // A pool smaller than the worker count keeps its size (`pool.rs`);
+        // one worker is the single-threaded runtime, whatever the layout.
+        for config in [
+            "workers = 2\nruntime = \"per_worker\"\n",
+            "workers = 4\n[[pool.overrides]]\nuser = \"u\"\nsize = 3\n",
+            "workers = 1\nruntime = \"per_worker\"\n",
+            "workers = 4\nruntime = \"shared\"\n[pool]\nsize = 2\n",
+        ] {
+            assert!(keys(config).is_empty(), "{config}");
+        }
     }
 
     #[test]
