@@ -188,6 +188,20 @@ pub struct PoolEntry {
     /// clients take when this one has none left to give (see
     /// [`PoolEntry::acquire`]).
     siblings: OnceLock<Vec<Weak<PoolEntry>>>,
+    /// Checkouts of this pool in progress: a share lends no connection
+    /// while its own clients wait. (bb8's count of pending gets is not
+    /// used: a checkout given up, by a client gone or a connect error,
+    /// stays pending in it for good.)
+    waiting: AtomicUsize,
+}
+
+/// Counts a checkout in [`PoolEntry::waiting`] while it lives.
+struct Waiting<'a>(&'a AtomicUsize);
+
+impl Drop for Waiting<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::Relaxed);
+    }
 }
 
 impl PoolEntry {
@@ -227,12 +241,14 @@ impl PoolEntry {
             return None;
         }
         siblings.iter().filter_map(Weak::upgrade).find(|sibling| {
-            let state = sibling.pool.state();
-            state.idle_connections > 0 && state.statistics.pending_gets() == 0
+            sibling.waiting.load(Ordering::Relaxed) == 0
+                && sibling.pool.state().idle_connections > 0
         })
     }
 
     async fn acquire_inline(&self) -> Result<Pooled, BackendError> {
+        self.waiting.fetch_add(1, Ordering::Relaxed);
+        let _waiting = Waiting(&self.waiting);
         let mut errors = self.errors.subscribe();
         errors.borrow_and_update();
         tokio::select! {
@@ -315,6 +331,7 @@ fn pool_entry(
         acquire_timeout: config.acquire_timeout,
         size,
         siblings: OnceLock::new(),
+        waiting: AtomicUsize::new(0),
     }
 }
 
