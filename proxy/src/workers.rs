@@ -7,10 +7,10 @@
 //! runtime that opened it, so as a rule a session waits on no other
 //! thread's reactor, and a forwarded query wakes no other thread (the
 //! exceptions: a connection borrowed from another worker's share, below,
-//! and a Redis call when its worker's connections are down). The Redis store's
-//! own connections (`cache/store/redis/pipe/`) are spread over the workers
-//! too, and a session calls its own worker's first: a hit's reply is read
-//! on the session's thread.
+//! and a Redis call when its worker's connections are down). The Redis
+//! store's own connections (`cache/store/redis/pipe/`) are spread over the
+//! workers too, and a session calls its own worker's first: a hit's reply
+//! is read on the session's thread.
 //!
 //! The clients are dealt out in turn, whatever their pool: a (database,
 //! user)'s clients may gather on one worker. When that worker's share of

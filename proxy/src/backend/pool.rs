@@ -358,8 +358,10 @@ fn shares(
     let pools: Arc<[Arc<PoolEntry>]> = (0..shards)
         .map(|s| {
             // Share `s` serves workers `s`, `s + shards`…: it opens on `s`.
-            let home = (shards > 1).then(|| workers.get(s).map(|h| (s, h.clone())));
-            let home = home.flatten();
+            let home = workers
+                .get(s)
+                .filter(|_| shards > 1)
+                .map(|h| (s, h.clone()));
             let size = share(size, s, shards);
             Arc::new(pool_entry(target, config, size, statements.clone(), home))
         })

@@ -171,6 +171,15 @@ impl Pipes {
         }
     }
 
+    /// Sends on the first connection of `order` that is up (`None`: none).
+    fn send_on_first_up(
+        &self,
+        mut order: impl Iterator<Item = usize>,
+        args: &[&[u8]],
+    ) -> Option<oneshot::Receiver<Reply>> {
+        order.find_map(|i| self.pipes.get(i)?.send(args).ok())
+    }
+
     /// Whether every connection is up.
     pub fn is_up(&self) -> bool {
         self.pipes
@@ -185,10 +194,16 @@ impl Pipes {
         let first = self.next.fetch_add(1, Ordering::Relaxed);
         // The next connection that is up: one reconnecting does not fail
         // the calls its turn would have been (each trips the breaker).
+        // The calling worker's own connections first (with per-worker
+        // runtimes), then any.
         let count = self.pipes.len();
-        let sent = self
-            .send_on_own_worker(first, args)
-            .or_else(|| (0..count).find_map(|i| self.pipes[(first + i) % count].send(args).ok()));
+        let own = (self.spread > 0)
+            .then(crate::workers::current)
+            .flatten()
+            .map(|worker| in_turn(count, self.spread, worker % self.spread, first));
+        let sent = own
+            .and_then(|own| self.send_on_first_up(own, args))
+            .or_else(|| self.send_on_first_up(in_turn(count, 1, 0, first), args));
         let Some(reply) = sent else {
             return Err(Error::new(ErrorKind::IO, "redis connections down"));
         };
@@ -201,31 +216,18 @@ impl Pipes {
     }
 }
 
-impl Pipes {
-    /// Sends on the next connection that is up among those whose task runs
-    /// on the calling worker (`None`: not on a worker, or none is up).
-    fn send_on_own_worker(&self, first: usize, args: &[&[u8]]) -> Option<oneshot::Receiver<Reply>> {
-        let spread = self.spread;
-        if spread == 0 {
-            return None;
-        }
-        let worker = crate::workers::current()? % spread;
-        own_connections(self.pipes.len(), spread, worker, first)
-            .find_map(|i| self.pipes.get(i)?.send(args).ok())
-    }
-}
-
-/// The connections among `count` whose task runs on `worker` (connections
-/// `worker`, `worker + spread`, …), starting at the `first`-th of them in
-/// turn. `start` opens one per worker at least, so there is one.
-fn own_connections(
+/// Connections `offset`, `offset + spread`, … among `count`, starting at
+/// the `first`-th of them in turn: those whose task runs on worker
+/// `offset` of `spread` (`start` opens one per worker at least), or with a
+/// spread of 1, every connection.
+fn in_turn(
     count: usize,
     spread: usize,
-    worker: usize,
+    offset: usize,
     first: usize,
 ) -> impl Iterator<Item = usize> {
-    let own = count.saturating_sub(worker).div_ceil(spread.max(1));
-    (0..own).map(move |k| worker + spread * ((first + k) % own))
+    let these = count.saturating_sub(offset).div_ceil(spread.max(1));
+    (0..these).map(move |k| offset + spread * ((first + k) % these))
 }
 
 impl Drop for Pipes {
@@ -327,12 +329,12 @@ impl Shared {
 
 #[cfg(test)]
 mod tests {
-    use super::own_connections;
+    use super::in_turn;
 
     #[test]
     fn each_worker_calls_the_connections_its_runtime_runs_in_turn() {
         let of = |count, spread, worker, first| {
-            own_connections(count, spread, worker, first).collect::<Vec<_>>()
+            in_turn(count, spread, worker, first).collect::<Vec<_>>()
         };
         // Five connections over two workers: 0, 2, 4 on worker 0; 1, 3 on 1.
         assert_eq!(of(5, 2, 0, 0), [0, 2, 4]);
